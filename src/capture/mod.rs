@@ -1,0 +1,5 @@
+//! Capture routes: the body the Web SDK's `on_capture_complete` produced, turned into an Oz upload.
+
+pub mod error;
+
+pub use error::Error;

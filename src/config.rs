@@ -1,0 +1,962 @@
+//! Typed configuration: YAML file plus `OZ_PROXY__…` environment overrides, validated with key paths.
+//!
+//! The loader never reads process globals itself: `main` hands it the environment as a map, and tests
+//! hand it their own, so no test ever mutates the process environment. Values are never coerced
+//! (`try_parsing` stays off): a token `"007"` stays `"007"`. Errors name the key path and never echo
+//! the value of a secret key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Prefix of environment overrides; levels are separated by a double underscore.
+pub const ENV_PREFIX: &str = "OZ_PROXY";
+
+/// Keys whose values are secrets: errors about them never quote the value.
+const SECRET_KEYS: &[&str] = &["oz.auth.token", "oz.auth.password", "oz.auth.email"];
+
+/// A configuration problem, always naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    /// The YAML or an override did not fit the schema.
+    #[error("{0}")]
+    Schema(String),
+    /// A value parsed but is not acceptable.
+    #[error("key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl Error {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration, as written in YAML (see `config/example.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Admin listener: `/live`, `/ready`, `/metrics`; never proxied.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Optional TLS on the client-facing listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The legacy backend.
+    pub backend: BackendConfig,
+    /// Limits and timeouts of the client-facing listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Draining on SIGTERM/SIGINT.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Forwarding headers added to requests.
+    #[serde(default)]
+    pub forwarding: ForwardingConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The Oz API.
+    #[serde(default)]
+    pub oz: OzConfig,
+    /// Capture routes and their settings.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+}
+
+/// TLS certificate and key files (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// Where and how to reach the backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL: scheme `http`, host and port; no path.
+    #[serde(deserialize_with = "de::uri")]
+    pub url: http::Uri,
+    /// TCP connect timeout.
+    #[serde(default = "defaults::connect_timeout", with = "de::duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the backend to send response headers.
+    #[serde(default = "defaults::backend_timeout", with = "de::duration")]
+    pub timeout: Duration,
+    /// Idle pooled connections are closed after this; keep it below the backend's keep-alive.
+    #[serde(default = "defaults::pool_idle_timeout", with = "de::duration")]
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per backend.
+    #[serde(default = "defaults::pool_max_idle")]
+    pub pool_max_idle: usize,
+}
+
+/// Limits of the client-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A client must send the full request head within this time (slowloris guard).
+    #[serde(default = "defaults::header_read_timeout", with = "de::duration")]
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes; larger heads get 431.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more get 431.
+    #[serde(default = "defaults::max_headers")]
+    pub max_headers: usize,
+    /// Idle timeout of an upgraded (WebSocket) tunnel.
+    #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
+    pub tunnel_idle_timeout: Duration,
+}
+
+/// How the proxy drains on SIGTERM or SIGINT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Traffic keeps flowing this long after the signal while `/ready` says 503.
+    #[serde(default = "defaults::drain_delay", with = "de::duration")]
+    pub drain_delay: Duration,
+    /// After the listener closes, in-flight requests and tunnels get at most this long.
+    #[serde(default = "defaults::drain_deadline", with = "de::duration")]
+    pub drain_deadline: Duration,
+}
+
+/// Forwarding headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// `append` adds the peer address to `X-Forwarded-For`; `replace` drops what the client sent;
+    /// `off` leaves the header alone.
+    #[serde(default)]
+    pub x_forwarded_for: XffMode,
+    /// Value of a `Via` header added to forwarded requests (RFC 9110 §7.6.3); empty = none.
+    #[serde(default)]
+    pub via: String,
+    /// Request-id header, generated when absent.
+    #[serde(default = "defaults::request_id_header")]
+    pub request_id_header: String,
+}
+
+/// What to do with `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XffMode {
+    #[default]
+    Append,
+    Replace,
+    Off,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `oz_capture_proxy=debug`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+/// Oz API connection and credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OzConfig {
+    /// Base URL of the Oz API host given by Oz.
+    #[serde(default = "defaults::oz_url", deserialize_with = "de::uri")]
+    pub url: http::Uri,
+    /// `folders` (upload, start analyses, poll) or `instant` (`/api/instant/folders/`).
+    #[serde(default)]
+    pub api: OzApiMode,
+    /// Extra CA certificates (PEM) trusted for the Oz host, on top of the built-in roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Connect timeout of Oz calls.
+    #[serde(default = "defaults::connect_timeout", with = "de::duration")]
+    pub connect_timeout: Duration,
+    /// Timeout of each single Oz call (upload, analyses, poll, login).
+    #[serde(default = "defaults::oz_timeout", with = "de::duration")]
+    pub timeout: Duration,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: OzAuthConfig,
+}
+
+/// Which Oz API flow to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OzApiMode {
+    #[default]
+    Folders,
+    Instant,
+}
+
+/// Either a static token or login credentials. Secrets belong in the environment or in files.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OzAuthConfig {
+    /// A service token (`X-Forensic-Access-Token`).
+    #[serde(default)]
+    pub token: String,
+    /// File holding the token (e.g. a mounted Secret); read at load time.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Login e-mail for `POST /api/authorize/auth/`.
+    #[serde(default)]
+    pub email: String,
+    /// Login password.
+    #[serde(default)]
+    pub password: String,
+    /// File holding the password; read at load time.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Renew a login token this long before it expires.
+    #[serde(default = "defaults::token_renew_before", with = "de::duration")]
+    pub renew_before: Duration,
+}
+
+impl std::fmt::Debug for OzAuthConfig {
+    // Secrets never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OzAuthConfig")
+            .field("token", &redacted(&self.token))
+            .field("token_file", &self.token_file)
+            .field("email", &redacted(&self.email))
+            .field("password", &redacted(&self.password))
+            .field("password_file", &self.password_file)
+            .field("renew_before", &self.renew_before)
+            .finish()
+    }
+}
+
+fn redacted(s: &str) -> &'static str {
+    if s.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
+impl OzAuthConfig {
+    /// Static token mode, as opposed to login mode.
+    pub fn uses_static_token(&self) -> bool {
+        !self.token.is_empty()
+    }
+}
+
+/// Capture routes and the defaults of their settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// The routes the proxy intercepts (POST only).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Bodies larger than this get 413 before any upload.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Most frames accepted in `frame_list`.
+    #[serde(default = "defaults::max_frames")]
+    pub max_frames: usize,
+    /// Largest decoded frame in bytes.
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Multipart key of the ZIP part.
+    #[serde(default = "defaults::file_key")]
+    pub file_key: String,
+    /// Analyses started after the upload; `[]` starts none. A comma-separated string also works.
+    #[serde(default = "defaults::analyses", deserialize_with = "de::string_list")]
+    pub analyses: Vec<String>,
+    /// How long to wait for the verdict; `0s` = don't wait (`PROCESSING`).
+    #[serde(default = "defaults::wait_for_result", with = "de::duration")]
+    pub wait_for_result: Duration,
+    /// Also send the best frame as a `photo_selfie` part.
+    #[serde(default)]
+    pub best_frame: BestFrame,
+    /// What the backend receives as body in forward mode.
+    #[serde(default)]
+    pub forward_body: ForwardBody,
+    /// What happens when Oz fails.
+    #[serde(default)]
+    pub on_oz_error: OnOzError,
+    /// Respond-mode result shape.
+    #[serde(default)]
+    pub result_mode: ResultMode,
+    /// Captures processed at once (parse, decode, zip); more get 503 + `Retry-After`.
+    #[serde(default = "defaults::max_concurrent")]
+    pub max_concurrent: usize,
+    /// Bytes of capture bodies held in memory at once, across all captures; beyond it, 503.
+    #[serde(default = "defaults::memory_budget_bytes")]
+    pub memory_budget_bytes: u64,
+    /// Static entries added to `folder:meta_data`.
+    #[serde(default)]
+    pub folder_meta_data: BTreeMap<String, String>,
+}
+
+/// One capture route, with optional overrides of the capture settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path matched after normalization.
+    pub path: String,
+    /// `forward` (to the backend, verdict in headers) or `respond` (the proxy answers).
+    #[serde(default)]
+    pub on_result: OnResult,
+    pub result_mode: Option<ResultMode>,
+    pub on_oz_error: Option<OnOzError>,
+    pub forward_body: Option<ForwardBody>,
+    pub max_body_bytes: Option<u64>,
+    pub max_frames: Option<usize>,
+    pub max_frame_bytes: Option<usize>,
+    pub file_key: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string_list")]
+    pub analyses: Option<Vec<String>>,
+    #[serde(default, with = "de::opt_duration")]
+    pub wait_for_result: Option<Duration>,
+    pub best_frame: Option<BestFrame>,
+}
+
+/// Forward to the backend or answer the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnResult {
+    #[default]
+    Forward,
+    Respond,
+}
+
+/// Respond-mode result shape, named as the Web SDK names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultMode {
+    Safe,
+    Status,
+    #[default]
+    Folder,
+}
+
+/// What happens when Oz fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOzError {
+    /// 502/504 to the client; the backend gets nothing.
+    #[default]
+    Reject,
+    /// Forward with `X-Oz-Resolution: ERROR`.
+    Forward,
+}
+
+/// Body sent to the backend in forward mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardBody {
+    /// The request body exactly as the client sent it.
+    #[default]
+    Original,
+    /// A compact JSON summary instead of the frames.
+    Summary,
+}
+
+/// Whether the best frame goes to Oz as a `photo_selfie` part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BestFrame {
+    #[default]
+    None,
+    Jpeg,
+    Png,
+}
+
+/// The settings of one capture route after overrides are applied.
+#[derive(Debug, Clone)]
+pub struct CaptureRoute {
+    pub path: String,
+    pub on_result: OnResult,
+    pub result_mode: ResultMode,
+    pub on_oz_error: OnOzError,
+    pub forward_body: ForwardBody,
+    pub max_body_bytes: u64,
+    pub max_frames: usize,
+    pub max_frame_bytes: usize,
+    pub file_key: String,
+    pub analyses: Vec<String>,
+    pub wait_for_result: Duration,
+    pub best_frame: BestFrame,
+}
+
+impl CaptureConfig {
+    /// Each route with the section defaults filled in.
+    pub fn effective_routes(&self) -> Vec<CaptureRoute> {
+        self.routes
+            .iter()
+            .map(|r| CaptureRoute {
+                path: r.path.clone(),
+                on_result: r.on_result,
+                result_mode: r.result_mode.unwrap_or(self.result_mode),
+                on_oz_error: r.on_oz_error.unwrap_or(self.on_oz_error),
+                forward_body: r.forward_body.unwrap_or(self.forward_body),
+                max_body_bytes: r.max_body_bytes.unwrap_or(self.max_body_bytes),
+                max_frames: r.max_frames.unwrap_or(self.max_frames),
+                max_frame_bytes: r.max_frame_bytes.unwrap_or(self.max_frame_bytes),
+                file_key: r.file_key.clone().unwrap_or_else(|| self.file_key.clone()),
+                analyses: r.analyses.clone().unwrap_or_else(|| self.analyses.clone()),
+                wait_for_result: r.wait_for_result.unwrap_or(self.wait_for_result),
+                best_frame: r.best_frame.unwrap_or(self.best_frame),
+            })
+            .collect()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: defaults::header_read_timeout(),
+            max_header_bytes: defaults::max_header_bytes(),
+            max_headers: defaults::max_headers(),
+            tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: defaults::drain_delay(),
+            drain_deadline: defaults::drain_deadline(),
+        }
+    }
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            x_forwarded_for: XffMode::Append,
+            via: String::new(),
+            request_id_header: defaults::request_id_header(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: defaults::log_level(),
+        }
+    }
+}
+
+impl Default for OzConfig {
+    fn default() -> Self {
+        Self {
+            url: defaults::oz_url(),
+            api: OzApiMode::Folders,
+            ca_file: None,
+            connect_timeout: defaults::connect_timeout(),
+            timeout: defaults::oz_timeout(),
+            auth: OzAuthConfig::default(),
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            max_body_bytes: defaults::max_body_bytes(),
+            max_frames: defaults::max_frames(),
+            max_frame_bytes: defaults::max_frame_bytes(),
+            file_key: defaults::file_key(),
+            analyses: defaults::analyses(),
+            wait_for_result: defaults::wait_for_result(),
+            best_frame: BestFrame::None,
+            forward_body: ForwardBody::Original,
+            on_oz_error: OnOzError::Reject,
+            result_mode: ResultMode::Folder,
+            max_concurrent: defaults::max_concurrent(),
+            memory_budget_bytes: defaults::memory_budget_bytes(),
+            folder_meta_data: BTreeMap::new(),
+        }
+    }
+}
+
+// === loading ===
+
+impl Config {
+    /// Loads `path` and applies overrides from `env` (only keys starting with `OZ_PROXY__`).
+    pub fn load(path: &Path, env: &BTreeMap<String, String>) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_yaml(&text, env)
+    }
+
+    /// Parses YAML text and applies overrides from `env`.
+    pub fn from_yaml(yaml: &str, env: &BTreeMap<String, String>) -> Result<Config, Error> {
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| Error::Schema(scrub(&e.to_string())))?;
+        let mut cfg: Config = built
+            .try_deserialize()
+            .map_err(|e| Error::Schema(scrub(&e.to_string())))?;
+        cfg.read_secret_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn read_secret_files(&mut self) -> Result<(), Error> {
+        let auth = &mut self.oz.auth;
+        if let Some(p) = &auth.token_file {
+            auth.token = read_secret(p, "oz.auth.token_file")?;
+        }
+        if let Some(p) = &auth.password_file {
+            auth.password = read_secret(p, "oz.auth.password_file")?;
+        }
+        Ok(())
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        let b = &self.backend.url;
+        match b.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(Error::invalid(
+                    "backend.url",
+                    format!("scheme `{other}` is not supported, use http"),
+                ))
+            }
+            None => return Err(Error::invalid("backend.url", "needs a scheme, e.g. http://")),
+        }
+        if b.authority().is_none() {
+            return Err(Error::invalid("backend.url", "needs a host and port"));
+        }
+        if !matches!(b.path(), "" | "/") || b.query().is_some() {
+            return Err(Error::invalid(
+                "backend.url",
+                "must not carry a path or query; requests keep their own path",
+            ));
+        }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(Error::invalid(
+                "admin_listen",
+                "must differ from `listen`: the admin endpoints are never on the traffic port",
+            ));
+        }
+        if self.server.max_header_bytes < 1024 {
+            return Err(Error::invalid("server.max_header_bytes", "must be at least 1024"));
+        }
+        if self.server.max_headers == 0 {
+            return Err(Error::invalid("server.max_headers", "must be at least 1"));
+        }
+        if self.backend.pool_idle_timeout.is_zero() {
+            return Err(Error::invalid("backend.pool_idle_timeout", "must be above 0s"));
+        }
+        if !self.forwarding.request_id_header.is_empty()
+            && http::HeaderName::from_bytes(self.forwarding.request_id_header.as_bytes()).is_err()
+        {
+            return Err(Error::invalid("forwarding.request_id_header", "is not a valid header name"));
+        }
+        if !self.forwarding.via.is_empty()
+            && http::HeaderValue::from_str(&self.forwarding.via).is_err()
+        {
+            return Err(Error::invalid("forwarding.via", "is not a valid header value"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(Error::invalid("log.level", "is not a valid filter (e.g. `info`)"));
+        }
+        self.validate_oz()?;
+        self.validate_capture()
+    }
+
+    fn validate_oz(&self) -> Result<(), Error> {
+        let oz = &self.oz;
+        match oz.url.scheme_str() {
+            Some("https") | Some("http") => {}
+            _ => return Err(Error::invalid("oz.url", "needs an http:// or https:// URL")),
+        }
+        if oz.url.authority().is_none() {
+            return Err(Error::invalid("oz.url", "needs a host"));
+        }
+        if oz.timeout.is_zero() {
+            return Err(Error::invalid("oz.timeout", "must be above 0s"));
+        }
+        let a = &oz.auth;
+        if a.token.is_empty() && !self.capture.routes.is_empty() {
+            if a.email.is_empty() || a.password.is_empty() {
+                return Err(Error::invalid(
+                    "oz.auth",
+                    "capture routes need Oz credentials: set oz.auth.token (or token_file), or both oz.auth.email and oz.auth.password",
+                ));
+            }
+        }
+        if !a.token.is_empty() && (!a.email.is_empty() || !a.password.is_empty()) {
+            return Err(Error::invalid(
+                "oz.auth",
+                "set either a token or email and password, not both",
+            ));
+        }
+        if let Some(ca) = &oz.ca_file {
+            if !ca.is_file() {
+                return Err(Error::invalid("oz.ca_file", format!("{} is not a readable file", ca.display())));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_capture(&self) -> Result<(), Error> {
+        let c = &self.capture;
+        if c.max_concurrent == 0 {
+            return Err(Error::invalid("capture.max_concurrent", "must be at least 1"));
+        }
+        if c.memory_budget_bytes < c.max_body_bytes {
+            return Err(Error::invalid(
+                "capture.memory_budget_bytes",
+                "must be at least capture.max_body_bytes, or no capture could ever run",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.capture.effective_routes().iter().enumerate() {
+            let key = |field: &str| format!("capture.routes[{i}].{field}");
+            if !r.path.starts_with('/') {
+                return Err(Error::invalid(key("path"), "must start with `/`"));
+            }
+            let normalized = crate::proxy::path::normalize(r.path.as_bytes());
+            if !seen.insert(normalized.clone()) {
+                return Err(Error::invalid(
+                    key("path"),
+                    format!("duplicates another route (both normalize to `{normalized}`)"),
+                ));
+            }
+            if r.file_key.is_empty()
+                || r.file_key == "payload"
+                || !r.file_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(Error::invalid(
+                    key("file_key"),
+                    "must be letters, digits, `_` or `-`, and not `payload`",
+                ));
+            }
+            if r.max_body_bytes == 0 {
+                return Err(Error::invalid(key("max_body_bytes"), "must be above 0"));
+            }
+            if r.max_body_bytes > c.memory_budget_bytes {
+                return Err(Error::invalid(
+                    key("max_body_bytes"),
+                    "is above capture.memory_budget_bytes, so such a capture could never run",
+                ));
+            }
+            if r.max_frames == 0 {
+                return Err(Error::invalid(key("max_frames"), "must be at least 1"));
+            }
+            for (j, a) in r.analyses.iter().enumerate() {
+                if a.is_empty() || !a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                    return Err(Error::invalid(
+                        format!("capture.routes[{i}].analyses[{j}]"),
+                        "analysis types are lowercase words such as `quality`",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_secret(path: &Path, key: &str) -> Result<String, Error> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(key, format!("cannot read {}: {}", path.display(), e.kind())))?;
+    // Mounted Secrets often end with a newline that is not part of the secret.
+    Ok(raw.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Removes quoted values from a config-crate error message when it concerns a secret key.
+fn scrub(message: &str) -> String {
+    if SECRET_KEYS.iter().any(|k| message.contains(k)) {
+        // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
+        let mut out = String::with_capacity(message.len());
+        let mut in_quote = false;
+        for ch in message.chars() {
+            match ch {
+                '"' if !in_quote => {
+                    in_quote = true;
+                    out.push_str("\"<redacted>");
+                }
+                '"' => {
+                    in_quote = false;
+                    out.push('"');
+                }
+                _ if in_quote => {}
+                _ => out.push(ch),
+            }
+        }
+        out
+    } else {
+        message.to_owned()
+    }
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9901))
+    }
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn backend_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    // Below Node's 5 s default keep-alive, as linkerd does (3 s).
+    pub fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn pool_max_idle() -> usize {
+        256
+    }
+    pub fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_header_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn max_headers() -> usize {
+        100
+    }
+    pub fn tunnel_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn drain_delay() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn drain_deadline() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub fn request_id_header() -> String {
+        "x-request-id".to_owned()
+    }
+    pub fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub fn oz_url() -> http::Uri {
+        http::Uri::from_static("https://oz.example.com")
+    }
+    pub fn oz_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn token_renew_before() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn max_body_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub fn max_frames() -> usize {
+        300
+    }
+    pub fn max_frame_bytes() -> usize {
+        4 * 1024 * 1024
+    }
+    pub fn file_key() -> String {
+        "video1".to_owned()
+    }
+    pub fn analyses() -> Vec<String> {
+        vec!["quality".to_owned()]
+    }
+    pub fn wait_for_result() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_concurrent() -> usize {
+        4
+    }
+    pub fn memory_budget_bytes() -> u64 {
+        512 * 1024 * 1024
+    }
+}
+
+/// Deserializers for the shapes serde has no default for.
+mod de {
+    use super::*;
+
+    pub fn uri<'de, D: Deserializer<'de>>(d: D) -> Result<http::Uri, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("invalid URL: {e}")))
+    }
+
+    /// Either a YAML sequence or a comma-separated string (how a list arrives from the environment).
+    pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum List {
+            Seq(Vec<String>),
+            Csv(String),
+        }
+        Ok(match List::deserialize(d)? {
+            List::Seq(v) => v,
+            List::Csv(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    pub fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        string_list(d).map(Some)
+    }
+
+    pub mod duration {
+        use super::*;
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            let s = String::deserialize(d)?;
+            humantime::parse_duration(&s).map_err(|e| {
+                serde::de::Error::custom(format!("invalid duration `{s}` ({e}); write e.g. \"30s\" or \"500ms\""))
+            })
+        }
+    }
+
+    pub mod opt_duration {
+        use super::*;
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::duration::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "backend:\n  url: \"http://127.0.0.1:3000\"\n";
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.capture.file_key, "video1");
+        assert_eq!(c.backend.pool_idle_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn env_overrides_are_not_coerced() {
+        let c = Config::from_yaml(
+            MINIMAL,
+            &env(&[
+                ("OZ_PROXY__OZ__AUTH__TOKEN", "007"),
+                ("OZ_PROXY__CAPTURE__MAX_BODY_BYTES", "1000"),
+                ("OZ_PROXY__CAPTURE__ANALYSES", "quality,biometry"),
+                ("OZ_PROXY__CAPTURE__WAIT_FOR_RESULT", "2s"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.oz.auth.token, "007");
+        assert_eq!(c.capture.max_body_bytes, 1000);
+        assert_eq!(c.capture.analyses, vec!["quality", "biometry"]);
+        assert_eq!(c.capture.wait_for_result, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_yaml(&format!("{MINIMAL}capture:\n  max_body_byte: 3\n"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_body_byte") && e.contains("capture"), "{e}");
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}oz:\n  auth:\n    password: [\"hunter2\"]\n"),
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("oz.auth.password"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn route_overrides_apply() {
+        let yaml = format!(
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  max_body_bytes: 100\n  routes:\n    - path: /a\n    - path: /b\n      on_result: respond\n      max_body_bytes: 50\n      analyses: []\n"
+        );
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        let r = c.capture.effective_routes();
+        assert_eq!(r[0].max_body_bytes, 100);
+        assert_eq!(r[1].max_body_bytes, 50);
+        assert_eq!(r[1].on_result, OnResult::Respond);
+        assert!(r[1].analyses.is_empty());
+    }
+
+    #[test]
+    fn duplicate_routes_after_normalization_are_refused() {
+        let yaml = format!(
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n"
+        );
+        let e = Config::from_yaml(&yaml, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("capture.routes[1].path"), "{e}");
+    }
+
+    #[test]
+    fn capture_routes_need_credentials() {
+        let yaml = format!("{MINIMAL}capture:\n  routes:\n    - path: /a\n");
+        let e = Config::from_yaml(&yaml, &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("oz.auth"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let e = Config::from_yaml(&format!("{MINIMAL}shutdown:\n  drain_delay: soon\n"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shutdown.drain_delay") || e.contains("drain_delay"), "{e}");
+    }
+}

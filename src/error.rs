@@ -1,0 +1,32 @@
+//! Every failure the proxy turns into its own response, in one enum.
+//!
+//! Each module keeps its own error type (`capture::Error`, `oz::Error`); this enum gathers them
+//! with the passthrough failures so that `crate::problem` can map all of them in one `match`.
+
+use crate::{capture, oz};
+
+/// A failure answered by the proxy itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend refused or dropped the connection.
+    #[error("backend unreachable: {0}")]
+    BackendConnect(String),
+    /// The backend did not send response headers within `backend.timeout`.
+    #[error("backend did not answer within the timeout")]
+    BackendTimeout,
+    /// The backend sent something that is not a valid HTTP response, or failed mid-exchange.
+    #[error("backend failed: {0}")]
+    BackendFailed(String),
+    /// The request is not one the proxy forwards (framing, smuggling attempt, bad target).
+    #[error("{0}")]
+    BadRequest(&'static str),
+    /// The proxy is shutting down and takes no new captures.
+    #[error("the proxy is shutting down")]
+    Draining,
+    /// A capture was refused.
+    #[error(transparent)]
+    Capture(#[from] capture::Error),
+    /// Oz API failed.
+    #[error(transparent)]
+    Oz(#[from] oz::Error),
+}

@@ -1,0 +1,39 @@
+//! Why a call to Oz API failed.
+//!
+//! Nothing here carries a token, a password or media: Oz's `error_message` is kept only for
+//! logs after being cut short, and the client sees the Oz `error_code` and a fixed text.
+
+/// An Oz-side failure. `crate::problem` maps each variant to 502 or 504 with a stable `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Oz answered with an error status; `error_code` is Oz's own code when the body had one.
+    #[error("Oz API answered {status} to {endpoint} (error_code {error_code:?})")]
+    Api {
+        endpoint: &'static str,
+        status: u16,
+        error_code: Option<i64>,
+        /// Oz's `error_message`, truncated; for logs only.
+        message: String,
+    },
+    /// Login failed or credentials were refused.
+    #[error("Oz API refused the credentials (error_code {error_code:?})")]
+    Auth { error_code: Option<i64> },
+    /// A call did not finish within `oz.timeout`.
+    #[error("Oz API call {endpoint} timed out")]
+    Timeout { endpoint: &'static str },
+    /// The verdict was not final within `wait_for_result` (not an error in forward mode).
+    #[error("Oz analyses did not finish in time")]
+    ResultTimeout,
+    /// Connecting or sending failed.
+    #[error("Oz API unreachable for {endpoint}: {reason}")]
+    Unreachable {
+        endpoint: &'static str,
+        reason: String,
+    },
+    /// Oz answered 2xx with a body the proxy cannot read.
+    #[error("Oz API sent an unreadable answer to {endpoint}: {reason}")]
+    BadResponse {
+        endpoint: &'static str,
+        reason: String,
+    },
+}
