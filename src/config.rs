@@ -65,6 +65,9 @@ pub struct Config {
     /// Forwarding headers added to requests.
     #[serde(default)]
     pub forwarding: ForwardingConfig,
+    /// Re-reading the config file when it changes.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -135,6 +138,23 @@ pub struct ShutdownConfig {
     /// After the listener closes, in-flight requests and tunnels get at most this long.
     #[serde(default = "defaults::drain_deadline", with = "de::duration")]
     pub drain_deadline: Duration,
+}
+
+/// Config reload by polling: a ConfigMap update swaps a symlink, which breaks inotify watches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// How often the file is re-read and compared; `0s` turns reloading off.
+    #[serde(default = "defaults::reload_interval", with = "de::duration")]
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            interval: defaults::reload_interval(),
+        }
+    }
 }
 
 /// Forwarding headers.
@@ -564,7 +584,12 @@ impl Config {
                     format!("scheme `{other}` is not supported, use http"),
                 ))
             }
-            None => return Err(Error::invalid("backend.url", "needs a scheme, e.g. http://")),
+            None => {
+                return Err(Error::invalid(
+                    "backend.url",
+                    "needs a scheme, e.g. http://",
+                ))
+            }
         }
         if b.authority().is_none() {
             return Err(Error::invalid("backend.url", "needs a host and port"));
@@ -582,26 +607,41 @@ impl Config {
             ));
         }
         if self.server.max_header_bytes < 1024 {
-            return Err(Error::invalid("server.max_header_bytes", "must be at least 1024"));
+            return Err(Error::invalid(
+                "server.max_header_bytes",
+                "must be at least 1024",
+            ));
         }
         if self.server.max_headers == 0 {
             return Err(Error::invalid("server.max_headers", "must be at least 1"));
         }
         if self.backend.pool_idle_timeout.is_zero() {
-            return Err(Error::invalid("backend.pool_idle_timeout", "must be above 0s"));
+            return Err(Error::invalid(
+                "backend.pool_idle_timeout",
+                "must be above 0s",
+            ));
         }
         if !self.forwarding.request_id_header.is_empty()
             && http::HeaderName::from_bytes(self.forwarding.request_id_header.as_bytes()).is_err()
         {
-            return Err(Error::invalid("forwarding.request_id_header", "is not a valid header name"));
+            return Err(Error::invalid(
+                "forwarding.request_id_header",
+                "is not a valid header name",
+            ));
         }
         if !self.forwarding.via.is_empty()
             && http::HeaderValue::from_str(&self.forwarding.via).is_err()
         {
-            return Err(Error::invalid("forwarding.via", "is not a valid header value"));
+            return Err(Error::invalid(
+                "forwarding.via",
+                "is not a valid header value",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(Error::invalid("log.level", "is not a valid filter (e.g. `info`)"));
+            return Err(Error::invalid(
+                "log.level",
+                "is not a valid filter (e.g. `info`)",
+            ));
         }
         self.validate_oz()?;
         self.validate_capture()
@@ -620,13 +660,14 @@ impl Config {
             return Err(Error::invalid("oz.timeout", "must be above 0s"));
         }
         let a = &oz.auth;
-        if a.token.is_empty() && !self.capture.routes.is_empty() {
-            if a.email.is_empty() || a.password.is_empty() {
-                return Err(Error::invalid(
-                    "oz.auth",
-                    "capture routes need Oz credentials: set oz.auth.token (or token_file), or both oz.auth.email and oz.auth.password",
-                ));
-            }
+        if a.token.is_empty()
+            && !self.capture.routes.is_empty()
+            && (a.email.is_empty() || a.password.is_empty())
+        {
+            return Err(Error::invalid(
+                "oz.auth",
+                "capture routes need Oz credentials: set oz.auth.token (or token_file), or both oz.auth.email and oz.auth.password",
+            ));
         }
         if !a.token.is_empty() && (!a.email.is_empty() || !a.password.is_empty()) {
             return Err(Error::invalid(
@@ -636,7 +677,10 @@ impl Config {
         }
         if let Some(ca) = &oz.ca_file {
             if !ca.is_file() {
-                return Err(Error::invalid("oz.ca_file", format!("{} is not a readable file", ca.display())));
+                return Err(Error::invalid(
+                    "oz.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
             }
         }
         Ok(())
@@ -645,7 +689,10 @@ impl Config {
     fn validate_capture(&self) -> Result<(), Error> {
         let c = &self.capture;
         if c.max_concurrent == 0 {
-            return Err(Error::invalid("capture.max_concurrent", "must be at least 1"));
+            return Err(Error::invalid(
+                "capture.max_concurrent",
+                "must be at least 1",
+            ));
         }
         if c.memory_budget_bytes < c.max_body_bytes {
             return Err(Error::invalid(
@@ -668,7 +715,10 @@ impl Config {
             }
             if r.file_key.is_empty()
                 || r.file_key == "payload"
-                || !r.file_key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                || !r
+                    .file_key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
                 return Err(Error::invalid(
                     key("file_key"),
@@ -701,8 +751,9 @@ impl Config {
 }
 
 fn read_secret(path: &Path, key: &str) -> Result<String, Error> {
-    let raw = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid(key, format!("cannot read {}: {}", path.display(), e.kind())))?;
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        Error::invalid(key, format!("cannot read {}: {}", path.display(), e.kind()))
+    })?;
     // Mounted Secrets often end with a newline that is not part of the secret.
     Ok(raw.trim_end_matches(['\r', '\n']).to_owned())
 }
@@ -774,6 +825,9 @@ mod defaults {
     pub fn drain_deadline() -> Duration {
         Duration::from_secs(20)
     }
+    pub fn reload_interval() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn request_id_header() -> String {
         "x-request-id".to_owned()
     }
@@ -844,7 +898,9 @@ mod de {
         })
     }
 
-    pub fn opt_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    pub fn opt_string_list<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<String>>, D::Error> {
         string_list(d).map(Some)
     }
 
@@ -853,7 +909,9 @@ mod de {
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             let s = String::deserialize(d)?;
             humantime::parse_duration(&s).map_err(|e| {
-                serde::de::Error::custom(format!("invalid duration `{s}` ({e}); write e.g. \"30s\" or \"500ms\""))
+                serde::de::Error::custom(format!(
+                    "invalid duration `{s}` ({e}); write e.g. \"30s\" or \"500ms\""
+                ))
             })
         }
     }
@@ -873,7 +931,10 @@ mod tests {
     const MINIMAL: &str = "backend:\n  url: \"http://127.0.0.1:3000\"\n";
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -905,9 +966,12 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::from_yaml(&format!("{MINIMAL}capture:\n  max_body_byte: 3\n"), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}capture:\n  max_body_byte: 3\n"),
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("max_body_byte") && e.contains("capture"), "{e}");
     }
 
@@ -954,9 +1018,15 @@ mod tests {
 
     #[test]
     fn bad_duration_names_key() {
-        let e = Config::from_yaml(&format!("{MINIMAL}shutdown:\n  drain_delay: soon\n"), &env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("shutdown.drain_delay") || e.contains("drain_delay"), "{e}");
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}shutdown:\n  drain_delay: soon\n"),
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("shutdown.drain_delay") || e.contains("drain_delay"),
+            "{e}"
+        );
     }
 }

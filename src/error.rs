@@ -20,6 +20,9 @@ pub enum Error {
     /// The request is not one the proxy forwards (framing, smuggling attempt, bad target).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// `CONNECT` and other methods a reverse proxy does not serve.
+    #[error("method not allowed through this proxy")]
+    MethodNotAllowed,
     /// The proxy is shutting down and takes no new captures.
     #[error("the proxy is shutting down")]
     Draining,

@@ -19,6 +19,7 @@
 //! - [`body`], [`error`], [`problem`], [`metrics`]: the body type, the failure enum, the one
 //!   mapping of failures to `application/problem+json`, and the metric families.
 
+pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod config;
@@ -28,5 +29,8 @@ pub mod oz;
 pub mod oz_sim;
 pub mod problem;
 pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod telemetry;
 
 pub use error::Error;

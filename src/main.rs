@@ -1,1 +1,147 @@
-fn main() {}
+//! The `oz-capture-proxy` command: parses the command line and calls into the library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use oz_capture_proxy::config::{Config, LogFormat};
+use oz_capture_proxy::reload::ConfigSource;
+use oz_capture_proxy::{server, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad command line or config (sysexits EX_USAGE), as linkerd2-proxy does.
+const EX_USAGE: u8 = 64;
+
+/// Transparent HTTP reverse proxy that does the Oz Liveness work of a legacy backend.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Config file (YAML). Every key can be overridden by OZ_PROXY__SECTION__KEY.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format; overrides `log.format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and exit (0 = valid).
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        None => match cli.config {
+            Some(path) => run(path, cli.log_format),
+            None => {
+                eprintln!("error: --config FILE is required to run the proxy (see --help)");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+    }
+}
+
+/// The process environment, reduced to our overrides. Read once here and passed down.
+fn overrides() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("OZ_PROXY__"))
+        .collect()
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    match Config::load(path, &overrides()) {
+        Ok(cfg) => {
+            println!(
+                "config ok: listen {}, admin_listen {}, backend {}, {} capture route(s)",
+                cfg.listen,
+                cfg.admin_listen,
+                cfg.backend.url,
+                cfg.capture.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("config error in {}: {e}", path.display());
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
+    let env = overrides();
+    let config = match Config::load(&path, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("config error in {}: {e}", path.display());
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    telemetry::init(log_format.unwrap_or(config.log.format), &config.log.level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listeners = server::Listeners::bind(&config).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        server::run(
+            config,
+            Some(ConfigSource { path, env }),
+            listeners,
+            shutdown,
+        )
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "proxy failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM is how Kubernetes stops a container; SIGINT is Ctrl-C in a terminal. As PID 1 in a
+/// scratch image the process gets no default handler, so both are handled explicitly. A second
+/// signal skips the drain.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    for n in 0..2 {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        if n == 0 {
+            tracing::info!(signal = name, "shutting down");
+            shutdown.cancel();
+        } else {
+            tracing::warn!(signal = name, "second signal, exiting now");
+            std::process::exit(130);
+        }
+    }
+}

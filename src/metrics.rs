@@ -41,7 +41,11 @@ pub enum RouteKind {
 }
 
 impl RouteKind {
-    const ALL: [RouteKind; 3] = [RouteKind::Passthrough, RouteKind::Capture, RouteKind::Upgrade];
+    const ALL: [RouteKind; 3] = [
+        RouteKind::Passthrough,
+        RouteKind::Capture,
+        RouteKind::Upgrade,
+    ];
 
     /// The label value, also used in log lines.
     pub fn as_str(self) -> &'static str {
@@ -178,7 +182,11 @@ impl Metrics {
         let reg = registry.sub_registry_with_prefix("oz_proxy");
 
         let requests_family = Family::<RequestLabels, Counter>::default();
-        reg.register("requests", "Requests answered, by route kind and status class", requests_family.clone());
+        reg.register(
+            "requests",
+            "Requests answered, by route kind and status class",
+            requests_family.clone(),
+        );
         let requests = RouteKind::ALL.map(|k| {
             STATUS_CLASSES.map(|c| {
                 requests_family.get_or_create_owned(&RequestLabels {
@@ -190,7 +198,9 @@ impl Metrics {
 
         let durations_family = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 100 µs .. ~52 s: passthrough overhead is sub-millisecond, captures wait on Oz.
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 20))
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 20,
+            ))
         });
         reg.register_with_unit(
             "request_duration",
@@ -198,19 +208,44 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             durations_family.clone(),
         );
-        let durations = RouteKind::ALL.map(|k| durations_family.get_or_create_owned(&RouteLabels { route_kind: k.as_str() }));
+        let durations = RouteKind::ALL.map(|k| {
+            durations_family.get_or_create_owned(&RouteLabels {
+                route_kind: k.as_str(),
+            })
+        });
 
         let in_flight_family = Family::<RouteLabels, Gauge>::default();
-        reg.register("requests_in_flight", "Requests and tunnels currently open", in_flight_family.clone());
-        let in_flight = RouteKind::ALL.map(|k| in_flight_family.get_or_create_owned(&RouteLabels { route_kind: k.as_str() }));
+        reg.register(
+            "requests_in_flight",
+            "Requests and tunnels currently open",
+            in_flight_family.clone(),
+        );
+        let in_flight = RouteKind::ALL.map(|k| {
+            in_flight_family.get_or_create_owned(&RouteLabels {
+                route_kind: k.as_str(),
+            })
+        });
 
         let backend_family = Family::<KindLabels, Counter>::default();
-        reg.register("backend_errors", "Failures reaching the backend, by kind", backend_family.clone());
-        let backend_errors = ["connect", "timeout", "failed"].map(|k| backend_family.get_or_create_owned(&KindLabels { kind: k }));
+        reg.register(
+            "backend_errors",
+            "Failures reaching the backend, by kind",
+            backend_family.clone(),
+        );
+        let backend_errors = ["connect", "timeout", "failed"]
+            .map(|k| backend_family.get_or_create_owned(&KindLabels { kind: k }));
 
         let captures_family = Family::<OutcomeLabels, Counter>::default();
-        reg.register("captures", "Captures handled, by outcome", captures_family.clone());
-        let captures = CaptureOutcome::ALL.map(|o| captures_family.get_or_create_owned(&OutcomeLabels { outcome: o.as_str() }));
+        reg.register(
+            "captures",
+            "Captures handled, by outcome",
+            captures_family.clone(),
+        );
+        let captures = CaptureOutcome::ALL.map(|o| {
+            captures_family.get_or_create_owned(&OutcomeLabels {
+                outcome: o.as_str(),
+            })
+        });
 
         let bytes_family = Family::<DirectionLabels, Counter>::default();
         reg.register_with_unit(
@@ -219,11 +254,15 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             bytes_family.clone(),
         );
-        let capture_bytes_in = bytes_family.get_or_create_owned(&DirectionLabels { direction: "in" });
-        let capture_bytes_out = bytes_family.get_or_create_owned(&DirectionLabels { direction: "out" });
+        let capture_bytes_in =
+            bytes_family.get_or_create_owned(&DirectionLabels { direction: "in" });
+        let capture_bytes_out =
+            bytes_family.get_or_create_owned(&DirectionLabels { direction: "out" });
 
         let oz_durations = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14))
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 14,
+            ))
         });
         reg.register_with_unit(
             "oz_request_duration",
@@ -232,12 +271,22 @@ impl Metrics {
             oz_durations.clone(),
         );
         let oz_errors = Family::<OzErrorLabels, Counter>::default();
-        reg.register("oz_errors", "Failed Oz API calls, by endpoint and Oz error_code (or status/timeout/unreachable)", oz_errors.clone());
+        reg.register(
+            "oz_errors",
+            "Failed Oz API calls, by endpoint and Oz error_code (or status/timeout/unreachable)",
+            oz_errors.clone(),
+        );
 
         let reload_family = Family::<ResultLabels, Counter>::default();
-        reg.register("config_reloads", "Config file reloads, applied or rejected", reload_family.clone());
-        let reloads_applied = reload_family.get_or_create_owned(&ResultLabels { result: "applied" });
-        let reloads_rejected = reload_family.get_or_create_owned(&ResultLabels { result: "rejected" });
+        reg.register(
+            "config_reloads",
+            "Config file reloads, applied or rejected",
+            reload_family.clone(),
+        );
+        let reloads_applied =
+            reload_family.get_or_create_owned(&ResultLabels { result: "applied" });
+        let reloads_rejected =
+            reload_family.get_or_create_owned(&ResultLabels { result: "rejected" });
 
         reg.register_collector(Box::new(ProcessCollector));
 
@@ -281,7 +330,10 @@ impl Metrics {
 
     /// Counts a finished capture.
     pub fn capture_done(&self, outcome: CaptureOutcome) {
-        let i = CaptureOutcome::ALL.iter().position(|o| *o == outcome).expect("ALL lists every outcome");
+        let i = CaptureOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .expect("ALL lists every outcome");
         self.inner.captures[i].inc();
     }
 
@@ -301,7 +353,10 @@ impl Metrics {
 
     /// Counts a failed Oz call; `code` is Oz's `error_code`, an HTTP status, `timeout` or `unreachable`.
     pub fn oz_error(&self, endpoint: &'static str, code: String) {
-        self.inner.oz_errors.get_or_create(&OzErrorLabels { endpoint, code }).inc();
+        self.inner
+            .oz_errors
+            .get_or_create(&OzErrorLabels { endpoint, code })
+            .inc();
     }
 
     /// Counts a config reload.
@@ -344,7 +399,8 @@ pub fn resident_memory_bytes() -> Option<u64> {
 /// Renders the registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -360,9 +416,23 @@ mod tests {
         m.capture_done(CaptureOutcome::Declined);
         m.oz_error("folders", "7".into());
         let text = render(&registry);
-        assert!(text.contains(r#"oz_proxy_requests_total{route_kind="passthrough",status_class="2xx"} 1"#), "{text}");
-        assert!(text.contains(r#"oz_proxy_captures_total{outcome="declined"} 1"#), "{text}");
-        assert!(text.contains(r#"oz_proxy_oz_errors_total{endpoint="folders",code="7"} 1"#), "{text}");
-        assert!(text.contains("oz_proxy_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(
+                r#"oz_proxy_requests_total{route_kind="passthrough",status_class="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"oz_proxy_captures_total{outcome="declined"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"oz_proxy_oz_errors_total{endpoint="folders",code="7"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("oz_proxy_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

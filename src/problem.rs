@@ -45,11 +45,34 @@ pub fn problem_for(err: &Error) -> Problem {
     use StatusCode as S;
     let detail = err.to_string();
     match err {
-        Error::BackendConnect(_) => Problem::new(S::BAD_GATEWAY, "backend_unreachable", "Backend unreachable", "the backend could not be reached".into()),
-        Error::BackendTimeout => Problem::new(S::GATEWAY_TIMEOUT, "backend_timeout", "Backend timeout", detail),
-        Error::BackendFailed(_) => Problem::new(S::BAD_GATEWAY, "backend_failed", "Backend failed", "the backend sent an invalid or incomplete response".into()),
+        Error::BackendConnect(_) => Problem::new(
+            S::BAD_GATEWAY,
+            "backend_unreachable",
+            "Backend unreachable",
+            "the backend could not be reached".into(),
+        ),
+        Error::BackendTimeout => Problem::new(
+            S::GATEWAY_TIMEOUT,
+            "backend_timeout",
+            "Backend timeout",
+            detail,
+        ),
+        Error::BackendFailed(_) => Problem::new(
+            S::BAD_GATEWAY,
+            "backend_failed",
+            "Backend failed",
+            "the backend sent an invalid or incomplete response".into(),
+        ),
         Error::BadRequest(_) => Problem::new(S::BAD_REQUEST, "bad_request", "Bad request", detail),
-        Error::Draining => Problem::new(S::SERVICE_UNAVAILABLE, "draining", "Shutting down", detail),
+        Error::MethodNotAllowed => Problem::new(
+            S::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+            detail,
+        ),
+        Error::Draining => {
+            Problem::new(S::SERVICE_UNAVAILABLE, "draining", "Shutting down", detail)
+        }
         Error::Capture(c) => capture_problem(c, detail),
         Error::Oz(o) => oz_problem(o, detail),
     }
@@ -59,19 +82,73 @@ fn capture_problem(err: &capture::Error, detail: String) -> Problem {
     use capture::Error as E;
     use StatusCode as S;
     match err {
-        E::BodyTooLarge { limit } => Problem::new(S::PAYLOAD_TOO_LARGE, "body_too_large", "Capture too large", detail).with("limit", *limit),
-        E::UnsupportedMediaType => Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported content type", detail),
-        E::BadJson { .. } => Problem::new(S::BAD_REQUEST, "invalid_json", "Invalid capture JSON", detail),
-        E::BadField { field, .. } => Problem::new(S::BAD_REQUEST, "invalid_field", "Invalid capture field", detail).with("field", field.as_str()),
-        E::BadFrame { field, index, .. } => Problem::new(S::BAD_REQUEST, "invalid_frame", "Invalid frame", detail).with("field", *field).with("frame", *index),
-        E::NoFrames { field } => Problem::new(S::BAD_REQUEST, "no_frames", "No frames", detail).with("field", *field),
-        E::TooManyFrames { field, limit, .. } => Problem::new(S::BAD_REQUEST, "too_many_frames", "Too many frames", detail).with("field", *field).with("limit", *limit),
-        E::FrameTooLarge { field, index, limit } => Problem::new(S::BAD_REQUEST, "frame_too_large", "Frame too large", detail).with("field", *field).with("frame", *index).with("limit", *limit),
-        E::UnknownAction => Problem::new(S::BAD_REQUEST, "unknown_action", "Unknown action", detail).with("field", "action"),
-        E::EmptyContainer => Problem::new(S::BAD_REQUEST, "empty_container", "Empty container", detail),
-        E::BodyRead(_) => Problem::new(S::BAD_REQUEST, "body_read_failed", "Body could not be read", "the request body could not be read completely".into()),
+        E::BodyTooLarge { limit } => Problem::new(
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Capture too large",
+            detail,
+        )
+        .with("limit", *limit),
+        E::UnsupportedMediaType => Problem::new(
+            S::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported content type",
+            detail,
+        ),
+        E::BadJson { .. } => Problem::new(
+            S::BAD_REQUEST,
+            "invalid_json",
+            "Invalid capture JSON",
+            detail,
+        ),
+        E::BadField { field, .. } => Problem::new(
+            S::BAD_REQUEST,
+            "invalid_field",
+            "Invalid capture field",
+            detail,
+        )
+        .with("field", field.as_str()),
+        E::BadFrame { field, index, .. } => {
+            Problem::new(S::BAD_REQUEST, "invalid_frame", "Invalid frame", detail)
+                .with("field", *field)
+                .with("frame", *index)
+        }
+        E::NoFrames { field } => {
+            Problem::new(S::BAD_REQUEST, "no_frames", "No frames", detail).with("field", *field)
+        }
+        E::TooManyFrames { field, limit, .. } => {
+            Problem::new(S::BAD_REQUEST, "too_many_frames", "Too many frames", detail)
+                .with("field", *field)
+                .with("limit", *limit)
+        }
+        E::FrameTooLarge {
+            field,
+            index,
+            limit,
+        } => Problem::new(S::BAD_REQUEST, "frame_too_large", "Frame too large", detail)
+            .with("field", *field)
+            .with("frame", *index)
+            .with("limit", *limit),
+        E::UnknownAction => {
+            Problem::new(S::BAD_REQUEST, "unknown_action", "Unknown action", detail)
+                .with("field", "action")
+        }
+        E::EmptyContainer => {
+            Problem::new(S::BAD_REQUEST, "empty_container", "Empty container", detail)
+        }
+        E::BodyRead(_) => Problem::new(
+            S::BAD_REQUEST,
+            "body_read_failed",
+            "Body could not be read",
+            "the request body could not be read completely".into(),
+        ),
         E::Busy => Problem::new(S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", detail),
-        E::Internal => Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail),
+        E::Internal => Problem::new(
+            S::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            detail,
+        ),
     }
 }
 
@@ -79,25 +156,57 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
     use oz::Error as E;
     use StatusCode as S;
     match err {
-        E::Api { status, error_code, endpoint, .. } => {
-            let mut p = Problem::new(S::BAD_GATEWAY, "oz_error", "Oz API error", format!("Oz API answered {status} to {endpoint}"))
-                .with("oz_status", *status);
+        E::Api {
+            status,
+            error_code,
+            endpoint,
+            ..
+        } => {
+            let mut p = Problem::new(
+                S::BAD_GATEWAY,
+                "oz_error",
+                "Oz API error",
+                format!("Oz API answered {status} to {endpoint}"),
+            )
+            .with("oz_status", *status);
             if let Some(c) = error_code {
                 p = p.with("oz_error_code", *c);
             }
             p
         }
         E::Auth { error_code } => {
-            let mut p = Problem::new(S::BAD_GATEWAY, "oz_auth_failed", "Oz API authentication failed", "Oz API refused the proxy's credentials".into());
+            let mut p = Problem::new(
+                S::BAD_GATEWAY,
+                "oz_auth_failed",
+                "Oz API authentication failed",
+                "Oz API refused the proxy's credentials".into(),
+            );
             if let Some(c) = error_code {
                 p = p.with("oz_error_code", *c);
             }
             p
         }
-        E::Timeout { .. } => Problem::new(S::GATEWAY_TIMEOUT, "oz_timeout", "Oz API timeout", detail),
-        E::ResultTimeout => Problem::new(S::GATEWAY_TIMEOUT, "oz_result_timeout", "Oz verdict timeout", detail),
-        E::Unreachable { endpoint, .. } => Problem::new(S::BAD_GATEWAY, "oz_unreachable", "Oz API unreachable", format!("Oz API could not be reached for {endpoint}")),
-        E::BadResponse { endpoint, .. } => Problem::new(S::BAD_GATEWAY, "oz_bad_response", "Oz API answer unreadable", format!("Oz API sent an unreadable answer to {endpoint}")),
+        E::Timeout { .. } => {
+            Problem::new(S::GATEWAY_TIMEOUT, "oz_timeout", "Oz API timeout", detail)
+        }
+        E::ResultTimeout => Problem::new(
+            S::GATEWAY_TIMEOUT,
+            "oz_result_timeout",
+            "Oz verdict timeout",
+            detail,
+        ),
+        E::Unreachable { endpoint, .. } => Problem::new(
+            S::BAD_GATEWAY,
+            "oz_unreachable",
+            "Oz API unreachable",
+            format!("Oz API could not be reached for {endpoint}"),
+        ),
+        E::BadResponse { endpoint, .. } => Problem::new(
+            S::BAD_GATEWAY,
+            "oz_bad_response",
+            "Oz API answer unreadable",
+            format!("Oz API sent an unreadable answer to {endpoint}"),
+        ),
     }
 }
 
@@ -109,7 +218,10 @@ pub fn respond(err: &Error, request_id: &str) -> Response<Body> {
 /// Renders a problem as `application/problem+json`.
 pub fn render(p: Problem, request_id: &str) -> Response<Body> {
     let mut doc = serde_json::Map::new();
-    doc.insert("type".into(), format!("urn:oz-capture-proxy:problem:{}", p.code).into());
+    doc.insert(
+        "type".into(),
+        format!("urn:oz-capture-proxy:problem:{}", p.code).into(),
+    );
     doc.insert("title".into(), p.title.into());
     doc.insert("status".into(), p.status.as_u16().into());
     doc.insert("detail".into(), p.detail.into());
@@ -118,14 +230,21 @@ pub fn render(p: Problem, request_id: &str) -> Response<Body> {
         doc.insert("request_id".into(), request_id.into());
     }
     doc.extend(p.extra);
-    let body = serde_json::to_vec(&serde_json::Value::Object(doc)).expect("a JSON map always serializes");
+    let body =
+        serde_json::to_vec(&serde_json::Value::Object(doc)).expect("a JSON map always serializes");
     let mut rsp = Response::new(Body::full(Bytes::from(body)));
     *rsp.status_mut() = p.status;
     let h = rsp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if p.status == StatusCode::SERVICE_UNAVAILABLE {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
     }
     rsp
 }
@@ -139,12 +258,19 @@ mod tests {
         let rsp = respond(&Error::Capture(capture::Error::Busy), "r1");
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rsp.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(rsp.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            rsp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 
     #[test]
     fn frame_problem_names_the_frame() {
-        let p = problem_for(&Error::Capture(capture::Error::BadFrame { field: "frame_list", index: 3, reason: "not base64".into() }));
+        let p = problem_for(&Error::Capture(capture::Error::BadFrame {
+            field: "frame_list",
+            index: 3,
+            reason: "not base64".into(),
+        }));
         assert_eq!(p.status, StatusCode::BAD_REQUEST);
         assert_eq!(p.code, "invalid_frame");
         assert_eq!(p.extra["frame"], 3);

@@ -36,7 +36,9 @@ pub enum Error {
         limit: usize,
     },
     /// One decoded frame is larger than `max_frame_bytes`.
-    #[error("frame {index} of `{field}` exceeds the limit of {limit} bytes (capture.max_frame_bytes)")]
+    #[error(
+        "frame {index} of `{field}` exceeds the limit of {limit} bytes (capture.max_frame_bytes)"
+    )]
     FrameTooLarge {
         field: &'static str,
         index: usize,

@@ -1,3 +1,10 @@
-//! The traffic side: dispatch, passthrough forwarding, header rules and path normalization.
+//! The traffic side: dispatch, passthrough forwarding, header rules, path normalization, tunnels.
 
+pub mod dispatch;
+pub mod headers;
+pub mod observe;
+pub mod passthrough;
 pub mod path;
+pub mod upgrade;
+
+pub use dispatch::{Live, Proxy, RouteTable};

@@ -101,7 +101,10 @@ mod tests {
 
     #[test]
     fn different_paths_stay_different() {
-        assert_ne!(normalize(b"/api/liveness/capture2"), "/api/liveness/capture");
+        assert_ne!(
+            normalize(b"/api/liveness/capture2"),
+            "/api/liveness/capture"
+        );
         assert_ne!(normalize(b"/api/liveness/captur"), "/api/liveness/capture");
         // Decoding happens once: a double-encoded slash stays a literal `%2F`.
         assert_eq!(normalize(b"/a%252Fb"), "/a%2fb");

@@ -1,0 +1,251 @@
+//! Dispatch: the per-request entry point. Cleans the request, decides its route and hands it on.
+//!
+//! Steps, named after Pingora's phases:
+//! 1. request filter: refuse `CONNECT` and ambiguous framing, drop forged `x-oz-*` fields, add the
+//!    forwarding headers and a request id;
+//! 2. route: `POST` on a capture path (matched on the normalized path, see `proxy::path`) goes to
+//!    `capture`; an HTTP/1.1 upgrade goes to the tunnel; everything else is passthrough;
+//! 3. upstream request filter: hop-by-hop removal, then the backend client;
+//! 4. response filter: hop-by-hop removal on the way back; failures become problem responses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::capture::handler::CaptureService;
+use crate::config::CaptureRoute;
+use crate::error::Error;
+use crate::metrics::{Metrics, RouteKind};
+use crate::problem;
+use crate::proxy::headers::{self, Forwarding, Peer};
+use crate::proxy::observe::{Observation, ObservedBody};
+use crate::proxy::passthrough::Passthrough;
+use crate::proxy::path;
+use crate::proxy::upgrade::Tunnels;
+
+/// Capture routes by normalized path.
+#[derive(Default)]
+pub struct RouteTable {
+    by_path: HashMap<String, Arc<CaptureRoute>>,
+}
+
+impl RouteTable {
+    /// Indexes `routes` by their normalized path.
+    pub fn new(routes: Vec<CaptureRoute>) -> Self {
+        RouteTable {
+            by_path: routes
+                .into_iter()
+                .map(|r| (path::normalize(r.path.as_bytes()), Arc::new(r)))
+                .collect(),
+        }
+    }
+
+    /// The capture route that `target` (path and query, raw) hits, if any.
+    pub fn lookup(&self, target: &str) -> Option<&Arc<CaptureRoute>> {
+        if self.by_path.is_empty() {
+            return None;
+        }
+        self.by_path.get(&path::normalize(target.as_bytes()))
+    }
+}
+
+/// What a config reload may swap: routes and everything the capture path uses.
+pub struct Live {
+    pub routes: RouteTable,
+    pub capture: Option<CaptureService>,
+}
+
+/// The proxy service shared by all connections. Cloning is cheap.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    passthrough: Passthrough,
+    forwarding: Forwarding,
+    metrics: Metrics,
+    tunnels: Tunnels,
+    live: Arc<ArcSwap<Live>>,
+}
+
+impl Proxy {
+    /// Builds the service; `live` is shared with the config reloader.
+    pub fn new(
+        passthrough: Passthrough,
+        forwarding: Forwarding,
+        metrics: Metrics,
+        tunnels: Tunnels,
+        live: Arc<ArcSwap<Live>>,
+    ) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                passthrough,
+                forwarding,
+                metrics,
+                tunnels,
+                live,
+            }),
+        }
+    }
+
+    /// Handles one request from `peer`. Never fails: failures become problem responses.
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<ObservedBody> {
+        let me = &*self.inner;
+        let mut obs = Observation::start(
+            &me.metrics,
+            req.method().clone(),
+            req.uri().path_and_query().cloned(),
+        );
+
+        headers::strip_oz_headers(req.headers_mut());
+        if req.version() == Version::HTTP_2 {
+            from_http2(&mut req);
+        }
+        let request_id = me.forwarding.apply(req.headers_mut(), &peer);
+        obs.set_request_id(request_id.clone());
+        let id = request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+
+        let result = if let Err(e) = check_request(&req) {
+            Err(e)
+        } else if let Some(route) = self.capture_route(&req) {
+            obs.set_kind(RouteKind::Capture);
+            let live = me.live.load_full();
+            match &live.capture {
+                Some(capture) => capture.handle(&route, req, id).await,
+                None => Err(Error::Capture(crate::capture::Error::Internal)),
+            }
+        } else if req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers()) {
+            obs.set_kind(RouteKind::Upgrade);
+            self.upgrade(req).await
+        } else {
+            self.passthrough(req).await
+        };
+
+        let rsp = result.unwrap_or_else(|e| {
+            log_failure(&e, id);
+            problem::respond(&e, id)
+        });
+        obs.finish(rsp)
+    }
+
+    fn capture_route(&self, req: &Request<Incoming>) -> Option<Arc<CaptureRoute>> {
+        if req.method() != Method::POST {
+            return None;
+        }
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        self.inner.live.load().routes.lookup(target).cloned()
+    }
+
+    async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let (mut parts, body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            Body::Empty
+        } else {
+            Body::Incoming(body)
+        };
+        let rsp = self
+            .inner
+            .passthrough
+            .send(Request::from_parts(parts, body))
+            .await?;
+        Ok(response_filter(rsp, false))
+    }
+
+    async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let client_side = hyper::upgrade::on(&mut req);
+        let (mut parts, _body) = req.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        let mut rsp = self
+            .inner
+            .passthrough
+            .send(Request::from_parts(parts, Body::Empty))
+            .await?;
+        if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(response_filter(rsp, false));
+        }
+        let backend_side = hyper::upgrade::on(&mut rsp);
+        self.inner.tunnels.spawn(client_side, backend_side);
+        Ok(response_filter(rsp, true))
+    }
+}
+
+/// Strips hop-by-hop fields from a backend response and makes it ours.
+fn response_filter(rsp: Response<Incoming>, upgraded: bool) -> Response<Body> {
+    let (mut parts, body) = rsp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgraded);
+    // We speak HTTP/1.1 (or 2) to the client whatever the backend spoke (RFC 9110 §2.5).
+    parts.version = Version::HTTP_11;
+    let body = if upgraded {
+        Body::Empty
+    } else {
+        Body::Incoming(body)
+    };
+    Response::from_parts(parts, body)
+}
+
+/// Refuses what must never be forwarded.
+fn check_request(req: &Request<Incoming>) -> Result<(), Error> {
+    if req.method() == Method::CONNECT {
+        return Err(Error::MethodNotAllowed);
+    }
+    // RFC 9112 §6.1: a message with both is a smuggling attempt; hyper already refuses it on
+    // HTTP/1, this guards every other way in.
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(Error::BadRequest(
+            "a request must not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes an HTTP/2 request fit for an HTTP/1.1 backend: `Host` from `:authority`, and split
+/// `cookie` fields joined with "; " (RFC 9113 §8.2.3).
+fn from_http2(req: &mut Request<Incoming>) {
+    if !req.headers().contains_key(header::HOST) {
+        if let Some(v) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let headers = req.headers_mut();
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<u8> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect::<Vec<_>>()
+            .join(&b"; "[..]);
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// Client mistakes are not the operator's problem; upstream failures are.
+fn log_failure(err: &Error, request_id: &str) {
+    match err {
+        Error::BackendConnect(_)
+        | Error::BackendTimeout
+        | Error::BackendFailed(_)
+        | Error::Oz(_) => {
+            tracing::warn!(error = %err, request_id, "request failed upstream")
+        }
+        Error::Capture(crate::capture::Error::Internal) => {
+            tracing::error!(error = %err, request_id, "capture failed")
+        }
+        _ => tracing::debug!(error = %err, request_id, "request refused"),
+    }
+}

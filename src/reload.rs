@@ -1,0 +1,139 @@
+//! Config reload: the mounted file is polled, and a valid new config swaps the live settings.
+//!
+//! Kubernetes updates a ConfigMap volume by swapping the `..data` symlink, which kills inotify
+//! watches (kubernetes#112677), so the file is re-read every `reload.interval` and compared byte
+//! for byte. A changed file is loaded with the same loader and environment as at start; if it is
+//! valid, the routes, capture limits and Oz settings are swapped in one atomic store, so a request
+//! sees either the old or the new set, never a mix, and no connection is touched. An invalid file
+//! is refused, logged and counted, and the old config stays. Sections that need new sockets or a
+//! new backend pool (listeners, TLS, backend, server limits) are only applied by a restart; a
+//! change there is logged as such.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::handler::CaptureService;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::passthrough::Passthrough;
+use crate::proxy::{Live, RouteTable};
+
+/// Where the config came from, so it can be read again the same way.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub env: BTreeMap<String, String>,
+}
+
+/// Builds the swappable part of the proxy from `config`.
+pub fn build_live(
+    config: &Config,
+    passthrough: &Passthrough,
+    metrics: &Metrics,
+) -> anyhow::Result<Live> {
+    let routes = config.capture.effective_routes();
+    let capture = if routes.is_empty() {
+        None
+    } else {
+        Some(CaptureService::new(
+            config,
+            passthrough.clone(),
+            metrics.clone(),
+        )?)
+    };
+    Ok(Live {
+        routes: RouteTable::new(routes),
+        capture,
+    })
+}
+
+/// Polls `source` until `stop` is cancelled.
+pub async fn watch(
+    source: ConfigSource,
+    mut current: Config,
+    live: Arc<ArcSwap<Live>>,
+    passthrough: Passthrough,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let interval = current.reload.interval;
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = std::fs::read(&source.path).ok();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let bytes = match std::fs::read(&source.path) {
+            Ok(b) => b,
+            // Mid-swap the file can be briefly missing; the next tick sees the new one.
+            Err(_) => continue,
+        };
+        if last.as_deref() == Some(&bytes[..]) {
+            continue;
+        }
+        last = Some(bytes);
+        match Config::load(&source.path, &source.env)
+            .map_err(anyhow::Error::from)
+            .and_then(|new| {
+                let built = build_live(&new, &passthrough, &metrics)?;
+                Ok((new, built))
+            }) {
+            Ok((new, built)) => {
+                warn_restart_only(&current, &new);
+                live.store(Arc::new(built));
+                metrics.config_reload(true);
+                tracing::info!(path = %source.path.display(), capture_routes = new.capture.routes.len(), "config reloaded");
+                current = new;
+            }
+            Err(e) => {
+                metrics.config_reload(false);
+                tracing::error!(path = %source.path.display(), error = %e, "new config refused, keeping the old one");
+            }
+        }
+    }
+}
+
+fn warn_restart_only(old: &Config, new: &Config) {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.admin_listen != new.admin_listen {
+        changed.push("admin_listen");
+    }
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    if differs(&old.tls, &new.tls) {
+        changed.push("tls");
+    }
+    if differs(&old.backend, &new.backend) {
+        changed.push("backend");
+    }
+    if differs(&old.server, &new.server) {
+        changed.push("server");
+    }
+    if differs(&old.shutdown, &new.shutdown) {
+        changed.push("shutdown");
+    }
+    if differs(&old.forwarding, &new.forwarding) {
+        changed.push("forwarding");
+    }
+    if differs(&old.log, &new.log) {
+        changed.push("log");
+    }
+    if old.reload.interval != new.reload.interval {
+        changed.push("reload");
+    }
+    if !changed.is_empty() {
+        tracing::warn!(sections = ?changed, "these sections changed but only take effect after a restart");
+    }
+}

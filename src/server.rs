@@ -1,0 +1,369 @@
+//! Listeners, connection serving and graceful shutdown.
+//!
+//! The traffic listener serves HTTP/1.1 and HTTP/2 on one port (h2c prior knowledge, or h2 by
+//! ALPN when TLS is on) with hyper-util's auto builder; the admin listener serves `crate::admin`.
+//! Shutdown follows what a Kubernetes sidecar needs (rust-ecosystem.md §2, proxy-behaviour.md
+//! §(b)9): on the signal `/ready` turns 503 at once, traffic keeps flowing for
+//! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
+//! close after their current response and HTTP/2 ones get GOAWAY, in-flight requests and tunnels
+//! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{Admin, Readiness};
+use crate::config::{Config, ServerConfig, TlsConfig};
+use crate::metrics::Metrics;
+use crate::proxy::headers::{Forwarding, Peer};
+use crate::proxy::passthrough::Passthrough;
+use crate::proxy::upgrade::Tunnels;
+use crate::proxy::Proxy;
+use crate::reload::{self, ConfigSource};
+
+/// The two bound listeners. Bound before anything else runs, so a port clash fails fast.
+pub struct Listeners {
+    pub traffic: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `listen` and `admin_listen`.
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
+        let traffic = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot bind listen address {}", cfg.listen))?;
+        let admin = TcpListener::bind(cfg.admin_listen)
+            .await
+            .with_context(|| format!("cannot bind admin_listen address {}", cfg.admin_listen))?;
+        Ok(Listeners { traffic, admin })
+    }
+}
+
+/// A proxy started in the background (tests, `demo`).
+pub struct Running {
+    pub traffic_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Starts draining, as SIGTERM would.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the proxy has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("proxy task panicked")?
+    }
+}
+
+/// Binds the listeners and runs the proxy on a background task.
+pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
+    let listeners = Listeners::bind(&config).await?;
+    let traffic_addr = listeners.traffic.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(config, source, listeners, shutdown.clone()));
+    Ok(Running {
+        traffic_addr,
+        admin_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the proxy until `shutdown` is cancelled and the drain has finished.
+pub async fn run(
+    config: Config,
+    source: Option<ConfigSource>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let readiness = Readiness::default();
+
+    let passthrough = Passthrough::new(&config.backend, metrics.clone());
+    let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
+        &config,
+        &passthrough,
+        &metrics,
+    )?));
+    let tunnels = Tunnels {
+        tracker: TaskTracker::new(),
+        cancel: CancellationToken::new(),
+        idle_timeout: config.server.tunnel_idle_timeout,
+        metrics: metrics.clone(),
+    };
+    let proxy = Proxy::new(
+        passthrough.clone(),
+        Forwarding::from_config(&config.forwarding),
+        metrics.clone(),
+        tunnels.clone(),
+        live.clone(),
+    );
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(serve_admin(
+        listeners.admin,
+        Admin::new(readiness.clone(), registry.clone()),
+        admin_stop.clone(),
+    ));
+    if let Some(source) = source {
+        tokio::spawn(reload::watch(
+            source,
+            config.clone(),
+            live,
+            passthrough,
+            metrics,
+            shutdown.clone(),
+        ));
+    }
+
+    tracing::info!(
+        listen = %listeners.traffic.local_addr()?,
+        admin_listen = %config.admin_listen,
+        backend = %config.backend.url,
+        tls = tls.is_some(),
+        capture_routes = config.capture.routes.len(),
+        "oz-capture-proxy ready"
+    );
+    readiness.set_ready();
+
+    let graceful = serve_traffic(
+        listeners.traffic,
+        proxy,
+        tls,
+        &config.server,
+        &readiness,
+        config.shutdown.drain_delay,
+        &shutdown,
+    )
+    .await;
+
+    // The listener is closed now: wait for in-flight work, at most `drain_deadline`.
+    tunnels.tracker.close();
+    let open = graceful.count();
+    tracing::info!(open_connections = open, "listener closed, draining");
+    let deadline = tokio::time::sleep(config.shutdown.drain_deadline);
+    tokio::pin!(deadline);
+    let drained = tokio::select! {
+        _ = async {
+            graceful.shutdown().await;
+            tunnels.tracker.wait().await;
+        } => true,
+        _ = &mut deadline => false,
+    };
+    if drained {
+        tracing::info!("drained, exiting");
+    } else {
+        tunnels.cancel.cancel();
+        tracing::warn!(deadline = ?config.shutdown.drain_deadline, "drain deadline passed, cutting remaining connections");
+    }
+    admin_stop.cancel();
+    let _ = admin.await;
+    Ok(())
+}
+
+/// Accepts traffic until the drain delay after `shutdown` has passed; returns the connection
+/// watcher so the caller can wait for the drain.
+async fn serve_traffic(
+    listener: TcpListener,
+    proxy: Proxy,
+    tls: Option<TlsAcceptor>,
+    cfg: &ServerConfig,
+    readiness: &Readiness,
+    drain_delay: Duration,
+    shutdown: &CancellationToken,
+) -> GracefulShutdown {
+    let builder = Arc::new(http_builder(cfg));
+    let graceful = GracefulShutdown::new();
+    let drain = async {
+        shutdown.cancelled().await;
+        readiness.set_draining();
+        tracing::info!(drain_delay = ?drain_delay, "shutdown signal: /ready is 503, still serving");
+        tokio::time::sleep(drain_delay).await;
+    };
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut drain => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = Conn {
+                        builder: builder.clone(),
+                        proxy: proxy.clone(),
+                        tls: tls.clone(),
+                        handshake_timeout: cfg.header_read_timeout,
+                    };
+                    let watcher = graceful.watcher();
+                    tokio::spawn(conn.serve(stream, peer, watcher));
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning on the accept loop.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    graceful
+}
+
+fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // Without a timer the header read timeout silently does nothing (rust-ecosystem.md §1).
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .preserve_header_case(true)
+        .max_headers(cfg.max_headers)
+        // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer.
+        .max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// One accepted connection.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Proxy,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+}
+
+impl Conn {
+    async fn serve(
+        self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let peer = Peer {
+            addr,
+            tls: self.tls.is_some(),
+        };
+        let proxy = self.proxy;
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let result = match self.tls {
+            Some(acceptor) => {
+                match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let conn = self
+                            .builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %addr, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+            None => {
+                let conn = self
+                    .builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(conn.into_owned()).await
+            }
+        };
+        if let Err(e) = result {
+            // Clients that vanish mid-request are routine for a proxy: debug, not warn.
+            tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+async fn serve_admin(listener: TcpListener, admin: Admin, stop: CancellationToken) {
+    let builder = Arc::new(http_builder(&ServerConfig::default()));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = admin.clone();
+        let builder = builder.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let rsp = admin.handle(&req);
+                async move { Ok::<_, Infallible>(rsp) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+/// A TLS acceptor from PEM files, with rustls' aws-lc-rs provider chosen explicitly (never a
+/// process default: two providers in the tree would make rustls panic at runtime).
+fn tls_acceptor(cfg: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .with_context(|| format!("tls.cert_file: cannot read {}", cfg.cert_file.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| {
+            format!(
+                "tls.cert_file: {} is not a PEM certificate chain",
+                cfg.cert_file.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).with_context(|| {
+        format!(
+            "tls.key_file: cannot read a PEM private key from {}",
+            cfg.key_file.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("tls: certificate and key do not match")?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
