@@ -58,7 +58,7 @@ fn overrides() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path, &overrides()) {
         Ok(cfg) => {
             println!(
