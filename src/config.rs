@@ -333,6 +333,9 @@ pub struct CaptureConfig {
     /// Bytes of capture bodies held in memory at once, across all captures; beyond it, 503.
     #[serde(default = "defaults::memory_budget_bytes")]
     pub memory_budget_bytes: u64,
+    /// The whole capture body must arrive within this time.
+    #[serde(default = "defaults::body_timeout", with = "de::duration")]
+    pub body_timeout: Duration,
     /// Static entries added to `folder:meta_data`.
     #[serde(default)]
     pub folder_meta_data: BTreeMap<String, String>,
@@ -520,6 +523,7 @@ impl Default for CaptureConfig {
             result_mode: ResultMode::Folder,
             max_concurrent: defaults::max_concurrent(),
             memory_budget_bytes: defaults::memory_budget_bytes(),
+            body_timeout: defaults::body_timeout(),
             folder_meta_data: BTreeMap::new(),
         }
     }
@@ -694,12 +698,6 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if c.memory_budget_bytes < c.max_body_bytes {
-            return Err(Error::invalid(
-                "capture.memory_budget_bytes",
-                "must be at least capture.max_body_bytes, or no capture could ever run",
-            ));
-        }
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.capture.effective_routes().iter().enumerate() {
             let key = |field: &str| format!("capture.routes[{i}].{field}");
@@ -728,10 +726,11 @@ impl Config {
             if r.max_body_bytes == 0 {
                 return Err(Error::invalid(key("max_body_bytes"), "must be above 0"));
             }
-            if r.max_body_bytes > c.memory_budget_bytes {
+            // A capture reserves twice its body (body + ZIP/multipart, see capture::limit).
+            if r.max_body_bytes.saturating_mul(2) > c.memory_budget_bytes {
                 return Err(Error::invalid(
                     key("max_body_bytes"),
-                    "is above capture.memory_budget_bytes, so such a capture could never run",
+                    "twice this must fit in capture.memory_budget_bytes, or such a capture could never run",
                 ));
             }
             if r.max_frames == 0 {
@@ -859,6 +858,9 @@ mod defaults {
         vec!["quality".to_owned()]
     }
     pub fn wait_for_result() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn body_timeout() -> Duration {
         Duration::from_secs(30)
     }
     pub fn max_concurrent() -> usize {

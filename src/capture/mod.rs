@@ -2,5 +2,6 @@
 
 pub mod error;
 pub mod handler;
+pub mod limit;
 
 pub use error::Error;
