@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
-  # nextest does not run doc tests.
+  # nextest does not run doc tests, so they go first and nextest's summary closes the run.
   cargo test --locked --doc --quiet
+  cargo nextest run --locked --no-fail-fast
 else
   cargo test --locked --no-fail-fast
 fi
