@@ -11,12 +11,15 @@
 //! - [`types`], [`verdict`]: what is read out of Oz answers, and how verdicts combine.
 //! - `body`, [`upload`]: request bodies; [`error`]: why a call failed.
 
+mod body;
 pub mod error;
+pub mod tls;
 pub mod types;
 pub mod upload;
 pub mod verdict;
 
 pub use error::Error;
+pub use tls::BuildError;
 pub use types::{Analysis, Folder};
 pub use upload::UploadBody;
 pub use verdict::{Resolution, Verdict};
