@@ -11,9 +11,11 @@
 //! - [`types`], [`verdict`]: what is read out of Oz answers, and how verdicts combine.
 //! - `body`, [`upload`]: request bodies; [`error`]: why a call failed.
 
+mod auth;
 mod body;
 pub mod error;
 pub mod tls;
+mod transport;
 pub mod types;
 pub mod upload;
 pub mod verdict;
