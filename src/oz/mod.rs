@@ -13,6 +13,8 @@
 
 mod auth;
 mod body;
+mod check;
+pub mod client;
 pub mod error;
 pub mod tls;
 mod transport;
@@ -20,6 +22,7 @@ pub mod types;
 pub mod upload;
 pub mod verdict;
 
+pub use client::OzClient;
 pub use error::Error;
 pub use tls::BuildError;
 pub use types::{Analysis, Folder};
