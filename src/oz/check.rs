@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::client::OzClient;
+use super::client::{check_id, OzClient};
 use super::error::Error;
 use super::transport::jitter;
 use super::types::Analysis;
@@ -139,12 +139,18 @@ impl OzClient {
             if pending.is_empty() {
                 return Ok(analyses);
             }
-            if let Some(i) = pending.iter().find(|&&i| analyses[i].id.is_empty()) {
+            // Ids come from Oz and go into the poll URL; one that cannot be polled would only
+            // burn the budget, so it fails the check at once.
+            if let Some(a) = pending
+                .iter()
+                .map(|&i| &analyses[i])
+                .find(|a| check_id(&a.id).is_err())
+            {
                 return Err(Error::BadResponse {
                     endpoint: "analyses",
                     reason: format!(
-                        "analysis {} is not final and has no id to poll",
-                        analyses[*i].kind
+                        "analysis {} is not final and has no usable id to poll",
+                        a.kind
                     ),
                 });
             }

@@ -205,7 +205,7 @@ impl std::fmt::Debug for OzClient {
 
 /// Ids from Oz go into URL paths; accept only what UUIDs and similar ids are made of, so an
 /// odd answer cannot steer a request elsewhere.
-fn check_id(id: &str) -> Result<(), String> {
+pub(super) fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("is empty".into());
     }
