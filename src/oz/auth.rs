@@ -128,9 +128,10 @@ impl Current {
         a: TokenAnswer,
         renew_before: Duration,
         t: &Transport,
+        endpoint: &'static str,
     ) -> Result<Current, Error> {
         let mut header = HeaderValue::from_str(&a.access_token).map_err(|_| {
-            t.bad_response("auth", "access_token is not a valid header value".into())
+            t.bad_response(endpoint, "access_token is not a valid header value".into())
         })?;
         header.set_sensitive(true);
         let now = Instant::now();
@@ -212,6 +213,10 @@ impl Login {
             }
             Err(e) => {
                 st.last_failure = Some(duplicate(&e));
+                if stale.is_some() {
+                    // Oz refused this token; sending it again would only fail again.
+                    st.current = None;
+                }
                 match st.current.as_ref() {
                     // Proactive renewal failed but the token still works: keep using it.
                     Some(cur) if stale.is_none() && cur.valid(Instant::now()) => {
@@ -254,7 +259,7 @@ impl Login {
     fn parse(&self, t: &Transport, endpoint: &'static str, body: &[u8]) -> Result<Current, Error> {
         let v = t.json(endpoint, body)?;
         let answer = parse_token_answer(&v, unix_now()).map_err(|r| t.bad_response(endpoint, r))?;
-        Current::from_answer(answer, self.renew_before, t)
+        Current::from_answer(answer, self.renew_before, t, endpoint)
     }
 }
 

@@ -92,10 +92,10 @@ impl OzClient {
                     analyses: Vec::new(),
                 });
             }
-            return Err(Error::BadResponse {
-                endpoint: "instant_folders",
-                reason: "the answer has neither analyses nor a final system_resolution".into(),
-            });
+            return Err(self.bad_response(
+                "instant_folders",
+                "the answer has neither analyses nor a final system_resolution".into(),
+            ));
         }
 
         let running = if !folder.analyses.is_empty() {
@@ -109,10 +109,10 @@ impl OzClient {
         } else {
             let started = self.start_analyses(&folder_id, analyses).await?;
             if started.is_empty() {
-                return Err(Error::BadResponse {
-                    endpoint: "analyses",
-                    reason: "Oz started none of the requested analyses".into(),
-                });
+                return Err(self.bad_response(
+                    "analyses",
+                    "Oz started none of the requested analyses".into(),
+                ));
             }
             started
         };
@@ -146,13 +146,13 @@ impl OzClient {
                 .map(|&i| &analyses[i])
                 .find(|a| check_id(&a.id).is_err())
             {
-                return Err(Error::BadResponse {
-                    endpoint: "analyses",
-                    reason: format!(
+                return Err(self.bad_response(
+                    "analyses",
+                    format!(
                         "analysis {} is not final and has no usable id to poll",
                         a.kind
                     ),
-                });
+                ));
             }
             let Some(left) = deadline
                 .checked_duration_since(Instant::now())

@@ -163,6 +163,11 @@ impl OzClient {
         Ok(found)
     }
 
+    /// A `BadResponse`, counted in `oz_errors_total` like every other failure.
+    pub(super) fn bad_response(&self, endpoint: &'static str, reason: String) -> Error {
+        self.inner.transport.bad_response(endpoint, reason)
+    }
+
     /// The API mode this client was built for.
     pub fn api(&self) -> OzApiMode {
         self.inner.api
