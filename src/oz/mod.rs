@@ -1,7 +1,30 @@
-//! Oz API client: authentication, folder upload, analyses and polling.
+//! Oz API client: authentication tokens, folder upload, analyses, polling, the verdict.
+//!
+//! Everything here follows `reference/oz-api.md`; each file cites the sections it implements.
+//!
+//! - [`client`]: [`OzClient`], the endpoints, and the retry rules (folder creation is never
+//!   resent once it may have reached Oz).
+//! - `check`: the whole flow, upload → analyses → poll → [`Verdict`].
+//! - `auth`: static token or login, renewal before expiry and on 401 codes 7/8, single flight.
+//! - `transport`: one call: timeout, error mapping, metrics, the connect retry.
+//! - [`tls`]: rustls with the aws-lc-rs provider, webpki roots plus `oz.ca_file`.
+//! - [`types`], [`verdict`]: what is read out of Oz answers, and how verdicts combine.
+//! - `body`, [`upload`]: request bodies; [`error`]: why a call failed.
 
+mod auth;
+mod body;
+mod check;
+pub mod client;
 pub mod error;
+pub mod tls;
+mod transport;
+pub mod types;
 pub mod upload;
+pub mod verdict;
 
+pub use client::OzClient;
 pub use error::Error;
+pub use tls::BuildError;
+pub use types::{Analysis, Folder};
 pub use upload::UploadBody;
+pub use verdict::{Resolution, Verdict};

@@ -1,0 +1,218 @@
+//! The verdict flow: upload, then take, start or poll analyses until the verdict is final or
+//! `wait_for_result` runs out.
+//!
+//! Decisions (oz-api.md §3):
+//! - **Results in the upload answer are used as they are.** Single-request mode (§3.3) and the
+//!   Instant API (§3.4) answer with the analyses; nothing is started again (that would bill
+//!   twice). If some of them are not final yet (folders mode only), they are polled by id.
+//! - **Instant mode never starts or polls**: nothing is stored (§3.4), so there is nothing to
+//!   ask about later. An instant answer without analyses gives the folder-level verdict
+//!   (`system_resolution`) if it is final, else `Error::BadResponse`.
+//! - **No analyses configured and none in the answer**: the verdict is the folder's own
+//!   (`system_resolution`, or FAILED from `resolution_status`), else PROCESSING: the upload
+//!   worked, nobody asked for a check, and the backend can look at the folder later.
+//! - **Analyses configured**: they are started (§3.1) and polled with
+//!   `GET /api/analyses/{id}` (§3.5), backing off from 100 ms, doubling to 2 s, jittered.
+//!   Oz starting none of them is `Error::BadResponse`: no verdict would ever come.
+//! - **`wait_for_result` bounds the polling only** (the upload and the start each have
+//!   `oz.timeout`). When it runs out the result is `Ok` with PROCESSING, not an error: forward
+//!   mode sends `X-Oz-Resolution: PROCESSING` and the backend can look the folder up later.
+//!   `wait_for_result == 0` polls not at all.
+//! - **Poll failures**: 5xx, timeouts, broken connections and unreadable answers are retried
+//!   within the budget (a GET is safe to repeat); 4xx and auth failures end the check with the
+//!   error. If the budget ends during an Oz outage the verdict is PROCESSING, with the failures
+//!   logged and counted in `oz_errors_total`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::client::{check_id, OzClient};
+use super::error::Error;
+use super::transport::jitter;
+use super::types::Analysis;
+use super::upload::UploadBody;
+use super::verdict::Verdict;
+use crate::config::OzApiMode;
+
+/// First pause between polls.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between polls.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl OzClient {
+    /// Uploads a capture and obtains its verdict (see the module doc for every branch).
+    ///
+    /// `analyses` are lowercase types to start (`["quality"]`); `wait_for_result` is how long
+    /// to poll for them; `request_id` only labels the log lines.
+    pub async fn check(
+        &self,
+        upload: &UploadBody,
+        analyses: &[String],
+        wait_for_result: Duration,
+        request_id: &str,
+    ) -> Result<Verdict, Error> {
+        let span = tracing::info_span!("oz_check", request_id);
+        async {
+            let verdict = self
+                .check_inner(upload, analyses, wait_for_result, request_id)
+                .await?;
+            tracing::info!(
+                folder_id = %verdict.folder_id,
+                resolution = verdict.resolution.as_str(),
+                analyses = verdict.analyses.len(),
+                "oz verdict"
+            );
+            Ok(verdict)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn check_inner(
+        &self,
+        upload: &UploadBody,
+        analyses: &[String],
+        wait: Duration,
+        request_id: &str,
+    ) -> Result<Verdict, Error> {
+        let folder = self.create_folder(upload, request_id).await?;
+        let folder_id = folder.folder_id.clone();
+
+        if self.api() == OzApiMode::Instant {
+            if !folder.analyses.is_empty() {
+                return Ok(Verdict::from_analyses(folder_id, folder.analyses));
+            }
+            let resolution = folder.resolution();
+            if resolution.is_final() {
+                return Ok(Verdict {
+                    folder_id,
+                    resolution,
+                    analyses: Vec::new(),
+                });
+            }
+            return Err(self.bad_response(
+                "instant_folders",
+                "the answer has neither analyses nor a final system_resolution".into(),
+            ));
+        }
+
+        let running = if !folder.analyses.is_empty() {
+            folder.analyses
+        } else if analyses.is_empty() {
+            return Ok(Verdict {
+                folder_id,
+                resolution: folder.resolution(),
+                analyses: Vec::new(),
+            });
+        } else {
+            let started = self.start_analyses(&folder_id, analyses).await?;
+            if started.is_empty() {
+                return Err(self.bad_response(
+                    "analyses",
+                    "Oz started none of the requested analyses".into(),
+                ));
+            }
+            started
+        };
+        let done = if wait.is_zero() {
+            running
+        } else {
+            self.poll(running, wait).await?
+        };
+        Ok(Verdict::from_analyses(folder_id, done))
+    }
+
+    /// Polls every unfinished analysis until all are final or `wait` runs out.
+    async fn poll(
+        &self,
+        mut analyses: Vec<Analysis>,
+        wait: Duration,
+    ) -> Result<Vec<Analysis>, Error> {
+        let deadline = Instant::now() + wait;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let pending: Vec<usize> = (0..analyses.len())
+                .filter(|&i| !analyses[i].resolution.is_final())
+                .collect();
+            if pending.is_empty() {
+                return Ok(analyses);
+            }
+            // Ids come from Oz and go into the poll URL; one that cannot be polled would only
+            // burn the budget, so it fails the check at once.
+            if let Some(a) = pending
+                .iter()
+                .map(|&i| &analyses[i])
+                .find(|a| check_id(&a.id).is_err())
+            {
+                return Err(self.bad_response(
+                    "analyses",
+                    format!(
+                        "analysis {} is not final and has no usable id to poll",
+                        a.kind
+                    ),
+                ));
+            }
+            let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            else {
+                tracing::info!(
+                    pending = pending.len(),
+                    "oz verdict not final within wait_for_result"
+                );
+                return Ok(analyses);
+            };
+            tokio::time::sleep(jitter(backoff).min(left)).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+
+            for i in pending {
+                let Some(left) = deadline
+                    .checked_duration_since(Instant::now())
+                    .filter(|d| !d.is_zero())
+                else {
+                    break;
+                };
+                match self.get_analysis_within(&analyses[i].id, Some(left)).await {
+                    Ok(a) => analyses[i] = a,
+                    Err(e) if transient(&e) => {
+                        tracing::debug!(analysis_id = %analyses[i].id, error = %e, "oz poll failed, will retry");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// Failures worth polling again: the GET can be repeated and the next one may work.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Timeout { .. } | Error::Unreachable { .. } | Error::BadResponse { .. } => true,
+        Error::Api { status, .. } => *status >= 500 || *status == 429,
+        Error::Auth { .. } | Error::ResultTimeout => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_poll_failures_are_retried() {
+        let api = |status| Error::Api {
+            endpoint: "poll",
+            status,
+            error_code: None,
+            message: String::new(),
+        };
+        assert!(transient(&api(503)));
+        assert!(transient(&api(429)));
+        assert!(!transient(&api(404)));
+        assert!(transient(&Error::Timeout { endpoint: "poll" }));
+        assert!(!transient(&Error::Auth {
+            error_code: Some(7)
+        }));
+    }
+}

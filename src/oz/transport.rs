@@ -1,0 +1,414 @@
+//! One Oz API call: build the request, send it on the pooled client, bound it in time, read the
+//! answer, turn failures into `oz::Error`, and record metrics.
+//!
+//! Error mapping (oz-api.md §5): a 2xx answer is the body; any other status is parsed as Oz's
+//! `{error_code, error_message, details}` body. HTTP 401, or the auth codes 6/7/8 under any
+//! status, become `Error::Auth`; everything else `Error::Api`. Connect failures and broken
+//! connections become `Error::Unreachable`; running past the time budget `Error::Timeout`.
+//! Every call records `oz_call(endpoint, elapsed)`, and failures `oz_error(endpoint, code)` with
+//! Oz's `error_code`, else the HTTP status, else `timeout`, `unreachable` or `bad_response`.
+//!
+//! Retries here are only the ones that cannot duplicate work: a failed *connect* (no byte of
+//! the request left this process) is tried once more after a short jittered pause, for every
+//! endpoint. hyper-util's pool already resends a request that was handed an idle connection
+//! found closed before the request started (`retry_canceled_requests`, on by default, set
+//! explicitly below). Everything else is the caller's decision (see `client.rs`).
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use serde_json::Value;
+
+use super::body::ChunkBody;
+use super::error::Error;
+use super::tls::{self, BuildError};
+use super::types::parse_error_body;
+use crate::config::OzConfig;
+use crate::metrics::Metrics;
+
+/// The header Oz reads the token from (§1.1; the Key Concepts page's `X-Forensics-…` is a typo,
+/// §8.2).
+pub const TOKEN_HEADER: &str = "x-forensic-access-token";
+
+/// Largest answer read from Oz. Folder answers with analyses and media links are a few KB; the
+/// cap only stops a misbehaving server from filling memory.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Idle pooled connections are dropped after this. Below the 60–75 s keep-alive of common
+/// reverse proxies in front of Oz, so the pool rarely hands out a connection the server is
+/// closing (rust-ecosystem.md, "keep-alive race").
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pause before the single connect retry.
+const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+const USER_AGENT_VALUE: &str = concat!("oz-capture-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// One request to make; owned so it can be sent again with a fresh token.
+pub struct Call {
+    /// Metric label: `auth`, `refresh`, `folders`, `instant_folders`, `analyses`, `poll`.
+    pub endpoint: &'static str,
+    pub method: Method,
+    /// Path and query, starting with `/`, appended to `oz.url`.
+    pub path: String,
+    pub content_type: Option<HeaderValue>,
+    /// The body; empty for GET. Cloning shares the bytes.
+    pub chunks: Vec<Bytes>,
+}
+
+impl Call {
+    /// A POST with a JSON body.
+    pub fn post_json(endpoint: &'static str, path: String, json: &Value) -> Call {
+        Call {
+            endpoint,
+            method: Method::POST,
+            path,
+            content_type: Some(HeaderValue::from_static("application/json")),
+            chunks: vec![Bytes::from(json.to_string())],
+        }
+    }
+
+    /// A GET.
+    pub fn get(endpoint: &'static str, path: String) -> Call {
+        Call {
+            endpoint,
+            method: Method::GET,
+            path,
+            content_type: None,
+            chunks: Vec::new(),
+        }
+    }
+}
+
+/// The pooled HTTP client plus what every call needs.
+pub struct Transport {
+    http: Client<HttpsConnector<HttpConnector>, ChunkBody>,
+    /// `scheme://authority[/prefix]`, without a trailing slash.
+    base: String,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Transport {
+    pub fn new(cfg: &OzConfig, metrics: Metrics) -> Result<Transport, BuildError> {
+        let scheme = cfg
+            .url
+            .scheme_str()
+            .filter(|s| matches!(*s, "http" | "https"))
+            .ok_or_else(|| BuildError::Url("needs an http:// or https:// URL".into()))?;
+        let authority = cfg
+            .url
+            .authority()
+            .ok_or_else(|| BuildError::Url("needs a host".into()))?;
+        let base = format!(
+            "{scheme}://{authority}{}",
+            cfg.url.path().trim_end_matches('/')
+        );
+        if format!("{base}/api/folders/").parse::<http::Uri>().is_err() {
+            return Err(BuildError::Url("cannot be used as a base URL".into()));
+        }
+        let http = Client::builder(TokioExecutor::new())
+            // Without a timer the idle timeout silently does nothing (rust-ecosystem.md).
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Safe for every method: it only resends requests that never started.
+            .retry_canceled_requests(true)
+            .build(tls::connector(cfg)?);
+        Ok(Transport {
+            http,
+            base,
+            timeout: cfg.timeout,
+            metrics,
+        })
+    }
+
+    /// `oz.timeout`, the budget of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `call` within `budget` (default `oz.timeout`) and returns the 2xx body.
+    pub async fn send(
+        &self,
+        call: &Call,
+        token: Option<&HeaderValue>,
+        budget: Option<Duration>,
+    ) -> Result<Bytes, Error> {
+        let started = Instant::now();
+        let budget = budget.unwrap_or(self.timeout);
+        let result = match tokio::time::timeout(budget, self.exchange(call, token)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                endpoint: call.endpoint,
+            }),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.oz_call(call.endpoint, elapsed);
+        match &result {
+            Ok(body) => tracing::debug!(
+                endpoint = call.endpoint,
+                elapsed_ms = elapsed.as_millis() as u64,
+                answer_bytes = body.len(),
+                "oz call done"
+            ),
+            Err(e) => self.failed(call.endpoint, e),
+        }
+        result
+    }
+
+    /// Parses a 2xx body as JSON; an unreadable one is `BadResponse` (and counted as such).
+    pub fn json(&self, endpoint: &'static str, body: &[u8]) -> Result<Value, Error> {
+        serde_json::from_slice(body)
+            .map_err(|e| self.bad_response(endpoint, format!("not JSON: {e}")))
+    }
+
+    /// A `BadResponse` for a 2xx answer whose content does not fit, counted and logged.
+    pub fn bad_response(&self, endpoint: &'static str, reason: String) -> Error {
+        let e = Error::BadResponse { endpoint, reason };
+        self.failed(endpoint, &e);
+        e
+    }
+
+    fn failed(&self, endpoint: &'static str, e: &Error) {
+        self.metrics.oz_error(endpoint, metric_code(e));
+        // Display of `Error` carries no token, credential or media; Oz's message stays out of it.
+        tracing::warn!(endpoint, error = %e, "oz call failed");
+    }
+
+    async fn exchange(&self, call: &Call, token: Option<&HeaderValue>) -> Result<Bytes, Error> {
+        let mut retried = false;
+        let answer = loop {
+            match self.http.request(self.request(call, token)?).await {
+                Ok(answer) => break answer,
+                // Nothing was sent on a failed connect, so trying again cannot duplicate a
+                // folder; once only, since a host that refuses twice is down.
+                Err(e) if e.is_connect() && !retried => {
+                    retried = true;
+                    tracing::debug!(endpoint = call.endpoint, error = %chain(&e), "oz connect failed, retrying once");
+                    tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
+                }
+                Err(e) => {
+                    return Err(Error::Unreachable {
+                        endpoint: call.endpoint,
+                        reason: chain(&e),
+                    })
+                }
+            }
+        };
+        let status = answer.status();
+        let body = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Error::BadResponse {
+                        endpoint: call.endpoint,
+                        reason: format!("answer larger than {MAX_ANSWER_BYTES} bytes"),
+                    }
+                } else {
+                    Error::Unreachable {
+                        endpoint: call.endpoint,
+                        reason: format!("answer cut short: {}", chain(&*e)),
+                    }
+                }
+            })?
+            .to_bytes();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(classify(call.endpoint, status, &body))
+        }
+    }
+
+    fn request(
+        &self,
+        call: &Call,
+        token: Option<&HeaderValue>,
+    ) -> Result<Request<ChunkBody>, Error> {
+        let not_sent = |what: &str| Error::Unreachable {
+            endpoint: call.endpoint,
+            reason: format!("request not sent: {what}"),
+        };
+        let uri: http::Uri = format!("{}{}", self.base, call.path)
+            .parse()
+            .map_err(|_| not_sent("invalid URL"))?;
+        let mut req = Request::builder()
+            .method(call.method.clone())
+            .uri(uri)
+            .header(ACCEPT, "application/json")
+            .header(USER_AGENT, USER_AGENT_VALUE);
+        if let Some(t) = token {
+            req = req.header(TOKEN_HEADER, t.clone());
+        }
+        if let Some(ct) = &call.content_type {
+            let len: u64 = call.chunks.iter().map(|c| c.len() as u64).sum();
+            req = req
+                .header(CONTENT_TYPE, ct.clone())
+                .header(CONTENT_LENGTH, len);
+        }
+        req.body(ChunkBody::new(call.chunks.iter().cloned()))
+            .map_err(|_| not_sent("invalid request head"))
+    }
+}
+
+/// Maps a non-2xx answer to an error.
+fn classify(endpoint: &'static str, status: StatusCode, body: &[u8]) -> Error {
+    let parsed = parse_error_body(body);
+    let login = matches!(endpoint, "auth" | "refresh");
+    // On login and refresh, 401/403 mean the credentials or the session were refused (§1.2);
+    // elsewhere 401 or an auth error_code (6 none, 7 invalid, 8 expired; §5) means the token.
+    // 403 with code 9 (forbidden) stays an API error: a permission problem, not a bad token.
+    let refused = if login {
+        matches!(status.as_u16(), 401 | 403)
+    } else {
+        status == StatusCode::UNAUTHORIZED || matches!(parsed.error_code, Some(6..=8))
+    };
+    if refused {
+        return Error::Auth {
+            error_code: parsed.error_code,
+        };
+    }
+    Error::Api {
+        endpoint,
+        status: status.as_u16(),
+        error_code: parsed.error_code,
+        // The login endpoint's message might name the account; it is not kept.
+        message: if login { String::new() } else { parsed.message },
+    }
+}
+
+/// The `code` label of `oz_errors_total`.
+fn metric_code(e: &Error) -> String {
+    match e {
+        Error::Api {
+            error_code: Some(c),
+            ..
+        }
+        | Error::Auth {
+            error_code: Some(c),
+        } => c.to_string(),
+        Error::Api { status, .. } => status.to_string(),
+        Error::Auth { error_code: None } => "auth".into(),
+        Error::Timeout { .. } => "timeout".into(),
+        Error::Unreachable { .. } => "unreachable".into(),
+        Error::BadResponse { .. } => "bad_response".into(),
+        Error::ResultTimeout => "result_timeout".into(),
+    }
+}
+
+/// An error and its sources, joined: hyper-util's own Display only says "client error (Connect)".
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// `d` with "equal jitter": between d/2 and d, so many proxies that saw the same failure do
+/// not come back in step. The randomness is std's per-instance hasher keys; no RNG crate needed.
+pub fn jitter(d: Duration) -> Duration {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    let frac = (h.finish() % 1024) as f64 / 1024.0;
+    d / 2 + d.mul_f64(0.5 * frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_maps_auth_and_api_errors() {
+        let body = br#"{"error_code": 8, "error_message": "expired"}"#;
+        assert!(matches!(
+            classify("folders", StatusCode::UNAUTHORIZED, body),
+            Error::Auth {
+                error_code: Some(8)
+            }
+        ));
+        assert!(matches!(
+            classify("folders", StatusCode::BAD_REQUEST, br#"{"error_code": 7}"#),
+            Error::Auth {
+                error_code: Some(7)
+            }
+        ));
+        match classify(
+            "folders",
+            StatusCode::FORBIDDEN,
+            br#"{"error_code": 9, "error_message": "no"}"#,
+        ) {
+            Error::Api {
+                status: 403,
+                error_code: Some(9),
+                message,
+                ..
+            } => assert_eq!(message, "no"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify("auth", StatusCode::FORBIDDEN, b""),
+            Error::Auth { error_code: None }
+        ));
+        match classify(
+            "auth",
+            StatusCode::BAD_REQUEST,
+            br#"{"error_code": 3, "error_message": "user bob@example.com"}"#,
+        ) {
+            Error::Api { message, .. } => assert!(message.is_empty(), "login messages are dropped"),
+            other => panic!("{other:?}"),
+        }
+        match classify("poll", StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>") {
+            Error::Api {
+                status: 502,
+                error_code: None,
+                message,
+                ..
+            } => assert!(message.is_empty()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn metric_codes() {
+        let api = |status, error_code| Error::Api {
+            endpoint: "folders",
+            status,
+            error_code,
+            message: String::new(),
+        };
+        assert_eq!(metric_code(&api(400, Some(3))), "3");
+        assert_eq!(metric_code(&api(502, None)), "502");
+        assert_eq!(metric_code(&Error::Timeout { endpoint: "poll" }), "timeout");
+        assert_eq!(
+            metric_code(&Error::Unreachable {
+                endpoint: "poll",
+                reason: String::new()
+            }),
+            "unreachable"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        let d = Duration::from_millis(800);
+        for _ in 0..100 {
+            let j = jitter(d);
+            assert!(j >= d / 2 && j <= d, "{j:?}");
+        }
+    }
+}
