@@ -80,7 +80,10 @@ mod tests {
         let l = Limiter::new(10 * 1024 * 1024, 2);
         let a = l.reserve_memory(2 * 1024 * 1024).unwrap();
         let _b = l.reserve_memory(2 * 1024 * 1024).unwrap();
-        assert!(matches!(l.reserve_memory(2 * 1024 * 1024), Err(Error::Busy)));
+        assert!(matches!(
+            l.reserve_memory(2 * 1024 * 1024),
+            Err(Error::Busy)
+        ));
         drop(a);
         assert!(l.reserve_memory(2 * 1024 * 1024).is_ok());
     }
