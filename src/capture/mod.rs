@@ -10,6 +10,10 @@ pub mod action;
 pub mod body;
 pub mod data_url;
 pub mod error;
+pub mod multipart;
 pub mod testdata;
+pub mod transform;
+pub mod zip;
 
 pub use error::Error;
+pub use transform::{prepare_frames_upload, PreparedUpload, TransformOptions};
