@@ -1,7 +1,23 @@
 //! Capture routes: the body the Web SDK's `on_capture_complete` produced, turned into an Oz upload.
+//!
+//! The frames-mode transform is synchronous and CPU-only (run it on a blocking thread):
+//! [`body`] parses the JSON, [`data_url`] decodes each frame, [`zip`] stores them in a ZIP,
+//! [`action`] picks the Oz tags, [`multipart`] writes the upload body, and [`transform`] is the
+//! one entry point that runs them in order. [`limit`] admits captures under the memory budget and
+//! the concurrency limit, and [`handler`] orchestrates a capture from request to verdict.
+//! [`testdata`] makes sample captures for tests and
+//! `demo`.
 
+pub mod action;
+pub mod body;
+pub mod data_url;
 pub mod error;
 pub mod handler;
 pub mod limit;
+pub mod multipart;
+pub mod testdata;
+pub mod transform;
+pub mod zip;
 
 pub use error::Error;
+pub use transform::{prepare_frames_upload, PreparedUpload, TransformOptions};

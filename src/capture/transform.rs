@@ -1,0 +1,619 @@
+//! The frames-mode capture transform: an `on_capture_complete` JSON body in, a ready Oz folder
+//! upload out.
+//!
+//! Synchronous and CPU-bound (parse, base64, ZIP): the handler runs it on a blocking thread.
+//! Cheap checks come first, so a bad capture costs as little as possible: the JSON shape and frame
+//! count, then the action, then the best frame if the route sends one, and only then the frames.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::action::tags_for_action;
+use super::body::{parse_capture, Capture, Frame};
+use super::data_url::{DataUrlDecoder, DataUrlError, ImageKind};
+use super::multipart::{build_multipart, is_valid_boundary, random_boundary, FolderUpload};
+use super::zip::build_zip;
+use super::Error;
+use crate::config::BestFrame;
+use crate::oz::upload::UploadBody;
+
+/// The per-route settings and per-request values the transform needs.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformOptions<'a> {
+    /// Multipart key of the ZIP part (`capture.file_key`).
+    pub file_key: &'a str,
+    /// Most frames accepted (`capture.max_frames`).
+    pub max_frames: usize,
+    /// Largest decoded frame in bytes (`capture.max_frame_bytes`); the best frame too.
+    pub max_frame_bytes: usize,
+    /// Whether to add the best frame as a `photo_selfie` part, and which one.
+    pub best_frame: BestFrame,
+    /// The request id, written to `folder:meta_data.request_id`.
+    pub request_id: &'a str,
+    /// Static `folder:meta_data` entries (`capture.folder_meta_data`).
+    pub folder_meta_data: &'a BTreeMap<String, String>,
+    /// A fixed multipart boundary (golden tests); `None` for a random one.
+    pub boundary: Option<&'a str>,
+}
+
+/// A capture turned into an upload, plus what the handler reports about it.
+#[derive(Debug, Clone)]
+pub struct PreparedUpload {
+    /// The `POST /api/folders/` body and its content type.
+    pub upload: UploadBody,
+    /// The capture's Web SDK action code (known to map to tags), for `X-Oz-Action`.
+    pub action: String,
+    /// Whether the body had the virtual-camera shape, for `X-Oz-Virtual-Camera`.
+    pub virtual_camera: bool,
+    /// Frames stored in the ZIP.
+    pub frame_count: usize,
+    /// Size of the ZIP in bytes.
+    pub zip_len: usize,
+}
+
+/// Parses, checks and decodes a frames-mode capture body and builds its Oz upload.
+///
+/// Every failure is a [`capture::Error`](Error) that names the field or frame; none quotes the
+/// client's data. `Error::Internal` means a bug (or an invalid fixed `boundary`).
+pub fn prepare_frames_upload(
+    body: &[u8],
+    opts: &TransformOptions<'_>,
+) -> Result<PreparedUpload, Error> {
+    let boundary = match opts.boundary {
+        Some(b) if is_valid_boundary(b) => Cow::Borrowed(b),
+        Some(_) => {
+            tracing::error!("fixed multipart boundary is not a valid RFC 2046 boundary");
+            return Err(Error::Internal);
+        }
+        None => Cow::Owned(random_boundary()),
+    };
+
+    let capture = parse_capture(body, opts.max_frames)?;
+    let tags = tags_for_action(&capture.action)?;
+    let decoder = DataUrlDecoder::new();
+    let best_frame = decode_best_frame(&capture, opts, &decoder)?;
+    let zip = build_zip(
+        &capture.frames,
+        capture.frame_list_field(),
+        &decoder,
+        opts.max_frame_bytes,
+    )?;
+    let zip_len = zip.len();
+
+    let upload = build_multipart(
+        &FolderUpload {
+            file_key: opts.file_key,
+            tags,
+            additional_info: capture.additional_info,
+            request_id: opts.request_id,
+            virtual_camera: capture.virtual_camera,
+            folder_meta_data: opts.folder_meta_data,
+            best_frame: best_frame.as_ref().map(|(k, b)| (*k, b.as_slice())),
+        },
+        Bytes::from(zip),
+        &boundary,
+    );
+    Ok(PreparedUpload {
+        upload,
+        action: capture.action.into_owned(),
+        virtual_camera: capture.virtual_camera,
+        frame_count: capture.frames.len(),
+        zip_len,
+    })
+}
+
+/// Decodes the best frame the route asks for; a missing or unusable one fails the capture,
+/// since the route was configured to send it (virtual-camera protection, oz-api.md §2.5).
+fn decode_best_frame(
+    capture: &Capture<'_>,
+    opts: &TransformOptions<'_>,
+    decoder: &DataUrlDecoder,
+) -> Result<Option<(ImageKind, Vec<u8>)>, Error> {
+    let (frame, field, want): (Option<&Frame<'_>>, _, _) = match opts.best_frame {
+        BestFrame::None => return Ok(None),
+        BestFrame::Jpeg => (
+            capture.best_frame.as_ref(),
+            capture.best_frame_field(),
+            ImageKind::Jpeg,
+        ),
+        BestFrame::Png => (
+            capture.best_frame_png.as_ref(),
+            capture.best_frame_png_field(),
+            ImageKind::Png,
+        ),
+    };
+    let bad = |reason: String| Error::BadField {
+        field: field.to_owned(),
+        reason,
+    };
+    let frame = frame.ok_or_else(|| {
+        bad("is missing or null, but this route sends the best frame (capture.best_frame)".into())
+    })?;
+    let mut bytes = Vec::new();
+    let kind = decoder
+        .decode_into(frame.as_str(), opts.max_frame_bytes, &mut bytes)
+        .map_err(|e| match e {
+            DataUrlError::TooLarge => bad(format!(
+                "exceeds the limit of {} bytes (capture.max_frame_bytes)",
+                opts.max_frame_bytes
+            )),
+            DataUrlError::Invalid(reason) => bad(reason),
+        })?;
+    if kind != want {
+        return Err(bad(format!(
+            "must be a {} data URL, found {}",
+            want.media_type(),
+            kind.media_type()
+        )));
+    }
+    Ok(Some((kind, bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::testdata::{
+        data_url, sample_capture_json, sample_capture_json_escaped, sample_frames, sample_jpeg,
+        sample_png, SampleCapture, SAMPLE_ADDITIONAL_INFO,
+    };
+    use http_body_util::{BodyDataStream, Full};
+    use std::io::{Cursor, Read as _};
+
+    const SECRET: &str = "SECRETMARKER";
+
+    fn opts<'a>(meta: &'a BTreeMap<String, String>) -> TransformOptions<'a> {
+        TransformOptions {
+            file_key: "video1",
+            max_frames: 300,
+            max_frame_bytes: 1 << 20,
+            best_frame: BestFrame::None,
+            request_id: "req-1",
+            folder_meta_data: meta,
+            boundary: Some("golden-boundary"),
+        }
+    }
+
+    /// Splits the upload back into parts with multer, as a server would.
+    async fn parts(p: &PreparedUpload) -> Vec<(String, Option<String>, Bytes)> {
+        let boundary = p
+            .upload
+            .content_type
+            .strip_prefix("multipart/form-data; boundary=")
+            .expect("multipart content type")
+            .to_owned();
+        let stream = BodyDataStream::new(Full::new(Bytes::from(p.upload.to_vec())));
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut out = Vec::new();
+        while let Some(field) = mp.next_field().await.expect("well-formed") {
+            let name = field.name().unwrap_or_default().to_owned();
+            let ct = field.content_type().map(|m| m.to_string());
+            out.push((name, ct, field.bytes().await.expect("part body")));
+        }
+        out
+    }
+
+    fn zip_entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut a = ::zip::ZipArchive::new(Cursor::new(zip)).expect("zip");
+        (0..a.len())
+            .map(|i| {
+                let mut e = a.by_index(i).expect("entry");
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).expect("read");
+                (e.name().expect("utf-8").into_owned(), data)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn both_shapes_become_the_same_upload_apart_from_the_flag() {
+        let meta = BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]);
+        for vc in [false, true] {
+            for body in [
+                sample_capture_json(4, vc, "video_selfie_best"),
+                sample_capture_json_escaped(4, vc, "video_selfie_best"),
+            ] {
+                let p = prepare_frames_upload(&body, &opts(&meta)).expect("valid capture");
+                assert_eq!(p.action, "video_selfie_best");
+                assert_eq!(p.virtual_camera, vc);
+                assert_eq!(p.frame_count, 4);
+                assert_eq!(p.zip_len, p.upload.chunks[1].len());
+                let parts = parts(&p).await;
+                let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+                assert_eq!(names, ["video1", "payload"]);
+
+                let entries = zip_entries(&parts[0].2);
+                let want: Vec<(String, Vec<u8>)> = sample_frames(4)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| (format!("{:06}.jpg", i + 1), f))
+                    .collect();
+                assert_eq!(entries, want);
+
+                let payload: serde_json::Value =
+                    serde_json::from_slice(&parts[1].2).expect("payload JSON");
+                assert_eq!(
+                    payload,
+                    serde_json::json!({
+                        "media:tags": {"video1": ["video_selfie", "video_selfie_oneshot", "orientation_portrait"]},
+                        "media:meta_data": {"video1": {"additional_info": SAMPLE_ADDITIONAL_INFO}},
+                        "folder:meta_data": {"request_id": "req-1", "virtual_camera": vc, "tenant": "acme"},
+                    })
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn additional_info_is_forwarded_byte_for_byte() {
+        let meta = BTreeMap::new();
+        let body = sample_capture_json_escaped(1, false, "video_selfie_blank");
+        let p = prepare_frames_upload(&body, &opts(&meta)).expect("valid");
+        let sent = serde_json::to_string(SAMPLE_ADDITIONAL_INFO)
+            .expect("str")
+            .replace('/', "\\/");
+        let tail = String::from_utf8(p.upload.chunks[2].to_vec()).expect("utf-8");
+        assert!(
+            tail.contains(&format!(r#"{{"additional_info":{sent}}}"#)),
+            "{tail}"
+        );
+    }
+
+    #[test]
+    fn golden_upload_with_fixed_boundary() {
+        let meta = BTreeMap::new();
+        let mut c = SampleCapture::new(2, false, "photo_id_front");
+        c.additional_info = Some("env".into());
+        let p = prepare_frames_upload(&c.to_json(), &opts(&meta)).expect("valid");
+        assert_eq!(
+            p.upload.content_type,
+            "multipart/form-data; boundary=golden-boundary"
+        );
+        assert_eq!(
+            p.upload.chunks[0],
+            "--golden-boundary\r\n\
+             Content-Disposition: form-data; name=\"video1\"; filename=\"capture.zip\"\r\n\
+             Content-Type: application/zip\r\n\r\n"
+        );
+        assert_eq!(
+            p.upload.chunks[2],
+            concat!(
+                "\r\n--golden-boundary\r\n",
+                "Content-Disposition: form-data; name=\"payload\"\r\n",
+                "Content-Type: application/json\r\n\r\n",
+                r#"{"media:tags":{"video1":["photo_id","photo_id_front"]},"#,
+                r#""media:meta_data":{"video1":{"additional_info":"env"}},"#,
+                r#""folder:meta_data":{"request_id":"req-1","virtual_camera":false}}"#,
+                "\r\n--golden-boundary--\r\n",
+            )
+        );
+        let total: usize = p.upload.chunks.iter().map(Bytes::len).sum();
+        assert_eq!(p.upload.content_length(), total as u64);
+        assert_eq!(p.zip_len, p.upload.chunks[1].len());
+        assert!(p.upload.chunks[1].starts_with(b"PK\x03\x04"));
+        // The same capture gives the same bytes.
+        let again = prepare_frames_upload(&c.to_json(), &opts(&meta)).expect("valid");
+        assert_eq!(again.upload.to_vec(), p.upload.to_vec());
+    }
+
+    #[test]
+    fn random_boundary_by_default() {
+        let meta = BTreeMap::new();
+        let body = sample_capture_json(1, false, "video_selfie_blank");
+        let o = TransformOptions {
+            boundary: None,
+            ..opts(&meta)
+        };
+        let a = prepare_frames_upload(&body, &o).expect("valid");
+        let b = prepare_frames_upload(&body, &o).expect("valid");
+        assert_ne!(a.upload.content_type, b.upload.content_type);
+        assert!(a
+            .upload
+            .content_type
+            .starts_with("multipart/form-data; boundary=oz-capture-proxy-"));
+    }
+
+    #[test]
+    fn invalid_fixed_boundary_is_internal() {
+        let meta = BTreeMap::new();
+        let body = sample_capture_json(1, false, "video_selfie_blank");
+        let o = TransformOptions {
+            boundary: Some("bad\"boundary"),
+            ..opts(&meta)
+        };
+        assert!(matches!(
+            prepare_frames_upload(&body, &o),
+            Err(Error::Internal)
+        ));
+    }
+
+    #[tokio::test]
+    async fn best_frame_jpeg_and_png_parts() {
+        let meta = BTreeMap::new();
+        for (choice, name, ct, bytes) in [
+            (
+                BestFrame::Jpeg,
+                "best_frame.jpg",
+                "image/jpeg",
+                sample_jpeg(200),
+            ),
+            (
+                BestFrame::Png,
+                "best_frame.png",
+                "image/png",
+                sample_png(200),
+            ),
+        ] {
+            for vc in [false, true] {
+                let body = sample_capture_json(2, vc, "video_selfie_blank");
+                let o = TransformOptions {
+                    best_frame: choice,
+                    ..opts(&meta)
+                };
+                let p = prepare_frames_upload(&body, &o).expect("valid");
+                let parts = parts(&p).await;
+                assert_eq!(parts.len(), 3);
+                assert_eq!(parts[2].0, "photo_selfie1");
+                assert_eq!(parts[2].1.as_deref(), Some(ct));
+                assert_eq!(parts[2].2, bytes);
+                let tail = String::from_utf8_lossy(&p.upload.chunks[2]).into_owned();
+                assert!(tail.contains(&format!("filename=\"{name}\"")));
+                assert!(tail.contains(r#""photo_selfie1":["photo_selfie"]"#));
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_or_wrong_best_frame_names_the_field() {
+        let meta = BTreeMap::new();
+        let mut c = SampleCapture::new(1, true, "video_selfie_blank");
+        c.best_frame_png = None;
+        let o = TransformOptions {
+            best_frame: BestFrame::Png,
+            ..opts(&meta)
+        };
+        match prepare_frames_upload(&c.to_json(), &o) {
+            Err(Error::BadField { field, reason }) => {
+                assert_eq!(field, "from_virtual_camera.best_frame_png");
+                assert!(reason.starts_with("is missing"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A PNG where the JPEG best frame belongs.
+        let mut c = SampleCapture::new(1, false, "video_selfie_blank");
+        c.best_frame = Some(data_url("image/png", &sample_png(1)));
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            ..opts(&meta)
+        };
+        match prepare_frames_upload(&c.to_json(), &o) {
+            Err(Error::BadField { field, reason }) => {
+                assert_eq!(field, "best_frame");
+                assert_eq!(reason, "must be a image/jpeg data URL, found image/png");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Too large.
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            max_frame_bytes: 10,
+            ..opts(&meta)
+        };
+        let body = sample_capture_json(1, false, "video_selfie_blank");
+        match prepare_frames_upload(&body, &o) {
+            Err(Error::BadField { field, reason }) => {
+                assert_eq!(field, "best_frame");
+                assert!(reason.starts_with("exceeds the limit of 10 bytes"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Not sent, so not checked, when the route does not ask for it.
+        let mut c = SampleCapture::new(1, false, "video_selfie_blank");
+        c.best_frame = Some("garbage".into());
+        assert!(prepare_frames_upload(&c.to_json(), &opts(&meta)).is_ok());
+    }
+
+    #[test]
+    fn every_action_maps_and_unknown_is_refused() {
+        let meta = BTreeMap::new();
+        for action in [
+            "video_selfie_left",
+            "video_selfie_right",
+            "video_selfie_down",
+            "video_selfie_high",
+            "video_selfie_smile",
+            "video_selfie_eyes",
+            "video_selfie_scan",
+            "video_selfie_blank",
+            "video_selfie_best",
+            "photo_id_front",
+            "photo_id_back",
+        ] {
+            let body = sample_capture_json(1, false, action);
+            let p = prepare_frames_upload(&body, &opts(&meta)).expect(action);
+            assert_eq!(p.action, action);
+        }
+        let body = sample_capture_json(1, false, "video_selfie_zoom_in");
+        assert!(matches!(
+            prepare_frames_upload(&body, &opts(&meta)),
+            Err(Error::UnknownAction)
+        ));
+    }
+
+    #[test]
+    fn frame_failures_name_field_and_index() {
+        let meta = BTreeMap::new();
+        let b64 = |b: &[u8]| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        let jpeg_b64 = b64(&sample_jpeg(1));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!(
+                    "data:image/jpeg;base64,{}*",
+                    &jpeg_b64[..jpeg_b64.len() - 1]
+                ),
+                "not base64",
+            ),
+            (
+                format!(
+                    "data:image/jpeg;base64,{}\n{}",
+                    &jpeg_b64[..8],
+                    &jpeg_b64[9..]
+                ),
+                "whitespace",
+            ),
+            (
+                data_url("image/jpeg", b"plain text, not an image"),
+                "declared image/jpeg but data is not a JPEG",
+            ),
+            (
+                data_url("image/gif", b"GIF89a....."),
+                "unsupported media type image/gif",
+            ),
+            (
+                data_url("image/png", &sample_jpeg(1)),
+                "declared image/png but data is a JPEG",
+            ),
+            (
+                data_url("image/jpeg", &sample_png(1)),
+                "declared image/jpeg but data is a PNG",
+            ),
+            ("not a data url".to_owned(), "not a data URL"),
+        ];
+        for vc in [false, true] {
+            for (frame, want) in &cases {
+                let mut c = SampleCapture::new(3, vc, "video_selfie_blank");
+                c.frames[2] = frame.clone();
+                match prepare_frames_upload(&c.to_json(), &opts(&meta)) {
+                    Err(Error::BadFrame {
+                        field,
+                        index: 2,
+                        reason,
+                    }) => {
+                        let want_field = if vc {
+                            "from_virtual_camera.frame_list"
+                        } else {
+                            "frame_list"
+                        };
+                        assert_eq!(field, want_field);
+                        assert!(reason.contains(want), "{reason} lacks {want}");
+                    }
+                    other => panic!("{want}: unexpected {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let meta = BTreeMap::new();
+        let body = sample_capture_json(6, false, "video_selfie_blank");
+        let o = TransformOptions {
+            max_frames: 5,
+            ..opts(&meta)
+        };
+        assert!(matches!(
+            prepare_frames_upload(&body, &o),
+            Err(Error::TooManyFrames {
+                count: 6,
+                limit: 5,
+                ..
+            })
+        ));
+        let mut c = SampleCapture::new(3, false, "video_selfie_blank");
+        let limit = sample_jpeg(0).len();
+        c.frames[1] = data_url("image/jpeg", &[sample_jpeg(1), vec![0; 1]].concat());
+        let o = TransformOptions {
+            max_frame_bytes: limit,
+            ..opts(&meta)
+        };
+        assert!(matches!(
+            prepare_frames_upload(&c.to_json(), &o),
+            Err(Error::FrameTooLarge {
+                field: "frame_list",
+                index: 1,
+                limit: l
+            }) if l == limit
+        ));
+    }
+
+    #[test]
+    fn structural_failures() {
+        let meta = BTreeMap::new();
+        let o = opts(&meta);
+        let mut c = SampleCapture::new(0, false, "video_selfie_blank");
+        assert!(matches!(
+            prepare_frames_upload(&c.to_json(), &o),
+            Err(Error::NoFrames {
+                field: "frame_list"
+            })
+        ));
+        c.frames = vec![sample_capture_frame()];
+        c.additional_info = None;
+        assert!(matches!(
+            prepare_frames_upload(&c.to_json(), &o),
+            Err(Error::BadField { field, .. }) if field == "additional_info"
+        ));
+        let body = sample_capture_json(2, false, "video_selfie_blank");
+        assert!(matches!(
+            prepare_frames_upload(&body[..body.len() - 10], &o),
+            Err(Error::BadJson { .. })
+        ));
+        let body = br#"{"action":"video_selfie_blank","frame_list":null,"additional_info":"i"}"#;
+        assert!(matches!(
+            prepare_frames_upload(body, &o),
+            Err(Error::NoFrames { .. })
+        ));
+    }
+
+    fn sample_capture_frame() -> String {
+        data_url("image/jpeg", &sample_jpeg(0))
+    }
+
+    #[test]
+    fn no_error_message_leaks_frames_or_additional_info() {
+        let meta = BTreeMap::new();
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            ..opts(&meta)
+        };
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        // Each variant breaks one thing; `SECRETMARKERAAAA` is valid base64 but no image.
+        let variants: [fn(&mut SampleCapture); 8] = [
+            |c| c.frames[0] = format!("data:image/jpeg;base64,{SECRET}AAAA"),
+            |c| c.frames[0] = format!("data:image/jpeg;base64,{SECRET}\n"),
+            |c| c.frames[0] = format!("data:{SECRET};base64,AAAA"),
+            |c| c.frames[0] = SECRET.to_owned(),
+            |c| c.best_frame = Some(format!("data:image/jpeg;base64,{SECRET}AAAA")),
+            |c| c.best_frame = Some(data_url("image/jpeg", SECRET.as_bytes())),
+            |c| c.action = SECRET.to_owned(),
+            |c| c.additional_info = None,
+        ];
+        for vc in [false, true] {
+            for v in &variants {
+                let mut c = SampleCapture::new(2, vc, "video_selfie_blank");
+                c.additional_info = Some(format!("{SECRET} additional info"));
+                v(&mut c);
+                let json = c.to_json();
+                bodies.push(json.clone());
+                bodies.push(json[..json.len() / 2].to_vec());
+            }
+        }
+        bodies.push(
+            format!(r#"{{"action":"video_selfie_blank","frame_list":["{SECRET}",7],"additional_info":"{SECRET}"}}"#)
+                .into_bytes(),
+        );
+        bodies.push(
+            format!(r#"{{"action":"video_selfie_blank","frame_list":[1],"additional_info":{{"{SECRET}":"{SECRET}"}}}}"#)
+                .into_bytes(),
+        );
+        for body in bodies {
+            let e = prepare_frames_upload(&body, &o).expect_err("every variant fails");
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(SECRET), "leak: {text}");
+        }
+    }
+}
