@@ -1,0 +1,259 @@
+//! Fault injection: failed answers and latency per endpoint, and the JSON control body of
+//! `POST /_sim/faults`.
+//!
+//! Injected failures carry the Oz error body with `error_code` 0, "Unknown server side error
+//! occurred" (oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// An Oz API endpoint the simulator serves, named for fault injection and call records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /api/authorize/auth/` (oz-api.md §1.1).
+    Auth,
+    /// `POST /api/authorize/refresh/` (oz-api.md §1.2).
+    Refresh,
+    /// `POST /api/folders/` (oz-api.md §2).
+    Folders,
+    /// `POST /api/instant/folders/` (oz-api.md §3.4).
+    InstantFolders,
+    /// `POST /api/folders/{id}/analyses/` (oz-api.md §3.1).
+    StartAnalyses,
+    /// `GET /api/folders/{id}/analyses/` (oz-api.md §3.5).
+    ListAnalyses,
+    /// `GET /api/analyses/{id}` (oz-api.md §3.5).
+    GetAnalysis,
+    /// `GET /api/folders/{id}` (oz-api.md §3.5).
+    GetFolder,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order the docs introduce them.
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Auth,
+        Endpoint::Refresh,
+        Endpoint::Folders,
+        Endpoint::InstantFolders,
+        Endpoint::StartAnalyses,
+        Endpoint::ListAnalyses,
+        Endpoint::GetAnalysis,
+        Endpoint::GetFolder,
+    ];
+
+    /// The name used in `/_sim/faults` bodies and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Auth => "auth",
+            Endpoint::Refresh => "refresh",
+            Endpoint::Folders => "folders",
+            Endpoint::InstantFolders => "instant_folders",
+            Endpoint::StartAnalyses => "start_analyses",
+            Endpoint::ListAnalyses => "list_analyses",
+            Endpoint::GetAnalysis => "get_analysis",
+            Endpoint::GetFolder => "get_folder",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Endpoint::ALL.iter().map(|e| e.name()).collect();
+                format!(
+                    "unknown endpoint {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Pending failures and latencies, per endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Status to answer with and how many more requests get it.
+    fail_next: HashMap<Endpoint, (u16, u32)>,
+    latency: HashMap<Endpoint, Duration>,
+}
+
+impl Faults {
+    /// Answer the next `count` requests on `endpoint` with `status`; replaces a pending failure.
+    pub fn fail_next(&mut self, endpoint: Endpoint, status: u16, count: u32) {
+        if count == 0 {
+            self.fail_next.remove(&endpoint);
+        } else {
+            self.fail_next.insert(endpoint, (status, count));
+        }
+    }
+
+    /// Takes one pending failure for `endpoint`, if any.
+    pub fn take_failure(&mut self, endpoint: Endpoint) -> Option<u16> {
+        let (status, left) = self.fail_next.get_mut(&endpoint)?;
+        let status = *status;
+        *left -= 1;
+        if *left == 0 {
+            self.fail_next.remove(&endpoint);
+        }
+        Some(status)
+    }
+
+    /// Delay every answer on `endpoint` by `latency`; zero removes it.
+    pub fn set_latency(&mut self, endpoint: Endpoint, latency: Duration) {
+        if latency.is_zero() {
+            self.latency.remove(&endpoint);
+        } else {
+            self.latency.insert(endpoint, latency);
+        }
+    }
+
+    /// The latency configured for `endpoint`.
+    pub fn latency(&self, endpoint: Endpoint) -> Duration {
+        self.latency.get(&endpoint).copied().unwrap_or_default()
+    }
+
+    /// Drops every pending failure and latency.
+    pub fn clear(&mut self) {
+        *self = Faults::default();
+    }
+
+    /// The current faults as JSON.
+    pub fn summary(&self) -> Value {
+        let fail_next: serde_json::Map<String, Value> = self
+            .fail_next
+            .iter()
+            .map(|(e, (status, count))| {
+                (
+                    e.name().to_owned(),
+                    json!({"status": status, "count": count}),
+                )
+            })
+            .collect();
+        let latency_ms: serde_json::Map<String, Value> = self
+            .latency
+            .iter()
+            .map(|(e, d)| (e.name().to_owned(), json!(d.as_millis() as u64)))
+            .collect();
+        json!({"fail_next": fail_next, "latency_ms": latency_ms})
+    }
+}
+
+/// The body of `POST /_sim/faults`; every member is optional and unknown members are refused,
+/// so a typo does not silently inject nothing.
+///
+/// ```json
+/// {"fail_next": {"endpoint": "folders", "status": 503, "count": 1},
+///  "latency_ms": {"folders": 2000}, "expire_tokens": true, "verdict": "DECLINED"}
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FaultRequest {
+    /// Remove every pending failure and latency first.
+    #[serde(default)]
+    pub clear: bool,
+    /// One failure rule, or a list of them.
+    pub fail_next: Option<OneOrMany<FailNext>>,
+    /// Latency per endpoint name, in milliseconds; 0 removes it.
+    pub latency_ms: Option<HashMap<String, u64>>,
+    /// Expire every token issued so far (and the static one).
+    #[serde(default)]
+    pub expire_tokens: bool,
+    /// Verdict for analyses started from now on.
+    pub verdict: Option<String>,
+    /// `PROCESSING` reads for analyses started from now on.
+    pub polls_until_final: Option<u32>,
+    /// Switch single-request mode (oz-api.md §3.3).
+    pub single_request: Option<bool>,
+}
+
+/// One `fail_next` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailNext {
+    pub endpoint: String,
+    pub status: u16,
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Either a single value or an array of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Statuses an injected failure may carry: client and server errors only, since a "failure"
+/// that answers 2xx would not have the body a client expects.
+pub(crate) fn check_fault_status(status: u16) -> Result<(), String> {
+    if (400..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("fail_next status {status} must be 400..=599"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_down_per_endpoint() {
+        let mut f = Faults::default();
+        f.fail_next(Endpoint::Folders, 503, 2);
+        assert_eq!(f.take_failure(Endpoint::Auth), None);
+        assert_eq!(f.take_failure(Endpoint::Folders), Some(503));
+        assert_eq!(f.take_failure(Endpoint::Folders), Some(503));
+        assert_eq!(f.take_failure(Endpoint::Folders), None);
+    }
+
+    #[test]
+    fn endpoint_names_round_trip() {
+        for e in Endpoint::ALL {
+            assert_eq!(e.name().parse::<Endpoint>(), Ok(e));
+        }
+        assert!("folder"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("folders"));
+    }
+
+    #[test]
+    fn request_refuses_unknown_members() {
+        assert!(serde_json::from_str::<FaultRequest>(r#"{"fail":{}}"#).is_err());
+        let r: FaultRequest = serde_json::from_str(
+            r#"{"fail_next":{"endpoint":"folders","status":503},"latency_ms":{"folders":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.fail_next.unwrap().into_vec()[0].count, 1);
+    }
+}
