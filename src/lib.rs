@@ -23,6 +23,7 @@ pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod metrics;
 pub mod oz;

@@ -1,13 +1,14 @@
 //! The `oz-capture-proxy` command: parses the command line and calls into the library.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use oz_capture_proxy::config::{Config, LogFormat};
 use oz_capture_proxy::reload::ConfigSource;
-use oz_capture_proxy::{server, telemetry};
+use oz_capture_proxy::{demo, oz_sim, server, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad command line or config (sysexits EX_USAGE), as linkerd2-proxy does.
@@ -34,12 +35,71 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the simulated Oz API alone, for tests and integrators without an Oz account.
+    SimulateOz {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        /// Service token the simulator accepts (besides tokens from login).
+        #[arg(long, env = "OZ_SIM_TOKEN")]
+        token: Option<String>,
+        /// Login e-mail the simulator accepts.
+        #[arg(long, default_value = oz_sim::DEFAULT_EMAIL)]
+        email: String,
+        /// Login password the simulator accepts.
+        #[arg(long, env = "OZ_SIM_PASSWORD", default_value = oz_sim::DEFAULT_PASSWORD, hide_default_value = true)]
+        password: String,
+        /// Verdict of every analysis: SUCCESS, DECLINED, OPERATOR_REQUIRED or FAILED.
+        #[arg(long, default_value = "SUCCESS")]
+        verdict: oz_sim::Verdict,
+        /// Polls that answer PROCESSING before an analysis is final.
+        #[arg(long, default_value_t = 1)]
+        polls_until_final: u32,
+    },
+    /// Run the proxy, a simulated Oz API and a stand-in backend on loopback, push a capture
+    /// through both modes, print what happened, and keep serving for curl.
+    Demo {
+        /// The proxy's traffic address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The proxy's admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::SimulateOz {
+            listen,
+            token,
+            email,
+            password,
+            verdict,
+            polls_until_final,
+        }) => {
+            let cfg = oz_sim::SimConfig {
+                token,
+                email,
+                password,
+                verdict,
+                polls_until_final,
+                ..oz_sim::SimConfig::default()
+            };
+            simulate_oz(listen, cfg, cli.log_format.unwrap_or(LogFormat::Text))
+        }
+        Some(Command::Demo {
+            listen,
+            admin_listen,
+        }) => demo(
+            demo::DemoOptions {
+                listen,
+                admin_listen,
+            },
+            cli.log_format.unwrap_or(LogFormat::Text),
+        ),
         None => match cli.config {
             Some(path) => run(path, cli.log_format),
             None => {
@@ -113,6 +173,62 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "proxy failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn simulate_oz(listen: SocketAddr, cfg: oz_sim::SimConfig, log_format: LogFormat) -> ExitCode {
+    telemetry::init(log_format, "info");
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!(
+            "simulated Oz API on http://{} (login {} / <password>; GET /_sim/uploads, POST /_sim/faults)",
+            listener.local_addr()?,
+            cfg.email
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        oz_sim::serve(listener, oz_sim::OzSim::new(cfg), async move { shutdown.cancelled().await }).await?;
+        Ok(())
+    });
+    finish(result)
+}
+
+fn demo(opts: demo::DemoOptions, log_format: LogFormat) -> ExitCode {
+    // Only warnings: the demo prints its own readable account.
+    telemetry::init(log_format, "warn");
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async move {
+        let stop = CancellationToken::new();
+        tokio::spawn(on_signal(stop.clone()));
+        demo::run(opts, stop).await
+    });
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,32 +1,496 @@
-//! The capture handler: orchestrates body reading, the transform, Oz and the result.
+//! The capture handler: orchestrates one capture from request to verdict. It only orchestrates;
+//! parsing and packing live in `capture::transform`, Oz calls in `oz`.
+//!
+//! 1. The content type picks the mode (`application/json` → frames, `application/octet-stream` →
+//!    OzCapsula container, anything else → 415) before any body is read.
+//! 2. A declared `Content-Length` over the route's `max_body_bytes` gets 413 at once; since hyper
+//!    only sends `100 Continue` when the body is first polled, an `Expect: 100-continue` client
+//!    never uploads it. The memory budget is reserved next (`capture::limit`).
+//! 3. The body is read under the limit and `capture.body_timeout`.
+//! 4. The transform runs on the blocking pool under the concurrency limit.
+//! 5. Oz: upload, analyses, verdict (`oz::OzClient::check`).
+//! 6. Forward mode sends the backend the original request plus `X-Oz-*`; respond mode answers the
+//!    client. A capture that failed is never forwarded as if checked: with `on_oz_error: forward`
+//!    it goes with `X-Oz-Resolution: ERROR`, otherwise the client gets 502/504 and the backend
+//!    nothing.
 
-use http::{Request, Response};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::config::CaptureRoute;
+use crate::capture::limit::Limiter;
+use crate::capture::transform::{prepare_frames_upload, PreparedUpload, TransformOptions};
+use crate::capture::Error as CaptureError;
+use crate::config::{CaptureRoute, Config, ForwardBody, OnOzError, OnResult, ResultMode};
 use crate::error::Error;
+use crate::metrics::{CaptureOutcome, Metrics};
+use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
+use crate::proxy::headers;
+use crate::proxy::passthrough::Passthrough;
+
+/// Verdict headers for the backend (DESIGN.md, "What the backend receives").
+pub mod oz_headers {
+    use http::HeaderName;
+    pub static FOLDER_ID: HeaderName = HeaderName::from_static("x-oz-folder-id");
+    pub static RESOLUTION: HeaderName = HeaderName::from_static("x-oz-resolution");
+    pub static ACTION: HeaderName = HeaderName::from_static("x-oz-action");
+    pub static VIRTUAL_CAMERA: HeaderName = HeaderName::from_static("x-oz-virtual-camera");
+}
 
 /// Everything the capture path needs; swapped as a whole on config reload.
-pub struct CaptureService {}
+pub struct CaptureService {
+    oz: OzClient,
+    passthrough: Passthrough,
+    metrics: Metrics,
+    limiter: Limiter,
+    body_timeout: Duration,
+    folder_meta_data: Arc<BTreeMap<String, String>>,
+}
+
+/// What the client sent, once read and checked.
+enum Mode {
+    Frames,
+    Container,
+}
+
+/// What the capture turned into, for the headers and the summary.
+struct Prepared {
+    upload: UploadBody,
+    action: Option<String>,
+    virtual_camera: Option<bool>,
+    frame_count: Option<usize>,
+}
 
 impl CaptureService {
     /// Builds the capture path from `config`.
     pub fn new(
-        _config: &crate::config::Config,
-        _passthrough: crate::proxy::passthrough::Passthrough,
-        _metrics: crate::metrics::Metrics,
+        config: &Config,
+        passthrough: Passthrough,
+        metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        Ok(CaptureService {})
+        let oz = OzClient::new(&config.oz, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("oz client: {e}"))?;
+        Ok(CaptureService {
+            oz,
+            passthrough,
+            metrics,
+            limiter: Limiter::new(
+                config.capture.memory_budget_bytes,
+                config.capture.max_concurrent,
+            ),
+            body_timeout: config.capture.body_timeout,
+            folder_meta_data: Arc::new(config.capture.folder_meta_data.clone()),
+        })
     }
 
-    /// Handles one capture request.
+    /// Handles one capture request (method already checked to be POST).
     pub async fn handle(
         &self,
-        _route: &CaptureRoute,
-        _req: Request<Incoming>,
-        _request_id: &str,
+        route: &CaptureRoute,
+        req: Request<Incoming>,
+        request_id: &str,
     ) -> Result<Response<Body>, Error> {
-        Err(Error::Capture(crate::capture::Error::Internal))
+        let result = self.run(route, req, request_id).await;
+        if let Err(e) = &result {
+            self.metrics.capture_done(match e {
+                Error::Capture(CaptureError::Busy) => CaptureOutcome::Overloaded,
+                Error::Capture(_) => CaptureOutcome::Rejected,
+                _ => CaptureOutcome::OzError,
+            });
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        route: &CaptureRoute,
+        req: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Response<Body>, Error> {
+        let mode = mode_of(req.headers())?;
+        let declared = declared_length(req.headers())?;
+        if declared.is_some_and(|n| n > route.max_body_bytes) {
+            return Err(CaptureError::BodyTooLarge {
+                limit: route.max_body_bytes,
+            }
+            .into());
+        }
+        let _memory = self
+            .limiter
+            .reserve_memory(declared.unwrap_or(route.max_body_bytes))?;
+
+        let (parts, body) = req.into_parts();
+        let raw = match tokio::time::timeout(
+            self.body_timeout,
+            read_body(body, route.max_body_bytes, declared),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(CaptureError::BodyRead(
+                    "the body did not arrive within capture.body_timeout".into(),
+                )
+                .into())
+            }
+        };
+
+        let prepared = match mode {
+            Mode::Container => {
+                if raw.is_empty() {
+                    return Err(CaptureError::EmptyContainer.into());
+                }
+                Prepared {
+                    upload: UploadBody {
+                        content_type: "application/octet-stream".to_owned(),
+                        chunks: vec![raw.clone()],
+                    },
+                    action: None,
+                    virtual_camera: None,
+                    frame_count: None,
+                }
+            }
+            Mode::Frames => self.transform(route, raw.clone(), request_id).await?,
+        };
+        self.metrics
+            .capture_bytes(raw.len() as u64, prepared.upload.content_length());
+
+        let verdict = self
+            .oz
+            .check(
+                &prepared.upload,
+                &route.analyses,
+                route.wait_for_result,
+                request_id,
+            )
+            .await;
+        // The upload is no longer needed; free it before talking to the backend.
+        let Prepared {
+            upload,
+            action,
+            virtual_camera,
+            frame_count,
+        } = prepared;
+        drop(upload);
+
+        let verdict = match verdict {
+            Ok(v) => {
+                self.metrics.capture_done(outcome_of(v.resolution));
+                tracing::info!(request_id, folder_id = %v.folder_id, resolution = v.resolution.as_str(), "capture checked");
+                Some(v)
+            }
+            Err(e)
+                if route.on_oz_error == OnOzError::Forward
+                    && route.on_result == OnResult::Forward =>
+            {
+                self.metrics.capture_done(CaptureOutcome::OzError);
+                tracing::warn!(request_id, error = %e, "Oz failed; forwarding with X-Oz-Resolution: ERROR as configured");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+
+        let facts = Facts {
+            verdict: verdict.as_ref(),
+            action: action.as_deref(),
+            virtual_camera,
+            frame_count,
+        };
+        match route.on_result {
+            OnResult::Respond => Ok(respond(route.result_mode, &facts)),
+            OnResult::Forward => self.forward(route, parts, raw, &facts).await,
+        }
+    }
+
+    /// Runs the frames transform on the blocking pool.
+    async fn transform(
+        &self,
+        route: &CaptureRoute,
+        raw: Bytes,
+        request_id: &str,
+    ) -> Result<Prepared, Error> {
+        let permit = self.limiter.start_transform()?;
+        let file_key = route.file_key.clone();
+        let (max_frames, max_frame_bytes, best_frame) =
+            (route.max_frames, route.max_frame_bytes, route.best_frame);
+        let request_id = request_id.to_owned();
+        let meta = self.folder_meta_data.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let opts = TransformOptions {
+                file_key: &file_key,
+                max_frames,
+                max_frame_bytes,
+                best_frame,
+                request_id: &request_id,
+                folder_meta_data: &meta,
+                boundary: None,
+            };
+            prepare_frames_upload(&raw, &opts)
+        });
+        let prepared: PreparedUpload = job.await.map_err(|_| CaptureError::Internal)??;
+        Ok(Prepared {
+            upload: prepared.upload,
+            action: Some(prepared.action),
+            virtual_camera: Some(prepared.virtual_camera),
+            frame_count: Some(prepared.frame_count),
+        })
+    }
+
+    /// Sends the checked request to the backend with the verdict headers.
+    async fn forward(
+        &self,
+        route: &CaptureRoute,
+        mut parts: http::request::Parts,
+        raw: Bytes,
+        facts: &Facts<'_>,
+    ) -> Result<Response<Body>, Error> {
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        // The body is already here; the backend must not wait for a `100 Continue` dance.
+        parts.headers.remove(header::EXPECT);
+        let body = match route.forward_body {
+            ForwardBody::Original => raw,
+            ForwardBody::Summary => {
+                parts.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                summary_json(facts)
+            }
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        set_verdict_headers(&mut parts.headers, facts);
+        let rsp = self
+            .passthrough
+            .send(Request::from_parts(parts, Body::full(body)))
+            .await?;
+        let (mut parts, body) = rsp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        parts.version = http::Version::HTTP_11;
+        Ok(Response::from_parts(parts, Body::Incoming(body)))
+    }
+}
+
+/// What the proxy learnt about a capture.
+struct Facts<'a> {
+    verdict: Option<&'a Verdict>,
+    action: Option<&'a str>,
+    virtual_camera: Option<bool>,
+    frame_count: Option<usize>,
+}
+
+impl Facts<'_> {
+    fn resolution(&self) -> &'static str {
+        self.verdict.map_or("ERROR", |v| v.resolution.as_str())
+    }
+}
+
+fn set_verdict_headers(h: &mut HeaderMap, facts: &Facts<'_>) {
+    let mut set = |name: &HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name.clone(), v);
+        }
+    };
+    if let Some(v) = facts.verdict {
+        set(&oz_headers::FOLDER_ID, &v.folder_id);
+    }
+    set(&oz_headers::RESOLUTION, facts.resolution());
+    if let Some(a) = facts.action {
+        set(&oz_headers::ACTION, a);
+    }
+    if let Some(vc) = facts.virtual_camera {
+        set(
+            &oz_headers::VIRTUAL_CAMERA,
+            if vc { "true" } else { "false" },
+        );
+    }
+}
+
+/// The compact body sent instead of the frames with `forward_body: summary`.
+fn summary_json(facts: &Facts<'_>) -> Bytes {
+    let doc = serde_json::json!({
+        "oz": {
+            "folder_id": facts.verdict.map(|v| v.folder_id.as_str()),
+            "resolution": facts.resolution(),
+            "analyses": analyses_json(facts.verdict),
+        },
+        "action": facts.action,
+        "virtual_camera": facts.virtual_camera,
+        "frame_count": facts.frame_count,
+    });
+    Bytes::from(serde_json::to_vec(&doc).expect("a json! value always serializes"))
+}
+
+fn analyses_json(verdict: Option<&Verdict>) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for a in verdict.map(|v| v.analyses.as_slice()).unwrap_or_default() {
+        map.insert(
+            a.kind.to_ascii_lowercase(),
+            serde_json::json!({ "state": a.state, "resolution": a.resolution.as_str() }),
+        );
+    }
+    serde_json::Value::Object(map)
+}
+
+/// The respond-mode answer, shaped like the Web SDK's `result_mode` names it.
+fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Body> {
+    let state = match facts.verdict.map(|v| v.resolution) {
+        Some(Resolution::Processing) => "processing",
+        _ => "finished",
+    };
+    let doc = match mode {
+        ResultMode::Safe => serde_json::json!({ "state": state }),
+        ResultMode::Status => serde_json::json!({
+            "state": state,
+            "resolution": facts.resolution(),
+            "analyses": analyses_json(facts.verdict),
+        }),
+        ResultMode::Folder => serde_json::json!({
+            "state": state,
+            "folder_id": facts.verdict.map(|v| v.folder_id.as_str()),
+            "resolution": facts.resolution(),
+            "analyses": analyses_json(facts.verdict),
+        }),
+    };
+    let mut rsp = Response::new(Body::full(
+        serde_json::to_vec(&doc).expect("a json! value always serializes"),
+    ));
+    *rsp.status_mut() = StatusCode::OK;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rsp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    rsp
+}
+
+fn outcome_of(r: Resolution) -> CaptureOutcome {
+    match r {
+        Resolution::Success => CaptureOutcome::Success,
+        Resolution::Declined => CaptureOutcome::Declined,
+        Resolution::OperatorRequired => CaptureOutcome::OperatorRequired,
+        Resolution::Failed => CaptureOutcome::Failed,
+        Resolution::Processing => CaptureOutcome::Processing,
+    }
+}
+
+/// The capture mode from `Content-Type` (parameters such as `charset` are ignored).
+fn mode_of(h: &HeaderMap) -> Result<Mode, CaptureError> {
+    let ct = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(Mode::Frames)
+    } else if essence.eq_ignore_ascii_case("application/octet-stream") {
+        Ok(Mode::Container)
+    } else {
+        Err(CaptureError::UnsupportedMediaType)
+    }
+}
+
+/// The declared body length, if any. Several differing values are refused (RFC 9112 §6.3).
+fn declared_length(h: &HeaderMap) -> Result<Option<u64>, CaptureError> {
+    let mut found: Option<u64> = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        let n = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| CaptureError::BadField {
+                field: "Content-Length".into(),
+                reason: "is not a number".into(),
+            })?;
+        if found.is_some_and(|f| f != n) {
+            return Err(CaptureError::BadField {
+                field: "Content-Length".into(),
+                reason: "has differing values".into(),
+            });
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// Reads the whole body into one buffer, refusing it as soon as it passes `limit`.
+async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    declared: Option<u64>,
+) -> Result<Bytes, CaptureError> {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(limit) as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CaptureError::BodyRead(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(CaptureError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_pick_the_mode() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(matches!(mode_of(&h), Ok(Mode::Frames)));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/Octet-Stream"),
+        );
+        assert!(matches!(mode_of(&h), Ok(Mode::Container)));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(matches!(
+            mode_of(&h),
+            Err(CaptureError::UnsupportedMediaType)
+        ));
+        h.remove(header::CONTENT_TYPE);
+        assert!(matches!(
+            mode_of(&h),
+            Err(CaptureError::UnsupportedMediaType)
+        ));
+    }
+
+    #[test]
+    fn differing_content_lengths_are_refused() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(declared_length(&h).unwrap(), Some(5));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(declared_length(&h).is_err());
+    }
+
+    #[test]
+    fn safe_mode_says_only_finished() {
+        let facts = Facts {
+            verdict: None,
+            action: Some("video_selfie_blank"),
+            virtual_camera: Some(false),
+            frame_count: Some(3),
+        };
+        let rsp = respond(ResultMode::Safe, &facts);
+        let Body::Full(Some(b)) = rsp.into_body() else {
+            panic!("full body")
+        };
+        assert_eq!(&b[..], br#"{"state":"finished"}"#);
     }
 }

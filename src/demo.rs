@@ -1,0 +1,340 @@
+//! `oz-capture-proxy demo`: the whole product on loopback, with nothing else installed.
+//!
+//! Starts the simulated Oz API, a stand-in legacy backend that echoes what it received, and the
+//! proxy in front of it; pushes a generated capture (real JPEG frames made in code) through a
+//! forward route and a respond route; prints what Oz and the backend received; then keeps serving
+//! so a person can try it with the printed `curl` lines, until Ctrl-C.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::testdata;
+use crate::config::Config;
+use crate::oz_sim::{self, OzSim, SimConfig};
+use crate::server;
+
+/// Where the demo listens.
+pub struct DemoOptions {
+    /// The proxy's traffic port.
+    pub listen: SocketAddr,
+    /// The proxy's admin port.
+    pub admin_listen: SocketAddr,
+}
+
+const DEMO_TOKEN: &str = "demo-service-token";
+const FORWARD_PATH: &str = "/api/liveness/capture";
+const RESPOND_PATH: &str = "/api/liveness/check";
+
+/// Runs the demo until `stop` is cancelled.
+pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
+    // 1. Simulated Oz API.
+    let sim = OzSim::new(SimConfig {
+        token: Some(DEMO_TOKEN.to_owned()),
+        polls_until_final: 1,
+        ..SimConfig::default()
+    });
+    let oz_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let oz_addr = oz_listener.local_addr()?;
+    let sim_stop = stop.clone();
+    tokio::spawn(oz_sim::serve(oz_listener, sim.clone(), async move {
+        sim_stop.cancelled().await
+    }));
+
+    // 2. Stand-in legacy backend.
+    let backend = StandIn::default();
+    let backend_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let backend_addr = backend_listener.local_addr()?;
+    tokio::spawn(backend.clone().serve(backend_listener, stop.clone()));
+
+    // 3. The proxy.
+    let yaml = format!(
+        r#"
+listen: "{listen}"
+admin_listen: "{admin}"
+backend:
+  url: "http://{backend_addr}"
+shutdown:
+  drain_delay: "0s"
+  drain_deadline: "5s"
+reload:
+  interval: "0s"
+oz:
+  url: "http://{oz_addr}"
+  auth:
+    token: "{DEMO_TOKEN}"
+capture:
+  wait_for_result: "10s"
+  routes:
+    - path: "{FORWARD_PATH}"
+      on_result: forward
+    - path: "{RESPOND_PATH}"
+      on_result: respond
+      result_mode: folder
+"#,
+        listen = opts.listen,
+        admin = opts.admin_listen,
+    );
+    let config = Config::from_yaml(&yaml, &Default::default()).context("demo config")?;
+    let proxy = server::start(config, None).await.with_context(|| {
+        format!(
+            "cannot start the proxy on {} / {} (use --listen/--admin-listen to pick free ports)",
+            opts.listen, opts.admin_listen
+        )
+    })?;
+    let base = format!("http://{}", proxy.traffic_addr);
+
+    let mut out = String::new();
+    let _ = writeln!(out, "oz-capture-proxy demo\n");
+    let _ = writeln!(
+        out,
+        "  simulated Oz API   http://{oz_addr}   (uploads: GET /_sim/uploads)"
+    );
+    let _ = writeln!(out, "  stand-in backend   http://{backend_addr}");
+    let _ = writeln!(
+        out,
+        "  proxy              {base}   (admin: http://{})\n",
+        proxy.admin_addr
+    );
+    print!("{out}");
+
+    // 4. Push a generated capture through both modes.
+    let capture = testdata::sample_capture_json(5, false, "video_selfie_blank");
+    let sample_file = write_sample(&capture)?;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+
+    let (status, _, body) =
+        post(&client, &format!("{base}{FORWARD_PATH}"), capture.clone()).await?;
+    let mut out = String::new();
+    let _ = writeln!(out, "1) forward mode: POST {FORWARD_PATH} ({} bytes of on_capture_complete JSON, 5 JPEG frames)", capture.len());
+    describe_upload(&mut out, &sim);
+    let _ = writeln!(out, "   the backend received:");
+    if let Some(seen) = backend.last() {
+        let _ = writeln!(
+            out,
+            "     {} {} with {} body bytes",
+            seen.method, seen.path, seen.body_len
+        );
+        for (name, value) in seen
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-oz-") || n.as_str() == "x-request-id")
+        {
+            let _ = writeln!(out, "     {}: {}", name, value.to_str().unwrap_or("?"));
+        }
+    } else {
+        let _ = writeln!(out, "     nothing");
+    }
+    let _ = writeln!(
+        out,
+        "   the client got {status}: {}\n",
+        String::from_utf8_lossy(&body)
+    );
+
+    let (status, _, body) =
+        post(&client, &format!("{base}{RESPOND_PATH}"), capture.clone()).await?;
+    let _ = writeln!(out, "2) respond mode: POST {RESPOND_PATH}");
+    describe_upload(&mut out, &sim);
+    let _ = writeln!(
+        out,
+        "   the proxy answered {status} itself: {}\n",
+        String::from_utf8_lossy(&body)
+    );
+
+    let bad = br#"{"action":"video_selfie_blank","frame_list":["data:image/jpeg;base64,@@@"],"additional_info":"x"}"#.to_vec();
+    let (status, _, body) = post(&client, &format!("{base}{FORWARD_PATH}"), bad).await?;
+    let _ = writeln!(
+        out,
+        "3) a corrupt frame is refused before Oz or the backend see anything:"
+    );
+    let _ = writeln!(out, "   {status}: {}\n", String::from_utf8_lossy(&body));
+
+    let _ = writeln!(
+        out,
+        "Try it yourself (the sample capture is in {}):",
+        sample_file.display()
+    );
+    let _ = writeln!(out, "  curl -s -X POST -H 'content-type: application/json' --data-binary @{} {base}{FORWARD_PATH}", sample_file.display());
+    let _ = writeln!(out, "  curl -s -X POST -H 'content-type: application/json' --data-binary @{} {base}{RESPOND_PATH}", sample_file.display());
+    let _ = writeln!(
+        out,
+        "  curl -s {base}/anything/else            # passthrough to the backend"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s http://{oz_addr}/_sim/uploads   # what Oz received"
+    );
+    let _ = writeln!(out, "  curl -s http://{}/metrics", proxy.admin_addr);
+    let _ = writeln!(out, "\nServing until Ctrl-C.");
+    print!("{out}");
+
+    stop.cancelled().await;
+    proxy.shutdown();
+    proxy.wait().await
+}
+
+fn describe_upload(out: &mut String, sim: &OzSim) {
+    let uploads = sim.uploads();
+    let Some(u) = uploads.last() else {
+        let _ = writeln!(out, "   Oz received nothing");
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "   Oz received folder {} ({}):",
+        u.folder_id,
+        u.content_type.split(';').next().unwrap_or("")
+    );
+    for p in &u.parts {
+        let _ = writeln!(
+            out,
+            "     part {:<8} {:<18} {:>7} bytes {}",
+            p.name,
+            p.content_type.as_deref().unwrap_or("-"),
+            p.bytes.len(),
+            p.filename
+                .as_deref()
+                .map(|f| format!("filename={f}"))
+                .unwrap_or_default()
+        );
+    }
+    let names: Vec<&str> = u.zip_entries.iter().map(|(n, _)| n.as_str()).collect();
+    let _ = writeln!(out, "     ZIP entries: {}", names.join(", "));
+    if let Some(payload) = &u.payload {
+        let _ = writeln!(
+            out,
+            "     media:tags: {}",
+            payload
+                .get("media:tags")
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "     folder:meta_data: {}",
+            payload
+                .get("folder:meta_data")
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        );
+        let has_info = payload
+            .pointer("/media:meta_data")
+            .map(|m| m.to_string().contains("additional_info"))
+            .unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "     media:meta_data carries additional_info: {has_info}"
+        );
+    }
+}
+
+fn write_sample(capture: &[u8]) -> anyhow::Result<PathBuf> {
+    let path =
+        std::env::temp_dir().join(format!("oz-capture-proxy-demo-{}.json", std::process::id()));
+    std::fs::write(&path, capture).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+async fn post(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    url: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, HeaderMap, Bytes)> {
+    let req = Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))?;
+    let rsp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        .await
+        .context("request timed out")??;
+    let status = rsp.status().as_u16();
+    let headers = rsp.headers().clone();
+    let body = rsp.into_body().collect().await?.to_bytes();
+    Ok((status, headers, body))
+}
+
+/// What the stand-in backend saw last.
+#[derive(Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body_len: usize,
+}
+
+/// A legacy backend stand-in: answers 200 with a short JSON and remembers the last request.
+#[derive(Clone, Default)]
+struct StandIn {
+    last: Arc<Mutex<Option<Seen>>>,
+}
+
+impl StandIn {
+    fn last(&self) -> Option<Seen> {
+        self.last
+            .lock()
+            .expect("lock poisoned only by a panic")
+            .clone()
+    }
+
+    async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let this = this.clone();
+                    async move { Ok::<_, Infallible>(this.answer(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let resolution = parts
+            .headers
+            .get("x-oz-resolution")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        *self.last.lock().expect("lock poisoned only by a panic") = Some(Seen {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            headers: parts.headers,
+            body_len: body.len(),
+        });
+        let doc = serde_json::json!({ "backend": "legacy stand-in", "saw_resolution": resolution });
+        let mut rsp = Response::new(Full::new(Bytes::from(doc.to_string())));
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        rsp
+    }
+}
