@@ -698,6 +698,14 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for key in c.folder_meta_data.keys() {
+            if crate::capture::multipart::RESERVED_FOLDER_KEYS.contains(&key.as_str()) {
+                return Err(Error::invalid(
+                    format!("capture.folder_meta_data.{key}"),
+                    "is set by the proxy itself and cannot be configured",
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, r) in self.capture.effective_routes().iter().enumerate() {
             let key = |field: &str| format!("capture.routes[{i}].{field}");
@@ -713,6 +721,7 @@ impl Config {
             }
             if r.file_key.is_empty()
                 || r.file_key == "payload"
+                || r.file_key == crate::capture::multipart::BEST_FRAME_KEY
                 || !r
                     .file_key
                     .bytes()
@@ -720,7 +729,7 @@ impl Config {
             {
                 return Err(Error::invalid(
                     key("file_key"),
-                    "must be letters, digits, `_` or `-`, and not `payload`",
+                    "must be letters, digits, `_` or `-`, and not `payload` or `photo_selfie1` (used by the proxy)",
                 ));
             }
             if r.max_body_bytes == 0 {

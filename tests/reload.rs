@@ -1,0 +1,192 @@
+//! Config reload: a good change is applied, a bad one refused, and traffic never stops.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use oz_capture_proxy::config::Config;
+use oz_capture_proxy::reload::ConfigSource;
+use oz_capture_proxy::server;
+use tokio::net::TcpListener;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A backend that answers 200 "backend" to everything.
+async fn start_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"backend"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn config_text(backend: std::net::SocketAddr, routes: &[&str]) -> String {
+    let mut s = format!(
+        "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{backend}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\noz:\n  url: \"http://127.0.0.1:9\"\n  auth:\n    token: \"t\"\ncapture:\n  routes:\n"
+    );
+    for r in routes {
+        s.push_str(&format!("    - path: \"{r}\"\n      on_result: respond\n"));
+    }
+    if routes.is_empty() {
+        s = s.replace("  routes:\n", "  routes: []\n");
+    }
+    s
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("oz-reload-{}-{name}.yaml", std::process::id()))
+}
+
+/// POSTs text to `path`; returns the status.
+async fn post(client: &Client<HttpConnector, Full<Bytes>>, base: &str, path: &str) -> u16 {
+    let req = Request::post(format!("{base}{path}"))
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let rsp = tokio::time::timeout(LIMIT, client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let _ = rsp.into_body().collect().await;
+    status
+}
+
+async fn metric(admin: std::net::SocketAddr, needle: &str) -> bool {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let rsp = client
+        .get(format!("http://{admin}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let text = rsp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&text).contains(needle)
+}
+
+/// Waits (bounded) until the metrics text contains `needle`.
+async fn wait_for_metric(admin: std::net::SocketAddr, needle: &str) {
+    tokio::time::timeout(LIMIT, async {
+        while !metric(admin, needle).await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("metric `{needle}` never appeared"));
+}
+
+#[tokio::test]
+async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
+    let backend = start_backend().await;
+    let path = temp_path("good-bad");
+    std::fs::write(&path, config_text(backend, &["/a"])).unwrap();
+    let env = Default::default();
+    let config = Config::load(&path, &env).unwrap();
+    let proxy = server::start(
+        config,
+        Some(ConfigSource {
+            path: path.clone(),
+            env,
+        }),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", proxy.traffic_addr);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+
+    // Traffic on a kept-alive pool runs all along; every answer must come from the backend.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let traffic = {
+        let (client, base, stop, ok, failed) = (
+            client.clone(),
+            base.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let counter = if post(&client, &base, "/other").await == 200 {
+                    &ok
+                } else {
+                    &failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // Before: /b is not a capture route, so a text POST passes through.
+    assert_eq!(post(&client, &base, "/b").await, 200);
+    assert_eq!(post(&client, &base, "/a").await, 415);
+
+    // A good change: /b becomes a capture route (and refuses text with 415).
+    std::fs::write(&path, config_text(backend, &["/a", "/b"])).unwrap();
+    wait_for_metric(
+        proxy.admin_addr,
+        r#"oz_proxy_config_reloads_total{result="applied"} 1"#,
+    )
+    .await;
+    assert_eq!(post(&client, &base, "/b").await, 415);
+
+    // A bad change: refused, counted, and the previous routes stay.
+    std::fs::write(
+        &path,
+        "backend:\n  url: \"http://x\"\ncapture:\n  nonsense: 1\n",
+    )
+    .unwrap();
+    wait_for_metric(
+        proxy.admin_addr,
+        r#"oz_proxy_config_reloads_total{result="rejected"} 1"#,
+    )
+    .await;
+    assert_eq!(post(&client, &base, "/b").await, 415);
+    assert_eq!(post(&client, &base, "/a").await, 415);
+    assert!(
+        metric(
+            proxy.admin_addr,
+            r#"oz_proxy_config_reloads_total{result="applied"} 1"#
+        )
+        .await
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(LIMIT, traffic).await.unwrap().unwrap();
+    assert!(ok.load(Ordering::Relaxed) > 0, "no background traffic ran");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "a request failed during reload"
+    );
+
+    proxy.shutdown();
+    tokio::time::timeout(LIMIT, proxy.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+}
