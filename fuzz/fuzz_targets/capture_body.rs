@@ -14,14 +14,21 @@ fuzz_target!(|data: &[u8]| {
         file_key: "video1",
         max_frames: 16,
         max_frame_bytes: 64 * 1024,
-        best_frame: if data.first().is_some_and(|b| b & 1 == 1) { BestFrame::Jpeg } else { BestFrame::None },
+        best_frame: if data.first().is_some_and(|b| b & 1 == 1) {
+            BestFrame::Jpeg
+        } else {
+            BestFrame::None
+        },
         request_id: "fuzz",
         folder_meta_data: &meta,
         boundary: Some("fuzzboundary"),
     };
     if let Ok(p) = prepare_frames_upload(data, &opts) {
         assert!(p.frame_count >= 1 && p.frame_count <= 16);
-        assert!(p.upload.content_type.starts_with("multipart/form-data; boundary="));
+        assert!(p
+            .upload
+            .content_type
+            .starts_with("multipart/form-data; boundary="));
         assert!(p.upload.content_length() as usize > p.zip_len);
     }
 });
