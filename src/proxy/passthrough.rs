@@ -6,17 +6,26 @@
 //! that, exactly one more try is made for an idempotent request without a body whose exchange
 //! failed after it was sent (the same keep-alive race, seen from the other side): repeating such a
 //! request cannot change anything on the backend (RFC 9110 §9.2.2). Nothing else is retried.
+//!
+//! `backend.timeout` is the time the backend may take to answer, so its clock starts once the
+//! request body has been handed over completely (as Envoy's route timeout does): a client that
+//! uploads slowly is not a slow backend, and must not get a 504 half-way through its upload.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::config::BackendConfig;
 use crate::error::Error;
 use crate::metrics::{BackendErrorKind, Metrics};
@@ -24,7 +33,7 @@ use crate::metrics::{BackendErrorKind, Metrics};
 /// The backend client and where it points.
 #[derive(Clone)]
 pub struct Passthrough {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, Outgoing>,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -87,11 +96,22 @@ impl Passthrough {
     }
 
     async fn try_send(&self, req: Request<Body>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e)),
-            Ok(Err(e)) => Err(Failure::Exchange(e)),
+        let (req, sent) = Outgoing::watch(req);
+        let exchange = self.client.request(req);
+        tokio::pin!(exchange);
+        let deadline = async {
+            // A dropped sender means the body ended early (an error): start the clock anyway.
+            let _ = sent.await;
+            tokio::time::sleep(self.timeout).await;
+        };
+        let result = tokio::select! {
+            r = &mut exchange => r,
+            _ = deadline => return Err(Failure::Timeout),
+        };
+        match result {
+            Ok(rsp) => Ok(rsp),
+            Err(e) if e.is_connect() => Err(Failure::Connect(e)),
+            Err(e) => Err(Failure::Exchange(e)),
         }
     }
 
@@ -147,6 +167,58 @@ impl Replay {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = self.headers;
         req
+    }
+}
+
+/// The request body as sent to the backend: says when it has been handed over completely.
+struct Outgoing {
+    body: Body,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    /// Wraps the body of `req`; the receiver resolves once the body has ended.
+    fn watch(req: Request<Body>) -> (Request<Outgoing>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut sent = Some(tx);
+        if hyper::body::Body::is_end_stream(req.body()) {
+            // Nothing to send: the clock starts now.
+            let _ = sent.take().map(|tx| tx.send(()));
+        }
+        (req.map(|body| Outgoing { body, sent }), rx)
+    }
+
+    fn done(&mut self) {
+        if let Some(tx) = self.sent.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl hyper::body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.done(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.done(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
