@@ -207,8 +207,10 @@ fn check_request(req: &Request<Incoming>) -> Result<(), Error> {
     if req.method() == Method::CONNECT {
         return Err(Error::MethodNotAllowed);
     }
-    // RFC 9112 §6.1: a message with both is a smuggling attempt; hyper already refuses it on
-    // HTTP/1, this guards every other way in.
+    // RFC 9112 §6.1: a message with both is a smuggling attempt. On HTTP/1 hyper never lets one
+    // through: it frames the request by Transfer-Encoding alone, drops Content-Length and closes
+    // the connection after the response (the RFC's other permitted answer), so the backend gets
+    // one clean chunked request. This guards every other way in.
     let h = req.headers();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(Error::BadRequest(
