@@ -58,12 +58,14 @@ pub struct Running {
     pub traffic_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
+    readiness: Readiness,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    /// Starts draining, as SIGTERM would.
+    /// Starts draining, as SIGTERM would. `/ready` answers 503 from the moment this returns.
     pub fn shutdown(&self) {
+        self.readiness.set_draining();
         self.shutdown.cancel();
     }
 
@@ -79,11 +81,19 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     let traffic_addr = listeners.traffic.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(config, source, listeners, shutdown.clone()));
+    let readiness = Readiness::default();
+    let task = tokio::spawn(run_with(
+        config,
+        source,
+        listeners,
+        shutdown.clone(),
+        readiness.clone(),
+    ));
     Ok(Running {
         traffic_addr,
         admin_addr,
         shutdown,
+        readiness,
         task,
     })
 }
@@ -95,10 +105,21 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(config, source, listeners, shutdown, Readiness::default()).await
+}
+
+/// `run`, with the readiness flag owned by the caller (so `Running::shutdown` can flip it
+/// synchronously).
+async fn run_with(
+    config: Config,
+    source: Option<ConfigSource>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
-    let readiness = Readiness::default();
 
     let passthrough = Passthrough::new(&config.backend, metrics.clone());
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
@@ -122,6 +143,7 @@ pub async fn run(
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
 
     let admin_stop = CancellationToken::new();
+    let admin_addr = listeners.admin.local_addr()?;
     let admin = tokio::spawn(serve_admin(
         listeners.admin,
         Admin::new(readiness.clone(), registry.clone()),
@@ -140,7 +162,7 @@ pub async fn run(
 
     tracing::info!(
         listen = %listeners.traffic.local_addr()?,
-        admin_listen = %config.admin_listen,
+        admin_listen = %admin_addr,
         backend = %config.backend.url,
         tls = tls.is_some(),
         capture_routes = config.capture.routes.len(),
