@@ -6,7 +6,8 @@
 //! §(b)9): on the signal `/ready` turns 503 at once, traffic keeps flowing for
 //! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
 //! close after their current response and HTTP/2 ones get GOAWAY, in-flight requests and tunnels
-//! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left.
+//! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left. Whatever is
+//! still open at the deadline is cut (its socket dropped) before `run` returns.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -170,19 +171,26 @@ async fn run_with(
     );
     readiness.set_ready();
 
+    // Every connection task, so the drain deadline can cut them and wait until they are gone.
+    let conns = TaskTracker::new();
     let graceful = serve_traffic(
         listeners.traffic,
         proxy,
         tls,
         &config.server,
-        &readiness,
-        config.shutdown.drain_delay,
-        &shutdown,
+        Drain {
+            readiness: &readiness,
+            delay: config.shutdown.drain_delay,
+            signal: &shutdown,
+            cut: &tunnels.cancel,
+            conns: &conns,
+        },
     )
     .await;
 
     // The listener is closed now: wait for in-flight work, at most `drain_deadline`.
     tunnels.tracker.close();
+    conns.close();
     let open = graceful.count();
     tracing::info!(open_connections = open, "listener closed, draining");
     let deadline = tokio::time::sleep(config.shutdown.drain_deadline);
@@ -197,30 +205,47 @@ async fn run_with(
     if drained {
         tracing::info!("drained, exiting");
     } else {
-        tunnels.cancel.cancel();
         tracing::warn!(deadline = ?config.shutdown.drain_deadline, "drain deadline passed, cutting remaining connections");
+        // Connections and tunnels drop their sockets (and their backend requests) as soon as
+        // they see this; wait for that, so nothing is still served once `run` returns.
+        tunnels.cancel.cancel();
+        conns.wait().await;
+        tunnels.tracker.wait().await;
     }
     admin_stop.cancel();
     let _ = admin.await;
     Ok(())
 }
 
-/// Accepts traffic until the drain delay after `shutdown` has passed; returns the connection
-/// watcher so the caller can wait for the drain.
+/// What `serve_traffic` needs to know about shutdown.
+struct Drain<'a> {
+    /// Flipped to draining when `signal` fires.
+    readiness: &'a Readiness,
+    /// How long to keep accepting after the signal.
+    delay: Duration,
+    /// The shutdown signal.
+    signal: &'a CancellationToken,
+    /// Cancelled when the drain deadline passes: every connection drops its socket.
+    cut: &'a CancellationToken,
+    /// Where connection tasks are spawned.
+    conns: &'a TaskTracker,
+}
+
+/// Accepts traffic until the drain delay after the shutdown signal has passed; returns the
+/// connection watcher so the caller can wait for the drain.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Proxy,
     tls: Option<TlsAcceptor>,
     cfg: &ServerConfig,
-    readiness: &Readiness,
-    drain_delay: Duration,
-    shutdown: &CancellationToken,
+    shutdown: Drain<'_>,
 ) -> GracefulShutdown {
     let builder = Arc::new(http_builder(cfg));
     let graceful = GracefulShutdown::new();
+    let drain_delay = shutdown.delay;
     let drain = async {
-        shutdown.cancelled().await;
-        readiness.set_draining();
+        shutdown.signal.cancelled().await;
+        shutdown.readiness.set_draining();
         tracing::info!(drain_delay = ?drain_delay, "shutdown signal: /ready is 503, still serving");
         tokio::time::sleep(drain_delay).await;
     };
@@ -238,7 +263,15 @@ async fn serve_traffic(
                         handshake_timeout: cfg.header_read_timeout,
                     };
                     let watcher = graceful.watcher();
-                    tokio::spawn(conn.serve(stream, peer, watcher));
+                    let cut = shutdown.cut.clone();
+                    shutdown.conns.spawn(async move {
+                        tokio::select! {
+                            _ = conn.serve(stream, peer, watcher) => {}
+                            _ = cut.cancelled() => {
+                                tracing::debug!(peer = %peer, "connection cut at the drain deadline");
+                            }
+                        }
+                    });
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning on the accept loop.
