@@ -758,30 +758,49 @@ fn read_secret(path: &Path, key: &str) -> Result<String, Error> {
     Ok(raw.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Removes quoted values from a config-crate error message when it concerns a secret key.
+/// Removes quoted values from a config-crate error message when it may concern a secret.
+///
+/// That is when the key it names is a secret key, lies inside one, or contains one: `oz.auth`
+/// (or `oz`) written as a plain string instead of a mapping is most likely the token itself, and
+/// the message would quote it. A message that names no key is scrubbed too, to be safe.
 fn scrub(message: &str) -> String {
-    if SECRET_KEYS.iter().any(|k| message.contains(k)) {
-        // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
-        let mut out = String::with_capacity(message.len());
-        let mut in_quote = false;
-        for ch in message.chars() {
-            match ch {
-                '"' if !in_quote => {
-                    in_quote = true;
-                    out.push_str("\"<redacted>");
-                }
-                '"' => {
-                    in_quote = false;
-                    out.push('"');
-                }
-                _ if in_quote => {}
-                _ => out.push(ch),
-            }
-        }
-        out
-    } else {
-        message.to_owned()
+    let key = message
+        .rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let sensitive = match key {
+        None => true,
+        Some(key) => SECRET_KEYS.iter().any(|secret| {
+            *secret == key
+                || secret
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.'))
+                || key
+                    .strip_prefix(secret)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        }),
+    };
+    if !sensitive {
+        return message.to_owned();
     }
+    // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
+    let mut out = String::with_capacity(message.len());
+    let mut in_quote = false;
+    for ch in message.chars() {
+        match ch {
+            '"' if !in_quote => {
+                in_quote = true;
+                out.push_str("\"<redacted>");
+            }
+            '"' => {
+                in_quote = false;
+                out.push('"');
+            }
+            _ if in_quote => {}
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 mod defaults {
@@ -985,6 +1004,33 @@ mod tests {
         .to_string();
         assert!(e.contains("oz.auth.password"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_given_in_place_of_its_section_is_not_quoted() {
+        for (yaml, vars) in [
+            (format!("{MINIMAL}oz:\n  auth: \"tok-hunter2\"\n"), vec![]),
+            (
+                MINIMAL.to_owned(),
+                vec![("OZ_PROXY__OZ__AUTH", "tok-hunter2")],
+            ),
+            (MINIMAL.to_owned(), vec![("OZ_PROXY__OZ", "tok-hunter2")]),
+        ] {
+            let e = Config::from_yaml(&yaml, &env(&vars)).unwrap_err().to_string();
+            assert!(e.contains("oz"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn quoted_values_stay_in_messages_about_other_keys() {
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}forwarding:\n  x_forwarded_for: \"sometimes\"\n"),
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sometimes"), "{e}");
     }
 
     #[test]
