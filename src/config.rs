@@ -591,8 +591,17 @@ impl Config {
                 ))
             }
         }
-        if b.authority().is_none() {
-            return Err(Error::invalid("backend.url", "needs a host and port"));
+        match b.authority() {
+            None => return Err(Error::invalid("backend.url", "needs a host and port")),
+            // The backend client never sends userinfo, and the URL is logged at startup and
+            // printed by `check`: refuse it rather than ignore and print credentials.
+            Some(a) if a.as_str().contains('@') => {
+                return Err(Error::invalid(
+                    "backend.url",
+                    "must not carry credentials (`user:password@`); they would not be sent and would be logged",
+                ))
+            }
+            Some(_) => {}
         }
         if !matches!(b.path(), "" | "/") || b.query().is_some() {
             return Err(Error::invalid(
@@ -1016,7 +1025,9 @@ mod tests {
             ),
             (MINIMAL.to_owned(), vec![("OZ_PROXY__OZ", "tok-hunter2")]),
         ] {
-            let e = Config::from_yaml(&yaml, &env(&vars)).unwrap_err().to_string();
+            let e = Config::from_yaml(&yaml, &env(&vars))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("oz"), "{e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
