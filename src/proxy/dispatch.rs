@@ -217,7 +217,28 @@ fn check_request(req: &Request<Incoming>) -> Result<(), Error> {
             "a request must not carry both Content-Length and Transfer-Encoding",
         ));
     }
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more
+    // than one, or with an invalid one; forwarding it would leave the backend to guess.
+    if req.version() == Version::HTTP_11 {
+        let mut hosts = h.get_all(header::HOST).iter();
+        let valid = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => valid_host(host),
+            _ => false,
+        };
+        if !valid {
+            return Err(Error::BadRequest(
+                "an HTTP/1.1 request needs exactly one valid Host header",
+            ));
+        }
+    }
     Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2); userinfo has no place in Host.
+fn valid_host(v: &HeaderValue) -> bool {
+    !v.is_empty()
+        && !v.as_bytes().contains(&b'@')
+        && http::uri::Authority::try_from(v.as_bytes()).is_ok()
 }
 
 /// Sets `Host` from the request target when the target carries an authority: absolute-form on
