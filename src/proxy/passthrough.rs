@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -36,6 +36,8 @@ pub struct Passthrough {
     client: Client<HttpConnector, Outgoing>,
     scheme: Scheme,
     authority: Authority,
+    /// `Host` for requests that arrive without one: the backend's own authority.
+    host: HeaderValue,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -56,10 +58,13 @@ impl Passthrough {
             // The client's own `Host` is forwarded as is; never invent one from the backend URL.
             .set_host(false)
             .build(connector);
+        let authority = cfg.url.authority().cloned().expect("validated by config");
         Passthrough {
             client,
             scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: cfg.url.authority().cloned().expect("validated by config"),
+            host: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header value"),
+            authority,
             timeout: cfg.timeout,
             metrics,
         }
@@ -82,8 +87,13 @@ impl Passthrough {
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
         *req.uri_mut() = self.backend_uri(req.uri().path_and_query());
-        // The backend speaks HTTP/1.1 whatever the client spoke.
+        // The backend speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 requires Host
+        // (RFC 9112 §3.2): a request that came without one (HTTP/1.0, or HTTP/2 without
+        // `:authority`) names the backend, as any client of the backend URL would.
         *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
+        }
         let replay = Replay::capture(&req);
         match self.try_send(req).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
