@@ -238,3 +238,24 @@ async fn websocket_tunnel_open_at_the_drain_deadline_is_closed() {
         .unwrap_or(0);
     assert_eq!(n, 0, "nothing more arrives on a closed tunnel");
 }
+
+#[tokio::test]
+async fn proxy_finishes_once_idle_with_an_http2_connection_open() {
+    // An idle HTTP/2 connection gets GOAWAY and closes; it must not hold the drain open.
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("shutdown.drain_deadline", "600s")
+        .start()
+        .await;
+    let h2 = client::h2c();
+    let rsp = client::get(&h2, &proxy.url("/")).await;
+    assert_eq!(rsp.version(), http::Version::HTTP_2);
+    assert_eq!(client::text(rsp).await, "ok");
+
+    proxy.shutdown();
+    proxy
+        .wait_for(support::WAIT)
+        .await
+        .expect("the proxy stops cleanly");
+    drop(h2);
+}

@@ -314,3 +314,61 @@ async fn connect_is_refused_with_405_problem() {
 
     canary_is_first_at_backend(proxy.traffic, &mut backend).await;
 }
+
+// === Host and HTTP/1.0 ===
+
+#[tokio::test]
+async fn http11_request_without_host_is_refused_with_400() {
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+    let mut backend = RawBackend::always(OK).await;
+    let proxy = proxy(backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /no-host HTTP/1.1\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.status, 400);
+
+    canary_is_first_at_backend(proxy.traffic, &mut backend).await;
+}
+
+#[tokio::test]
+async fn http11_request_with_two_hosts_is_refused_with_400() {
+    let mut backend = RawBackend::always(OK).await;
+    let proxy = proxy(backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /two-hosts HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")
+        .await;
+    assert_eq!(conn.read_response(false).await.status, 400);
+
+    canary_is_first_at_backend(proxy.traffic, &mut backend).await;
+}
+
+#[tokio::test]
+async fn http10_request_without_host_reaches_backend_with_a_host() {
+    // The proxy speaks HTTP/1.1 to the backend, where Host is mandatory: it names the backend.
+    let mut backend = RawBackend::always(OK).await;
+    let proxy = proxy(backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+
+    let seen = backend.next().await;
+    assert_eq!(seen.request_line(), "GET /old HTTP/1.1");
+    assert_eq!(seen.header_values("host"), [backend.addr.to_string()]);
+}
+
+#[tokio::test]
+async fn http10_client_gets_a_streamed_body_without_chunked_framing() {
+    let _backend = RawBackend::always(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /stream HTTP/1.0\r\nHost: h\r\n\r\n").await;
+    let rsp = conn.read_response(false).await;
+    assert_ne!(rsp.framing, Framing::Chunked, "{}", rsp.head);
+    assert_eq!(rsp.body, b"hello world");
+}

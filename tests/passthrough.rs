@@ -610,6 +610,106 @@ async fn websocket_upgrade_is_tunnelled_both_ways() {
     assert_eq!(close.payload, 1000u16.to_be_bytes());
 }
 
+/// Sends a WebSocket handshake for `path` and returns the connection after the 101.
+async fn open_websocket(proxy: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let mut conn = RawConn::connect(proxy).await;
+    conn.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let head = conn.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    conn.into_stream()
+}
+
+fn websocket_backend() -> support::backend::BackendBuilder {
+    backend().reply(|r| match r.headers.get("sec-websocket-key") {
+        Some(k) => Reply::websocket(k.to_str().unwrap()),
+        None => Reply::text("plain"),
+    })
+}
+
+#[tokio::test]
+async fn upgrade_refused_by_backend_is_answered_and_the_connection_stays_usable() {
+    let backend = backend()
+        .reply(|r| match r.headers.get("upgrade") {
+            Some(_) => Reply::status(StatusCode::UPGRADE_REQUIRED)
+                .header("content-type", "text/plain")
+                .body(Bytes::from_static(b"no websockets here")),
+            None => Reply::text("plain"),
+        })
+        .start()
+        .await;
+    let proxy = proxy(backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(rsp.status, 426);
+    assert_eq!(rsp.body, b"no websockets here");
+    conn.send(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.body, b"plain");
+}
+
+#[tokio::test]
+async fn websocket_tunnel_idle_for_the_idle_timeout_is_closed() {
+    let backend = websocket_backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("server.tunnel_idle_timeout", "200ms")
+        .start()
+        .await;
+
+    let mut io = open_websocket(proxy.traffic, "/idle").await;
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    let n = within("the idle tunnel to close", io.read_to_end(&mut rest))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn websocket_session_counts_as_one_upgrade_request() {
+    let backend = websocket_backend().start().await;
+    let proxy = proxy(backend.addr).start().await;
+    const UPGRADES: &str = r#"oz_proxy_requests_total{route_kind="upgrade",status_class="1xx"}"#;
+
+    let mut io = open_websocket(proxy.traffic, "/once").await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    io.write_all(&ws::encode(ws::CLOSE, &[], Some([1, 1, 1, 1])))
+        .await
+        .unwrap();
+    let close = within("the close echo", ws::read_frame(&mut io))
+        .await
+        .unwrap();
+    assert_eq!(close.opcode, ws::CLOSE);
+    io.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within("the tunnel to end", io.read_to_end(&mut rest))
+        .await
+        .unwrap();
+
+    // The tunnel has ended on both sides; its gauge falls back to zero when the proxy has
+    // recorded it. Bounded polling: the proxy notices the end on its own task.
+    const OPEN: &str = r#"oz_proxy_requests_in_flight{route_kind="upgrade"}"#;
+    within("the tunnel gauge to reach 0", async {
+        while proxy.metric(OPEN).await != 0.0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(proxy.metric(UPGRADES).await, 1.0);
+}
+
 // === HTTP/2 and TLS on the client side ===
 
 #[tokio::test]

@@ -185,3 +185,16 @@ async fn post_is_not_retried_when_the_pooled_connection_dies() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn malformed_backend_response_gets_502_backend_failed() {
+    let _backend = RawBackend::start(|_, _| {
+        RawAction::ReplyAndClose(b"HTTP/1.1 2OO NOT A STATUS\r\n\r\n".to_vec())
+    })
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let rsp = client::get(&client::http1(), &proxy.url("/bad")).await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(problem(rsp).await["code"], "backend_failed");
+}
