@@ -7,20 +7,21 @@
 //! Connection header field itself". The same section names the fields that are hop-by-hop even
 //! when not listed: `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding` and `Upgrade`. We
 //! also drop `Proxy-Authorization` and `Proxy-Authenticate` (credentials for this hop, RFC 9110
-//! §11.7) and `Trailer`, since the re-framed message declares its own. `Upgrade` and
-//! `Connection: upgrade` survive only on an upgrade request and its 101 answer (RFC 9110 §7.8).
+//! §11.7). `Trailer` is end-to-end (RFC 9110 §6.6.2) and stays: hyper sends only the trailer
+//! fields a message declares in it, so removing it would silently drop every trailer. `Upgrade`
+//! and `Connection: upgrade` survive only on an upgrade request and its 101 answer (RFC 9110
+//! §7.8).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that are always hop-by-hop, besides those that `Connection` names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
