@@ -367,7 +367,6 @@ async fn hop_by_hop_request_fields_do_not_reach_backend() {
         "x-foo",
         "keep-alive",
         "te",
-        "trailer",
         "proxy-authorization",
         "proxy-connection",
         "upgrade",
@@ -379,6 +378,8 @@ async fn hop_by_hop_request_fields_do_not_reach_backend() {
         );
     }
     assert_eq!(seen.header_values("x-keep"), ["yes"]);
+    // `Trailer` is end-to-end (RFC 9110 §6.6.2), not hop-by-hop: it stays.
+    assert_eq!(seen.header_values("trailer"), ["X-Checksum"]);
 }
 
 #[tokio::test]
@@ -390,7 +391,6 @@ async fn hop_by_hop_response_fields_do_not_reach_client() {
           Keep-Alive: timeout=5, max=100\r\n\
           Proxy-Authenticate: Basic realm=\"x\"\r\n\
           Proxy-Connection: keep-alive\r\n\
-          Trailer: X-Checksum\r\n\
           Upgrade: h2c\r\n\
           X-Keep: yes\r\n\
           Content-Length: 2\r\n\r\nok",
@@ -407,13 +407,62 @@ async fn hop_by_hop_response_fields_do_not_reach_client() {
         "keep-alive",
         "proxy-authenticate",
         "proxy-connection",
-        "trailer",
         "upgrade",
     ] {
         assert!(!rsp.has_header(name), "client saw `{name}`:\n{}", rsp.head);
     }
     assert_eq!(rsp.header_values("x-keep"), ["yes"]);
     assert_eq!(rsp.body, b"ok");
+}
+
+#[tokio::test]
+async fn trailers_of_a_chunked_response_reach_an_http11_client() {
+    // `Trailer` is end-to-end (RFC 9110 §6.6.2; it is not in §7.6.1's hop-by-hop list), and
+    // hyper only sends trailer fields the message declares in it.
+    let _backend = RawBackend::always(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n",
+    )
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n")
+        .await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(rsp.body, b"hello");
+    assert_eq!(
+        rsp.trailers
+            .iter()
+            .map(|t| t.to_ascii_lowercase())
+            .collect::<Vec<_>>(),
+        ["x-checksum: abc123"]
+    );
+}
+
+#[tokio::test]
+async fn trailers_of_a_chunked_request_reach_the_backend() {
+    let mut backend = RawBackend::always(OK).await;
+    let proxy = proxy(backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(
+        b"POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: abc123\r\n\r\n",
+    )
+    .await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+
+    let seen = backend.next().await;
+    let (body, trailers) = support::raw::dechunk_with_trailers(&seen.body);
+    assert_eq!(body, b"hello");
+    assert_eq!(
+        trailers
+            .iter()
+            .map(|t| t.to_ascii_lowercase())
+            .collect::<Vec<_>>(),
+        ["x-checksum: abc123"]
+    );
 }
 
 #[tokio::test]

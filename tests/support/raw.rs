@@ -305,6 +305,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Decodes a chunked body's wire bytes.
 pub fn dechunk(wire: &[u8]) -> Vec<u8> {
+    dechunk_with_trailers(wire).0
+}
+
+/// Decodes a chunked body's wire bytes into the body and its trailer field lines.
+pub fn dechunk_with_trailers(wire: &[u8]) -> (Vec<u8>, Vec<String>) {
     let mut out = Vec::new();
     let mut at = 0;
     loop {
@@ -314,7 +319,13 @@ pub fn dechunk(wire: &[u8]) -> Vec<u8> {
             .expect("hex chunk size");
         at = end + 2;
         if size == 0 {
-            return out;
+            let trailers = std::str::from_utf8(&wire[at..])
+                .expect("trailers are text")
+                .split("\r\n")
+                .take_while(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            return (out, trailers);
         }
         out.extend_from_slice(&wire[at..at + size]);
         at += size + 2;
@@ -333,6 +344,8 @@ pub struct RawResponse {
     pub framing: Framing,
     /// The decoded body.
     pub body: Vec<u8>,
+    /// Trailer field lines of a chunked body, as sent.
+    pub trailers: Vec<String>,
 }
 
 impl RawResponse {
@@ -420,16 +433,17 @@ impl RawConn {
         )
         .await
         .expect("the connection closed inside a response body");
-        let body = if framing == Framing::Chunked {
-            dechunk(&wire)
+        let (body, trailers) = if framing == Framing::Chunked {
+            dechunk_with_trailers(&wire)
         } else {
-            wire
+            (wire, Vec::new())
         };
         RawResponse {
             head,
             status,
             framing,
             body,
+            trailers,
         }
     }
 
