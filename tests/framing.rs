@@ -372,3 +372,76 @@ async fn http10_client_gets_a_streamed_body_without_chunked_framing() {
     assert_ne!(rsp.framing, Framing::Chunked, "{}", rsp.head);
     assert_eq!(rsp.body, b"hello world");
 }
+
+// === truncation and slow clients ===
+
+#[tokio::test]
+async fn truncated_backend_body_with_length_is_not_passed_off_as_complete() {
+    let _backend = RawBackend::start(|_, _| {
+        RawAction::ReplyAndClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it".to_vec(),
+        )
+    })
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    let head = conn.read_head().await;
+    assert!(
+        head.contains("content-length: 100") || head.contains("Content-Length: 100"),
+        "{head}"
+    );
+    let rest = conn.read_to_end().await;
+    assert!(
+        rest.len() < 100,
+        "the client must see the connection close short of Content-Length"
+    );
+}
+
+#[tokio::test]
+async fn truncated_chunked_backend_body_gets_no_final_chunk() {
+    let _backend = RawBackend::start(|_, _| {
+        RawAction::ReplyAndClose(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+        )
+    })
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /cut HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    let head = conn.read_head().await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let rest = conn.read_to_end().await;
+    assert!(
+        !rest.ends_with(b"0\r\n\r\n"),
+        "a cut body must not end with the last-chunk marker: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test]
+async fn request_head_slower_than_header_read_timeout_is_cut() {
+    let mut backend = RawBackend::always(OK).await;
+    let proxy = proxy(backend.addr)
+        .set("server.header_read_timeout", "200ms")
+        .start()
+        .await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /slowloris HTTP/1.1\r\nHost: h\r\nX-Never-Ends: ")
+        .await;
+    let rest = conn.read_to_end().await;
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "the proxy closes (or answers 408): {text}"
+    );
+
+    canary_is_first_at_backend(proxy.traffic, &mut backend).await;
+}

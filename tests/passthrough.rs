@@ -507,6 +507,62 @@ async fn x_forwarded_for_keeps_existing_value_and_appends_peer() {
 }
 
 #[tokio::test]
+async fn x_forwarded_for_policy_replace_drops_what_the_client_sent() {
+    let mut backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("forwarding.x_forwarded_for", "replace")
+        .start()
+        .await;
+
+    let req = Request::get(proxy.url("/"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(client::empty())
+        .unwrap();
+    client::send(&client::http1(), req).await;
+
+    assert_eq!(backend.next().await.header("x-forwarded-for"), "127.0.0.1");
+}
+
+#[tokio::test]
+async fn x_forwarded_for_policy_off_leaves_the_header_alone() {
+    let mut backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("forwarding.x_forwarded_for", "off")
+        .start()
+        .await;
+
+    let req = Request::get(proxy.url("/"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(client::empty())
+        .unwrap();
+    client::send(&client::http1(), req).await;
+
+    assert_eq!(
+        backend.next().await.header("x-forwarded-for"),
+        "203.0.113.7"
+    );
+}
+
+#[tokio::test]
+async fn configured_via_is_added_after_the_clients_own() {
+    let mut backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("forwarding.via", "1.1 oz-sidecar")
+        .start()
+        .await;
+
+    let req = Request::get(proxy.url("/"))
+        .header("via", "1.1 edge")
+        .body(client::empty())
+        .unwrap();
+    client::send(&client::http1(), req).await;
+
+    let seen = backend.next().await;
+    let via: Vec<_> = seen.headers.get_all("via").iter().collect();
+    assert_eq!(via, ["1.1 edge", "1.1 oz-sidecar"]);
+}
+
+#[tokio::test]
 async fn x_forwarded_proto_and_host_are_set_from_the_connection_and_host() {
     let mut backend = backend().start().await;
     let proxy = proxy(backend.addr).start().await;
