@@ -3,7 +3,9 @@
 //! Each request is recorded once its body has been read: method, raw target, version, headers in
 //! arrival order, and the body (kept in memory only up to [`KEEP_BODY`]; beyond that only its
 //! length and, if a [`Pattern`] was given, whether it matched). The answer comes from a closure
-//! that sees the recorded request and returns a [`Reply`].
+//! that sees the recorded request and returns a [`Reply`]. If that closure panics, the request
+//! gets a 500 and the panic is raised again in the test when the [`Backend`] is dropped, so the
+//! test fails at the real cause rather than at a puzzling status.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -202,17 +204,20 @@ impl BackendBuilder {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         let (progress_tx, progress) = watch::channel(0u64);
+        let panicked = Arc::new(Mutex::new(None));
         let shared = Arc::new(Shared {
             handler: self.handler,
             pattern: self.pattern,
             recorded: tx,
             progress: progress_tx,
+            panicked: panicked.clone(),
         });
         let task = tokio::spawn(accept_loop(listener, shared));
         Backend {
             addr,
             requests: rx,
             progress,
+            panicked,
             task,
         }
     }
@@ -224,6 +229,8 @@ struct Shared {
     recorded: mpsc::UnboundedSender<Recorded>,
     /// Request body bytes received so far, over all requests.
     progress: watch::Sender<u64>,
+    /// The message of the first panic in `handler`.
+    panicked: Arc<Mutex<Option<String>>>,
 }
 
 /// A running recording backend. Stops when dropped.
@@ -231,6 +238,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<Recorded>,
     progress: watch::Receiver<u64>,
+    panicked: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -262,6 +270,11 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(msg) = self.panicked.lock().unwrap().take() {
+            if !std::thread::panicking() {
+                panic!("the backend's reply closure panicked: {msg}");
+            }
+        }
     }
 }
 
@@ -320,8 +333,23 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Rep
         body_len: len,
         body_matches: check.map(|c| c.complete_and_equal()),
     };
-    let reply = (shared.handler)(&recorded);
+    let reply =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (shared.handler)(&recorded)));
     let _ = shared.recorded.send(recorded);
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            shared.panicked.lock().unwrap().get_or_insert(msg.clone());
+            Reply::status(StatusCode::INTERNAL_SERVER_ERROR).body(Bytes::from(format!(
+                "backend reply closure panicked: {msg}"
+            )))
+        }
+    };
 
     if let Some(mut hold) = reply.hold {
         let _ = hold.wait_for(|open| *open).await;
