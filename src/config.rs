@@ -117,7 +117,7 @@ pub struct ServerConfig {
     /// A client must send the full request head within this time (slowloris guard).
     #[serde(default = "defaults::header_read_timeout", with = "de::duration")]
     pub header_read_timeout: Duration,
-    /// Largest request head in bytes; larger heads get 431.
+    /// Largest request head in bytes (at least 8192); larger heads get 431.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
     /// Most header fields in one request; more get 431.
@@ -615,10 +615,12 @@ impl Config {
                 "must differ from `listen`: the admin endpoints are never on the traffic port",
             ));
         }
-        if self.server.max_header_bytes < 1024 {
+        // hyper bounds an HTTP/1 request head by its read buffer, which cannot be smaller than
+        // 8 KiB: a lower limit would silently not apply.
+        if self.server.max_header_bytes < 8192 {
             return Err(Error::invalid(
                 "server.max_header_bytes",
-                "must be at least 1024",
+                "must be at least 8192 (the smallest head limit the HTTP/1 server can enforce)",
             ));
         }
         if self.server.max_headers == 0 {

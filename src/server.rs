@@ -293,7 +293,8 @@ fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(cfg.header_read_timeout)
         .preserve_header_case(true)
         .max_headers(cfg.max_headers)
-        // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer.
+        // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer, which
+        // config validation guarantees (the `max` keeps a hand-built ServerConfig from panicking).
         .max_buf_size(cfg.max_header_bytes.max(8192));
     builder
         .http2()
