@@ -213,3 +213,11 @@ fn check_refuses_credentials_in_the_backend_url_without_printing_them() {
     assert_refused(&out, &["backend.url"]);
     assert!(!out.all().contains("pa55word"), "{}", out.all());
 }
+
+#[test]
+fn check_refuses_a_header_limit_the_server_cannot_enforce() {
+    // hyper's HTTP/1 read buffer (which bounds the request head) cannot be below 8 KiB; a
+    // smaller limit would be silently raised, so it is refused instead.
+    let out = check_yaml(&format!("{VALID}server:\n  max_header_bytes: 4096\n"), &[]);
+    assert_refused(&out, &["server.max_header_bytes"]);
+}
