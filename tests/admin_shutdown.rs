@@ -5,7 +5,7 @@
 mod support;
 
 use http::{Request, StatusCode};
-use support::backend::{backend, Gate, Reply};
+use support::backend::{backend, hold_first, Gate, Reply};
 use support::client;
 use support::proxy::proxy;
 use support::raw::RawConn;
@@ -19,18 +19,6 @@ async fn admin_get(proxy: &support::proxy::Proxy, path: &str) -> (StatusCode, St
     let rsp = client::get(&client::http1_unpooled(), &proxy.admin_url(path)).await;
     let status = rsp.status();
     (status, client::text(rsp).await)
-}
-
-/// A reply held until `gate` opens, for exactly one request.
-fn held_once(gate: &Gate) -> impl Fn(&support::backend::Recorded) -> Reply + Send + Sync {
-    let reply = std::sync::Mutex::new(Some(Reply::text("finished").hold(gate)));
-    move |_| {
-        reply
-            .lock()
-            .unwrap()
-            .take()
-            .unwrap_or_else(|| Reply::text("ok"))
-    }
 }
 
 // === admin endpoints ===
@@ -118,7 +106,7 @@ async fn ready_is_503_at_once_after_shutdown_while_traffic_still_flows() {
 #[tokio::test]
 async fn request_in_flight_at_shutdown_completes() {
     let gate = Gate::new();
-    let mut backend = backend().reply(held_once(&gate)).start().await;
+    let mut backend = backend().reply(hold_first(&gate)).start().await;
     let proxy = proxy(backend.addr)
         .set("shutdown.drain_deadline", "60s")
         .start()
@@ -165,7 +153,7 @@ async fn proxy_finishes_once_idle_before_the_drain_deadline() {
 #[tokio::test]
 async fn request_still_in_flight_at_the_drain_deadline_is_cut() {
     let gate = Gate::new();
-    let mut backend = backend().reply(held_once(&gate)).start().await;
+    let mut backend = backend().reply(hold_first(&gate)).start().await;
     let proxy = proxy(backend.addr)
         .set("shutdown.drain_deadline", "200ms")
         .start()

@@ -4,7 +4,7 @@
 mod support;
 
 use http::{Request, StatusCode};
-use support::backend::{backend, Gate, Reply};
+use support::backend::{backend, hold_first, Gate, Reply};
 use support::client::{self, full};
 use support::proxy::proxy;
 use support::raw::{RawAction, RawBackend, RawConn};
@@ -41,13 +41,7 @@ async fn unreachable_backend_gets_502_backend_unreachable() {
 #[tokio::test]
 async fn backend_slower_than_timeout_gets_504_backend_timeout() {
     let gate = Gate::new();
-    let held = Reply::text("too late");
-    let hold = held.hold(&gate);
-    let hold = std::sync::Mutex::new(Some(hold));
-    let mut backend = backend()
-        .reply(move |_| hold.lock().unwrap().take().expect("one request"))
-        .start()
-        .await;
+    let mut backend = backend().reply(hold_first(&gate)).start().await;
     let proxy = proxy(backend.addr)
         .set("backend.timeout", "200ms")
         .start()
@@ -75,9 +69,9 @@ async fn upload_slower_than_backend_timeout_is_not_cut_off() {
     let gate = Gate::new();
     let mut backend = backend()
         .reply({
-            let waiter = std::sync::Mutex::new(Some(Reply::text("held").hold(&gate)));
+            let held = hold_first(&gate);
             move |r| match r.target.as_str() {
-                "/held" => waiter.lock().unwrap().take().expect("one held request"),
+                "/held" => held(r),
                 _ => Reply::text(&format!("stored {} bytes", r.body_len)),
             }
         })

@@ -453,10 +453,23 @@ impl Body for ReplyStream {
     }
 }
 
-/// Keeps `Mutex` in scope for handlers that hand out single-use values (channel receivers).
+/// A value a reply closure hands out once (a channel receiver, say).
 pub type Slot<T> = Arc<Mutex<Option<T>>>;
 
 /// A slot holding `v`, to be taken once by a reply closure.
 pub fn slot<T>(v: T) -> Slot<T> {
     Arc::new(Mutex::new(Some(v)))
+}
+
+/// A reply closure that holds its first request until `gate` opens (then answers `finished`),
+/// and answers `ok` at once to every later one.
+pub fn hold_first(gate: &Gate) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    let first = slot(Reply::text("finished").hold(gate));
+    move |_| {
+        first
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| Reply::text("ok"))
+    }
 }
