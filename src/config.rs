@@ -117,7 +117,7 @@ pub struct ServerConfig {
     /// A client must send the full request head within this time (slowloris guard).
     #[serde(default = "defaults::header_read_timeout", with = "de::duration")]
     pub header_read_timeout: Duration,
-    /// Largest request head in bytes; larger heads get 431.
+    /// Largest request head in bytes (at least 8192); larger heads get 431.
     #[serde(default = "defaults::max_header_bytes")]
     pub max_header_bytes: usize,
     /// Most header fields in one request; more get 431.
@@ -595,8 +595,17 @@ impl Config {
                 ))
             }
         }
-        if b.authority().is_none() {
-            return Err(Error::invalid("backend.url", "needs a host and port"));
+        match b.authority() {
+            None => return Err(Error::invalid("backend.url", "needs a host and port")),
+            // The backend client never sends userinfo, and the URL is logged at startup and
+            // printed by `check`: refuse it rather than ignore and print credentials.
+            Some(a) if a.as_str().contains('@') => {
+                return Err(Error::invalid(
+                    "backend.url",
+                    "must not carry credentials (`user:password@`); they would not be sent and would be logged",
+                ))
+            }
+            Some(_) => {}
         }
         if !matches!(b.path(), "" | "/") || b.query().is_some() {
             return Err(Error::invalid(
@@ -610,10 +619,12 @@ impl Config {
                 "must differ from `listen`: the admin endpoints are never on the traffic port",
             ));
         }
-        if self.server.max_header_bytes < 1024 {
+        // hyper bounds an HTTP/1 request head by its read buffer, which cannot be smaller than
+        // 8 KiB: a lower limit would silently not apply.
+        if self.server.max_header_bytes < 8192 {
             return Err(Error::invalid(
                 "server.max_header_bytes",
-                "must be at least 1024",
+                "must be at least 8192 (the smallest head limit the HTTP/1 server can enforce)",
             ));
         }
         if self.server.max_headers == 0 {
@@ -766,30 +777,49 @@ fn read_secret(path: &Path, key: &str) -> Result<String, Error> {
     Ok(raw.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Removes quoted values from a config-crate error message when it concerns a secret key.
+/// Removes quoted values from a config-crate error message when it may concern a secret.
+///
+/// That is when the key it names is a secret key, lies inside one, or contains one: `oz.auth`
+/// (or `oz`) written as a plain string instead of a mapping is most likely the token itself, and
+/// the message would quote it. A message that names no key is scrubbed too, to be safe.
 fn scrub(message: &str) -> String {
-    if SECRET_KEYS.iter().any(|k| message.contains(k)) {
-        // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
-        let mut out = String::with_capacity(message.len());
-        let mut in_quote = false;
-        for ch in message.chars() {
-            match ch {
-                '"' if !in_quote => {
-                    in_quote = true;
-                    out.push_str("\"<redacted>");
-                }
-                '"' => {
-                    in_quote = false;
-                    out.push('"');
-                }
-                _ if in_quote => {}
-                _ => out.push(ch),
-            }
-        }
-        out
-    } else {
-        message.to_owned()
+    let key = message
+        .rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let sensitive = match key {
+        None => true,
+        Some(key) => SECRET_KEYS.iter().any(|secret| {
+            *secret == key
+                || secret
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.'))
+                || key
+                    .strip_prefix(secret)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        }),
+    };
+    if !sensitive {
+        return message.to_owned();
     }
+    // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
+    let mut out = String::with_capacity(message.len());
+    let mut in_quote = false;
+    for ch in message.chars() {
+        match ch {
+            '"' if !in_quote => {
+                in_quote = true;
+                out.push_str("\"<redacted>");
+            }
+            '"' => {
+                in_quote = false;
+                out.push('"');
+            }
+            _ if in_quote => {}
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 mod defaults {
@@ -996,6 +1026,35 @@ mod tests {
         .to_string();
         assert!(e.contains("oz.auth.password"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_given_in_place_of_its_section_is_not_quoted() {
+        for (yaml, vars) in [
+            (format!("{MINIMAL}oz:\n  auth: \"tok-hunter2\"\n"), vec![]),
+            (
+                MINIMAL.to_owned(),
+                vec![("OZ_PROXY__OZ__AUTH", "tok-hunter2")],
+            ),
+            (MINIMAL.to_owned(), vec![("OZ_PROXY__OZ", "tok-hunter2")]),
+        ] {
+            let e = Config::from_yaml(&yaml, &env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("oz"), "{e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn quoted_values_stay_in_messages_about_other_keys() {
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}forwarding:\n  x_forwarded_for: \"sometimes\"\n"),
+            &env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sometimes"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! §(b)9): on the signal `/ready` turns 503 at once, traffic keeps flowing for
 //! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
 //! close after their current response and HTTP/2 ones get GOAWAY, in-flight requests and tunnels
-//! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left.
+//! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left. Whatever is
+//! still open at the deadline is cut (its socket dropped) before `run` returns.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,12 +59,14 @@ pub struct Running {
     pub traffic_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
+    readiness: Readiness,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    /// Starts draining, as SIGTERM would.
+    /// Starts draining, as SIGTERM would. `/ready` answers 503 from the moment this returns.
     pub fn shutdown(&self) {
+        self.readiness.set_draining();
         self.shutdown.cancel();
     }
 
@@ -79,11 +82,19 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     let traffic_addr = listeners.traffic.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(config, source, listeners, shutdown.clone()));
+    let readiness = Readiness::default();
+    let task = tokio::spawn(run_with(
+        config,
+        source,
+        listeners,
+        shutdown.clone(),
+        readiness.clone(),
+    ));
     Ok(Running {
         traffic_addr,
         admin_addr,
         shutdown,
+        readiness,
         task,
     })
 }
@@ -95,10 +106,21 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(config, source, listeners, shutdown, Readiness::default()).await
+}
+
+/// `run`, with the readiness flag owned by the caller (so `Running::shutdown` can flip it
+/// synchronously).
+async fn run_with(
+    config: Config,
+    source: Option<ConfigSource>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
-    let readiness = Readiness::default();
 
     let passthrough = Passthrough::new(&config.backend, metrics.clone());
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
@@ -122,6 +144,7 @@ pub async fn run(
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
 
     let admin_stop = CancellationToken::new();
+    let admin_addr = listeners.admin.local_addr()?;
     let admin = tokio::spawn(serve_admin(
         listeners.admin,
         Admin::new(readiness.clone(), registry.clone()),
@@ -140,7 +163,7 @@ pub async fn run(
 
     tracing::info!(
         listen = %listeners.traffic.local_addr()?,
-        admin_listen = %config.admin_listen,
+        admin_listen = %admin_addr,
         backend = %config.backend.url,
         tls = tls.is_some(),
         capture_routes = config.capture.routes.len(),
@@ -148,19 +171,26 @@ pub async fn run(
     );
     readiness.set_ready();
 
+    // Every connection task, so the drain deadline can cut them and wait until they are gone.
+    let conns = TaskTracker::new();
     let graceful = serve_traffic(
         listeners.traffic,
         proxy,
         tls,
         &config.server,
-        &readiness,
-        config.shutdown.drain_delay,
-        &shutdown,
+        Drain {
+            readiness: &readiness,
+            delay: config.shutdown.drain_delay,
+            signal: &shutdown,
+            cut: &tunnels.cancel,
+            conns: &conns,
+        },
     )
     .await;
 
     // The listener is closed now: wait for in-flight work, at most `drain_deadline`.
     tunnels.tracker.close();
+    conns.close();
     let open = graceful.count();
     tracing::info!(open_connections = open, "listener closed, draining");
     let deadline = tokio::time::sleep(config.shutdown.drain_deadline);
@@ -175,30 +205,47 @@ pub async fn run(
     if drained {
         tracing::info!("drained, exiting");
     } else {
-        tunnels.cancel.cancel();
         tracing::warn!(deadline = ?config.shutdown.drain_deadline, "drain deadline passed, cutting remaining connections");
+        // Connections and tunnels drop their sockets (and their backend requests) as soon as
+        // they see this; wait for that, so nothing is still served once `run` returns.
+        tunnels.cancel.cancel();
+        conns.wait().await;
+        tunnels.tracker.wait().await;
     }
     admin_stop.cancel();
     let _ = admin.await;
     Ok(())
 }
 
-/// Accepts traffic until the drain delay after `shutdown` has passed; returns the connection
-/// watcher so the caller can wait for the drain.
+/// What `serve_traffic` needs to know about shutdown.
+struct Drain<'a> {
+    /// Flipped to draining when `signal` fires.
+    readiness: &'a Readiness,
+    /// How long to keep accepting after the signal.
+    delay: Duration,
+    /// The shutdown signal.
+    signal: &'a CancellationToken,
+    /// Cancelled when the drain deadline passes: every connection drops its socket.
+    cut: &'a CancellationToken,
+    /// Where connection tasks are spawned.
+    conns: &'a TaskTracker,
+}
+
+/// Accepts traffic until the drain delay after the shutdown signal has passed; returns the
+/// connection watcher so the caller can wait for the drain.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Proxy,
     tls: Option<TlsAcceptor>,
     cfg: &ServerConfig,
-    readiness: &Readiness,
-    drain_delay: Duration,
-    shutdown: &CancellationToken,
+    shutdown: Drain<'_>,
 ) -> GracefulShutdown {
     let builder = Arc::new(http_builder(cfg));
     let graceful = GracefulShutdown::new();
+    let drain_delay = shutdown.delay;
     let drain = async {
-        shutdown.cancelled().await;
-        readiness.set_draining();
+        shutdown.signal.cancelled().await;
+        shutdown.readiness.set_draining();
         tracing::info!(drain_delay = ?drain_delay, "shutdown signal: /ready is 503, still serving");
         tokio::time::sleep(drain_delay).await;
     };
@@ -216,7 +263,15 @@ async fn serve_traffic(
                         handshake_timeout: cfg.header_read_timeout,
                     };
                     let watcher = graceful.watcher();
-                    tokio::spawn(conn.serve(stream, peer, watcher));
+                    let cut = shutdown.cut.clone();
+                    shutdown.conns.spawn(async move {
+                        tokio::select! {
+                            _ = conn.serve(stream, peer, watcher) => {}
+                            _ = cut.cancelled() => {
+                                tracing::debug!(peer = %peer, "connection cut at the drain deadline");
+                            }
+                        }
+                    });
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning on the accept loop.
@@ -238,7 +293,8 @@ fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(cfg.header_read_timeout)
         .preserve_header_case(true)
         .max_headers(cfg.max_headers)
-        // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer.
+        // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer, which
+        // config validation guarantees (the `max` keeps a hand-built ServerConfig from panicking).
         .max_buf_size(cfg.max_header_bytes.max(8192));
     builder
         .http2()

@@ -1,11 +1,12 @@
 //! Dispatch: the per-request entry point. Cleans the request, decides its route and hands it on.
 //!
 //! Steps, named after Pingora's phases:
-//! 1. request filter: refuse `CONNECT` and ambiguous framing, drop forged `x-oz-*` fields, add the
-//!    forwarding headers and a request id;
+//! 1. request filter: refuse `CONNECT` and ambiguous framing, drop forged `x-oz-*` fields, decide
+//!    the route, remove hop-by-hop fields (keeping `Upgrade` only on an upgrade), set `Host` from
+//!    an absolute-form target or `:authority`, then add the forwarding headers and a request id;
 //! 2. route: `POST` on a capture path (matched on the normalized path, see `proxy::path`) goes to
 //!    `capture`; an HTTP/1.1 upgrade goes to the tunnel; everything else is passthrough;
-//! 3. upstream request filter: hop-by-hop removal, then the backend client;
+//! 3. upstream request filter: the backend URI, then the backend client;
 //! 4. response filter: hop-by-hop removal on the way back; failures become problem responses.
 
 use std::collections::HashMap;
@@ -102,9 +103,19 @@ impl Proxy {
             req.uri().path_and_query().cloned(),
         );
 
+        // Framing is judged on the headers as received, before anything is removed.
+        let checked = check_request(&req);
         headers::strip_oz_headers(req.headers_mut());
+        let route = self.capture_route(&req);
+        let upgrade = route.is_none()
+            && req.version() == Version::HTTP_11
+            && headers::is_upgrade_request(req.headers());
+        // Hop-by-hop removal comes before the proxy adds its own fields: otherwise a client could
+        // name `X-Forwarded-For` or `X-Request-Id` in `Connection` and have them stripped.
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        host_from_target(&mut req);
         if req.version() == Version::HTTP_2 {
-            from_http2(&mut req);
+            join_cookies(req.headers_mut());
         }
         let request_id = me.forwarding.apply(req.headers_mut(), &peer);
         obs.set_request_id(request_id.clone());
@@ -113,16 +124,16 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
 
-        let result = if let Err(e) = check_request(&req) {
+        let result = if let Err(e) = checked {
             Err(e)
-        } else if let Some(route) = self.capture_route(&req) {
+        } else if let Some(route) = route {
             obs.set_kind(RouteKind::Capture);
             let live = me.live.load_full();
             match &live.capture {
                 Some(capture) => capture.handle(&route, req, id).await,
                 None => Err(Error::Capture(crate::capture::Error::Internal)),
             }
-        } else if req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers()) {
+        } else if upgrade {
             obs.set_kind(RouteKind::Upgrade);
             self.upgrade(req).await
         } else {
@@ -144,9 +155,9 @@ impl Proxy {
         self.inner.live.load().routes.lookup(target).cloned()
     }
 
+    /// Forwards a request whose headers the request filter has already rewritten.
     async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let (parts, body) = req.into_parts();
         let body = if hyper::body::Body::is_end_stream(&body) {
             Body::Empty
         } else {
@@ -162,8 +173,7 @@ impl Proxy {
 
     async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let client_side = hyper::upgrade::on(&mut req);
-        let (mut parts, _body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, true);
+        let (parts, _body) = req.into_parts();
         let mut rsp = self
             .inner
             .passthrough
@@ -197,30 +207,59 @@ fn check_request(req: &Request<Incoming>) -> Result<(), Error> {
     if req.method() == Method::CONNECT {
         return Err(Error::MethodNotAllowed);
     }
-    // RFC 9112 §6.1: a message with both is a smuggling attempt; hyper already refuses it on
-    // HTTP/1, this guards every other way in.
+    // RFC 9112 §6.1: a message with both is a smuggling attempt. On HTTP/1 hyper never lets one
+    // through: it frames the request by Transfer-Encoding alone, drops Content-Length and closes
+    // the connection after the response (the RFC's other permitted answer), so the backend gets
+    // one clean chunked request. This guards every other way in.
     let h = req.headers();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(Error::BadRequest(
             "a request must not carry both Content-Length and Transfer-Encoding",
         ));
     }
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more
+    // than one, or with an invalid one; forwarding it would leave the backend to guess.
+    if req.version() == Version::HTTP_11 {
+        let mut hosts = h.get_all(header::HOST).iter();
+        let valid = match (hosts.next(), hosts.next()) {
+            (Some(host), None) => valid_host(host),
+            _ => false,
+        };
+        if !valid {
+            return Err(Error::BadRequest(
+                "an HTTP/1.1 request needs exactly one valid Host header",
+            ));
+        }
+    }
     Ok(())
 }
 
-/// Makes an HTTP/2 request fit for an HTTP/1.1 backend: `Host` from `:authority`, and split
-/// `cookie` fields joined with "; " (RFC 9113 §8.2.3).
-fn from_http2(req: &mut Request<Incoming>) {
-    if !req.headers().contains_key(header::HOST) {
-        if let Some(v) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2); userinfo has no place in Host.
+fn valid_host(v: &HeaderValue) -> bool {
+    !v.is_empty()
+        && !v.as_bytes().contains(&b'@')
+        && http::uri::Authority::try_from(v.as_bytes()).is_ok()
+}
+
+/// Sets `Host` from the request target when the target carries an authority: absolute-form on
+/// HTTP/1.1, where the recipient must ignore `Host` and use the target's authority (RFC 9112
+/// §3.2.2), and `:authority` on HTTP/2, which an intermediary must use as `Host` when it makes
+/// an HTTP/1.1 request (RFC 9113 §8.3.1). Userinfo is never part of `Host`.
+fn host_from_target(req: &mut Request<Incoming>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    let value = match authority.as_str().rsplit_once('@') {
+        None => HeaderValue::from_str(authority.as_str()),
+        Some((_, host)) => HeaderValue::from_str(host),
+    };
+    if let Ok(v) = value {
+        req.headers_mut().insert(header::HOST, v);
     }
-    let headers = req.headers_mut();
+}
+
+/// Joins split `cookie` fields with "; " for an HTTP/1.1 backend (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut http::HeaderMap) {
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<u8> = headers
             .get_all(header::COOKIE)

@@ -7,20 +7,21 @@
 //! Connection header field itself". The same section names the fields that are hop-by-hop even
 //! when not listed: `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding` and `Upgrade`. We
 //! also drop `Proxy-Authorization` and `Proxy-Authenticate` (credentials for this hop, RFC 9110
-//! §11.7) and `Trailer`, since the re-framed message declares its own. `Upgrade` and
-//! `Connection: upgrade` survive only on an upgrade request and its 101 answer (RFC 9110 §7.8).
+//! §11.7). `Trailer` is end-to-end (RFC 9110 §6.6.2) and stays: hyper sends only the trailer
+//! fields a message declares in it, so removing it would silently drop every trailer. `Upgrade`
+//! and `Connection: upgrade` survive only on an upgrade request and its 101 answer (RFC 9110
+//! §7.8).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Fields that are always hop-by-hop, besides those that `Connection` names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
@@ -52,39 +53,58 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 /// Removes hop-by-hop fields. With `keep_upgrade`, `Upgrade` and a bare `Connection: upgrade`
 /// stay so the next hop can switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        // Collect first: removing while iterating `get_all` is not possible. Allocates only when
-        // a `Connection` header is present, which keep-alive HTTP/1.1 clients rarely send.
-        let named: Vec<HeaderName> = headers
+    // Collect first: removing while iterating `get_all` is not possible. Allocates only when a
+    // `Connection` header is present, which keep-alive HTTP/1.1 clients rarely send.
+    let named: Vec<HeaderName> = if headers.contains_key(header::CONNECTION) {
+        headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(connection_tokens)
             .filter_map(|t| HeaderName::from_bytes(t).ok())
             .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(&name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+            .collect()
+    } else {
+        Vec::new()
+    };
+    remove_where(headers, |name| {
+        HOP_BY_HOP.contains(name)
+            || named.contains(name)
+            || (!keep_upgrade && name == header::UPGRADE)
+    });
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
-/// Removes every `x-oz-*` field so no client can forge a verdict. Allocates only when one exists.
+/// Removes every `x-oz-*` field so no client can forge a verdict.
 pub fn strip_oz_headers(headers: &mut HeaderMap) {
-    let forged = |name: &HeaderName| name.as_str().starts_with(OZ_PREFIX);
-    if !headers.keys().any(forged) {
+    remove_where(headers, |name| name.as_str().starts_with(OZ_PREFIX));
+}
+
+/// Removes the fields for which `remove` is true and keeps the others in their order.
+///
+/// `HeaderMap::remove` moves the last field into the removed one's slot (it is a swap-remove),
+/// so removing `Connection` from the middle of a request would reorder what the backend sees.
+/// Legacy backends sometimes depend on field order, so the map is rebuilt instead; that
+/// allocates only when something is actually removed.
+fn remove_where(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&remove) {
         return;
     }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| forged(n)).cloned().collect();
-    for name in names {
-        headers.remove(&name);
+    let old = std::mem::take(headers);
+    headers.reserve(old.len());
+    let mut current: Option<HeaderName> = None;
+    // `into_iter` yields each name once, with its first value, then `None` for its other values.
+    for (name, value) in old {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        let name = current
+            .as_ref()
+            .expect("a HeaderMap iterator names the field before its extra values");
+        if !remove(name) {
+            headers.append(name.clone(), value);
+        }
     }
 }
 
@@ -218,6 +238,37 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
+    }
+
+    #[test]
+    fn removal_keeps_the_order_of_the_other_fields() {
+        let mut h = map(&[
+            ("host", "h"),
+            ("x-first", "1"),
+            ("connection", "keep-alive"),
+            ("x-second", "2"),
+            ("set-cookie", "a"),
+            ("set-cookie", "b"),
+            ("x-oz-resolution", "SUCCESS"),
+            ("x-third", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        strip_oz_headers(&mut h);
+        let fields: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("host", "h"),
+                ("x-first", "1"),
+                ("x-second", "2"),
+                ("set-cookie", "a"),
+                ("set-cookie", "b"),
+                ("x-third", "3"),
+            ]
+        );
     }
 
     #[test]

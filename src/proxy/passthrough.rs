@@ -6,17 +6,26 @@
 //! that, exactly one more try is made for an idempotent request without a body whose exchange
 //! failed after it was sent (the same keep-alive race, seen from the other side): repeating such a
 //! request cannot change anything on the backend (RFC 9110 §9.2.2). Nothing else is retried.
+//!
+//! `backend.timeout` is the time the backend may take to answer, so its clock starts once the
+//! request body has been handed over completely (as Envoy's route timeout does): a client that
+//! uploads slowly is not a slow backend, and must not get a 504 half-way through its upload.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::config::BackendConfig;
 use crate::error::Error;
 use crate::metrics::{BackendErrorKind, Metrics};
@@ -24,9 +33,11 @@ use crate::metrics::{BackendErrorKind, Metrics};
 /// The backend client and where it points.
 #[derive(Clone)]
 pub struct Passthrough {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, Outgoing>,
     scheme: Scheme,
     authority: Authority,
+    /// `Host` for requests that arrive without one: the backend's own authority.
+    host: HeaderValue,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -47,10 +58,13 @@ impl Passthrough {
             // The client's own `Host` is forwarded as is; never invent one from the backend URL.
             .set_host(false)
             .build(connector);
+        let authority = cfg.url.authority().cloned().expect("validated by config");
         Passthrough {
             client,
             scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: cfg.url.authority().cloned().expect("validated by config"),
+            host: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header value"),
+            authority,
             timeout: cfg.timeout,
             metrics,
         }
@@ -73,8 +87,13 @@ impl Passthrough {
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
         *req.uri_mut() = self.backend_uri(req.uri().path_and_query());
-        // The backend speaks HTTP/1.1 whatever the client spoke.
+        // The backend speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 requires Host
+        // (RFC 9112 §3.2): a request that came without one (HTTP/1.0, or HTTP/2 without
+        // `:authority`) names the backend, as any client of the backend URL would.
         *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
+        }
         let replay = Replay::capture(&req);
         match self.try_send(req).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
@@ -87,11 +106,22 @@ impl Passthrough {
     }
 
     async fn try_send(&self, req: Request<Body>) -> Result<Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => Err(Failure::Timeout),
-            Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(e)),
-            Ok(Err(e)) => Err(Failure::Exchange(e)),
+        let (req, sent) = Outgoing::watch(req);
+        let exchange = self.client.request(req);
+        tokio::pin!(exchange);
+        let deadline = async {
+            // A dropped sender means the body ended early (an error): start the clock anyway.
+            let _ = sent.await;
+            tokio::time::sleep(self.timeout).await;
+        };
+        let result = tokio::select! {
+            r = &mut exchange => r,
+            _ = deadline => return Err(Failure::Timeout),
+        };
+        match result {
+            Ok(rsp) => Ok(rsp),
+            Err(e) if e.is_connect() => Err(Failure::Connect(e)),
+            Err(e) => Err(Failure::Exchange(e)),
         }
     }
 
@@ -147,6 +177,58 @@ impl Replay {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = self.headers;
         req
+    }
+}
+
+/// The request body as sent to the backend: says when it has been handed over completely.
+struct Outgoing {
+    body: Body,
+    sent: Option<oneshot::Sender<()>>,
+}
+
+impl Outgoing {
+    /// Wraps the body of `req`; the receiver resolves once the body has ended.
+    fn watch(req: Request<Body>) -> (Request<Outgoing>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut sent = Some(tx);
+        if hyper::body::Body::is_end_stream(req.body()) {
+            // Nothing to send: the clock starts now.
+            let _ = sent.take().map(|tx| tx.send(()));
+        }
+        (req.map(|body| Outgoing { body, sent }), rx)
+    }
+
+    fn done(&mut self) {
+        if let Some(tx) = self.sent.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl hyper::body::Body for Outgoing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.done(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.done(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -59,9 +59,13 @@ impl Tunnels {
                 _ = this.cancel.cancelled() => "shutdown deadline".to_owned(),
             };
             gauge.dec();
-            this.metrics
-                .request_done(RouteKind::Upgrade, Some(101), started.elapsed());
-            tracing::debug!(outcome, "tunnel ended");
+            // The upgrade request itself was counted (as a 101) when its response went out;
+            // counting the tunnel again would show every WebSocket session twice.
+            tracing::debug!(
+                outcome,
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "tunnel ended"
+            );
         });
     }
 }

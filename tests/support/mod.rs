@@ -1,0 +1,48 @@
+//! Test harness shared by the black-box suites in `tests/`.
+//!
+//! Every fixture binds `127.0.0.1:0` and hands back a `Listening`-style handle with its address
+//! once bound, so tests run in parallel and never race a port:
+//!
+//! - [`backend`]: a recording backend on hyper: records method, raw target, version, headers in
+//!   order and the body; answers with a programmable [`backend::Reply`] (status, repeated headers,
+//!   bytes, a deterministic [`pattern::Pattern`], a channel-fed stream, a hold until a gate opens,
+//!   a 101 plus WebSocket echo).
+//! - [`raw`]: a raw TCP backend that records the exact request head bytes and answers with
+//!   scripted bytes, and a raw client for byte-exact requests and responses.
+//! - [`proxy`]: the real proxy started in process from a YAML config, through the same
+//!   `Config::from_yaml` loader as `main`.
+//! - [`client`]: hyper clients (HTTP/1.1, h2c prior knowledge, TLS with ALPN h2) and bodies.
+//! - [`ws`]: hand-encoded WebSocket frames and the `Sec-WebSocket-Accept` computation.
+//! - [`bin`]: the built binary run as a child process, and temporary directories.
+//!
+//! Every wait goes through [`within`] (or its `_for` variant), so a failure fails fast with a
+//! message instead of hanging; nothing sleeps to synchronize.
+
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod bin;
+pub mod client;
+pub mod pattern;
+pub mod proxy;
+pub mod raw;
+pub mod ws;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long any single wait may take before the test fails. Generous: it only stops hangs.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    within_for(WAIT, what, fut).await
+}
+
+/// Awaits `fut`, failing the test with `what` if it takes longer than `limit`.
+pub async fn within_for<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}

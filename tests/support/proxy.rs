@@ -1,0 +1,181 @@
+//! The real proxy, started in process on ephemeral loopback ports.
+//!
+//! Settings are dotted keys (`backend.timeout`) rendered into a YAML document and loaded with
+//! `Config::from_yaml`, the loader `main` uses, so every test also exercises the config path.
+//! The defaults keep tests quick: no reload polling, no drain delay, a short drain deadline.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use oz_capture_proxy::config::Config;
+use oz_capture_proxy::server::{self, Running};
+
+use super::{within, within_for};
+
+/// Builds a [`Proxy`].
+pub struct ProxyBuilder {
+    settings: BTreeMap<String, String>,
+}
+
+/// A proxy in front of the backend at `backend`.
+pub fn proxy(backend: SocketAddr) -> ProxyBuilder {
+    let mut settings = BTreeMap::new();
+    for (k, v) in [
+        ("listen", "127.0.0.1:0".to_owned()),
+        ("admin_listen", "127.0.0.1:0".to_owned()),
+        ("backend.url", format!("http://{backend}")),
+        ("reload.interval", "0s".to_owned()),
+        ("shutdown.drain_delay", "0s".to_owned()),
+        ("shutdown.drain_deadline", "5s".to_owned()),
+    ] {
+        settings.insert(k.to_owned(), v);
+    }
+    ProxyBuilder { settings }
+}
+
+impl ProxyBuilder {
+    /// Sets `key` (dotted path, e.g. `backend.timeout`) to the scalar `value`.
+    pub fn set(mut self, key: &str, value: impl ToString) -> Self {
+        self.settings.insert(key.to_owned(), value.to_string());
+        self
+    }
+
+    /// The YAML document these settings make.
+    pub fn yaml(&self) -> String {
+        render(&self.settings)
+    }
+
+    /// Loads the config and starts the proxy.
+    pub async fn start(self) -> Proxy {
+        let yaml = self.yaml();
+        let config = Config::from_yaml(&yaml, &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("test config refused: {e}\n{yaml}"));
+        let running = within("the proxy to start", server::start(config, None))
+            .await
+            .expect("the proxy starts");
+        Proxy {
+            traffic: running.traffic_addr,
+            admin: running.admin_addr,
+            running: Some(running),
+        }
+    }
+}
+
+/// A running proxy. Dropping it signals shutdown; [`Proxy::stop`] also waits for the end.
+pub struct Proxy {
+    pub traffic: SocketAddr,
+    pub admin: SocketAddr,
+    running: Option<Running>,
+}
+
+impl Proxy {
+    /// `http://{traffic}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.traffic, path)
+    }
+
+    /// `http://{admin}{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let rsp = super::client::get(
+            &super::client::http1_unpooled(),
+            &self.admin_url("/metrics"),
+        )
+        .await;
+        assert_eq!(rsp.status(), 200);
+        super::client::text(rsp).await
+    }
+
+    /// The value of one series (`name{labels}`) in the admin `/metrics` text; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// Starts draining, as SIGTERM would.
+    pub fn shutdown(&self) {
+        self.running.as_ref().expect("running").shutdown();
+    }
+
+    /// Waits (at most `limit`) for the proxy task to finish; returns its result.
+    pub async fn wait_for(mut self, limit: Duration) -> anyhow::Result<()> {
+        let running = self.running.take().expect("running");
+        within_for(limit, "the proxy to finish", running.wait()).await
+    }
+
+    /// Signals shutdown and waits for the proxy to finish.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait_for(super::WAIT)
+            .await
+            .expect("the proxy stops cleanly");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.shutdown();
+        }
+    }
+}
+
+/// The value of `series` (exact `name{labels}` text) in Prometheus text; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .map(|v| {
+            v.split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .expect("numeric sample")
+        })
+        .next()
+        .unwrap_or(0.0)
+}
+
+/// Renders dotted keys as nested YAML mappings; every value becomes a double-quoted string,
+/// which the loader converts to the field's type (as it does for environment overrides).
+fn render(settings: &BTreeMap<String, String>) -> String {
+    #[derive(Default)]
+    struct Node {
+        value: Option<String>,
+        children: BTreeMap<String, Node>,
+    }
+    let mut root = Node::default();
+    for (key, value) in settings {
+        let mut node = &mut root;
+        for part in key.split('.') {
+            node = node.children.entry(part.to_owned()).or_default();
+        }
+        node.value = Some(value.clone());
+    }
+    fn write(node: &Node, depth: usize, out: &mut String) {
+        for (k, child) in &node.children {
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(k);
+            out.push(':');
+            match &child.value {
+                Some(v) => {
+                    // A JSON string is a valid YAML double-quoted scalar.
+                    out.push(' ');
+                    out.push_str(&serde_json::to_string(v).unwrap());
+                    out.push('\n');
+                }
+                None => {
+                    out.push('\n');
+                    write(child, depth + 1, out);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    write(&root, 0, &mut out);
+    out
+}

@@ -1,0 +1,194 @@
+//! Failures on the backend side: what the client gets (status and `application/problem+json`
+//! code), what the backend sees, which metric moves, and which requests are retried.
+
+mod support;
+
+use http::{Request, StatusCode};
+use support::backend::{backend, hold_first, Gate, Reply};
+use support::client::{self, full};
+use support::proxy::proxy;
+use support::raw::{RawAction, RawBackend, RawConn};
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// The problem document of a proxy-made error response.
+async fn problem(rsp: http::Response<hyper::body::Incoming>) -> serde_json::Value {
+    assert_eq!(rsp.headers()["content-type"], "application/problem+json");
+    serde_json::from_slice(&client::body(rsp).await).expect("a JSON problem document")
+}
+
+#[tokio::test]
+async fn unreachable_backend_gets_502_backend_unreachable() {
+    // Bound but not listening: connecting is refused, and no other test can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let proxy = proxy(reserved.local_addr().unwrap()).start().await;
+
+    let rsp = client::get(&client::http1(), &proxy.url("/anything")).await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    let p = problem(rsp).await;
+    assert_eq!(p["code"], "backend_unreachable");
+    assert_eq!(p["status"], 502);
+    assert_eq!(p["request_id"].as_str().map(str::len), Some(36));
+    assert_eq!(
+        proxy
+            .metric(r#"oz_proxy_backend_errors_total{kind="connect"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn backend_slower_than_timeout_gets_504_backend_timeout() {
+    let gate = Gate::new();
+    let mut backend = backend().reply(hold_first(&gate)).start().await;
+    let proxy = proxy(backend.addr)
+        .set("backend.timeout", "200ms")
+        .start()
+        .await;
+
+    let rsp = client::get(&client::http1(), &proxy.url("/slow")).await;
+    assert_eq!(rsp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(problem(rsp).await["code"], "backend_timeout");
+    assert_eq!(backend.next().await.target, "/slow");
+    assert_eq!(
+        proxy
+            .metric(r#"oz_proxy_backend_errors_total{kind="timeout"}"#)
+            .await,
+        1.0
+    );
+    gate.open();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_slower_than_backend_timeout_is_not_cut_off() {
+    // `backend.timeout` is the time the backend may take to answer, so it runs from the end of
+    // the request body, not from its start: a client that uploads slowly is not the backend
+    // being slow. The upload here stays open across a whole timeout (measured by another
+    // request timing out), then completes.
+    let gate = Gate::new();
+    let mut backend = backend()
+        .reply({
+            let held = hold_first(&gate);
+            move |r| match r.target.as_str() {
+                "/held" => held(r),
+                _ => Reply::text(&format!("stored {} bytes", r.body_len)),
+            }
+        })
+        .start()
+        .await;
+    let proxy = proxy(backend.addr)
+        .set("backend.timeout", "300ms")
+        .start()
+        .await;
+
+    let (tx, body) = client::channel(1);
+    let http = client::http1();
+    let upload = {
+        let http = http.clone();
+        let req = Request::post(proxy.url("/upload")).body(body).unwrap();
+        tokio::spawn(async move { http.request(req).await })
+    };
+    tx.send(bytes::Bytes::from_static(b"first part, "))
+        .await
+        .unwrap();
+    backend.wait_body_bytes(1).await;
+
+    let timed_out = client::get(&http, &proxy.url("/held")).await;
+    assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
+    gate.open();
+
+    tx.send(bytes::Bytes::from_static(b"second part"))
+        .await
+        .expect("the upload is still open after a whole backend.timeout");
+    drop(tx);
+    let rsp = support::within("the upload response", upload)
+        .await
+        .unwrap()
+        .expect("the upload gets a response");
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(client::text(rsp).await, "stored 23 bytes");
+}
+
+#[tokio::test]
+async fn idempotent_get_is_retried_once_when_the_pooled_connection_dies() {
+    // Request 0 warms the pool; request 1 (the first try of /flaky) is read and then the
+    // connection is closed without an answer, as a backend closing an idle keep-alive
+    // connection does; anything later is answered.
+    let mut backend = RawBackend::start(|n, _| match n {
+        1 => RawAction::Close,
+        _ => RawAction::Reply(OK.to_vec()),
+    })
+    .await;
+    let proxy = proxy(backend.addr).start().await;
+    let http = client::http1();
+
+    assert_eq!(client::get(&http, &proxy.url("/warm")).await.status(), 200);
+    let rsp = client::get(&http, &proxy.url("/flaky")).await;
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(client::text(rsp).await, "ok");
+
+    let warm = backend.next().await;
+    let first = backend.next().await;
+    let retry = backend.next().await;
+    assert_eq!(first.request_line(), "GET /flaky HTTP/1.1");
+    assert_eq!(
+        first.conn, warm.conn,
+        "the first try reused the pooled connection"
+    );
+    assert_eq!(retry.request_line(), "GET /flaky HTTP/1.1");
+    assert_ne!(retry.conn, first.conn, "the retry went on a new connection");
+    assert!(backend.try_next().is_none());
+}
+
+#[tokio::test]
+async fn post_is_not_retried_when_the_pooled_connection_dies() {
+    let mut backend = RawBackend::start(|n, _| match n {
+        1 => RawAction::Close,
+        _ => RawAction::Reply(OK.to_vec()),
+    })
+    .await;
+    let proxy = proxy(backend.addr).start().await;
+    let http = client::http1();
+
+    assert_eq!(client::get(&http, &proxy.url("/warm")).await.status(), 200);
+    let req = Request::post(proxy.url("/order"))
+        .body(full("buy"))
+        .unwrap();
+    let rsp = client::send(&http, req).await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(problem(rsp).await["code"], "backend_failed");
+
+    let warm = backend.next().await;
+    let post = backend.next().await;
+    assert_eq!(post.request_line(), "POST /order HTTP/1.1");
+    assert_eq!(post.conn, warm.conn);
+    // Anything after the POST would have arrived before this canary.
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /canary HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+    assert_eq!(
+        backend.next().await.request_line(),
+        "GET /canary HTTP/1.1",
+        "the POST was sent once"
+    );
+    assert_eq!(
+        proxy
+            .metric(r#"oz_proxy_backend_errors_total{kind="failed"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn malformed_backend_response_gets_502_backend_failed() {
+    let _backend = RawBackend::start(|_, _| {
+        RawAction::ReplyAndClose(b"HTTP/1.1 2OO NOT A STATUS\r\n\r\n".to_vec())
+    })
+    .await;
+    let proxy = proxy(_backend.addr).start().await;
+
+    let rsp = client::get(&client::http1(), &proxy.url("/bad")).await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(problem(rsp).await["code"], "backend_failed");
+}
