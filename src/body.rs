@@ -5,7 +5,10 @@
 //! (problem responses, admin answers, a buffered capture forwarded to the backend).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use std::future::Future;
 
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -22,6 +25,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A body streamed from a client or from the backend.
     Incoming(Incoming),
+    /// A streamed body that fails if no byte arrives for a while.
+    Idle(IdleBody),
 }
 
 impl Body {
@@ -32,6 +37,58 @@ impl Body {
             Body::Empty
         } else {
             Body::Full(Some(b))
+        }
+    }
+}
+
+impl Body {
+    /// A streamed body, cut with an error when the peer sends nothing for `idle`
+    /// (`server.body_idle_timeout`): a stalled upload or download must not hold a connection on
+    /// each side forever. `None` streams without a limit.
+    pub fn streamed(body: Incoming, idle: Option<Duration>) -> Self {
+        if hyper::body::Body::is_end_stream(&body) {
+            return Body::Empty;
+        }
+        match idle {
+            Some(idle) => Body::Idle(IdleBody {
+                inner: body,
+                idle,
+                last: tokio::time::Instant::now(),
+                timer: Box::pin(tokio::time::sleep(idle)),
+            }),
+            None => Body::Incoming(body),
+        }
+    }
+}
+
+/// A streamed body with an idle timeout.
+#[derive(Debug)]
+pub struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    /// When the last frame arrived; the timer is only re-armed when it fires, not per frame.
+    last: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error an idle body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?} (server.body_idle_timeout)")]
+pub struct BodyIdleTimeout(pub Duration);
+
+impl IdleBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = hyper::body::Body::poll_frame(Pin::new(&mut self.inner), cx) {
+            self.last = tokio::time::Instant::now();
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        loop {
+            ready!(self.timer.as_mut().poll(cx));
+            let deadline = self.last + self.idle;
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(Some(Err(BodyIdleTimeout(self.idle).into())));
+            }
+            self.timer.as_mut().reset(deadline);
         }
     }
 }
@@ -54,6 +111,7 @@ impl hyper::body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Idle(b) => b.poll_frame(cx),
         }
     }
 
@@ -62,6 +120,7 @@ impl hyper::body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Incoming(b) => b.is_end_stream(),
+            Body::Idle(b) => b.inner.is_end_stream(),
         }
     }
 
@@ -70,6 +129,7 @@ impl hyper::body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Incoming(b) => b.size_hint(),
+            Body::Idle(b) => b.inner.size_hint(),
         }
     }
 }

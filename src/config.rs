@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// Most header fields in one request; more get 431.
     #[serde(default = "defaults::max_headers")]
     pub max_headers: usize,
+    /// A streamed request or response body that sends nothing for this long is cut.
+    #[serde(default = "defaults::body_idle_timeout", with = "de::duration")]
+    pub body_idle_timeout: Duration,
     /// Idle timeout of an upgraded (WebSocket) tunnel.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
     pub tunnel_idle_timeout: Duration,
@@ -461,6 +464,7 @@ impl Default for ServerConfig {
             header_read_timeout: defaults::header_read_timeout(),
             max_header_bytes: defaults::max_header_bytes(),
             max_headers: defaults::max_headers(),
+            body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
         }
     }
@@ -853,6 +857,9 @@ mod defaults {
     }
     pub fn max_headers() -> usize {
         100
+    }
+    pub fn body_idle_timeout() -> Duration {
+        Duration::from_secs(60)
     }
     pub fn tunnel_idle_timeout() -> Duration {
         Duration::from_secs(300)

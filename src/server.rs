@@ -140,6 +140,7 @@ async fn run_with(
         metrics.clone(),
         tunnels.clone(),
         live.clone(),
+        (!config.server.body_idle_timeout.is_zero()).then_some(config.server.body_idle_timeout),
     );
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
 

@@ -50,6 +50,8 @@ pub struct CaptureService {
     metrics: Metrics,
     limiter: Limiter,
     body_timeout: Duration,
+    /// `server.body_idle_timeout` for the backend's answer in forward mode.
+    body_idle: Option<Duration>,
     folder_meta_data: Arc<BTreeMap<String, String>>,
 }
 
@@ -85,6 +87,8 @@ impl CaptureService {
                 config.capture.max_concurrent,
             ),
             body_timeout: config.capture.body_timeout,
+            body_idle: (!config.server.body_idle_timeout.is_zero())
+                .then_some(config.server.body_idle_timeout),
             folder_meta_data: Arc::new(config.capture.folder_meta_data.clone()),
         })
     }
@@ -272,10 +276,11 @@ impl CaptureService {
             .passthrough
             .send(Request::from_parts(parts, Body::full(body)))
             .await?;
-        let (mut parts, body) = rsp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, false);
-        parts.version = http::Version::HTTP_11;
-        Ok(Response::from_parts(parts, Body::Incoming(body)))
+        Ok(crate::proxy::dispatch::response_filter(
+            rsp,
+            false,
+            self.body_idle,
+        ))
     }
 }
 

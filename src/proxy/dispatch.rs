@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -72,6 +73,8 @@ struct Inner {
     metrics: Metrics,
     tunnels: Tunnels,
     live: Arc<ArcSwap<Live>>,
+    /// `server.body_idle_timeout`; `None` when turned off.
+    body_idle: Option<Duration>,
 }
 
 impl Proxy {
@@ -82,6 +85,7 @@ impl Proxy {
         metrics: Metrics,
         tunnels: Tunnels,
         live: Arc<ArcSwap<Live>>,
+        body_idle: Option<Duration>,
     ) -> Self {
         Proxy {
             inner: Arc::new(Inner {
@@ -90,6 +94,7 @@ impl Proxy {
                 metrics,
                 tunnels,
                 live,
+                body_idle,
             }),
         }
     }
@@ -158,17 +163,13 @@ impl Proxy {
     /// Forwards a request whose headers the request filter has already rewritten.
     async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        let body = if hyper::body::Body::is_end_stream(&body) {
-            Body::Empty
-        } else {
-            Body::Incoming(body)
-        };
+        let body = Body::streamed(body, self.inner.body_idle);
         let rsp = self
             .inner
             .passthrough
             .send(Request::from_parts(parts, body))
             .await?;
-        Ok(response_filter(rsp, false))
+        Ok(response_filter(rsp, false, self.inner.body_idle))
     }
 
     async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
@@ -180,16 +181,21 @@ impl Proxy {
             .send(Request::from_parts(parts, Body::Empty))
             .await?;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(response_filter(rsp, false));
+            return Ok(response_filter(rsp, false, self.inner.body_idle));
         }
         let backend_side = hyper::upgrade::on(&mut rsp);
         self.inner.tunnels.spawn(client_side, backend_side);
-        Ok(response_filter(rsp, true))
+        Ok(response_filter(rsp, true, None))
     }
 }
 
-/// Strips hop-by-hop fields from a backend response and makes it ours.
-fn response_filter(rsp: Response<Incoming>, upgraded: bool) -> Response<Body> {
+/// Strips hop-by-hop fields from a backend response and makes it ours; its body is cut when the
+/// backend stalls for `body_idle`.
+pub(crate) fn response_filter(
+    rsp: Response<Incoming>,
+    upgraded: bool,
+    body_idle: Option<Duration>,
+) -> Response<Body> {
     let (mut parts, body) = rsp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgraded);
     // We speak HTTP/1.1 (or 2) to the client whatever the backend spoke (RFC 9110 §2.5).
@@ -197,7 +203,7 @@ fn response_filter(rsp: Response<Incoming>, upgraded: bool) -> Response<Body> {
     let body = if upgraded {
         Body::Empty
     } else {
-        Body::Incoming(body)
+        Body::streamed(body, body_idle)
     };
     Response::from_parts(parts, body)
 }
