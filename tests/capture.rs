@@ -116,6 +116,37 @@ async fn every_video_action_reaches_oz_with_its_tag() {
     stack.stop().await;
 }
 
+/// The Web SDK's document actions upload the photo as an image tagged `photo_id` plus the
+/// side (oz-api.md §2.4): a ZIP is a shots set, which Oz treats as a video, and photo tags on
+/// a video would leave it out of every analysis.
+#[tokio::test]
+async fn photo_id_actions_reach_oz_as_a_tagged_image() {
+    let stack = Stack::forward().await;
+    for (i, (side, vc)) in [("photo_id_front", false), ("photo_id_back", true)]
+        .into_iter()
+        .enumerate()
+    {
+        let rsp = stack.post(CAPTURE, sample_capture_json(1, vc, side)).await;
+        rsp.assert_from_backend();
+        let upload = &stack.oz().accepted_uploads()[i];
+        let names: Vec<&str> = upload.parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["video1", "payload"]);
+        assert!(upload.zip_entries.is_empty(), "no ZIP for a document");
+        let part = upload.part("video1").expect("media part");
+        assert_eq!(part.content_type.as_deref(), Some("image/jpeg"));
+        assert_eq!(part.filename.as_deref(), Some("capture.jpg"));
+        assert_eq!(part.bytes, sample_jpeg(0));
+        let payload = upload.payload.as_ref().expect("payload");
+        assert_eq!(payload["media:tags"]["video1"], json!(["photo_id", side]));
+        assert_eq!(
+            payload["media:meta_data"]["video1"]["additional_info"],
+            SAMPLE_ADDITIONAL_INFO
+        );
+        assert_eq!(stack.backend.seen()[i].header("x-oz-action"), Some(side));
+    }
+    stack.stop().await;
+}
+
 /// Golden check of the upload: path, framing, part order and headers, ZIP entries (names,
 /// order, stored, bytes), and the payload JSON member by member.
 #[tokio::test]
