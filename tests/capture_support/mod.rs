@@ -526,26 +526,47 @@ impl RawReply {
 }
 
 /// Sends `request` on a fresh connection to `addr`, then reads one final answer (after any
-/// interim `1xx`). The connection is left open until the answer is read, so the test decides
-/// what else is sent.
+/// interim `1xx`).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawReply {
-    let mut stream = within("connect", TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    within("write", stream.write_all(request))
-        .await
-        .expect("write request");
-    read_reply(&mut stream).await
+    let mut conn = RawConn::connect(addr).await;
+    conn.send(request).await;
+    conn.read_reply().await
 }
 
-/// Reads one final answer from `stream` (interim `1xx` answers are recorded and skipped).
-pub async fn read_reply(stream: &mut TcpStream) -> RawReply {
-    let mut buf = Vec::new();
-    let mut status_lines = Vec::new();
-    loop {
-        let end = read_until_head_end(stream, &mut buf).await;
-        let head = String::from_utf8(buf[..end].to_vec()).expect("ASCII head");
-        buf.drain(..end + 4);
+/// One client connection driven byte by byte, for exchanges a client library would smooth
+/// over: `Expect: 100-continue`, bodies sent in steps, answers before the body.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> RawConn {
+        let stream = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        within("write", self.stream.write_all(bytes))
+            .await
+            .expect("write request");
+    }
+
+    /// Reads one answer head: its status line and headers.
+    pub async fn read_head(&mut self) -> (String, u16, Vec<(String, String)>) {
+        let end = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            self.fill("answer head").await;
+        };
+        let head = String::from_utf8(self.buf[..end].to_vec()).expect("ASCII head");
+        self.buf.drain(..end + 4);
         let mut lines = head.split("\r\n");
         let status_line = lines.next().expect("status line").to_owned();
         let status: u16 = status_line
@@ -553,53 +574,52 @@ pub async fn read_reply(stream: &mut TcpStream) -> RawReply {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("status code");
-        status_lines.push(status_line);
-        let headers: Vec<(String, String)> = lines
+        let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect();
-        if (100..200).contains(&status) {
-            continue;
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().expect("numeric Content-Length"))
-            .expect("the proxy frames its answers with Content-Length");
-        while buf.len() < len {
-            let mut chunk = [0u8; 8192];
-            let n = within("answer body", stream.read(&mut chunk))
-                .await
-                .expect("read answer body");
-            assert!(n > 0, "connection closed inside the answer body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        buf.truncate(len);
-        return RawReply {
-            status_lines,
-            status,
-            headers,
-            body: buf,
-        };
+        (status_line, status, headers)
     }
-}
 
-/// Reads until `buf` holds a whole head; returns the offset of its closing `\r\n\r\n`.
-async fn read_until_head_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return end;
+    /// Reads one final answer, recording and skipping interim `1xx` ones. The body must be
+    /// framed by `Content-Length`, as every answer of the proxy and the test backend is.
+    pub async fn read_reply(&mut self) -> RawReply {
+        let mut status_lines = Vec::new();
+        loop {
+            let (line, status, headers) = self.read_head().await;
+            status_lines.push(line);
+            if (100..200).contains(&status) {
+                continue;
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().expect("numeric Content-Length"))
+                .expect("the answer is framed with Content-Length");
+            while self.buf.len() < len {
+                self.fill("answer body").await;
+            }
+            let body = self.buf.drain(..len).collect();
+            return RawReply {
+                status_lines,
+                status,
+                headers,
+                body,
+            };
         }
+    }
+
+    async fn fill(&mut self, what: &str) {
         let mut chunk = [0u8; 8192];
-        let n = within("answer head", stream.read(&mut chunk))
+        let n = within(what, self.stream.read(&mut chunk))
             .await
-            .expect("read answer head");
+            .unwrap_or_else(|e| panic!("{what}: read failed: {e}"));
         assert!(
             n > 0,
-            "connection closed before an answer head; got {:?}",
-            String::from_utf8_lossy(buf)
+            "{what}: connection closed; had {:?}",
+            String::from_utf8_lossy(&self.buf)
         );
-        buf.extend_from_slice(&chunk[..n]);
+        self.buf.extend_from_slice(&chunk[..n]);
     }
 }
 
