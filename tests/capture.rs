@@ -695,6 +695,138 @@ async fn single_request_answer_is_used_as_is() {
     stack.stop().await;
 }
 
+/// `wait_for_result: 0s` starts the analyses but does not wait: the backend gets PROCESSING.
+/// `analyses: []` starts none: the folder's own status, PROCESSING for a fresh folder.
+#[tokio::test]
+async fn zero_wait_and_no_analyses_forward_processing() {
+    let yaml = format!(
+        concat!(
+            "{oz}capture:\n  routes:\n",
+            "    - path: \"/no-wait\"\n      on_result: forward\n      wait_for_result: \"0s\"\n",
+            "    - path: \"/no-analyses\"\n      on_result: forward\n      analyses: []\n",
+        ),
+        oz = oz_token("")
+    );
+    let stack = Stack::start(sim_config(), &yaml).await;
+    let body = sample_capture_json(2, false, "video_selfie_blank");
+
+    stack
+        .post("/no-wait", body.clone())
+        .await
+        .assert_from_backend();
+    assert_eq!(
+        stack.backend.seen()[0].header("x-oz-resolution"),
+        Some("PROCESSING")
+    );
+    assert_eq!(stack.calls_to("start_analyses").len(), 1);
+    assert!(stack.calls_to("get_analysis").is_empty());
+
+    stack.post("/no-analyses", body).await.assert_from_backend();
+    let seen = &stack.backend.seen()[1];
+    assert_eq!(seen.header("x-oz-resolution"), Some("PROCESSING"));
+    assert_eq!(
+        seen.header("x-oz-folder-id"),
+        Some(stack.oz().accepted_uploads()[1].folder_id.as_str())
+    );
+    assert_eq!(stack.calls_to("start_analyses").len(), 1, "none started");
+    stack.stop().await;
+}
+
+/// Captures in flight at the same time each get their own folder and verdict: the backend
+/// request, the Oz upload and the request id all belong together.
+#[tokio::test]
+async fn concurrent_captures_are_not_mixed_up() {
+    const N: usize = 12;
+    let actions = [
+        "video_selfie_left",
+        "video_selfie_right",
+        "video_selfie_smile",
+        "video_selfie_eyes",
+    ];
+    // Transform slots for all of them: above `max_concurrent` a capture gets 503 at once, by
+    // design (see `capture_over_the_memory_budget_gets_503` for the refusal).
+    let yaml = format!(
+        "{}{}",
+        oz_token(""),
+        forward_route(&format!("  max_concurrent: {N}\n"))
+    );
+    let stack = Stack::start(sim_config(), &yaml).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let client = stack.client();
+        let mut c = SampleCapture::new(1 + i % 3, i % 2 == 0, actions[i % actions.len()]);
+        c.additional_info = Some(format!("capture-{i}"));
+        tasks.spawn(async move { client.post(CAPTURE, c.to_json()).await });
+    }
+    while let Some(rsp) = within("captures", tasks.join_next()).await {
+        rsp.expect("task").assert_from_backend();
+    }
+
+    let uploads = stack.oz().accepted_uploads();
+    let seen = stack.backend.seen();
+    assert_eq!((uploads.len(), seen.len()), (N, N));
+    for s in &seen {
+        let body: Value = serde_json::from_slice(&s.body).expect("original JSON body");
+        let fields = if body["from_virtual_camera"].is_object() {
+            &body["from_virtual_camera"]
+        } else {
+            &body
+        };
+        let info = fields["additional_info"].as_str().expect("info");
+        let upload = uploads
+            .iter()
+            .find(|u| Some(u.folder_id.as_str()) == s.header("x-oz-folder-id"))
+            .expect("the folder id names an upload");
+        let payload = upload.payload.as_ref().expect("payload");
+        assert_eq!(
+            payload["media:meta_data"]["video1"]["additional_info"],
+            info
+        );
+        assert_eq!(
+            payload["folder:meta_data"]["request_id"].as_str(),
+            s.header("x-request-id")
+        );
+        assert_eq!(s.header("x-oz-action"), body["action"].as_str());
+        assert_eq!(
+            s.header("x-oz-virtual-camera"),
+            Some(if body["from_virtual_camera"].is_object() {
+                "true"
+            } else {
+                "false"
+            })
+        );
+        let frames = fields["frame_list"].as_array().expect("frames").len();
+        assert_eq!(upload.zip_entries.len(), frames, "{info}");
+    }
+    stack.stop().await;
+}
+
+/// A capture over HTTP/2 (h2c, prior knowledge) is handled like one over HTTP/1.1, and the
+/// backend gets it over HTTP/1.1 with a `Host`.
+#[tokio::test]
+async fn capture_over_h2c_is_forwarded() {
+    let stack = Stack::forward().await;
+    let h2 = Client::new(stack.proxy.traffic_addr, true);
+    let body = sample_capture_json(2, true, "video_selfie_down");
+    let rsp = h2.post(CAPTURE, body.clone()).await;
+    rsp.assert_from_backend();
+    let seen = stack.backend.only();
+    assert_eq!(seen.body, body);
+    assert_eq!(seen.target, CAPTURE);
+    assert!(seen.header("host").is_some(), "{:?}", seen.headers);
+    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.header("x-oz-action"), Some("video_selfie_down"));
+    assert_eq!(
+        seen.header("x-oz-folder-id"),
+        Some(stack.only_upload().folder_id.as_str())
+    );
+
+    let rsp = h2.post(CAPTURE, &b"{\"action\":1}"[..]).await;
+    rsp.problem(400, "invalid_field");
+    assert_eq!(stack.backend.seen().len(), 1);
+    stack.stop().await;
+}
+
 // === Metrics ===
 
 /// After captures, `/metrics` on the admin port counts them by outcome, the bytes in and out,

@@ -242,15 +242,74 @@ pub fn sim_config() -> SimConfig {
 
 // === The stack ===
 
+/// A client of the proxy's traffic port; cheap to clone, so tests can send from many tasks.
+#[derive(Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+}
+
+impl Client {
+    /// An HTTP/1.1 client, or with `h2c` an HTTP/2 client with prior knowledge.
+    pub fn new(addr: SocketAddr, h2c: bool) -> Client {
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(h2c)
+            .build_http::<Full<Bytes>>();
+        Client { addr, http }
+    }
+
+    /// Sends `req` (a path-only URI is completed with the proxy's address) and reads the reply.
+    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Reply {
+        if req.uri().authority().is_none() {
+            let uri = format!("http://{}{}", self.addr, req.uri());
+            *req.uri_mut() = uri.parse().expect("valid URI");
+        }
+        let rsp = within("proxy answer", self.http.request(req))
+            .await
+            .expect("proxy answers");
+        let (parts, body) = rsp.into_parts();
+        let body = within("proxy answer body", body.collect())
+            .await
+            .expect("answer body")
+            .to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// POSTs `body` with `content_type` to `path`, with extra `headers`.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::post(path).header(http::header::CONTENT_TYPE, content_type);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::new(body.into())).expect("valid request"))
+            .await
+    }
+
+    /// POSTs a JSON capture body to `path`.
+    pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Reply {
+        self.post_with(path, "application/json", &[], body).await
+    }
+}
+
 /// Proxy, simulator and backend, started together.
 pub struct Stack {
     pub proxy: server::Running,
     pub sim: Sim,
     pub backend: Backend,
-    client: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+    client: Client,
 }
 
 /// The `oz:` section for a static token, with `extra` lines (indented two spaces) appended.
@@ -290,8 +349,7 @@ impl Stack {
         let proxy = within("proxy start", server::start(config, None))
             .await
             .expect("proxy starts");
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+        let client = Client::new(proxy.traffic_addr, false);
         Stack {
             proxy,
             sim,
@@ -323,25 +381,14 @@ impl Stack {
         self.backend.stop().await;
     }
 
-    /// Sends `req` (a path-only URI is completed with the proxy's address) and reads the reply.
-    pub async fn send(&self, mut req: Request<Full<Bytes>>) -> Reply {
-        if req.uri().authority().is_none() {
-            let uri = format!("http://{}{}", self.proxy.traffic_addr, req.uri());
-            *req.uri_mut() = uri.parse().expect("valid URI");
-        }
-        let rsp = within("proxy answer", self.client.request(req))
-            .await
-            .expect("proxy answers");
-        let (parts, body) = rsp.into_parts();
-        let body = within("proxy answer body", body.collect())
-            .await
-            .expect("answer body")
-            .to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+    /// An HTTP/1.1 client of the proxy, for sending from other tasks.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Sends `req` to the proxy (see [`Client::send`]).
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        self.client.send(req).await
     }
 
     /// POSTs `body` with `content_type` to `path`, with extra `headers`.
@@ -352,17 +399,14 @@ impl Stack {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Reply {
-        let mut req = Request::post(path).header(http::header::CONTENT_TYPE, content_type);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        self.send(req.body(Full::new(body.into())).expect("valid request"))
+        self.client
+            .post_with(path, content_type, headers, body)
             .await
     }
 
     /// POSTs a JSON capture body to `path`.
     pub async fn post(&self, path: &str, body: impl Into<Bytes>) -> Reply {
-        self.post_with(path, "application/json", &[], body).await
+        self.client.post(path, body).await
     }
 
     /// GETs `path` on the admin port.
