@@ -162,8 +162,9 @@ fn split_data_url(url: &str) -> Result<(ImageKind, &str), DataUrlError> {
                 .into(),
         ));
     };
-    // Only the media type (up to `;` or `,`) may be echoed, and only when it looks like one:
-    // anything else could be a piece of the client's data.
+    // The media type is the client's text like the rest of the URL, and reasons reach the
+    // logs and the client: only a name from `KNOWN_MEDIA_TYPES` is given back, in this crate's
+    // own spelling, never the client's bytes.
     let head = &after_scheme.as_bytes()[..after_scheme.len().min(MEDIA_TYPE_SCAN)];
     let end = head.iter().position(|&b| b == b';' || b == b',');
     let media_type = end.map(|e| &head[..e]);
@@ -171,27 +172,51 @@ fn split_data_url(url: &str) -> Result<(ImageKind, &str), DataUrlError> {
         Some(b"image/jpeg") | Some(b"image/png") => Err(DataUrlError::Invalid(
             "not base64-encoded (expected `;base64,` right after the media type)".into(),
         )),
-        Some(mt) if looks_like_media_type(mt) => Err(DataUrlError::Invalid(format!(
-            "unsupported media type {} (expected image/jpeg or image/png)",
-            String::from_utf8_lossy(mt)
-        ))),
-        _ => Err(DataUrlError::Invalid(
+        Some(mt)
+            if mt.eq_ignore_ascii_case(b"image/jpeg") || mt.eq_ignore_ascii_case(b"image/png") =>
+        {
+            Err(DataUrlError::Invalid(
+                "media type must be written in lowercase (`image/jpeg` or `image/png`), as \
+                 browsers write it"
+                    .into(),
+            ))
+        }
+        Some(mt) => match KNOWN_MEDIA_TYPES
+            .iter()
+            .find(|k| k.as_bytes().eq_ignore_ascii_case(mt))
+        {
+            Some(known) => Err(DataUrlError::Invalid(format!(
+                "unsupported media type {known} (expected image/jpeg or image/png)"
+            ))),
+            None => Err(DataUrlError::Invalid(
+                "unsupported or malformed media type (expected image/jpeg or image/png)".into(),
+            )),
+        },
+        None => Err(DataUrlError::Invalid(
             "unsupported or malformed media type (expected image/jpeg or image/png)".into(),
         )),
     }
 }
 
-/// `type/subtype` made of RFC 6838 §4.2 restricted-name characters, short enough to quote.
-fn looks_like_media_type(mt: &[u8]) -> bool {
-    let ok = |b: u8| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b);
-    match mt.iter().position(|&b| b == b'/') {
-        Some(slash) if mt.len() <= 64 => {
-            let (t, s) = (&mt[..slash], &mt[slash + 1..]);
-            !t.is_empty() && !s.is_empty() && t.iter().all(|&b| ok(b)) && s.iter().all(|&b| ok(b))
-        }
-        _ => false,
-    }
-}
+/// Media types a client may send by mistake and that an error may name: what browsers'
+/// `canvas.toDataURL` and image pipelines produce besides JPEG and PNG.
+const KNOWN_MEDIA_TYPES: &[&str] = &[
+    "image/jpg",
+    "image/pjpeg",
+    "image/x-png",
+    "image/apng",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/bmp",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+    "image/svg+xml",
+    "image/x-icon",
+    "application/octet-stream",
+    "text/plain",
+];
 
 /// The exact decoded length of padded base64, from its length and trailing `=` alone.
 fn exact_decoded_len(b64: &[u8]) -> Result<usize, DataUrlError> {
@@ -379,7 +404,15 @@ mod tests {
         assert!(reason("data:image/jpeg;charset=x;base64,abcd").contains("`;base64,`"));
         assert!(reason("DATA:image/jpeg;base64,abcd").starts_with("not a data URL"));
         assert!(reason("/9j/4AAQSkZJRg==").starts_with("not a data URL"));
-        assert!(reason("data:IMAGE/JPEG;base64,abcd").starts_with("unsupported media type"));
+        assert!(reason("data:IMAGE/JPEG;base64,abcd").contains("lowercase"));
+        assert_eq!(
+            reason("data:IMAGE/WEBP;base64,abcd"),
+            "unsupported media type image/webp (expected image/jpeg or image/png)"
+        );
+        assert_eq!(
+            reason("data:image/made-up;base64,abcd"),
+            "unsupported or malformed media type (expected image/jpeg or image/png)"
+        );
     }
 
     #[test]
@@ -388,6 +421,9 @@ mod tests {
         for url in [
             format!("data:{secret};base64,AAAA"),
             format!("data:{secret}/x{};base64,AAAA", "y".repeat(80)),
+            // Shaped like a media type, but still the client's text.
+            format!("data:image/{secret};base64,AAAA"),
+            format!("data:{secret}/jpeg,AAAA"),
             format!("data:image/jpeg;base64,{secret}"),
             format!("data:image/jpeg;base64,{secret}AAAA"),
             data_url("image/jpeg", secret.as_bytes()),

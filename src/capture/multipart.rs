@@ -1,8 +1,9 @@
-//! Writes the `multipart/form-data` body (RFC 7578) of `POST /api/folders/`: the ZIP part, the
-//! `payload` JSON part and, optionally, the best frame.
+//! Writes the `multipart/form-data` body (RFC 7578) of `POST /api/folders/`: the media part (the
+//! frame ZIP, or the photo of a document action), the `payload` JSON part and, optionally, the
+//! best frame.
 //!
-//! Hand-written because the body is three fixed parts and the ZIP already sits in one buffer: the
-//! result is `[head, zip, tail]`, so the ZIP is never copied again, and its exact length is
+//! Hand-written because the body is three fixed parts and the media already sits in one buffer:
+//! the result is `[head, media, tail]`, so the ZIP is never copied again, and its exact length is
 //! known for `Content-Length` (whether Oz accepts chunked uploads is unknown, oz-api.md §8).
 //! The `payload` JSON follows oz-api.md §2.3 and the example in `seed-capture-mode.txt`:
 //! `media:tags` and `media:meta_data` keyed by file key, `additional_info` forwarded verbatim.
@@ -21,6 +22,8 @@ use crate::oz::upload::UploadBody;
 pub const BEST_FRAME_KEY: &str = "photo_selfie1";
 /// File name of the ZIP part; Oz picks the media type from the part's type and name (§2.2).
 pub const ZIP_FILENAME: &str = "capture.zip";
+/// File name of a document photo, before its extension (`capture.jpg`, `capture.png`).
+pub const PHOTO_FILENAME_STEM: &str = "capture";
 /// `folder:meta_data` keys the proxy sets itself; static entries with these names are skipped.
 pub const RESERVED_FOLDER_KEYS: [&str; 2] = ["request_id", "virtual_camera"];
 
@@ -29,7 +32,7 @@ pub const RESERVED_FOLDER_KEYS: [&str; 2] = ["request_id", "virtual_camera"];
 pub struct FolderUpload<'a> {
     /// Multipart key of the ZIP part (`capture.file_key`).
     pub file_key: &'a str,
-    /// `media:tags` of the ZIP (see [`super::action::tags_for_action`]).
+    /// `media:tags` of the media part (see [`super::action::map_action`]).
     pub tags: &'a [&'a str],
     /// The client's `additional_info` JSON value, written as is.
     pub additional_info: &'a RawValue,
@@ -41,6 +44,37 @@ pub struct FolderUpload<'a> {
     pub folder_meta_data: &'a BTreeMap<String, String>,
     /// The decoded best frame to send as [`BEST_FRAME_KEY`], if the route asks for one.
     pub best_frame: Option<(ImageKind, &'a [u8])>,
+}
+
+/// The media part: the file Oz stores and analyses.
+#[derive(Debug, Clone)]
+pub struct MediaFile {
+    /// `filename` of the part: `capture.zip`, or `capture.jpg` / `capture.png` for a photo.
+    pub filename: String,
+    /// The part's `Content-Type`, from which Oz decides the media type (oz-api.md §2.2).
+    pub content_type: &'static str,
+    /// The file.
+    pub bytes: Bytes,
+}
+
+impl MediaFile {
+    /// A frame ZIP (a shots set).
+    pub fn zip(bytes: Bytes) -> MediaFile {
+        MediaFile {
+            filename: ZIP_FILENAME.to_owned(),
+            content_type: "application/zip",
+            bytes,
+        }
+    }
+
+    /// A single photo of `kind`.
+    pub fn photo(kind: ImageKind, bytes: Bytes) -> MediaFile {
+        MediaFile {
+            filename: format!("{PHOTO_FILENAME_STEM}.{}", kind.extension()),
+            content_type: kind.media_type(),
+            bytes,
+        }
+    }
 }
 
 /// A fresh boundary: a fixed prefix and a random UUID v4, so no client can predict it and put
@@ -96,19 +130,19 @@ pub fn payload_json(upload: &FolderUpload<'_>) -> Vec<u8> {
     out
 }
 
-/// The whole upload body: `[head, zip, tail]` with `multipart/form-data; boundary=…`.
+/// The whole upload body: `[head, media, tail]` with `multipart/form-data; boundary=…`.
 ///
-/// Parts, in order: `{file_key}` (the ZIP), `payload` (JSON), then the best frame if any.
+/// Parts, in order: `{file_key}` (the media file), `payload` (JSON), then the best frame if any.
 /// `boundary` must satisfy [`is_valid_boundary`].
-pub fn build_multipart(upload: &FolderUpload<'_>, zip: Bytes, boundary: &str) -> UploadBody {
+pub fn build_multipart(upload: &FolderUpload<'_>, media: MediaFile, boundary: &str) -> UploadBody {
     debug_assert!(is_valid_boundary(boundary), "invalid multipart boundary");
     let mut head = Vec::with_capacity(160);
     part_header(
         &mut head,
         boundary,
         upload.file_key,
-        Some(ZIP_FILENAME),
-        "application/zip",
+        Some(&media.filename),
+        media.content_type,
     );
 
     let payload = payload_json(upload);
@@ -136,7 +170,7 @@ pub fn build_multipart(upload: &FolderUpload<'_>, zip: Bytes, boundary: &str) ->
 
     UploadBody {
         content_type: format!("multipart/form-data; boundary={boundary}"),
-        chunks: vec![Bytes::from(head), zip, Bytes::from(tail)],
+        chunks: vec![Bytes::from(head), media.bytes, Bytes::from(tail)],
     }
 }
 
@@ -228,7 +262,11 @@ mod tests {
             ("env".to_owned(), "prod \"eu\"".to_owned()),
         ]);
         let zip = Bytes::from_static(b"PK\x03\x04fake-zip");
-        let body = build_multipart(&upload(info, &meta, None), zip.clone(), BOUNDARY);
+        let body = build_multipart(
+            &upload(info, &meta, None),
+            MediaFile::zip(zip.clone()),
+            BOUNDARY,
+        );
 
         assert_eq!(
             body.content_type,
@@ -269,7 +307,7 @@ mod tests {
         let png = sample_png(1);
         let mut u = upload(info, &meta, Some((ImageKind::Png, &png)));
         u.virtual_camera = true;
-        let body = build_multipart(&u, Bytes::from_static(b"zip"), BOUNDARY);
+        let body = build_multipart(&u, MediaFile::zip(Bytes::from_static(b"zip")), BOUNDARY);
         let tail = &body.chunks[2];
         let payload = concat!(
             r#"{"media:tags":{"video1":["video_selfie","video_selfie_blank","orientation_portrait"],"#,
@@ -291,6 +329,26 @@ mod tests {
         want.extend_from_slice(&png);
         want.extend_from_slice(b"\r\n--test-boundary-1234--\r\n");
         assert_eq!(&tail[..], &want[..]);
+    }
+
+    #[test]
+    fn photo_media_part_has_the_image_type_and_name() {
+        let info = raw(r#""i""#);
+        let meta = BTreeMap::new();
+        let mut u = upload(info, &meta, None);
+        u.tags = &["photo_id", "photo_id_back"];
+        let png = Bytes::from(sample_png(3));
+        let body = build_multipart(&u, MediaFile::photo(ImageKind::Png, png.clone()), BOUNDARY);
+        assert_eq!(
+            body.chunks[0],
+            "--test-boundary-1234\r\n\
+             Content-Disposition: form-data; name=\"video1\"; filename=\"capture.png\"\r\n\
+             Content-Type: image/png\r\n\
+             \r\n"
+        );
+        assert_eq!(body.chunks[1], png);
+        let tail = String::from_utf8_lossy(&body.chunks[2]).into_owned();
+        assert!(tail.contains(r#"{"media:tags":{"video1":["photo_id","photo_id_back"]}"#));
     }
 
     #[test]
@@ -334,7 +392,7 @@ mod tests {
         let boundary = random_boundary();
         let body = build_multipart(
             &upload(info, &meta, Some((ImageKind::Jpeg, &jpeg))),
-            zip.clone(),
+            MediaFile::zip(zip.clone()),
             &boundary,
         );
         let stream = BodyDataStream::new(Full::new(Bytes::from(body.to_vec())));

@@ -4,17 +4,23 @@
 //! Synchronous and CPU-bound (parse, base64, ZIP): the handler runs it on a blocking thread.
 //! Cheap checks come first, so a bad capture costs as little as possible: the JSON shape and frame
 //! count, then the action, then the best frame if the route sends one, and only then the frames.
+//!
+//! The action decides the media (`action::map_action`): the video actions send every frame in a
+//! ZIP; the two document actions (`photo_id_front`, `photo_id_back`) send their one frame as a
+//! photo, and no best frame, since that would be the same document tagged as a selfie.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::action::tags_for_action;
+use super::action::{map_action, MediaKind};
 use super::body::{parse_capture, Capture, Frame};
 use super::data_url::{DataUrlDecoder, DataUrlError, ImageKind};
-use super::multipart::{build_multipart, is_valid_boundary, random_boundary, FolderUpload};
-use super::zip::build_zip;
+use super::multipart::{
+    build_multipart, is_valid_boundary, random_boundary, FolderUpload, MediaFile,
+};
+use super::zip::{build_zip, frame_error};
 use super::Error;
 use crate::config::BestFrame;
 use crate::oz::upload::UploadBody;
@@ -47,10 +53,10 @@ pub struct PreparedUpload {
     pub action: String,
     /// Whether the body had the virtual-camera shape, for `X-Oz-Virtual-Camera`.
     pub virtual_camera: bool,
-    /// Frames stored in the ZIP.
+    /// Frames uploaded (in the ZIP, or the one photo).
     pub frame_count: usize,
-    /// Size of the ZIP in bytes.
-    pub zip_len: usize,
+    /// Size of the media part in bytes (the ZIP, or the photo).
+    pub media_len: usize,
 }
 
 /// Parses, checks and decodes a frames-mode capture body and builds its Oz upload.
@@ -71,28 +77,34 @@ pub fn prepare_frames_upload(
     };
 
     let capture = parse_capture(body, opts.max_frames)?;
-    let tags = tags_for_action(&capture.action)?;
+    let mapping = map_action(&capture.action)?;
     let decoder = DataUrlDecoder::new();
-    let best_frame = decode_best_frame(&capture, opts, &decoder)?;
-    let zip = build_zip(
-        &capture.frames,
-        capture.frame_list_field(),
-        &decoder,
-        opts.max_frame_bytes,
-    )?;
-    let zip_len = zip.len();
+    let (media, best_frame) = match mapping.media {
+        MediaKind::ShotsSet => {
+            let best_frame = decode_best_frame(&capture, opts, &decoder)?;
+            let zip = build_zip(
+                &capture.frames,
+                capture.frame_list_field(),
+                &decoder,
+                opts.max_frame_bytes,
+            )?;
+            (MediaFile::zip(Bytes::from(zip)), best_frame)
+        }
+        MediaKind::Photo => (decode_photo(&capture, opts, &decoder)?, None),
+    };
+    let media_len = media.bytes.len();
 
     let upload = build_multipart(
         &FolderUpload {
             file_key: opts.file_key,
-            tags,
+            tags: mapping.tags,
             additional_info: capture.additional_info,
             request_id: opts.request_id,
             virtual_camera: capture.virtual_camera,
             folder_meta_data: opts.folder_meta_data,
             best_frame: best_frame.as_ref().map(|(k, b)| (*k, b.as_slice())),
         },
-        Bytes::from(zip),
+        media,
         &boundary,
     );
     Ok(PreparedUpload {
@@ -100,8 +112,34 @@ pub fn prepare_frames_upload(
         action: capture.action.into_owned(),
         virtual_camera: capture.virtual_camera,
         frame_count: capture.frames.len(),
-        zip_len,
+        media_len,
     })
+}
+
+/// Decodes the one frame of a document action into its photo. A document side is one still
+/// image; which of several frames would be "the" photo is not documented (oz-api.md §4.6), so
+/// more than one is refused rather than guessed.
+fn decode_photo(
+    capture: &Capture<'_>,
+    opts: &TransformOptions<'_>,
+    decoder: &DataUrlDecoder,
+) -> Result<MediaFile, Error> {
+    let field = capture.frame_list_field();
+    let [frame] = capture.frames.as_slice() else {
+        return Err(Error::BadField {
+            field: field.to_owned(),
+            reason: format!(
+                "holds {} frames, but a document action (photo_id_front, photo_id_back) \
+                 uploads exactly one photo",
+                capture.frames.len()
+            ),
+        });
+    };
+    let mut bytes = Vec::new();
+    let kind = decoder
+        .decode_into(frame.as_str(), opts.max_frame_bytes, &mut bytes)
+        .map_err(|e| frame_error(e, field, 0, opts.max_frame_bytes))?;
+    Ok(MediaFile::photo(kind, Bytes::from(bytes)))
 }
 
 /// Decodes the best frame the route asks for; a missing or unusable one fails the capture,
@@ -218,7 +256,7 @@ mod tests {
                 assert_eq!(p.action, "video_selfie_best");
                 assert_eq!(p.virtual_camera, vc);
                 assert_eq!(p.frame_count, 4);
-                assert_eq!(p.zip_len, p.upload.chunks[1].len());
+                assert_eq!(p.media_len, p.upload.chunks[1].len());
                 let parts = parts(&p).await;
                 let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
                 assert_eq!(names, ["video1", "payload"]);
@@ -263,7 +301,7 @@ mod tests {
     #[test]
     fn golden_upload_with_fixed_boundary() {
         let meta = BTreeMap::new();
-        let mut c = SampleCapture::new(2, false, "photo_id_front");
+        let mut c = SampleCapture::new(2, false, "video_selfie_eyes");
         c.additional_info = Some("env".into());
         let p = prepare_frames_upload(&c.to_json(), &opts(&meta)).expect("valid");
         assert_eq!(
@@ -282,7 +320,7 @@ mod tests {
                 "\r\n--golden-boundary\r\n",
                 "Content-Disposition: form-data; name=\"payload\"\r\n",
                 "Content-Type: application/json\r\n\r\n",
-                r#"{"media:tags":{"video1":["photo_id","photo_id_front"]},"#,
+                r#"{"media:tags":{"video1":["video_selfie","video_selfie_eyes","orientation_portrait"]},"#,
                 r#""media:meta_data":{"video1":{"additional_info":"env"}},"#,
                 r#""folder:meta_data":{"request_id":"req-1","virtual_camera":false}}"#,
                 "\r\n--golden-boundary--\r\n",
@@ -290,11 +328,93 @@ mod tests {
         );
         let total: usize = p.upload.chunks.iter().map(Bytes::len).sum();
         assert_eq!(p.upload.content_length(), total as u64);
-        assert_eq!(p.zip_len, p.upload.chunks[1].len());
+        assert_eq!(p.media_len, p.upload.chunks[1].len());
         assert!(p.upload.chunks[1].starts_with(b"PK\x03\x04"));
         // The same capture gives the same bytes.
         let again = prepare_frames_upload(&c.to_json(), &opts(&meta)).expect("valid");
         assert_eq!(again.upload.to_vec(), p.upload.to_vec());
+    }
+
+    /// A document action sends its one frame as a photo tagged `photo_id` + side, in either
+    /// shape, and no best frame even when the route asks for one.
+    #[test]
+    fn document_actions_send_one_photo() {
+        let meta = BTreeMap::new();
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            ..opts(&meta)
+        };
+        for vc in [false, true] {
+            let mut c = SampleCapture::new(1, vc, "photo_id_back");
+            c.additional_info = Some("env".into());
+            c.frames[0] = data_url("image/png", &sample_png(7));
+            let p = prepare_frames_upload(&c.to_json(), &o).expect("valid");
+            assert_eq!(p.action, "photo_id_back");
+            assert_eq!(p.frame_count, 1);
+            assert_eq!(
+                p.upload.chunks[0],
+                "--golden-boundary\r\n\
+                 Content-Disposition: form-data; name=\"video1\"; filename=\"capture.png\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            );
+            assert_eq!(p.upload.chunks[1], sample_png(7));
+            assert_eq!(p.media_len, p.upload.chunks[1].len());
+            assert_eq!(
+                p.upload.chunks[2],
+                format!(
+                    concat!(
+                        "\r\n--golden-boundary\r\n",
+                        "Content-Disposition: form-data; name=\"payload\"\r\n",
+                        "Content-Type: application/json\r\n\r\n",
+                        r#"{{"media:tags":{{"video1":["photo_id","photo_id_back"]}},"#,
+                        r#""media:meta_data":{{"video1":{{"additional_info":"env"}}}},"#,
+                        r#""folder:meta_data":{{"request_id":"req-1","virtual_camera":{}}}}}"#,
+                        "\r\n--golden-boundary--\r\n",
+                    ),
+                    vc
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn document_actions_refuse_more_than_one_frame() {
+        let meta = BTreeMap::new();
+        for vc in [false, true] {
+            let body = sample_capture_json(2, vc, "photo_id_front");
+            match prepare_frames_upload(&body, &opts(&meta)) {
+                Err(Error::BadField { field, reason }) => {
+                    let want = if vc {
+                        "from_virtual_camera.frame_list"
+                    } else {
+                        "frame_list"
+                    };
+                    assert_eq!(field, want);
+                    assert!(reason.starts_with("holds 2 frames"), "{reason}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The photo is checked like any frame.
+        let mut c = SampleCapture::new(1, false, "photo_id_front");
+        c.frames[0] = data_url("image/gif", b"GIF89a");
+        assert!(matches!(
+            prepare_frames_upload(&c.to_json(), &opts(&meta)),
+            Err(Error::BadFrame { index: 0, .. })
+        ));
+        let c = SampleCapture::new(1, false, "photo_id_front");
+        let o = TransformOptions {
+            max_frame_bytes: 10,
+            ..opts(&meta)
+        };
+        assert!(matches!(
+            prepare_frames_upload(&c.to_json(), &o),
+            Err(Error::FrameTooLarge {
+                index: 0,
+                limit: 10,
+                ..
+            })
+        ));
     }
 
     #[test]

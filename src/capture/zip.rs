@@ -52,18 +52,7 @@ pub fn build_zip(
         scratch.clear();
         let kind = decoder
             .decode_into(frame.as_str(), max_frame_bytes, &mut scratch)
-            .map_err(|e| match e {
-                DataUrlError::TooLarge => Error::FrameTooLarge {
-                    field,
-                    index,
-                    limit: max_frame_bytes,
-                },
-                DataUrlError::Invalid(reason) => Error::BadFrame {
-                    field,
-                    index,
-                    reason,
-                },
-            })?;
+            .map_err(|e| frame_error(e, field, index, max_frame_bytes))?;
         name.clear();
         // Writing to a String cannot fail.
         let _ = write!(name, "{:06}.{}", index + 1, kind.extension());
@@ -72,6 +61,27 @@ pub fn build_zip(
     }
     // `finish` writes the central directory; dropping the writer would only print its errors.
     Ok(zip.finish().map_err(internal)?.into_inner())
+}
+
+/// The capture error for frame `index` of `field` that failed to decode.
+pub(super) fn frame_error(
+    e: DataUrlError,
+    field: &'static str,
+    index: usize,
+    limit: usize,
+) -> Error {
+    match e {
+        DataUrlError::TooLarge => Error::FrameTooLarge {
+            field,
+            index,
+            limit,
+        },
+        DataUrlError::Invalid(reason) => Error::BadFrame {
+            field,
+            index,
+            reason,
+        },
+    }
 }
 
 /// The options of every entry: stored, fixed timestamp, Unix 0644, no ZIP64.
