@@ -192,3 +192,59 @@ async fn malformed_backend_response_gets_502_backend_failed() {
     assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(problem(rsp).await["code"], "backend_failed");
 }
+
+#[tokio::test]
+async fn upload_that_stalls_is_cut_after_body_idle_timeout() {
+    // A client that stops sending mid-body must not hold a backend connection forever: after
+    // `server.body_idle_timeout` without a byte the forwarded request fails and the client gets
+    // a 502, while it still holds its half-sent body open.
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("server.body_idle_timeout", "200ms")
+        .start()
+        .await;
+
+    let (tx, body) = client::channel(1);
+    let req = Request::post(proxy.url("/upload")).body(body).unwrap();
+    tx.send(bytes::Bytes::from_static(b"first part and then nothing"))
+        .await
+        .unwrap();
+    let rsp = client::send(&client::http1(), req).await;
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(problem(rsp).await["code"], "backend_failed");
+    drop(tx);
+}
+
+#[tokio::test]
+async fn download_that_stalls_is_cut_after_body_idle_timeout() {
+    // A backend that stops sending mid-body: the client gets what was sent, then the body ends
+    // with an error instead of hanging.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let rx = support::backend::slot(rx);
+    let backend = backend()
+        .reply(move |_| Reply::text("").channel(rx.lock().unwrap().take().expect("one request")))
+        .start()
+        .await;
+    let proxy = proxy(backend.addr)
+        .set("server.body_idle_timeout", "200ms")
+        .start()
+        .await;
+
+    tx.send(bytes::Bytes::from_static(b"first chunk"))
+        .await
+        .unwrap();
+    let rsp = client::get(&client::http1(), &proxy.url("/download")).await;
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let mut body = rsp.into_body();
+    assert_eq!(
+        client::next_chunk(&mut body).await.as_deref(),
+        Some(&b"first chunk"[..])
+    );
+    use http_body_util::BodyExt;
+    let end = support::within("the stalled body to be cut", body.frame()).await;
+    assert!(
+        matches!(end, Some(Err(_)) | None),
+        "a stalled body must end, not hang: {end:?}"
+    );
+    drop(tx);
+}
