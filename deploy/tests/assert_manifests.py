@@ -105,8 +105,8 @@ def proxy_in(spec: dict) -> tuple[str, dict] | None:
     return None
 
 
-def embedded_config(docs: list[dict], spec: dict, proxy: dict, r: Report, name: str) -> dict | None:
-    """The proxy config YAML, found through --config, its volume mount and the ConfigMap."""
+def config_text(docs: list[dict], spec: dict, proxy: dict, r: Report, name: str) -> str | None:
+    """The proxy config file's text, found through --config, its volume mount and the ConfigMap."""
     args = list(proxy.get("command") or []) + list(proxy.get("args") or [])
     if "--config" not in args or args.index("--config") + 1 >= len(args):
         r.check(False, f"{name}: proxy args carry no `--config FILE`")
@@ -132,10 +132,20 @@ def embedded_config(docs: list[dict], spec: dict, proxy: dict, r: Report, name: 
     if not r.check(cm is not None and key in (cm.get("data") or {}),
                    f"{name}: ConfigMap {vol['configMap']['name']} with key {key} is not in the rendering"):
         return None
+    return cm["data"][key]
+
+
+def embedded_config(docs: list[dict], spec: dict, proxy: dict, r: Report, name: str) -> dict | None:
+    """The proxy config, parsed."""
+    text = config_text(docs, spec, proxy, r, name)
+    if text is None:
+        return None
     try:
-        cfg = yaml.safe_load(cm["data"][key]) or {}
+        cfg = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        r.check(False, f"ConfigMap {cm['metadata']['name']}: {key} is not YAML: {e}")
+        r.check(False, f"{name}: the embedded config is not YAML: {e}")
+        return None
+    if not r.check(isinstance(cfg, dict), f"{name}: the embedded config is not a mapping"):
         return None
     return cfg
 
