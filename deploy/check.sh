@@ -275,9 +275,25 @@ step_build() {
     echo "summary: $BIN static, $(stat -c %s "$BIN") bytes"
 }
 
+# check_cli CMD...: `CMD --version` prints a version, `CMD --help` documents --config and `check`.
+check_cli() {
+    local out
+    out=$("$@" --version 2>&1) || { echo "--version failed: $out"; return 1; }
+    echo "--version: $out"
+    grep -Eq '[0-9]+\.[0-9]+\.[0-9]+' <<<"$out" || { echo "--version printed no version"; return 1; }
+    out=$("$@" --help 2>&1) || { echo "--help failed: $out"; return 1; }
+    if ! grep -q -- '--config' <<<"$out" || ! grep -qw 'check' <<<"$out"; then
+        echo "--help does not document --config and the check command: $out"
+        return 1
+    fi
+    echo "--help: documents --config and check"
+}
+
 step_config_check() {
     have_bin || return 1
     local cfg envf envs=() n=0 out
+    echo "--- command line"
+    check_cli "$BIN" || return 1
     for cfg in "$OUT"/configs/*.config.yaml; do
         [ -e "$cfg" ] || { echo "no extracted config"; return 1; }
         envf=${cfg%.config.yaml}.env
@@ -307,7 +323,7 @@ step_config_check() {
     expect_refusal oz.auth || return 1                                                # no credentials
     expect_refusal max_body_byte "${envs[@]}" OZ_PROXY__CAPTURE__MAX_BODY_BYTE=1 || return 1   # typo
     expect_refusal drain_delay "${envs[@]}" OZ_PROXY__SHUTDOWN__DRAIN_DELAY=soon || return 1    # bad value
-    echo "summary: $n rendered configs accepted with the pod's env; 3 broken ones refused naming the key"
+    echo "summary: --version/--help ok; $n rendered configs accepted with the pod's env; 3 broken ones refused naming the key"
 }
 
 step_smoke() {
@@ -355,8 +371,7 @@ EOF
     # build machine (no libc, no /etc) is visible to it.
     local run=("$(command -v chroot)" --userspec=65532:65532 "$mnt" /oz-capture-proxy)
     echo "--- --version / --help from the image"
-    env -i "${run[@]}" --version || return 1
-    env -i "${run[@]}" --help >/dev/null || return 1
+    check_cli env -i "${run[@]}" || return 1
     echo "--- check on the example overlay's config, at the image's default --config path"
     cfg=$OUT/configs/example.config.yaml
     mkdir -p "$mnt/etc/oz-capture-proxy" && cp "$cfg" "$mnt/etc/oz-capture-proxy/config.yaml" || return 1

@@ -9,8 +9,9 @@ reload is tested the way Kubernetes performs it: by an atomic swap of the `..dat
 Checks (pick with --checks; each prints one PASS/FAIL/INFO line):
   start        /live and /ready answer 200 within --ready-timeout seconds
   passthrough  a GET through the proxy reaches the backend, with client `X-Oz-*` headers removed
-  capture      one capture POST through the simulated Oz API (INFO only: it warms up the Oz
-               metric families, which appear in /metrics only after the first Oz call)
+  capture      one capture POST through the simulated Oz API (INFO: its outcome), then one with
+               the simulator stopped, which must fail closed (502/504, nothing forwarded); together
+               they create the Oz metric series, which /metrics shows only once they exist
   metrics      every oz_proxy_* name in the Grafana dashboard's queries is in /metrics
   reload       a valid new config is applied, an invalid one rejected (the old one stays in
                force and traffic still flows), both counted in oz_proxy_config_reloads_total
@@ -29,6 +30,7 @@ Exit 0 when no check failed. Every wait is bounded; all processes started here a
 from __future__ import annotations
 
 import argparse
+import base64
 import http.server
 import json
 import os
@@ -287,14 +289,17 @@ def main() -> int:
 
         # --- start ---
         t0 = time.monotonic()
-        ready = wait_until(lambda: proxy.poll() is None and request("GET", admin_url + "/ready")[0] == 200,
-                           args.ready_timeout) if proxy.poll() is None else False
+        # Stops waiting as soon as the proxy has exited.
+        ready = wait_until(lambda: proxy.poll() is not None or request("GET", admin_url + "/ready")[0] == 200,
+                           args.ready_timeout) and proxy.poll() is None
         took = time.monotonic() - t0
         live = request("GET", admin_url + "/live")[0]
         if not (ready and live == 200):
-            why = f"exited with {proxy.returncode}" if proxy.poll() is not None else "still running"
-            report("FAIL", "start", f"/ready not 200 within {args.ready_timeout:g} s (/live {live}; proxy {why}); "
-                                    f"log: {logs / 'proxy.log'}")
+            if proxy.poll() is not None:
+                why = f"the proxy exited with code {proxy.returncode} after {took:.1f} s, before /ready answered 200"
+            else:
+                why = f"/ready not 200 within {args.ready_timeout:g} s (/live {live})"
+            report("FAIL", "start", f"{why}; log: {logs / 'proxy.log'}")
             tail = (logs / "proxy.log").read_text(errors="replace").splitlines()[-15:]
             print("\n".join("     | " + line for line in tail))
             return 1
@@ -314,9 +319,11 @@ def main() -> int:
                                               f"{got.get(':path')!r} and x-oz headers {forged}")
 
         # --- capture (warm-up of the Oz metric families) ---
+        # Labelled families with no series yet are left out of /metrics entirely, and the Oz ones
+        # get their first series on the first Oz call (latency) and the first Oz failure (errors).
+        # So: one capture with the simulator up, then one with it stopped.
         if "capture" in checks:
             sim_up = wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", oz_port)) == 0, 10)
-            import base64
             frame = "data:image/jpeg;base64," + base64.b64encode(TINY_JPEG).decode()
             body = json.dumps({"action": "video_selfie_blank", "frame_list": [frame, frame, frame],
                                "best_frame": frame, "from_virtual_camera": None,
@@ -328,6 +335,20 @@ def main() -> int:
             report("INFO", "capture", f"simulator {'listening' if sim_up else 'NOT listening'}; POST {route} -> "
                                       f"{status}; verdict headers at the backend: {verdict or 'none'}"
                                       + ("" if status == 200 else f"; response {rsp[:200]!r}"))
+            for p in procs[:-1]:  # the simulator (the proxy is last)
+                p.terminate()
+                p.wait(timeout=5)
+            n = len(backend.seen)
+            status, _, rsp = request("POST", base_url + route, body, {"content-type": "application/json"}, timeout=30)
+            # DESIGN.md: a capture that fails is never forwarded as if it had been checked
+            # (on_oz_error defaults to reject: 502 or 504, nothing reaches the backend).
+            forwarded = len(backend.seen) > n
+            if status in (502, 504) and not forwarded:
+                report("PASS", "capture", f"Oz unreachable: POST {route} -> {status}, nothing forwarded (fails closed)")
+            else:
+                report("FAIL", "capture", f"Oz unreachable: POST {route} -> {status}, "
+                                          f"{'FORWARDED to the backend' if forwarded else 'not forwarded'}; "
+                                          f"response {rsp[:160]!r}")
 
         # --- metrics ---
         if "metrics" in checks:
