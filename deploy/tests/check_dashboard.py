@@ -9,8 +9,8 @@ Usage:
     check_dashboard.py DASHBOARD.json --metrics-doc src/metrics.rs   # the module doc table
     check_dashboard.py DASHBOARD.json --scrape metrics.txt           # a real /metrics response
 
-Also checks the dashboard's shape: unique panel ids, a datasource and a query on every panel,
-histogram_quantile only over `_bucket` series of histograms. Exit 0 when all is well.
+Also checks the dashboard's shape: unique panel ids, no overlapping panels, a datasource and a
+query on every panel, histogram_quantile only over `_bucket` series of histograms. Exit 0 when all is well.
 """
 
 from __future__ import annotations
@@ -56,6 +56,21 @@ def dashboard_queries(dash: dict) -> tuple[list[tuple[str, str]], list[str]]:
                     queries.append((title, t["expr"]))
 
     walk(dash.get("panels") or [])
+    # Panels must not overlap on Grafana's 24-column grid (Grafana would silently move them).
+    taken: dict[tuple[int, int], str] = {}
+    for p in dash.get("panels") or []:
+        g = p.get("gridPos") or {}
+        if g.get("x", 0) + g.get("w", 0) > 24:
+            problems.append(f"panel {p.get('title')!r} is wider than the grid")
+        for x in range(g.get("x", 0), g.get("x", 0) + g.get("w", 0)):
+            for y in range(g.get("y", 0), g.get("y", 0) + g.get("h", 0)):
+                if (x, y) in taken and taken[(x, y)] != p.get("title"):
+                    problems.append(f"panel {p.get('title')!r} overlaps {taken[(x, y)]!r}")
+                    break
+                taken[(x, y)] = p.get("title")
+            else:
+                continue
+            break
     for var in (dash.get("templating") or {}).get("list") or []:
         q = var.get("query")
         if isinstance(q, dict):
