@@ -279,7 +279,8 @@ def main() -> int:
     try:
         if "capture" in checks:
             sim_log = open(logs / "simulate-oz.log", "wb")
-            procs.append(subprocess.Popen(wrap + [args.bin, "simulate-oz", "--listen", f"127.0.0.1:{oz_port}"],
+            procs.append(subprocess.Popen(wrap + [args.bin, "simulate-oz", "--listen", f"127.0.0.1:{oz_port}",
+                                                  "--token", env["OZ_PROXY__OZ__AUTH__TOKEN"]],
                                           stdout=sim_log, stderr=subprocess.STDOUT, env=env))
 
         proxy_log = open(logs / "proxy.log", "wb")
@@ -379,7 +380,10 @@ def main() -> int:
                                     "oz_proxy_config_reloads_total", {"result": result}) or 0.0
 
             applied0, rejected0 = reloads("applied"), reloads("rejected")
-            vol.publish(config_yaml(ports, args.backend_host, oz_port, route).replace("level: info", "level: debug"))
+            # A capture setting: reloadable (listeners, TLS, backend, server limits, forwarding and
+            # logging need a restart).
+            vol.publish(config_yaml(ports, args.backend_host, oz_port, route).replace('wait_for_result: "5s"',
+                                                                                      'wait_for_result: "4s"'))
             t0 = time.monotonic()
             ok_applied = wait_until(lambda: reloads("applied") > applied0, args.reload_timeout, 0.25)
             t_applied = time.monotonic() - t0
