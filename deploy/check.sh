@@ -368,7 +368,18 @@ EOF
     fi
 
     # Run the binary from the image's own root filesystem as the image's user: nothing from the
-    # build machine (no libc, no /etc) is visible to it.
+    # build machine (no libc, no /etc) is visible to it. Like any OCI runtime ("default devices"
+    # of the runtime spec), provide the /dev character devices: the static binary needs
+    # /dev/urandom, because getrandom 0.4 (uuid) finds no getrandom() through dlsym in a static
+    # glibc binary and falls back to the file. /etc/hosts and /etc/resolv.conf, which the kubelet
+    # provides, are written by smoke_binary.py.
+    local dev
+    mkdir -p "$mnt/dev" || return 1
+    for dev in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+        # shellcheck disable=SC2086
+        set -- $dev
+        mknod -m 666 "$mnt/dev/$1" c "$2" "$3" || return 1
+    done
     local run=("$(command -v chroot)" --userspec=65532:65532 "$mnt" /oz-capture-proxy)
     echo "--- --version / --help from the image"
     check_cli env -i "${run[@]}" || return 1
