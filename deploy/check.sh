@@ -260,7 +260,7 @@ step_build() {
     else
         # Incremental: a no-op when the binary is current, so it is never stale. RUSTFLAGS reach
         # only the $TARGET artifacts (--target is explicit), not build scripts or proc macros.
-        RUSTFLAGS='-C target-feature=+crt-static' \
+        RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
             cargo build --release --locked --target "$TARGET" --bin oz-capture-proxy || return 1
         BIN=$REPO/$DEFAULT_BIN
     fi
@@ -369,13 +369,14 @@ EOF
 
     # Run the binary from the image's own root filesystem as the image's user: nothing from the
     # build machine (no libc, no /etc) is visible to it. Like any OCI runtime ("default devices"
-    # of the runtime spec), provide the /dev character devices: the static binary needs
-    # /dev/urandom, because getrandom 0.4 (uuid) finds no getrandom() through dlsym in a static
-    # glibc binary and falls back to the file. /etc/hosts and /etc/resolv.conf, which the kubelet
-    # provides, are written by smoke_binary.py.
+    # of the runtime spec), provide /dev character devices, but deliberately not random or
+    # urandom: the binary is built with getrandom_backend=linux_getrandom and must not need them
+    # (a static glibc binary cannot dlsym() getrandom() and would otherwise fall back to the
+    # file). /etc/hosts and /etc/resolv.conf, which the kubelet provides, are written by
+    # smoke_binary.py.
     local dev
     mkdir -p "$mnt/dev" || return 1
-    for dev in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+    for dev in "null 1 3" "zero 1 5" "full 1 7" "tty 5 0"; do
         # shellcheck disable=SC2086
         set -- $dev
         mknod -m 666 "$mnt/dev/$1" c "$2" "$3" || return 1
