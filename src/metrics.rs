@@ -153,6 +153,16 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// The `endpoint` label values of Oz calls (see `crate::oz`).
+const OZ_ENDPOINTS: [&str; 6] = [
+    "auth",
+    "refresh",
+    "folders",
+    "instant_folders",
+    "analyses",
+    "poll",
+];
+
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// Handles to every metric. Cloning is cheap; all clones record into the same registry.
@@ -270,6 +280,11 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             oz_durations.clone(),
         );
+        // Known endpoints get their series at once, so dashboards show zeros rather than
+        // "no data" before the first capture.
+        for endpoint in OZ_ENDPOINTS {
+            oz_durations.get_or_create(&EndpointLabels { endpoint });
+        }
         let oz_errors = Family::<OzErrorLabels, Counter>::default();
         reg.register(
             "oz_errors",
