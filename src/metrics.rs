@@ -283,7 +283,7 @@ impl Metrics {
         // Known endpoints get their series at once, so dashboards show zeros rather than
         // "no data" before the first capture.
         for endpoint in OZ_ENDPOINTS {
-            oz_durations.get_or_create(&EndpointLabels { endpoint });
+            oz_durations.get_or_create_owned(&EndpointLabels { endpoint });
         }
         let oz_errors = Family::<OzErrorLabels, Counter>::default();
         reg.register(
