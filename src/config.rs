@@ -208,7 +208,7 @@ pub enum LogFormat {
 }
 
 /// Oz API connection and credentials.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OzConfig {
     /// Base URL of the Oz API host given by Oz.
@@ -241,7 +241,7 @@ pub enum OzApiMode {
 }
 
 /// Either a static token or login credentials. Secrets belong in the environment or in files.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OzAuthConfig {
     /// A service token (`X-Forensic-Access-Token`).

@@ -34,6 +34,7 @@ pub fn build_live(
     config: &Config,
     passthrough: &Passthrough,
     metrics: &Metrics,
+    previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
     let routes = config.capture.effective_routes();
     let capture = if routes.is_empty() {
@@ -43,6 +44,7 @@ pub fn build_live(
             config,
             passthrough.clone(),
             metrics.clone(),
+            previous.and_then(|p| p.capture.as_ref()),
         )?)
     };
     Ok(Live {
@@ -84,7 +86,7 @@ pub async fn watch(
         match Config::load(&source.path, &source.env)
             .map_err(anyhow::Error::from)
             .and_then(|new| {
-                let built = build_live(&new, &passthrough, &metrics)?;
+                let built = build_live(&new, &passthrough, &metrics, Some(&live.load()))?;
                 Ok((new, built))
             }) {
             Ok((new, built)) => {

@@ -127,6 +127,7 @@ async fn run_with(
         &config,
         &passthrough,
         &metrics,
+        None,
     )?));
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),

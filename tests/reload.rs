@@ -190,3 +190,90 @@ async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
         .unwrap();
     let _ = std::fs::remove_file(&path);
 }
+
+/// A capture through `base` on `path`; returns the status.
+async fn capture(client: &Client<HttpConnector, Full<Bytes>>, base: &str, path: &str) -> u16 {
+    let body =
+        oz_capture_proxy::capture::testdata::sample_capture_json(2, false, "video_selfie_blank");
+    let req = Request::post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let rsp = tokio::time::timeout(LIMIT, client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = rsp.status().as_u16();
+    let _ = rsp.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn reload_that_leaves_oz_settings_alone_keeps_the_login_token() {
+    use oz_capture_proxy::oz_sim::{self, OzSim, SimConfig};
+    let sim = OzSim::new(SimConfig {
+        polls_until_final: 0,
+        ..SimConfig::default()
+    });
+    let oz_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let oz_addr = oz_listener.local_addr().unwrap();
+    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(oz_sim::serve(oz_listener, sim.clone(), async move {
+        let _ = sim_stopped.await;
+    }));
+    let backend = start_backend().await;
+    let text = |routes: &str| {
+        format!(
+            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{backend}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\noz:\n  url: \"http://{oz_addr}\"\n  auth:\n    email: \"{}\"\n    password: \"{}\"\ncapture:\n  wait_for_result: \"5s\"\n  routes:\n{routes}",
+            oz_sim::DEFAULT_EMAIL,
+            oz_sim::DEFAULT_PASSWORD
+        )
+    };
+    let path = temp_path("keep-token");
+    std::fs::write(&path, text("    - path: /a\n      on_result: respond\n")).unwrap();
+    let env = Default::default();
+    let proxy = server::start(
+        Config::load(&path, &env).unwrap(),
+        Some(ConfigSource {
+            path: path.clone(),
+            env,
+        }),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", proxy.traffic_addr);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let logins = || {
+        sim.calls()
+            .iter()
+            .filter(|c| c.endpoint.as_deref() == Some("auth"))
+            .count()
+    };
+
+    assert_eq!(capture(&client, &base, "/a").await, 200);
+    assert_eq!(logins(), 1);
+
+    // Only the routes change: the Oz client, and with it the token, stays.
+    std::fs::write(
+        &path,
+        text(
+            "    - path: /a\n      on_result: respond\n    - path: /b\n      on_result: respond\n",
+        ),
+    )
+    .unwrap();
+    wait_for_metric(
+        proxy.admin_addr,
+        r#"oz_proxy_config_reloads_total{result="applied"} 1"#,
+    )
+    .await;
+    assert_eq!(capture(&client, &base, "/b").await, 200);
+    assert_eq!(logins(), 1, "a reload that left `oz` alone logged in again");
+
+    proxy.shutdown();
+    tokio::time::timeout(LIMIT, proxy.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = stop_sim.send(());
+    let _ = std::fs::remove_file(&path);
+}

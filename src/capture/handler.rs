@@ -27,7 +27,7 @@ use crate::body::Body;
 use crate::capture::limit::Limiter;
 use crate::capture::transform::{prepare_frames_upload, PreparedUpload, TransformOptions};
 use crate::capture::Error as CaptureError;
-use crate::config::{CaptureRoute, Config, ForwardBody, OnOzError, OnResult, ResultMode};
+use crate::config::{CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode};
 use crate::error::Error;
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
@@ -46,9 +46,13 @@ pub mod oz_headers {
 /// Everything the capture path needs; swapped as a whole on config reload.
 pub struct CaptureService {
     oz: OzClient,
+    /// The settings `oz` was built from, to keep it across reloads that leave them alone.
+    oz_config: OzConfig,
     passthrough: Passthrough,
     metrics: Metrics,
     limiter: Limiter,
+    /// `(memory_budget_bytes, max_concurrent)` the limiter was built with.
+    limits: (u64, usize),
     body_timeout: Duration,
     /// `server.body_idle_timeout` for the backend's answer in forward mode.
     body_idle: Option<Duration>,
@@ -70,22 +74,36 @@ struct Prepared {
 }
 
 impl CaptureService {
-    /// Builds the capture path from `config`.
+    /// Builds the capture path from `config`. On a reload, `previous` is the service being
+    /// replaced: its Oz client (with its login token) is kept when the `oz` section did not change,
+    /// and its limiter when the limits did not, so captures in flight still count against the
+    /// same budget.
     pub fn new(
         config: &Config,
         passthrough: Passthrough,
         metrics: Metrics,
+        previous: Option<&CaptureService>,
     ) -> anyhow::Result<Self> {
-        let oz = OzClient::new(&config.oz, metrics.clone())
-            .map_err(|e| anyhow::anyhow!("oz client: {e}"))?;
+        let limits = (
+            config.capture.memory_budget_bytes,
+            config.capture.max_concurrent,
+        );
+        let oz = match previous {
+            Some(p) if p.oz_config == config.oz => p.oz.clone(),
+            _ => OzClient::new(&config.oz, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("oz client: {e}"))?,
+        };
+        let limiter = match previous {
+            Some(p) if p.limits == limits => p.limiter.clone(),
+            _ => Limiter::new(limits.0, limits.1),
+        };
         Ok(CaptureService {
             oz,
+            oz_config: config.oz.clone(),
             passthrough,
             metrics,
-            limiter: Limiter::new(
-                config.capture.memory_budget_bytes,
-                config.capture.max_concurrent,
-            ),
+            limiter,
+            limits,
             body_timeout: config.capture.body_timeout,
             body_idle: (!config.server.body_idle_timeout.is_zero())
                 .then_some(config.server.body_idle_timeout),
