@@ -1,0 +1,392 @@
+//! Parses the `on_capture_complete` JSON (oz-api.md §4.3, `seed-capture-mode.txt`) into borrowed
+//! views of its frames, without copying them.
+//!
+//! Two shapes exist. Plain: every field at the top level and `from_virtual_camera` null or absent.
+//! Virtual camera: the top-level fields null and the same fields, `additional_info` included,
+//! under `from_virtual_camera`; `action` stays at the top level in both.
+//!
+//! The parser is a hand-written serde visitor rather than a derive, for three reasons:
+//! - every type error names the field path (`from_virtual_camera.frame_list`) and, for frames, the
+//!   index, which serde's derived messages do not;
+//! - no error text is taken from serde for a type error, since serde quotes the offending value
+//!   (`invalid type: string "…"`), and values here are frames and `additional_info`;
+//! - `frame_list` stops storing frames once `max_frames` is reached, so a body of a million
+//!   empty strings cannot make a million-entry vector.
+//!
+//! Frame strings borrow from the body. A string with escapes (`data:image\/jpeg…`, as PHP's
+//! `json_encode` writes it) cannot be borrowed and is unescaped into an owned copy instead.
+//! Unknown fields are skipped: SDK versions add fields. A field given twice is refused, so the
+//! proxy and the backend can never read different values from one body.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::Error;
+
+/// One frame's data URL, borrowed from the body unless it contained escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<'a>(pub Cow<'a, str>);
+
+impl Frame<'_> {
+    /// The data URL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the text points into the request body (no copy was made).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.0, Cow::Borrowed(_))
+    }
+}
+
+/// A parsed and shape-checked capture. Frames are not decoded yet.
+#[derive(Debug)]
+pub struct Capture<'a> {
+    /// The Web SDK action code, not yet checked against the known ones.
+    pub action: Cow<'a, str>,
+    /// Whether the body had the virtual-camera shape.
+    pub virtual_camera: bool,
+    /// `frame_list`, non-empty and at most `max_frames` long.
+    pub frames: Vec<Frame<'a>>,
+    /// `best_frame` (JPEG data URL), if not null.
+    pub best_frame: Option<Frame<'a>>,
+    /// `best_frame_png` (PNG data URL), if not null.
+    pub best_frame_png: Option<Frame<'a>>,
+    /// `additional_info` exactly as it appeared in the body (a JSON string, escapes and all), to
+    /// be forwarded to Oz unchanged (oz-api.md §2.6).
+    pub additional_info: &'a RawValue,
+}
+
+impl Capture<'_> {
+    /// Path of `frame_list` in this body's shape, for error messages.
+    pub fn frame_list_field(&self) -> &'static str {
+        Level::of(self.virtual_camera).path(Field::FrameList)
+    }
+
+    /// Path of `best_frame` in this body's shape, for error messages.
+    pub fn best_frame_field(&self) -> &'static str {
+        Level::of(self.virtual_camera).path(Field::BestFrame)
+    }
+
+    /// Path of `best_frame_png` in this body's shape, for error messages.
+    pub fn best_frame_png_field(&self) -> &'static str {
+        Level::of(self.virtual_camera).path(Field::BestFramePng)
+    }
+}
+
+/// Parses and shape-checks a capture body, refusing more than `max_frames` frames.
+pub fn parse_capture(body: &[u8], max_frames: usize) -> Result<Capture<'_>, Error> {
+    let ctx = Ctx {
+        max_frames,
+        failure: Cell::new(None),
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let top = RootSeed { ctx: &ctx }
+        .deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(|e| json_error(&e, ctx.failure.get()))?;
+    assemble(top, max_frames)
+}
+
+/// Applies the shape rules to the parsed fields.
+fn assemble(mut top: Fields<'_>, max_frames: usize) -> Result<Capture<'_>, Error> {
+    let action = top
+        .action
+        .take()
+        .ok_or_else(|| missing(Field::Action.name()))?;
+    // In the virtual-camera shape the fields are read from `from_virtual_camera`; an
+    // `additional_info` left at the top level is still accepted there, since it describes the
+    // same client either way.
+    let (mut src, top_info, virtual_camera) = match top.from_virtual_camera.take() {
+        Some(vc) => {
+            if top.frame_list.is_some() {
+                return Err(Error::BadField {
+                    field: Field::FrameList.name().into(),
+                    reason: "must be null when `from_virtual_camera` is set (frames are read \
+                             from `from_virtual_camera.frame_list`)"
+                        .into(),
+                });
+            }
+            (*vc, top.additional_info, true)
+        }
+        None => (top, None, false),
+    };
+    let level = Level::of(virtual_camera);
+
+    let field = level.path(Field::FrameList);
+    let frames = match src.frame_list.take() {
+        None => return Err(Error::NoFrames { field }),
+        Some(FrameList::TooMany(count)) => {
+            return Err(Error::TooManyFrames {
+                field,
+                count,
+                limit: max_frames,
+            })
+        }
+        Some(FrameList::Frames(v)) if v.is_empty() => return Err(Error::NoFrames { field }),
+        Some(FrameList::Frames(v)) => v,
+    };
+
+    let additional_info = src
+        .additional_info
+        .or(top_info)
+        .ok_or_else(|| Error::BadField {
+            field: level.path(Field::AdditionalInfo).into(),
+            reason: "is missing (Oz API requires it in capture mode)".into(),
+        })?;
+
+    Ok(Capture {
+        action,
+        virtual_camera,
+        frames,
+        best_frame: src.best_frame,
+        best_frame_png: src.best_frame_png,
+        additional_info,
+    })
+}
+
+fn missing(field: &str) -> Error {
+    Error::BadField {
+        field: field.into(),
+        reason: "is missing".into(),
+    }
+}
+
+/// Turns a serde_json error into a capture error, never using serde's text for a type error.
+fn json_error(err: &serde_json::Error, failure: Option<Failure>) -> Error {
+    let at = format!("line {}, column {}", err.line(), err.column());
+    match failure {
+        Some(Failure::WrongType {
+            field,
+            expected,
+            found,
+        }) => Error::BadField {
+            field: field.into(),
+            reason: format!("expected {expected}, found {found} ({at})"),
+        },
+        Some(Failure::FrameWrongType {
+            field,
+            index,
+            found,
+        }) => Error::BadFrame {
+            field,
+            index,
+            reason: format!("expected a data URL string, found {found} ({at})"),
+        },
+        Some(Failure::Duplicate { field }) => Error::BadField {
+            field: field.into(),
+            reason: format!("appears more than once ({at})"),
+        },
+        Some(Failure::RootNotObject { found }) => Error::BadJson {
+            detail: format!("expected a JSON object, found {found} ({at})"),
+        },
+        None => match err.classify() {
+            // Syntax and EOF messages are fixed texts in serde_json ("expected `,` or `]`",
+            // "EOF while parsing a string"), followed by "at line L column C": nothing quoted.
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                Error::BadJson {
+                    detail: err.to_string(),
+                }
+            }
+            // Data errors carry free text that may quote input; none is expected here because
+            // every visitor records its failure, but never pass one through.
+            serde_json::error::Category::Data | serde_json::error::Category::Io => Error::BadJson {
+                detail: format!("unexpected value ({at})"),
+            },
+        },
+    }
+}
+
+// === Parse state ===
+
+/// Shared by all visitors of one parse: the frame limit and the first failure, recorded so the
+/// error can be worded here instead of by serde.
+struct Ctx {
+    max_frames: usize,
+    failure: Cell<Option<Failure>>,
+}
+
+impl Ctx {
+    fn fail<E: de::Error>(&self, failure: Failure) -> E {
+        self.failure.set(Some(failure));
+        // Only a marker: `json_error` words the message from the recorded failure.
+        E::custom("capture shape")
+    }
+
+    fn wrong_type<E: de::Error>(
+        &self,
+        field: &'static str,
+        expected: &'static str,
+        found: Found,
+    ) -> E {
+        self.fail(Failure::WrongType {
+            field,
+            expected,
+            found,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        found: Found,
+    },
+    FrameWrongType {
+        field: &'static str,
+        index: usize,
+        found: Found,
+    },
+    Duplicate {
+        field: &'static str,
+    },
+    RootNotObject {
+        found: Found,
+    },
+}
+
+/// The JSON type found where another was expected; never the value.
+#[derive(Clone, Copy, Debug)]
+enum Found {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl fmt::Display for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Found::Null => "null",
+            Found::Bool => "a boolean",
+            Found::Number => "a number",
+            Found::String => "a string",
+            Found::Array => "an array",
+            Found::Object => "an object",
+        })
+    }
+}
+
+/// Which object is being read: the body itself or `from_virtual_camera`.
+#[derive(Clone, Copy, Debug)]
+enum Level {
+    Top,
+    VirtualCamera,
+}
+
+impl Level {
+    fn of(virtual_camera: bool) -> Level {
+        if virtual_camera {
+            Level::VirtualCamera
+        } else {
+            Level::Top
+        }
+    }
+
+    fn path(self, field: Field) -> &'static str {
+        match self {
+            Level::Top => field.name(),
+            Level::VirtualCamera => field.vc_path(),
+        }
+    }
+}
+
+/// The fields the proxy knows; anything else is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Action,
+    AdditionalInfo,
+    BestFrame,
+    BestFramePng,
+    BestFrameBoundingBox,
+    BestFrameLandmarks,
+    FrameList,
+    FrameBoundingBoxList,
+    FrameLandmarks,
+    FromVirtualCamera,
+}
+
+impl Field {
+    fn from_key(key: &str) -> Option<Field> {
+        Some(match key {
+            "action" => Field::Action,
+            "additional_info" => Field::AdditionalInfo,
+            "best_frame" => Field::BestFrame,
+            "best_frame_png" => Field::BestFramePng,
+            "best_frame_bounding_box" => Field::BestFrameBoundingBox,
+            "best_frame_landmarks" => Field::BestFrameLandmarks,
+            "frame_list" => Field::FrameList,
+            "frame_bounding_box_list" => Field::FrameBoundingBoxList,
+            "frame_landmarks" => Field::FrameLandmarks,
+            "from_virtual_camera" => Field::FromVirtualCamera,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Action => "action",
+            Field::AdditionalInfo => "additional_info",
+            Field::BestFrame => "best_frame",
+            Field::BestFramePng => "best_frame_png",
+            Field::BestFrameBoundingBox => "best_frame_bounding_box",
+            Field::BestFrameLandmarks => "best_frame_landmarks",
+            Field::FrameList => "frame_list",
+            Field::FrameBoundingBoxList => "frame_bounding_box_list",
+            Field::FrameLandmarks => "frame_landmarks",
+            Field::FromVirtualCamera => "from_virtual_camera",
+        }
+    }
+
+    /// The path under `from_virtual_camera` (static, so errors can hold it without allocating).
+    fn vc_path(self) -> &'static str {
+        match self {
+            Field::Action => "from_virtual_camera.action",
+            Field::AdditionalInfo => "from_virtual_camera.additional_info",
+            Field::BestFrame => "from_virtual_camera.best_frame",
+            Field::BestFramePng => "from_virtual_camera.best_frame_png",
+            Field::BestFrameBoundingBox => "from_virtual_camera.best_frame_bounding_box",
+            Field::BestFrameLandmarks => "from_virtual_camera.best_frame_landmarks",
+            Field::FrameList => "from_virtual_camera.frame_list",
+            Field::FrameBoundingBoxList => "from_virtual_camera.frame_bounding_box_list",
+            Field::FrameLandmarks => "from_virtual_camera.frame_landmarks",
+            Field::FromVirtualCamera => "from_virtual_camera.from_virtual_camera",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// The known fields of one object, as read.
+#[derive(Default)]
+struct Fields<'a> {
+    action: Option<Cow<'a, str>>,
+    additional_info: Option<&'a RawValue>,
+    best_frame: Option<Frame<'a>>,
+    best_frame_png: Option<Frame<'a>>,
+    frame_list: Option<FrameList<'a>>,
+    from_virtual_camera: Option<Box<Fields<'a>>>,
+}
+
+/// `frame_list` as read: the frames, or only their count once there are too many.
+enum FrameList<'a> {
+    Frames(Vec<Frame<'a>>),
+    TooMany(usize),
+}
+
+mod visit;
+
+use visit::RootSeed;
+
+#[cfg(test)]
+mod tests;

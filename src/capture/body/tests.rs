@@ -1,0 +1,425 @@
+//! Tests of `parse_capture`: both shapes, escapes, every refusal and what its message names.
+
+use super::*;
+use crate::capture::testdata::{
+    sample_capture_json, sample_capture_json_escaped, SampleCapture, SAMPLE_ADDITIONAL_INFO,
+};
+
+const SECRET: &str = "SECRETMARKER";
+
+fn parse(body: &[u8]) -> Result<Capture<'_>, Error> {
+    parse_capture(body, 300)
+}
+
+fn err(body: &str) -> Error {
+    match parse_capture(body.as_bytes(), 300) {
+        Ok(_) => panic!("expected an error for {body}"),
+        Err(e) => e,
+    }
+}
+
+fn bad_field(body: &str) -> (String, String) {
+    match err(body) {
+        Error::BadField { field, reason } => (field, reason),
+        other => panic!("expected BadField, got {other:?}"),
+    }
+}
+
+/// `additional_info` as the JSON text it was sent as.
+fn info_json() -> String {
+    serde_json::to_string(SAMPLE_ADDITIONAL_INFO).expect("str")
+}
+
+#[test]
+fn plain_shape_borrows_frames() {
+    let body = sample_capture_json(3, false, "video_selfie_blank");
+    let c = parse(&body).expect("valid");
+    assert_eq!(c.action, "video_selfie_blank");
+    assert!(!c.virtual_camera);
+    assert_eq!(c.frames.len(), 3);
+    assert!(c.frames.iter().all(Frame::is_borrowed));
+    assert!(c.frames[0]
+        .as_str()
+        .starts_with("data:image/jpeg;base64,/9j/"));
+    assert!(c.best_frame.as_ref().is_some_and(Frame::is_borrowed));
+    assert!(c
+        .best_frame_png
+        .as_ref()
+        .is_some_and(|f| f.as_str().starts_with("data:image/png;base64,")));
+    assert_eq!(c.additional_info.get(), info_json());
+    assert_eq!(c.frame_list_field(), "frame_list");
+    // The frame points into the body: no copy was made.
+    let range = body.as_ptr_range();
+    assert!(range.contains(&c.frames[1].as_str().as_ptr()));
+}
+
+#[test]
+fn virtual_camera_shape_reads_from_virtual_camera() {
+    let body = sample_capture_json(2, true, "video_selfie_eyes");
+    let c = parse(&body).expect("valid");
+    assert!(c.virtual_camera);
+    assert_eq!(c.action, "video_selfie_eyes");
+    assert_eq!(c.frames.len(), 2);
+    assert!(c.best_frame.is_some() && c.best_frame_png.is_some());
+    assert_eq!(c.additional_info.get(), info_json());
+    assert_eq!(c.frame_list_field(), "from_virtual_camera.frame_list");
+    assert_eq!(
+        c.best_frame_png_field(),
+        "from_virtual_camera.best_frame_png"
+    );
+}
+
+#[test]
+fn escaped_slashes_fall_back_to_owned_and_keep_additional_info_verbatim() {
+    for vc in [false, true] {
+        let body = sample_capture_json_escaped(2, vc, "video_selfie_blank");
+        let c = parse(&body).expect("valid");
+        assert!(c.frames.iter().all(|f| !f.is_borrowed()));
+        assert!(c.frames[0].as_str().starts_with("data:image/jpeg;base64,"));
+        // The unescaped frame equals the one in the unescaped body.
+        let plain = sample_capture_json(2, vc, "video_selfie_blank");
+        let p = parse(&plain).expect("valid");
+        assert_eq!(c.frames, p.frames);
+        // additional_info is forwarded as sent, escapes included.
+        assert!(c.additional_info.get().contains(r"oz-liveness-web\/1.9.2"));
+        let s: String = serde_json::from_str(c.additional_info.get()).expect("string");
+        assert_eq!(s, SAMPLE_ADDITIONAL_INFO);
+    }
+}
+
+#[test]
+fn escapes_only_in_some_frames_borrow_the_rest() {
+    let body = r#"{"action":"a","additional_info":"","frame_list":["data:x","data:\u0078"]}"#;
+    let c = parse(body.as_bytes()).expect("valid");
+    assert!(c.frames[0].is_borrowed());
+    assert!(!c.frames[1].is_borrowed());
+    assert_eq!(c.frames[1].as_str(), "data:x");
+}
+
+#[test]
+fn unknown_fields_and_absent_optionals_are_fine() {
+    let body = r#"{"sdk_new_field":{"deep":[1,{"x":null}]},"action":"video_selfie_blank",
+        "frame_list":["f0"],"additional_info":"i","extra":"x"}"#;
+    let c = parse(body.as_bytes()).expect("valid");
+    assert!(c.best_frame.is_none() && c.best_frame_png.is_none() && !c.virtual_camera);
+    // `from_virtual_camera: null` is the plain shape too.
+    let body = r#"{"action":"a","frame_list":["f"],"additional_info":"i","from_virtual_camera":null,
+        "best_frame":null,"best_frame_png":null,"best_frame_bounding_box":null,
+        "best_frame_landmarks":null,"frame_bounding_box_list":null,"frame_landmarks":null}"#;
+    assert!(!parse(body.as_bytes()).expect("valid").virtual_camera);
+}
+
+#[test]
+fn whitespace_around_additional_info_is_not_part_of_it() {
+    let body = "{\"action\":\"a\",\"frame_list\":[\"f\"],\"additional_info\" :\n  \"i\"  \n}";
+    assert_eq!(
+        parse(body.as_bytes()).expect("valid").additional_info.get(),
+        "\"i\""
+    );
+}
+
+#[test]
+fn missing_or_null_or_empty_frames_are_no_frames() {
+    for body in [
+        r#"{"action":"a","additional_info":"i"}"#,
+        r#"{"action":"a","additional_info":"i","frame_list":null}"#,
+        r#"{"action":"a","additional_info":"i","frame_list":[]}"#,
+    ] {
+        assert!(
+            matches!(
+                err(body),
+                Error::NoFrames {
+                    field: "frame_list"
+                }
+            ),
+            "{body}"
+        );
+    }
+    let vc = r#"{"action":"a","frame_list":null,"from_virtual_camera":{"additional_info":"i","frame_list":[]}}"#;
+    assert!(matches!(
+        err(vc),
+        Error::NoFrames {
+            field: "from_virtual_camera.frame_list"
+        }
+    ));
+    let vc = r#"{"action":"a","from_virtual_camera":{"additional_info":"i"}}"#;
+    assert!(matches!(
+        err(vc),
+        Error::NoFrames {
+            field: "from_virtual_camera.frame_list"
+        }
+    ));
+}
+
+#[test]
+fn too_many_frames_are_counted_not_kept() {
+    let body = sample_capture_json(5, false, "video_selfie_blank");
+    assert_eq!(
+        parse_capture(&body, 5).expect("at the limit").frames.len(),
+        5
+    );
+    match parse_capture(&body, 4) {
+        Err(Error::TooManyFrames {
+            field: "frame_list",
+            count: 5,
+            limit: 4,
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // Elements past the limit are only counted, whatever their type.
+    let body = r#"{"action":"a","additional_info":"i","frame_list":["a","b",1,{},null]}"#;
+    assert!(matches!(
+        parse_capture(body.as_bytes(), 2),
+        Err(Error::TooManyFrames { count: 5, .. })
+    ));
+    let body = sample_capture_json(3, true, "video_selfie_blank");
+    assert!(matches!(
+        parse_capture(&body, 2),
+        Err(Error::TooManyFrames {
+            field: "from_virtual_camera.frame_list",
+            count: 3,
+            limit: 2
+        })
+    ));
+}
+
+#[test]
+fn frames_in_both_places_are_refused() {
+    let body = r#"{"action":"a","frame_list":["x"],"from_virtual_camera":{"additional_info":"i","frame_list":["y"]}}"#;
+    let (field, reason) = bad_field(body);
+    assert_eq!(field, "frame_list");
+    assert!(reason.contains("from_virtual_camera"), "{reason}");
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let cases = [
+        (
+            r#"{"action":5,"frame_list":["f"],"additional_info":"i"}"#,
+            "action",
+            "expected a string, found a number",
+        ),
+        (
+            r#"{"action":null,"frame_list":["f"],"additional_info":"i"}"#,
+            "action",
+            "expected a string, found null",
+        ),
+        (
+            r#"{"action":"a","frame_list":"data:image/jpeg;base64,AAAA","additional_info":"i"}"#,
+            "frame_list",
+            "expected an array of data-URL strings or null, found a string",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":{"k":1}}"#,
+            "additional_info",
+            "expected a string, found an object",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","best_frame":7}"#,
+            "best_frame",
+            "expected a string or null, found a number",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","best_frame_png":[]}"#,
+            "best_frame_png",
+            "expected a string or null, found an array",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","best_frame_bounding_box":[1]}"#,
+            "best_frame_bounding_box",
+            "expected an object or null, found an array",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","best_frame_landmarks":"x"}"#,
+            "best_frame_landmarks",
+            "expected an object or null, found a string",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","frame_bounding_box_list":{}}"#,
+            "frame_bounding_box_list",
+            "expected an array or null, found an object",
+        ),
+        (
+            r#"{"action":"a","frame_list":["f"],"additional_info":"i","frame_landmarks":true}"#,
+            "frame_landmarks",
+            "expected an array or null, found a boolean",
+        ),
+        (
+            r#"{"action":"a","from_virtual_camera":"yes"}"#,
+            "from_virtual_camera",
+            "expected an object or null, found a string",
+        ),
+        (
+            r#"{"action":"a","from_virtual_camera":{"frame_list":["f"],"additional_info":1}}"#,
+            "from_virtual_camera.additional_info",
+            "expected a string, found a number",
+        ),
+        (
+            r#"{"action":"a","from_virtual_camera":{"frame_list":7}}"#,
+            "from_virtual_camera.frame_list",
+            "expected an array of data-URL strings or null, found a number",
+        ),
+    ];
+    for (body, want_field, want_reason) in cases {
+        let (field, reason) = bad_field(body);
+        assert_eq!(field, want_field, "{body}");
+        assert!(reason.starts_with(want_reason), "{body}: {reason}");
+        assert!(reason.contains("line 1, column "), "{reason}");
+    }
+}
+
+#[test]
+fn a_frame_of_the_wrong_type_names_its_index() {
+    let body = r#"{"action":"a","additional_info":"i","frame_list":["f0","f1",42]}"#;
+    match err(body) {
+        Error::BadFrame {
+            field: "frame_list",
+            index: 2,
+            reason,
+        } => assert!(reason.starts_with("expected a data URL string, found a number")),
+        other => panic!("unexpected {other:?}"),
+    }
+    let body = r#"{"action":"a","from_virtual_camera":{"frame_list":[null]}}"#;
+    match err(body) {
+        Error::BadFrame {
+            field: "from_virtual_camera.frame_list",
+            index: 0,
+            reason,
+        } => assert!(reason.contains("found null"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn missing_required_fields() {
+    let (f, r) = bad_field(r#"{"frame_list":["f"],"additional_info":"i"}"#);
+    assert_eq!((f.as_str(), r.as_str()), ("action", "is missing"));
+    for body in [
+        r#"{"action":"a","frame_list":["f"]}"#,
+        r#"{"action":"a","frame_list":["f"],"additional_info":null}"#,
+    ] {
+        let (f, r) = bad_field(body);
+        assert_eq!(f, "additional_info");
+        assert!(r.starts_with("is missing"), "{r}");
+    }
+    let (f, _) = bad_field(r#"{"action":"a","from_virtual_camera":{"frame_list":["f"]}}"#);
+    assert_eq!(f, "from_virtual_camera.additional_info");
+}
+
+#[test]
+fn virtual_camera_accepts_additional_info_at_the_top_level() {
+    let body =
+        r#"{"action":"a","additional_info":"top","from_virtual_camera":{"frame_list":["f"]}}"#;
+    let c = parse(body.as_bytes()).expect("valid");
+    assert_eq!(c.additional_info.get(), r#""top""#);
+    // When both are there, the one under from_virtual_camera wins.
+    let body = r#"{"action":"a","additional_info":"top","from_virtual_camera":{"frame_list":["f"],"additional_info":"vc"}}"#;
+    assert_eq!(
+        parse(body.as_bytes()).expect("valid").additional_info.get(),
+        r#""vc""#
+    );
+}
+
+#[test]
+fn action_and_nesting_under_from_virtual_camera_are_ignored() {
+    let body = r#"{"action":"a","from_virtual_camera":{"action":5,"from_virtual_camera":[],"frame_list":["f"],"additional_info":"i"}}"#;
+    let c = parse(body.as_bytes()).expect("valid");
+    assert_eq!(c.action, "a");
+}
+
+#[test]
+fn duplicate_fields_are_refused() {
+    let body = r#"{"action":"a","frame_list":["f"],"additional_info":"i","frame_list":["g"]}"#;
+    let (f, r) = bad_field(body);
+    assert_eq!(f, "frame_list");
+    assert!(r.starts_with("appears more than once"), "{r}");
+    let body = r#"{"action":"a","from_virtual_camera":{"additional_info":"i","additional_info":"j","frame_list":["f"]}}"#;
+    assert_eq!(bad_field(body).0, "from_virtual_camera.additional_info");
+    // Unknown fields may repeat: they are not read.
+    let body = r#"{"x":1,"x":2,"action":"a","frame_list":["f"],"additional_info":"i"}"#;
+    assert!(parse(body.as_bytes()).is_ok());
+}
+
+#[test]
+fn syntax_errors_are_bad_json_with_position() {
+    let body = sample_capture_json(2, false, "video_selfie_blank");
+    for cut in [1, 40, body.len() / 2, body.len() - 1] {
+        match parse(&body[..cut]) {
+            Err(Error::BadJson { detail }) => {
+                assert!(detail.contains("line 1 column"), "{detail}");
+                assert!(detail.starts_with("EOF while parsing"), "{detail}");
+            }
+            other => panic!("cut at {cut}: unexpected {other:?}"),
+        }
+    }
+    for body in [
+        "",
+        "{",
+        r#"{"action":"a",}"#,
+        r#"{"action":"a"} trailing"#,
+        "{\"action\":\"a\u{1}\"}",
+        "{\"action\":\"a\\q\"}",
+    ] {
+        assert!(matches!(err(body), Error::BadJson { .. }), "{body}");
+    }
+    // Not UTF-8 inside a string.
+    let mut bytes = br#"{"action":"a","frame_list":[""#.to_vec();
+    bytes.extend_from_slice(&[0xFF, 0xFE]);
+    bytes.extend_from_slice(br#""],"additional_info":"i"}"#);
+    assert!(matches!(parse(&bytes), Err(Error::BadJson { .. })));
+}
+
+#[test]
+fn a_body_that_is_not_an_object_is_bad_json() {
+    for (body, found) in [
+        ("[]", "an array"),
+        ("null", "null"),
+        ("\"x\"", "a string"),
+        ("12", "a number"),
+        ("true", "a boolean"),
+    ] {
+        match err(body) {
+            Error::BadJson { detail } => {
+                assert!(detail.starts_with(&format!("expected a JSON object, found {found}")))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn errors_never_contain_input_values() {
+    let secret_url = format!("data:image/jpeg;base64,{SECRET}");
+    let mut cases: Vec<String> = vec![
+        format!(
+            r#"{{"action":"{SECRET}","frame_list":"{secret_url}","additional_info":"{SECRET}"}}"#
+        ),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"additional_info":"i","best_frame_bounding_box":"{SECRET}"}}"#
+        ),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"additional_info":"i","frame_landmarks":"{SECRET}"}}"#
+        ),
+        format!(r#"{{"action":"a","from_virtual_camera":"{SECRET}"}}"#),
+        format!(r#"{{"action":["{SECRET}"],"frame_list":["f"],"additional_info":"i"}}"#),
+        format!(r#"{{"action":"a","frame_list":["f",["{SECRET}"]],"additional_info":"i"}}"#),
+        format!(r#"{{"action":"a","frame_list":["f"],"additional_info":["{SECRET}"]}}"#),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"additional_info":"{SECRET}","frame_list":1}}"#
+        ),
+        format!(r#""{SECRET}""#),
+        format!(r#"{{"action":"a","frame_list":["{SECRET}"#),
+        format!(r#"{{"action":"a","{SECRET}":1,,}}"#),
+    ];
+    let mut sample = SampleCapture::new(2, false, "video_selfie_blank");
+    sample.additional_info = Some(format!("{SECRET} env"));
+    sample.frames[1] = format!("data:image/jpeg;base64,{SECRET}");
+    let full = String::from_utf8(sample.to_json()).expect("utf8");
+    cases.push(full[..full.len() - 3].to_owned());
+    for body in cases {
+        let e = err(&body);
+        let msg = e.to_string();
+        assert!(!msg.contains(SECRET), "{msg}");
+        assert!(!format!("{e:?}").contains(SECRET), "{e:?}");
+    }
+}
