@@ -1,0 +1,182 @@
+# Shared by benches/load.sh and benches/capture_e2e.sh (sourced, not run).
+#
+# Provides: log, ensure_tools, build_release, a scratch dir $tmp removed on exit, start_bg (every
+# background process is killed by PID on exit), free_ports, wait_http, start_backend (static
+# nginx on loopback), cpu_ticks, rss_kb, rss_sampler.
+
+bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$bench_dir/.." && pwd)
+script_name=$(basename "$0")
+
+log() { printf '[%s %s] %s\n' "$script_name" "$(date +%T)" "$*" >&2; }
+
+# ensure_tools: installs wrk, h2load (nghttp2-client), nginx, curl and python3 with apt-get
+# when missing (apt-get update first).
+ensure_tools() {
+    local need=()
+    command -v wrk >/dev/null || need+=(wrk)
+    command -v h2load >/dev/null || need+=(nghttp2-client)
+    command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+    command -v curl >/dev/null || need+=(curl)
+    command -v python3 >/dev/null || need+=(python3)
+    if ((${#need[@]})); then
+        local sudo=""
+        [[ $(id -u) == 0 ]] || sudo="sudo"
+        log "installing ${need[*]} with apt-get"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+# build_release [extra cargo args]: the release binary (skipped with SKIP_BUILD=1).
+build_release() {
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        log "building the release binary"
+        (cd "$root" && cargo build --release --quiet --bin oz-capture-proxy "$@")
+    fi
+    BIN=${BIN:-$root/target/release/oz-capture-proxy}
+}
+
+tmp=$(mktemp -d "/tmp/oz-bench.XXXXXX")
+chmod 755 "$tmp"
+bg_pids=()
+cleanup() {
+    local p
+    for p in "${bg_pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${bg_pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Priority of every process the benchmarks start (the proxies, the backend, the generators): the
+# machine is shared, so they run at nice -10 by default to be shielded from other people's
+# compile jobs; NICE=0 turns that off. Negative values need root; for anyone else it is 0.
+NICE=${NICE:--10}
+[[ $(id -u) == 0 ]] || NICE=0
+
+# on_cpu CPU CMD...: runs CMD pinned to CPU (unpinned when CPU is "-") at priority $NICE.
+on_cpu() {
+    local cpu=$1
+    shift
+    if [[ $cpu == - ]]; then
+        nice -n "$NICE" "$@"
+    else
+        nice -n "$NICE" taskset -c "$cpu" "$@"
+    fi
+}
+
+# start_bg CPU LOGFILE CMD...: starts CMD pinned to CPU (or unpinned when CPU is "-") in the
+# background, output to LOGFILE; its PID is in $last_pid and killed on exit.
+start_bg() {
+    local cpu=$1 out=$2
+    shift 2
+    # Not through on_cpu: a function in the background would be a subshell, and $! its PID.
+    # nice and taskset exec the command, so $! is the command's own PID.
+    if [[ $cpu == - ]]; then
+        nice -n "$NICE" "$@" >>"$out" 2>&1 &
+    else
+        nice -n "$NICE" taskset -c "$cpu" "$@" >>"$out" 2>&1 &
+    fi
+    last_pid=$!
+    bg_pids+=("$last_pid")
+}
+
+free_ports() { # N: prints N free loopback ports
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+wait_http() { # URL [seconds]
+    local deadline=$((SECONDS + ${2:-10}))
+    until curl -fs -o /dev/null "$1"; do
+        ((SECONDS < deadline)) || { log "timed out waiting for $1"; return 1; }
+        sleep 0.1
+    done
+}
+
+# nginx runs as root here only when the script does; its workers then need `user root` to read
+# files in $tmp.
+nginx_user_line() { [[ $(id -u) == 0 ]] && echo "user root;" || true; }
+
+# start_backend CPU PORT H2PORT: static nginx serving $tmp/www/{1k,1m}, no access log, one
+# worker, keep-alive without a request cap. Sets BACKEND_PID.
+start_backend() {
+    local cpu=$1 port=$2 h2port=$3
+    mkdir -p "$tmp/www" "$tmp/backend"
+    head -c 1024 /dev/urandom >"$tmp/www/1k"
+    head -c 1048576 /dev/urandom >"$tmp/www/1m"
+    chmod 644 "$tmp/www/"*
+    cat >"$tmp/backend/nginx.conf" <<EOF
+$(nginx_user_line)
+worker_processes 1;
+pid $tmp/backend/nginx.pid;
+error_log $tmp/backend/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=16;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+    client_body_temp_path $tmp/backend/body;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$h2port http2;
+        root $tmp/www;
+    }
+}
+EOF
+    start_bg "$cpu" "$tmp/backend/stderr" "$NGINX" -p "$tmp/backend" -c "$tmp/backend/nginx.conf" \
+        -g 'daemon off;'
+    BACKEND_PID=$last_pid
+}
+
+cpu_ticks() { # PIDS...: sum of utime+stime in clock ticks
+    local t=0 p f
+    for p in "$@"; do
+        read -r -a f <"/proc/$p/stat"
+        # comm (field 2) has no spaces for these binaries; utime and stime are fields 14 and 15.
+        t=$((t + f[13] + f[14]))
+    done
+    echo "$t"
+}
+
+rss_kb() { # PIDS...: sum of VmRSS in KiB
+    local t=0 p k v _
+    for p in "$@"; do
+        while read -r k v _; do
+            [[ $k == VmRSS: ]] && t=$((t + v))
+        done <"/proc/$p/status"
+    done
+    echo "$t"
+}
+
+# rss_sampler OUTFILE INTERVAL PIDS...: run in the background; on SIGTERM writes the highest
+# RSS (KiB) seen, sampled every INTERVAL seconds.
+rss_sampler() {
+    local out=$1 every=$2 peak=0 now
+    shift 2
+    trap 'echo "$peak" >"$out"; exit 0' TERM
+    while :; do
+        now=$(rss_kb "$@")
+        ((now > peak)) && peak=$now
+        sleep "$every"
+    done
+}
+
+TICK=$(getconf CLK_TCK)

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Passthrough load benchmark: direct vs oz-capture-proxy vs nginx, in one run, on one machine.
+#
+#   benches/load.sh                 # full run, about 9 minutes on 2 cores
+#   QUICK=1 benches/load.sh         # about 1.5 minutes: shorter runs, one round
+#
+# What it does (BENCHMARKS.md explains the choices):
+#   1. installs wrk, h2load (nghttp2-client) and nginx with apt-get when missing;
+#   2. builds the release binary;
+#   3. starts a static nginx as the loopback backend (1 KiB and 1 MiB files, no access log),
+#      oz-capture-proxy and an nginx reverse proxy (proxy_pass, upstream keepalive, access log on)
+#      in front of it, all on 127.0.0.1;
+#   4. runs every scenario on the three paths (direct, proxy, nginx), round after round, in
+#      rotating order, recording req/s, p50/p99/p99.9, CPU per 10k requests and RSS;
+#   5. prints the Markdown tables (medians, ratios) and keeps raw outputs in $OUT.
+#
+# CPU placement on this 2-core machine: the system under test (oz-capture-proxy or the nginx
+# proxy) is pinned to CPU $CPU_SUT; the load generator and the backend share CPU $CPU_LOAD. Each
+# proxy therefore gets exactly one core of its own (tokio sizes its worker pool from the affinity
+# mask, so the proxy runs one worker; nginx runs worker_processes 1), and the generator and the
+# backend are placed identically for all three paths.
+#
+# Environment knobs: QUICK, DURATION (s), ROUNDS, CONNS, RATE (req/s of the constant-rate
+# scenario), CPU_SUT, CPU_LOAD, OUT (results directory), SKIP_BUILD=1, SCENARIOS (space-separated
+# subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m).
+set -euo pipefail
+
+source "$(dirname "$0")/common.sh"
+here=$bench_dir
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    DURATION=${DURATION:-3}
+    ROUNDS=${ROUNDS:-1}
+    WARMUP=${WARMUP:-1}
+else
+    DURATION=${DURATION:-10}
+    ROUNDS=${ROUNDS:-3}
+    WARMUP=${WARMUP:-1}
+fi
+CONNS=${CONNS:-16}
+RATE=${RATE:-1000}
+CPU_SUT=${CPU_SUT:-1}
+CPU_LOAD=${CPU_LOAD:-0}
+SCENARIOS=${SCENARIOS:-"h1_1k h1_1m h1_1k_rate h2_1k h2_1m"}
+OUT=${OUT:-$root/target/bench/load-$(date +%Y%m%d-%H%M%S)}
+PATHS=(direct proxy nginx)
+
+ensure_tools
+build_release
+mkdir -p "$OUT"
+read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN P_NGINX P_NGINX_H2 P_OZ <<<"$(free_ports 7)"
+user_line=$(nginx_user_line)
+
+# --- the backend: static nginx on CPU_LOAD -----------------------------------------------------
+start_backend "$CPU_LOAD" "$P_BACKEND" "$P_BACKEND_H2"
+mkdir -p "$tmp/nginx"
+
+# --- the reference proxy: nginx proxy_pass with upstream keepalive, on CPU_SUT -----------------
+# Does the same header work as oz-capture-proxy: X-Forwarded-For appended, X-Forwarded-Proto,
+# X-Forwarded-Host, a request id when absent, Host passed on. Access log on, one unbuffered
+# write per request to a file (oz-capture-proxy writes one JSON line per request to stdout,
+# which this script sends to a file too). proxy_max_temp_file_size 0 keeps 1 MiB responses in
+# memory (no spill to a temp file), as oz-capture-proxy streams them.
+cat >"$tmp/nginx/nginx.conf" <<EOF
+$user_line
+worker_processes 1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $tmp/nginx/access.log;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    upstream backend {
+        server 127.0.0.1:$P_BACKEND;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 3s;
+    }
+    map \$http_x_request_id \$req_id { "" \$request_id; default \$http_x_request_id; }
+    server {
+        listen 127.0.0.1:$P_NGINX backlog=4096;
+        listen 127.0.0.1:$P_NGINX_H2 http2;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$req_id;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+start_bg "$CPU_SUT" "$tmp/nginx/stderr" "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+    -g 'daemon off;'
+NGINX_MASTER=$last_pid
+
+# --- oz-capture-proxy on CPU_SUT, production defaults (JSON access log on stdout) --------------
+cat >"$tmp/proxy.yaml" <<EOF
+listen: "127.0.0.1:$P_PROXY"
+admin_listen: "127.0.0.1:$P_ADMIN"
+backend:
+  url: "http://127.0.0.1:$P_BACKEND"
+oz:
+  url: "http://127.0.0.1:$P_OZ"
+  auth:
+    token: "bench-token"
+capture:
+  routes:
+    - path: "/api/liveness/capture"
+EOF
+# stdout (the access log) goes to a file, as a container runtime would collect it.
+start_bg "$CPU_SUT" "$tmp/proxy.log" "$BIN" --config "$tmp/proxy.yaml"
+PROXY_PID=$last_pid
+
+wait_http "http://127.0.0.1:$P_BACKEND/1k"
+wait_http "http://127.0.0.1:$P_NGINX/1k"
+wait_http "http://127.0.0.1:$P_ADMIN/ready"
+wait_http "http://127.0.0.1:$P_PROXY/1k"
+NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+
+sut_pids() {
+    case $1 in
+        direct) echo "" ;;
+        proxy) echo "$PROXY_PID" ;;
+        nginx) echo "$NGINX_PIDS" ;;
+    esac
+}
+access_log_of() {
+    case $1 in
+        proxy) echo "$tmp/proxy.log" ;;
+        nginx) echo "$tmp/nginx/access.log" ;;
+        *) echo "" ;;
+    esac
+}
+h1_port() { case $1 in direct) echo "$P_BACKEND" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX" ;; esac }
+h2_port() { case $1 in direct) echo "$P_BACKEND_H2" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX_H2" ;; esac }
+
+# Idle RSS: after start-up and the readiness probes above, before any load.
+sleep 1
+declare -A RSS_IDLE=([direct]=null [proxy]=$(rss_kb $PROXY_PID) [nginx]=$(rss_kb $NGINX_PIDS))
+log "idle RSS: proxy ${RSS_IDLE[proxy]} KiB, nginx ${RSS_IDLE[nginx]} KiB"
+
+# --- scenarios ---------------------------------------------------------------------------------
+per_conn_rate=$(python3 -c "print(f'{$RATE/$CONNS:g}')")
+declare -A DESCR=(
+    [h1_1k]="HTTP/1.1 keep-alive, GET 1 KiB response, wrk closed loop, $CONNS connections (saturation)"
+    [h1_1m]="HTTP/1.1 keep-alive, GET 1 MiB response, wrk closed loop, $CONNS connections (saturation)"
+    [h1_1k_rate]="HTTP/1.1 keep-alive, GET 1 KiB, constant $RATE req/s (h2load --h1 --rps), $CONNS connections"
+    [h2_1k]="HTTP/2 h2c prior knowledge, GET 1 KiB, h2load closed loop, 4 connections x 4 streams"
+    [h2_1m]="HTTP/2 h2c prior knowledge, GET 1 MiB, h2load closed loop, 4 connections x 4 streams"
+)
+
+# run_tool SCENARIO PATH SECONDS PREFIX: runs the generator on CPU_LOAD; leaves PREFIX.out/.log
+run_tool() {
+    local s=$1 p=$2 secs=$3 prefix=$4
+    local h1="http://127.0.0.1:$(h1_port "$p")" h2="http://127.0.0.1:$(h2_port "$p")"
+    local gen=(on_cpu "$CPU_LOAD")
+    case $s in
+        h1_1k) "${gen[@]}" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s -s "$here/wrk_stats.lua" "$h1/1k" ;;
+        h1_1m) "${gen[@]}" wrk -t1 -c"$CONNS" -d"${secs}s" --timeout 5s -s "$here/wrk_stats.lua" "$h1/1m" ;;
+        h1_1k_rate) "${gen[@]}" h2load --h1 -c"$CONNS" --rps="$per_conn_rate" -D "$secs" \
+            --log-file="$prefix.log" "$h1/1k" ;;
+        h2_1k) "${gen[@]}" h2load -c4 -m4 -D "$secs" --log-file="$prefix.log" "$h2/1k" ;;
+        h2_1m) "${gen[@]}" h2load -c4 -m4 -D "$secs" --log-file="$prefix.log" "$h2/1m" ;;
+    esac >"$prefix.out" 2>&1
+}
+
+measure() { # SCENARIO PATH ROUND
+    local s=$1 p=$2 r=$3
+    local prefix="$OUT/raw/$s.$p.r$r"
+    local pids_sut
+    pids_sut=$(sut_pids "$p")
+    # Warm-up: fills connection pools and caches; not measured.
+    run_tool "$s" "$p" "$WARMUP" "$prefix.warmup" || true
+    local alog
+    alog=$(access_log_of "$p")
+    [[ -n $alog ]] && : >"$alog"
+    local c0=0 c1=0 sampler=""
+    if [[ -n $pids_sut ]]; then
+        c0=$(cpu_ticks $pids_sut)
+        rss_sampler "$prefix.rss" 0.1 $pids_sut &
+        sampler=$!
+    fi
+    local t0 t1 load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    t0=$(date +%s.%N)
+    run_tool "$s" "$p" "$DURATION" "$prefix" || log "generator failed for $s/$p (see $prefix.out)"
+    t1=$(date +%s.%N)
+    local rss_load=null cpu_s=null
+    if [[ -n $sampler ]]; then
+        c1=$(cpu_ticks $pids_sut)
+        kill -TERM "$sampler"
+        wait "$sampler" 2>/dev/null || true
+        rss_load=$(cat "$prefix.rss" 2>/dev/null || echo null)
+        cpu_s=$(python3 -c "print(($c1-$c0)/$TICK)")
+    fi
+    local lines=null
+    [[ -n $alog ]] && lines=$(wc -l <"$alog")
+    local stats
+    case $s in
+        h1_1k | h1_1m) stats=$(python3 "$here/loadstat.py" wrk "$prefix.out") ;;
+        *) stats=$(python3 "$here/loadstat.py" h2load "$prefix.out" "$prefix.log") ;;
+    esac
+    python3 - "$stats" "$s" "$p" "$r" "$cpu_s" "$rss_load" "$t0" "$t1" "$load" "$lines" \
+        >>"$OUT/results.jsonl" <<'EOF'
+import json, sys
+d = json.loads(sys.argv[1])
+s, p, r, cpu, rss, t0, t1, load, lines = sys.argv[2:]
+d.update(scenario=s, path=p, round=int(r), loadavg=float(load),
+         wall_s=float(t1) - float(t0),
+         cpu_s=None if cpu == "null" else float(cpu),
+         rss_load_kb=None if rss == "null" else int(rss),
+         access_log_lines=None if lines == "null" else int(lines))
+if d["cpu_s"] is not None and d.get("requests"):
+    d["cpu_per_10k_s"] = d["cpu_s"] / d["requests"] * 10000
+    d["core_use"] = d["cpu_s"] / d["wall_s"]
+print(json.dumps(d))
+EOF
+    tail -n1 "$OUT/results.jsonl" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+f = lambda v, k=1000: "-" if v is None else "%.3f" % (v / k)
+print("  %-10s %-6s r%d  %9.0f req/s  p50 %s  p99 %s  p99.9 %s ms  cpu/10k %s s  log lines %s" % (
+    d["scenario"], d["path"], d["round"], d.get("rps") or 0, f(d.get("p50_us")), f(d.get("p99_us")),
+    f(d.get("p999_us")), f(d.get("cpu_per_10k_s"), 1), d.get("access_log_lines")))' >&2
+}
+
+mkdir -p "$OUT/raw"
+: >"$OUT/results.jsonl"
+{
+    echo "uptime before: $(uptime)"
+} >"$OUT/load.txt"
+
+log "results in $OUT; $ROUNDS round(s) of ${DURATION}s runs; scenarios: $SCENARIOS"
+read -r -a scen_list <<<"$SCENARIOS"
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    i=0
+    for s in "${scen_list[@]}"; do
+        for ((k = 0; k < 3; k++)); do
+            p=${PATHS[$(((k + r + i) % 3))]}
+            measure "$s" "$p" "$r"
+        done
+        i=$((i + 1))
+    done
+done
+echo "uptime after: $(uptime)" >>"$OUT/load.txt"
+
+# --- report ------------------------------------------------------------------------------------
+python3 - "$OUT/meta.json" "$SCENARIOS" <<EOF
+import json, sys, platform, subprocess
+def sh(c):
+    try:
+        return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip() or \
+            subprocess.run(c, shell=True, capture_output=True, text=True).stderr.strip()
+    except Exception as e:
+        return str(e)
+descr = {
+$(for s in h1_1k h1_1m h1_1k_rate h2_1k h2_1m; do printf '    "%s": "%s",\n' "$s" "${DESCR[$s]}"; done)
+}
+meta = {
+    "rss_idle_kb": {"proxy": ${RSS_IDLE[proxy]}, "nginx": ${RSS_IDLE[nginx]}},
+    "scenarios": descr,
+    "duration_s": $DURATION, "rounds": $ROUNDS, "conns": $CONNS, "rate": $RATE,
+    "cpu_sut": $CPU_SUT, "cpu_load": $CPU_LOAD,
+    "nproc": sh("nproc"),
+    "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+    "kernel": platform.release(),
+    "rustc": sh("rustc --version"),
+    "nginx": sh("$NGINX -v 2>&1"),
+    "wrk": sh("wrk -v 2>&1 | head -1"),
+    "h2load": sh("h2load --version 2>&1 | head -1"),
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+EOF
+
+{
+    echo "### Passthrough load ($(date -u +%Y-%m-%dT%H:%MZ), QUICK=$QUICK)"
+    echo
+    python3 -c "
+import json; m = json.load(open('$OUT/meta.json'))
+print(f\"Machine: {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}; {m['rustc']}; {m['nginx']}; {m['wrk']}; {m['h2load']}.\")
+print(f\"Runs of {m['duration_s']} s after a 1 s warm-up; SUT on CPU {m['cpu_sut']}, generator + backend on CPU {m['cpu_load']}.\")"
+    sed 's/^/Load: /' "$OUT/load.txt"
+    echo
+    python3 "$here/loadstat.py" report "$OUT/results.jsonl" "$OUT/meta.json"
+} >"$OUT/results.md"
+cat "$OUT/results.md"
+log "raw data and results.md in $OUT"
