@@ -93,6 +93,9 @@ backend:
   url: "http://127.0.0.1:$P_BACKEND"
 reload:
   interval: "0s"
+shutdown:
+  drain_delay: "0s"
+  drain_deadline: "5s"
 oz:
   url: "http://127.0.0.1:$P_OZ"
   auth:
@@ -178,8 +181,19 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+sleep 2 # let the last captures finish
+rss_retained=$(rss_kb "$PROXY_PID")
+log "RSS after part 1: $rss_retained KiB; restarting the proxy for part 2"
+# Part 2 runs on a fresh process, so its RSS starts at the idle level and the growth it shows
+# is the burst's own, not a mix with heap the allocator kept from part 1.
+kill -TERM "$PROXY_PID"
+wait "$PROXY_PID" 2>/dev/null || true
+start_bg "$CPU_SUT" "$tmp/proxy.log" "$BIN" --config "$tmp/proxy.yaml"
+PROXY_PID=$last_pid
+wait_http "http://127.0.0.1:$P_ADMIN/ready"
+sleep 1
+
 log "part 2: $BURST concurrent captures of $MAX_MIB MiB, budget $BUDGET_MIB MiB"
-sleep 2 # let the last captures finish and memory settle
 rss_before=$(rss_kb "$PROXY_PID")
 python3 "$bench_dir/loadstat.py" rss-sampler "$PROXY_PID" "$tmp/rss.samples" &
 sampler=$!
@@ -211,7 +225,7 @@ done
 rss_peak=$(awk 'BEGIN{m=0} {if ($2 > m) m = $2} END{print m}' "$tmp/rss.samples")
 sleep 2
 rss_after=$(rss_kb "$PROXY_PID")
-echo "{\"kind\":\"burst\",\"concurrency\":$BURST,\"escaped\":$ESCAPED,\"body_bytes\":$(stat -c %s "$MAX_FILE"),\"ok\":$ok,\"busy\":$busy,\"busy_retry_after\":$busy_ra,\"other\":$other,\"rss_before_kb\":$rss_before,\"rss_peak_kb\":$rss_peak,\"rss_after_kb\":$rss_after}" \
+echo "{\"kind\":\"burst\",\"concurrency\":$BURST,\"escaped\":$ESCAPED,\"body_bytes\":$(stat -c %s "$MAX_FILE"),\"ok\":$ok,\"busy\":$busy,\"busy_retry_after\":$busy_ra,\"other\":$other,\"rss_before_kb\":$rss_before,\"rss_peak_kb\":$rss_peak,\"rss_after_kb\":$rss_after,\"rss_after_part1_kb\":$rss_retained}" \
     >>"$OUT/results.jsonl"
 log "burst: $ok ok, $busy busy ($busy_ra with Retry-After), $other other; RSS $rss_before -> peak $rss_peak KiB (2 s later: $rss_after)"
 curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^oz_proxy_(capture|process_resident)' \
