@@ -311,6 +311,13 @@ def e2e(results, meta_file):
             f"{r['rss_after_kb'] / 1024:.1f} MiB |"
         )
         out.append("")
+        if r.get("rss_after_part1_kb"):
+            out.append(
+                f"The burst runs on a freshly started proxy. After part 1 (sustained captures) the "
+                f"first process held {r['rss_after_part1_kb'] / 1024:.1f} MiB: heap the allocator "
+                f"keeps for reuse, not returned to the system."
+            )
+            out.append("")
     print("\n".join(out))
 
 

@@ -80,7 +80,12 @@ pub fn capture_body(target: usize, escape_slashes: bool) -> (Vec<u8>, usize) {
         let (lo, hi) = FRAME_BYTES;
         let size = lo + (rng.next_u64() as usize) % (hi - lo + 1);
         let url = data_url("image/jpeg", &padded_jpeg(seed, size));
-        let grow = url.len() + PER_FRAME_EXTRA + if escape_slashes { 2 } else { 0 };
+        let escapes = if escape_slashes {
+            url.bytes().filter(|&b| b == b'/').count()
+        } else {
+            0
+        };
+        let grow = url.len() + PER_FRAME_EXTRA + escapes;
         if total + grow > target && !c.frames.is_empty() {
             break;
         }
@@ -88,7 +93,11 @@ pub fn capture_body(target: usize, escape_slashes: bool) -> (Vec<u8>, usize) {
         c.frames.push(url);
         seed += 1;
     }
-    let n = c.frames.len();
-    let body = c.to_json();
-    (body, n)
+    // The per-frame estimate is close, not exact: drop frames until the body fits.
+    let mut body = c.to_json();
+    while body.len() > target && c.frames.len() > 1 {
+        c.frames.pop();
+        body = c.to_json();
+    }
+    (body, c.frames.len())
 }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Instructions per passthrough request, counted by callgrind: a deterministic measure of the
+# proxy's user-space cost, for comparing code changes on a noisy, shared machine. Kernel time
+# (most of a proxied request on loopback) is not counted; benches/load.sh measures that.
+#
+#   benches/callgrind.sh [BIN]       # default: target/profiling/oz-capture-proxy
+#                                    # (cargo build --profile profiling: release + line tables)
+#
+# Starts the static nginx backend and the proxy under `valgrind --tool=callgrind`, sends a
+# warm-up, zeroes the counters, sends $REQUESTS GET /1k over $CONNS keep-alive HTTP/1.1
+# connections (h2load), dumps the counters, and prints instructions per request and the top
+# functions (inclusive). Knobs: REQUESTS, CONNS, OUT, NICE.
+set -euo pipefail
+
+source "$(dirname "$0")/common.sh"
+
+BIN=${1:-$root/target/profiling/oz-capture-proxy}
+REQUESTS=${REQUESTS:-5000}
+CONNS=${CONNS:-4}
+OUT=${OUT:-$root/target/bench/callgrind-$(date +%Y%m%d-%H%M%S)}
+ensure_tools
+command -v valgrind >/dev/null || {
+    log "valgrind is not installed (apt-get install valgrind)"
+    exit 1
+}
+mkdir -p "$OUT"
+read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN <<<"$(free_ports 4)"
+start_backend - "$P_BACKEND" "$P_BACKEND_H2"
+cat >"$tmp/proxy.yaml" <<YAML
+listen: "127.0.0.1:$P_PROXY"
+admin_listen: "127.0.0.1:$P_ADMIN"
+backend:
+  url: "http://127.0.0.1:$P_BACKEND"
+oz:
+  url: "http://127.0.0.1:1"
+  auth:
+    token: "bench-token"
+capture:
+  routes:
+    - path: "/api/liveness/capture"
+YAML
+start_bg - "$OUT/proxy.log" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/callgrind.out" "$BIN" --config "$tmp/proxy.yaml"
+VG_PID=$last_pid
+wait_http "http://127.0.0.1:$P_BACKEND/1k"
+wait_http "http://127.0.0.1:$P_ADMIN/ready" 60
+h2load --h1 -c"$CONNS" -n 500 "http://127.0.0.1:$P_PROXY/1k" >/dev/null
+callgrind_control -z "$VG_PID" >/dev/null
+h2load --h1 -c"$CONNS" -n "$REQUESTS" "http://127.0.0.1:$P_PROXY/1k" >"$OUT/h2load.txt"
+if ! grep -q "$REQUESTS succeeded" "$OUT/h2load.txt"; then
+    log "not every request succeeded"
+    cat "$OUT/h2load.txt" >&2
+    exit 1
+fi
+callgrind_control -d "$VG_PID" >/dev/null
+kill "$VG_PID"
+wait "$VG_PID" 2>/dev/null || true
+# callgrind_control -d writes callgrind.out.1 (the measured requests); the final dump at exit
+# goes to callgrind.out itself and holds only the shutdown.
+dump="$OUT/callgrind.out.1"
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$OUT/inclusive.txt" || true
+callgrind_annotate "$dump" 2>/dev/null >"$OUT/self.txt" || true
+echo "instructions per request: $((total / REQUESTS)) ($total over $REQUESTS requests)"
+echo "annotations: $OUT/inclusive.txt, $OUT/self.txt"
