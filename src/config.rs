@@ -80,7 +80,7 @@ pub struct Config {
 }
 
 /// TLS certificate and key files (PEM).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Certificate chain, PEM.
@@ -90,7 +90,7 @@ pub struct TlsConfig {
 }
 
 /// Where and how to reach the backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Base URL: scheme `http`, host and port; no path.
@@ -111,7 +111,7 @@ pub struct BackendConfig {
 }
 
 /// Limits of the client-facing listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// A client must send the full request head within this time (slowloris guard).
@@ -132,7 +132,7 @@ pub struct ServerConfig {
 }
 
 /// How the proxy drains on SIGTERM or SIGINT.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// Traffic keeps flowing this long after the signal while `/ready` says 503.
@@ -161,7 +161,7 @@ impl Default for ReloadConfig {
 }
 
 /// Forwarding headers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardingConfig {
     /// `append` adds the peer address to `X-Forwarded-For`; `replace` drops what the client sent;
@@ -187,7 +187,7 @@ pub enum XffMode {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `json` (one object per line) or `text`.

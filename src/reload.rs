@@ -105,36 +105,20 @@ pub async fn watch(
 }
 
 fn warn_restart_only(old: &Config, new: &Config) {
-    let mut changed = Vec::new();
-    if old.listen != new.listen {
-        changed.push("listen");
-    }
-    if old.admin_listen != new.admin_listen {
-        changed.push("admin_listen");
-    }
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    if differs(&old.tls, &new.tls) {
-        changed.push("tls");
-    }
-    if differs(&old.backend, &new.backend) {
-        changed.push("backend");
-    }
-    if differs(&old.server, &new.server) {
-        changed.push("server");
-    }
-    if differs(&old.shutdown, &new.shutdown) {
-        changed.push("shutdown");
-    }
-    if differs(&old.forwarding, &new.forwarding) {
-        changed.push("forwarding");
-    }
-    if differs(&old.log, &new.log) {
-        changed.push("log");
-    }
-    if old.reload.interval != new.reload.interval {
-        changed.push("reload");
-    }
+    let changed: Vec<&str> = [
+        ("listen", old.listen != new.listen),
+        ("admin_listen", old.admin_listen != new.admin_listen),
+        ("tls", old.tls != new.tls),
+        ("backend", old.backend != new.backend),
+        ("server", old.server != new.server),
+        ("shutdown", old.shutdown != new.shutdown),
+        ("forwarding", old.forwarding != new.forwarding),
+        ("log", old.log != new.log),
+        ("reload", old.reload.interval != new.reload.interval),
+    ]
+    .into_iter()
+    .filter_map(|(section, differs)| differs.then_some(section))
+    .collect();
     if !changed.is_empty() {
         tracing::warn!(sections = ?changed, "these sections changed but only take effect after a restart");
     }
