@@ -321,13 +321,10 @@ impl Conn {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let _ = stream.set_nodelay(true);
-        let peer = Peer {
-            addr,
-            tls: self.tls.is_some(),
-        };
+        let peer = Peer::new(addr, self.tls.is_some());
         let proxy = self.proxy;
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
+            let (proxy, peer) = (proxy.clone(), peer.clone());
             async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
         });
         let result = match self.tls {

@@ -14,16 +14,20 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Fields that are always hop-by-hop, besides those that `Connection` names.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRANSFER_ENCODING,
-];
+/// Whether `name` is always hop-by-hop, besides those that `Connection` names. A `match` on the
+/// text rather than comparing `HeaderName`s one by one: it runs for every field of every message.
+fn always_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "transfer-encoding"
+    )
+}
 
 /// Prefix of the verdict headers only the proxy may set.
 pub const OZ_PREFIX: &str = "x-oz-";
@@ -53,27 +57,40 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 /// Removes hop-by-hop fields. With `keep_upgrade`, `Upgrade` and a bare `Connection: upgrade`
 /// stay so the next hop can switch protocols.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Collect first: removing while iterating `get_all` is not possible. Allocates only when a
-    // `Connection` header is present, which keep-alive HTTP/1.1 clients rarely send.
-    let named: Vec<HeaderName> = if headers.contains_key(header::CONNECTION) {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(connection_tokens)
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Collect first: removing while iterating `get_all` is not possible. The usual values
+    // (`keep-alive`, `close`, `upgrade`) name fields removed anyway, so the list stays empty
+    // and unallocated unless a message names fields of its own.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(connection_tokens)
+        .filter(|t| !is_removed_anyway(t))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect();
     remove_where(headers, |name| {
-        HOP_BY_HOP.contains(name)
-            || named.contains(name)
+        always_hop_by_hop(name)
             || (!keep_upgrade && name == header::UPGRADE)
+            || named.contains(name)
     });
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether a `Connection` token needs no field of its own removed: it is `close`, `upgrade`
+/// (handled by `keep_upgrade`) or a field that is always hop-by-hop.
+fn is_removed_anyway(token: &[u8]) -> bool {
+    [
+        "close",
+        "upgrade",
+        "keep-alive",
+        "connection",
+        "te",
+        "transfer-encoding",
+        "proxy-connection",
+    ]
+    .iter()
+    .any(|known| token.eq_ignore_ascii_case(known.as_bytes()))
 }
 
 /// Removes every `x-oz-*` field so no client can forge a verdict.
@@ -84,37 +101,56 @@ pub fn strip_oz_headers(headers: &mut HeaderMap) {
 /// Removes the fields for which `remove` is true and keeps the others in their order.
 ///
 /// `HeaderMap::remove` moves the last field into the removed one's slot (it is a swap-remove),
-/// so removing `Connection` from the middle of a request would reorder what the backend sees.
-/// Legacy backends sometimes depend on field order, so the map is rebuilt instead; that
-/// allocates only when something is actually removed.
+/// so removing `Connection` from the middle of a message would reorder what the next hop sees.
+/// Legacy backends sometimes depend on field order. Removing the *last* field moves nothing,
+/// so the fields from the first one to remove onwards are taken off the end one by one and the
+/// kept ones put back in order: the work is proportional to the fields after the first removal
+/// (a response's `Connection` is usually near its end), and nothing happens when nothing matches.
 fn remove_where(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
-    if !headers.keys().any(&remove) {
+    let Some(first) = headers.keys().position(&remove) else {
         return;
-    }
-    let old = std::mem::take(headers);
-    headers.reserve(old.len());
-    let mut current: Option<HeaderName> = None;
-    // `into_iter` yields each name once, with its first value, then `None` for its other values.
-    for (name, value) in old {
-        if let Some(name) = name {
-            current = Some(name);
+    };
+    let tail: Vec<HeaderName> = headers.keys().skip(first).cloned().collect();
+    let mut taken = Vec::with_capacity(tail.len());
+    for name in tail.iter().rev() {
+        if let header::Entry::Occupied(entry) = headers.entry(name) {
+            let (name, values) = entry.remove_entry_mult();
+            taken.push((name, values.collect::<Vec<_>>()));
         }
-        let name = current
-            .as_ref()
-            .expect("a HeaderMap iterator names the field before its extra values");
-        if !remove(name) {
+    }
+    for (name, values) in taken.into_iter().rev() {
+        if remove(&name) {
+            continue;
+        }
+        for value in values {
             headers.append(name.clone(), value);
         }
     }
 }
 
 /// What the gateway knows about the client connection, for the forwarding headers.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Peer {
     /// The client's address.
     pub addr: std::net::SocketAddr,
     /// Whether the client connection was TLS.
     pub tls: bool,
+    /// The client's IP as `X-Forwarded-For` writes it, formatted once per connection rather than
+    /// once per request.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`, over TLS or not.
+    pub fn new(addr: std::net::SocketAddr, tls: bool) -> Self {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            tls,
+            ip: HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
+                .expect("an IP is a valid header value"),
+        }
+    }
 }
 
 /// How the forwarding headers are written.
@@ -149,14 +185,13 @@ impl Forwarding {
     /// Adds `X-Forwarded-For` (appended per policy), `X-Forwarded-Proto`, `X-Forwarded-Host`
     /// (from `Host`), `Via`, and a request id when absent. Returns the request id.
     pub fn apply(&self, headers: &mut HeaderMap, peer: &Peer) -> Option<HeaderValue> {
-        let ip = peer.addr.ip().to_canonical().to_string();
         match self.xff {
             crate::config::XffMode::Off => {}
             crate::config::XffMode::Replace => {
-                headers.insert(
-                    X_FORWARDED_FOR.clone(),
-                    HeaderValue::from_str(&ip).expect("an IP is a valid value"),
-                );
+                headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
+            }
+            crate::config::XffMode::Append if !headers.contains_key(&X_FORWARDED_FOR) => {
+                headers.insert(X_FORWARDED_FOR.clone(), peer.ip.clone());
             }
             crate::config::XffMode::Append => {
                 // Several XFF fields are one comma-separated list (RFC 9110 §5.3); join them so
@@ -166,18 +201,9 @@ impl Forwarding {
                     list.extend_from_slice(v.as_bytes());
                     list.extend_from_slice(b", ");
                 }
-                list.extend_from_slice(ip.as_bytes());
-                match HeaderValue::from_bytes(&list) {
-                    Ok(v) => {
-                        headers.insert(X_FORWARDED_FOR.clone(), v);
-                    }
-                    Err(_) => {
-                        headers.insert(
-                            X_FORWARDED_FOR.clone(),
-                            HeaderValue::from_str(&ip).expect("an IP is a valid value"),
-                        );
-                    }
-                }
+                list.extend_from_slice(peer.ip.as_bytes());
+                let joined = HeaderValue::from_bytes(&list).unwrap_or_else(|_| peer.ip.clone());
+                headers.insert(X_FORWARDED_FOR.clone(), joined);
             }
         }
         headers.insert(
@@ -201,9 +227,17 @@ impl Forwarding {
 }
 
 /// A fresh request id (UUID v4, lowercase hyphenated).
+///
+/// The random bits come from a per-thread generator seeded once from the OS (`fastrand`) rather
+/// than from `getrandom` on every request (uuid's default): a request id must be unique, not
+/// secret, and the syscall was one in seven of a proxied request's (BENCHMARKS.md).
 pub fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let random = fastrand::u128(..).to_le_bytes();
+    let s = uuid::Builder::from_random_bytes(random)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut buf);
     HeaderValue::from_str(s).expect("a UUID is a valid header value")
 }
 
@@ -272,6 +306,32 @@ mod tests {
     }
 
     #[test]
+    fn removal_at_either_end_and_of_repeated_fields_keeps_the_order() {
+        let mut h = map(&[
+            ("keep-alive", "timeout=5"),
+            ("x-a", "1"),
+            ("te", "trailers"),
+            ("x-b", "2"),
+            ("x-b", "3"),
+            ("connection", "x-c"),
+            ("connection", "close"),
+            ("x-c", "4"),
+            ("x-c", "5"),
+            ("x-d", "6"),
+            ("proxy-connection", "keep-alive"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let fields: Vec<_> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("x-a", "1"), ("x-b", "2"), ("x-b", "3"), ("x-d", "6")]
+        );
+    }
+
+    #[test]
     fn upgrade_survives_on_upgrade_requests() {
         let mut h = map(&[
             ("connection", "keep-alive, Upgrade"),
@@ -316,26 +376,23 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
             ("host", "example.com"),
         ]);
-        let peer = Peer {
-            addr: "127.0.0.9:1".parse().unwrap(),
-            tls: false,
-        };
+        let peer = Peer::new("127.0.0.9:1".parse().unwrap(), false);
         let id = f.apply(&mut h, &peer).unwrap();
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["x-request-id"], id);
-        assert_eq!(id.len(), 36);
+        let parsed = uuid::Uuid::parse_str(id.to_str().unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(id.to_str().unwrap(), parsed.hyphenated().to_string());
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]
     fn existing_request_id_is_kept() {
         let f = Forwarding::from_config(&crate::config::ForwardingConfig::default());
         let mut h = map(&[("x-request-id", "abc")]);
-        let peer = Peer {
-            addr: "[::1]:1".parse().unwrap(),
-            tls: true,
-        };
+        let peer = Peer::new("[::1]:1".parse().unwrap(), true);
         assert_eq!(f.apply(&mut h, &peer).unwrap(), "abc");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "::1");
