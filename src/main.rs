@@ -146,9 +146,23 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    telemetry::init(log_format.unwrap_or(config.log.format), &config.log.level);
+    // Log lines leave when a worker goes idle, not on the request path (telemetry::Deferred).
+    let logs = telemetry::Deferred::default();
+    telemetry::init_deferred(
+        log_format.unwrap_or(config.log.format),
+        &config.log.level,
+        &logs,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park({
+            let logs = logs.clone();
+            move || logs.park()
+        })
+        .on_thread_stop({
+            let logs = logs.clone();
+            move || logs.flush()
+        })
         .build()
     {
         Ok(rt) => rt,
@@ -157,10 +171,11 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let exit_logs = logs.clone();
     let result = runtime.block_on(async move {
         let listeners = server::Listeners::bind(&config).await?;
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(on_signal(shutdown.clone(), Some(exit_logs)));
         server::run(
             config,
             Some(ConfigSource { path, env }),
@@ -169,14 +184,16 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
         )
         .await
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "proxy failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logs.flush();
+    code
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -203,7 +220,7 @@ fn simulate_oz(listen: SocketAddr, cfg: oz_sim::SimConfig, log_format: LogFormat
             cfg.email
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signal(shutdown.clone()));
+        tokio::spawn(on_signal(shutdown.clone(), None));
         oz_sim::serve(listener, oz_sim::OzSim::new(cfg), async move { shutdown.cancelled().await }).await?;
         Ok(())
     });
@@ -219,7 +236,7 @@ fn demo(opts: demo::DemoOptions, log_format: LogFormat) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let stop = CancellationToken::new();
-        tokio::spawn(on_signal(stop.clone()));
+        tokio::spawn(on_signal(stop.clone(), None));
         demo::run(opts, stop).await
     });
     finish(result)
@@ -237,8 +254,8 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 
 /// SIGTERM is how Kubernetes stops a container; SIGINT is Ctrl-C in a terminal. As PID 1 in a
 /// scratch image the process gets no default handler, so both are handled explicitly. A second
-/// signal skips the drain.
-async fn on_signal(shutdown: CancellationToken) {
+/// signal skips the drain (writing out the log lines still held in `logs` first).
+async fn on_signal(shutdown: CancellationToken, logs: Option<telemetry::Deferred>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -257,6 +274,9 @@ async fn on_signal(shutdown: CancellationToken) {
             shutdown.cancel();
         } else {
             tracing::warn!(signal = name, "second signal, exiting now");
+            if let Some(logs) = &logs {
+                logs.flush();
+            }
             std::process::exit(130);
         }
     }

@@ -8,9 +8,15 @@
 //! adaptor that re-checks UTF-8 on every small write) cost a fifth of the proxy's user-space
 //! instructions per request (BENCHMARKS.md, "What was profiled and changed"). [`JsonLines`]
 //! writes those lines directly, byte for byte as the generic formatter would.
+//!
+//! The proxy writes its lines through [`Deferred`]: a line is copied into memory and reaches
+//! stdout when the runtime's worker is about to go idle (tokio's `on_thread_park`), once 16 KiB
+//! are pending, or at exit, instead of costing a `write` on the request path (BENCHMARKS.md).
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use tracing::field::{Field, Visit};
@@ -25,19 +31,129 @@ use crate::config::LogFormat;
 /// Target of the access log lines (`proxy::observe`).
 const ACCESS_TARGET: &str = "access";
 
-/// Installs the global subscriber (the one piece of process state, owned by `main`).
+/// Installs the global subscriber (the one piece of process state, owned by `main`), writing
+/// each line to stdout at once.
 pub fn init(format: LogFormat, level: &str) {
+    install(format, level, io::stdout);
+}
+
+/// Installs the global subscriber writing through `deferred`, which the caller flushes when its
+/// runtime's workers park and before the process exits.
+pub fn init_deferred(format: LogFormat, level: &str, deferred: &Deferred) {
+    install(format, level, deferred.clone());
+}
+
+fn install<W>(format: LogFormat, level: &str, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder.json().event_format(JsonLines::default()).try_init(),
         LogFormat::Text => builder.try_init(),
     };
     // A second init (tests, demo) keeps the first subscriber; that is fine.
     let _ = result;
+}
+
+/// Lines pending beyond this are written at once, whatever the workers are doing: a bound on
+/// memory and on how late a line can be under load that never lets a worker idle.
+const DEFERRED_LIMIT: usize = 16 * 1024;
+
+thread_local! {
+    /// Whether this thread calls [`Deferred::park`] before it sleeps.
+    static PARKS_WITH_FLUSH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Log lines for stdout, held until [`Deferred::flush`] or until [`DEFERRED_LIMIT`] bytes are
+/// pending. Under load one `write` carries dozens of lines; when traffic is light a worker parks
+/// right after the response is handed to the kernel, so each line is still written within
+/// microseconds, just no longer ahead of the response. Cloning shares the buffer.
+#[derive(Clone)]
+pub struct Deferred {
+    pending: Arc<Mutex<Vec<u8>>>,
+    out: Arc<Mutex<Box<dyn io::Write + Send>>>,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Deferred::to(Box::new(io::stdout()))
+    }
+}
+
+impl Deferred {
+    /// Lines for `out` instead of stdout.
+    fn to(out: Box<dyn io::Write + Send>) -> Self {
+        Deferred {
+            pending: Arc::default(),
+            out: Arc::new(Mutex::new(out)),
+        }
+    }
+
+    /// To be called by a runtime worker about to park (`on_thread_park`): writes out every
+    /// pending line, and from then on lets this thread's lines wait for its next park. Threads
+    /// that never park this way (the `block_on` thread, the blocking pool) write their lines at
+    /// once, or a line logged while every worker sleeps would wait for the next request.
+    pub fn park(&self) {
+        PARKS_WITH_FLUSH.set(true);
+        self.flush();
+    }
+
+    /// Writes out every pending line.
+    pub fn flush(&self) {
+        // `out` is locked before the lines are taken and held while they are written, so two
+        // flushes racing cannot swap the order of their chunks.
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let chunk = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *pending)
+        };
+        // Nowhere to report a failed log write to; tracing's own writers drop it too.
+        let _ = out.write_all(&chunk).and_then(|()| out.flush());
+    }
+
+    fn push(&self, line: &[u8]) {
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.capacity() == 0 {
+                pending.reserve(DEFERRED_LIMIT);
+            }
+            pending.extend_from_slice(line);
+            pending.len() >= DEFERRED_LIMIT
+        };
+        if full || !PARKS_WITH_FLUSH.get() {
+            self.flush();
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Deferred {
+    type Writer = DeferredLine<'a>;
+
+    fn make_writer(&'a self) -> DeferredLine<'a> {
+        DeferredLine(self)
+    }
+}
+
+/// The writer of one event: tracing-subscriber formats a whole line, then writes it at once.
+pub struct DeferredLine<'a>(&'a Deferred);
+
+impl io::Write for DeferredLine<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.push(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The JSON event format: flattened fields, no current span object, span list when inside
@@ -262,8 +378,7 @@ impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
-    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::fmt::MakeWriter;
 
     /// A `MakeWriter` collecting everything written into one buffer.
     #[derive(Clone, Default)]
@@ -418,6 +533,48 @@ mod tests {
             }
         }
         panic!("the two clocks never agreed on the second");
+    }
+
+    #[test]
+    fn deferred_lines_wait_for_a_flush_or_the_limit_and_keep_their_order() {
+        let sink = Buf::default();
+        let deferred = Deferred::to(Box::new(sink.clone()));
+        deferred.make_writer().write_all(b"zero\n").unwrap();
+        assert_eq!(
+            &*sink.0.lock().unwrap(),
+            b"zero\n",
+            "a thread that never parked writes at once"
+        );
+        sink.0.lock().unwrap().clear();
+        deferred.park();
+        let mut w = deferred.make_writer();
+        w.write_all(b"one\n").unwrap();
+        w.write_all(b"two\n").unwrap();
+        assert!(sink.0.lock().unwrap().is_empty(), "nothing before a flush");
+        deferred.flush();
+        assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
+        deferred.flush();
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            8,
+            "a second flush writes nothing again"
+        );
+
+        let almost_full = vec![b'x'; DEFERRED_LIMIT - 1];
+        deferred.make_writer().write_all(&almost_full).unwrap();
+        assert_eq!(
+            sink.0.lock().unwrap().len(),
+            8,
+            "below the limit, still held"
+        );
+        deferred.make_writer().write_all(b"last\n").unwrap();
+        let written = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            written.len(),
+            8 + almost_full.len() + 5,
+            "the limit writes all at once"
+        );
+        assert!(written.ends_with(b"last\n"));
     }
 
     #[test]
