@@ -301,11 +301,11 @@ impl Visit for JsonFieldsVisitor<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| write!(w, "{value}"));
+        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -349,6 +349,10 @@ struct JsonEscape<'a, W: fmt::Write + ?Sized>(&'a mut W);
 impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
+        // Paths, ids and methods almost never need an escape: check first, then copy in one go.
+        if !bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            return self.0.write_str(s);
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let short = match b {
