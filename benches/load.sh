@@ -22,7 +22,9 @@
 #
 # Environment knobs: QUICK, DURATION (s), ROUNDS, CONNS, RATE (req/s of the constant-rate
 # scenario), CPU_SUT, CPU_LOAD, OUT (results directory), SKIP_BUILD=1, SCENARIOS (space-separated
-# subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m).
+# subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m), NGINX_LOG_BUFFER (e.g. 64k: nginx's access log
+# buffered, `buffer=64k flush=1s`, the counterpart of oz-capture-proxy writing its lines when its
+# worker goes idle; default: nginx's default, one write per request).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -43,6 +45,7 @@ RATE=${RATE:-1000}
 CPU_SUT=${CPU_SUT:-1}
 CPU_LOAD=${CPU_LOAD:-0}
 SCENARIOS=${SCENARIOS:-"h1_1k h1_1m h1_1k_rate h2_1k h2_1m"}
+NGINX_LOG_BUFFER=${NGINX_LOG_BUFFER:-}
 OUT=${OUT:-$root/target/bench/load-$(date +%Y%m%d-%H%M%S)}
 PATHS=(direct proxy nginx)
 
@@ -58,9 +61,9 @@ mkdir -p "$tmp/nginx"
 
 # --- the reference proxy: nginx proxy_pass with upstream keepalive, on CPU_SUT -----------------
 # Does the same header work as oz-capture-proxy: X-Forwarded-For appended, X-Forwarded-Proto,
-# X-Forwarded-Host, a request id when absent, Host passed on. Access log on, one unbuffered
-# write per request to a file (oz-capture-proxy writes one JSON line per request to stdout,
-# which this script sends to a file too). proxy_max_temp_file_size 0 keeps 1 MiB responses in
+# X-Forwarded-Host, a request id when absent, Host passed on. Access log on, by default one
+# unbuffered write per request to a file (oz-capture-proxy writes one JSON line per request to
+# stdout, which this script sends to a file too, in batches when its worker goes idle). proxy_max_temp_file_size 0 keeps 1 MiB responses in
 # memory (no spill to a temp file), as oz-capture-proxy streams them.
 cat >"$tmp/nginx/nginx.conf" <<EOF
 $user_line
@@ -69,7 +72,7 @@ pid $tmp/nginx/nginx.pid;
 error_log $tmp/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log $tmp/nginx/access.log;
+    access_log $tmp/nginx/access.log${NGINX_LOG_BUFFER:+ combined buffer=$NGINX_LOG_BUFFER flush=1s};
     keepalive_requests 100000000;
     keepalive_timeout 300s;
     client_body_temp_path $tmp/nginx/body;
