@@ -3,7 +3,7 @@
 //! Times `capture::prepare_frames_upload` (parse the `on_capture_complete` JSON, decode every
 //! frame's base64, build the stored ZIP and the multipart upload) on generated captures of 1, 5
 //! and 20 MiB whose frames are real 30–60 KB JPEGs (`benches/support/captures.rs`), plus a 20 MiB
-//! body with every `/` escaped, which the parser cannot borrow from.
+//! body with every `/` escaped, whose every frame must be unescaped before it is decoded.
 //!
 //! Two parts, one run:
 //! 1. divan's statistics for each size, with throughput (bytes of JSON input per second);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use capture_support::*;
 use oz_capture_proxy::capture::testdata::{
-    sample_capture_json, sample_frames, sample_jpeg, sample_png, SampleCapture,
-    SAMPLE_ADDITIONAL_INFO,
+    sample_capture_json, sample_capture_json_escaped, sample_frames, sample_jpeg, sample_png,
+    SampleCapture, SAMPLE_ADDITIONAL_INFO,
 };
 use oz_capture_proxy::oz_sim::{Endpoint, SimConfig, Verdict};
 use serde_json::{json, Value};
@@ -79,6 +79,32 @@ async fn both_shapes_are_uploaded_and_forwarded_with_the_virtual_camera_flag() {
         );
         assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
         assert_eq!(seen.header("x-oz-action"), Some("video_selfie_blank"));
+    }
+    stack.stop().await;
+}
+
+/// A capture re-encoded by PHP's `json_encode` (every `/` written `\/`, frames included) reaches
+/// Oz as the same upload as the plain one, and the backend still gets the body as sent.
+#[tokio::test]
+async fn escaped_capture_is_uploaded_like_a_plain_one() {
+    let stack = Stack::forward().await;
+    for (i, vc) in [false, true].into_iter().enumerate() {
+        let body = sample_capture_json_escaped(3, vc, "video_selfie_blank");
+        stack
+            .post(CAPTURE, body.clone())
+            .await
+            .assert_from_backend();
+
+        let upload = stack.oz().accepted_uploads().remove(i);
+        let frames: Vec<(String, Vec<u8>)> =
+            entry_names(3).into_iter().zip(sample_frames(3)).collect();
+        assert_eq!(upload.zip_entries, frames, "virtual_camera={vc}");
+        let payload = upload.payload.as_ref().expect("payload");
+        assert_eq!(
+            payload["media:meta_data"]["video1"]["additional_info"],
+            SAMPLE_ADDITIONAL_INFO
+        );
+        assert_eq!(stack.backend.seen().remove(i).body, body);
     }
     stack.stop().await;
 }

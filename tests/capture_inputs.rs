@@ -41,6 +41,16 @@ fn capture_with(frames: usize, vc: bool, f: impl FnOnce(&mut SampleCapture)) -> 
     c.to_json()
 }
 
+/// A 3-frame capture with every `/` escaped (PHP's `json_encode`), whose frame `index` is
+/// replaced by `literal`, written into the JSON as it is (escapes and all).
+fn escaped_with_frame(index: usize, literal: &str) -> Vec<u8> {
+    let mut c = SampleCapture::new(3, false, "video_selfie_blank");
+    c.escape_slashes = true;
+    c.frames[index] = "REPLACED".into();
+    let json = String::from_utf8(c.to_json()).expect("UTF-8");
+    json.replacen("REPLACED", literal, 1).into_bytes()
+}
+
 /// One bad request and the refusal it must get.
 struct Case {
     name: &'static str,
@@ -104,6 +114,22 @@ fn bad_inputs() -> Vec<Case> {
             "invalid_frame",
         )
         .member("field", "from_virtual_camera.frame_list")
+        .member("frame", 2),
+        case(
+            "escaped frame whose escape is not base64",
+            escaped_with_frame(1, r"data:image\/jpeg;base64,\/9j\/4AAQ\n\/\/\/"),
+            400,
+            "invalid_frame",
+        )
+        .member("field", "frame_list")
+        .member("frame", 1),
+        case(
+            "frame with an invalid JSON escape",
+            escaped_with_frame(2, r"data:image\/jpeg;base64,\x9j\/4AAQ"),
+            400,
+            "invalid_frame",
+        )
+        .member("field", "frame_list")
         .member("frame", 2),
         case(
             "gif data URL",

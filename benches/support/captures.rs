@@ -66,7 +66,7 @@ pub fn padded_jpeg(seed: u64, size: usize) -> Vec<u8> {
 
 /// A plain-shape capture body of at most `target` bytes (and within one frame of it), with frames
 /// of 30–60 KB. With `escape_slashes`, every `/` is written `\/` (PHP's `json_encode` style), so
-/// no frame can be borrowed from the body: the parser's slow path.
+/// every frame must be unescaped before it is decoded: the transform's slow path.
 pub fn capture_body(target: usize, escape_slashes: bool) -> (Vec<u8>, usize) {
     let mut rng = XorShift::new(target as u64);
     let mut c = SampleCapture::new(0, false, "video_selfie_blank");

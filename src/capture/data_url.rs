@@ -96,17 +96,19 @@ impl DataUrlDecoder {
 
     /// Decodes `url` and appends the image bytes to `out`, returning the image type.
     ///
+    /// `url` is bytes, not `str`: a frame unescaped from its JSON literal need not be proven
+    /// UTF-8 first, since anything outside ASCII is refused here anyway.
+    ///
     /// `out` is only grown, never shrunk below its previous length, so a caller that clears and
     /// reuses one buffer decodes every frame without allocating once the buffer is large enough.
     /// On error `out` holds its previous contents plus unspecified bytes; callers clear it anyway.
     pub fn decode_into(
         &self,
-        url: &str,
+        url: &[u8],
         max_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<ImageKind, DataUrlError> {
         let (declared, b64) = split_data_url(url)?;
-        let b64 = b64.as_bytes();
         let offset = url.len() - b64.len();
 
         let decoded_len = exact_decoded_len(b64)?;
@@ -149,14 +151,14 @@ fn kind_name(kind: ImageKind) -> &'static str {
 }
 
 /// Splits a data URL into its declared type and base64 text, accepting only the two exact prefixes.
-fn split_data_url(url: &str) -> Result<(ImageKind, &str), DataUrlError> {
-    if let Some(rest) = url.strip_prefix(JPEG_PREFIX) {
+fn split_data_url(url: &[u8]) -> Result<(ImageKind, &[u8]), DataUrlError> {
+    if let Some(rest) = url.strip_prefix(JPEG_PREFIX.as_bytes()) {
         return Ok((ImageKind::Jpeg, rest));
     }
-    if let Some(rest) = url.strip_prefix(PNG_PREFIX) {
+    if let Some(rest) = url.strip_prefix(PNG_PREFIX.as_bytes()) {
         return Ok((ImageKind::Png, rest));
     }
-    let Some(after_scheme) = url.strip_prefix("data:") else {
+    let Some(after_scheme) = url.strip_prefix(b"data:") else {
         return Err(DataUrlError::Invalid(
             "not a data URL (expected `data:image/jpeg;base64,` or `data:image/png;base64,`)"
                 .into(),
@@ -165,7 +167,7 @@ fn split_data_url(url: &str) -> Result<(ImageKind, &str), DataUrlError> {
     // The media type is the client's text like the rest of the URL, and reasons reach the
     // logs and the client: only a name from `KNOWN_MEDIA_TYPES` is given back, in this crate's
     // own spelling, never the client's bytes.
-    let head = &after_scheme.as_bytes()[..after_scheme.len().min(MEDIA_TYPE_SCAN)];
+    let head = &after_scheme[..after_scheme.len().min(MEDIA_TYPE_SCAN)];
     let end = head.iter().position(|&b| b == b';' || b == b',');
     let media_type = end.map(|e| &head[..e]);
     match media_type {
@@ -265,7 +267,7 @@ mod tests {
     fn decode(url: &str) -> Result<(ImageKind, Vec<u8>), DataUrlError> {
         let mut out = Vec::new();
         DataUrlDecoder::new()
-            .decode_into(url, MAX, &mut out)
+            .decode_into(url.as_bytes(), MAX, &mut out)
             .map(|k| (k, out))
     }
 
@@ -305,13 +307,13 @@ mod tests {
         let d = DataUrlDecoder::new();
         let mut out = b"keep".to_vec();
         let jpeg = sample_jpeg(3);
-        d.decode_into(&data_url("image/jpeg", &jpeg), MAX, &mut out)
+        d.decode_into(data_url("image/jpeg", &jpeg).as_bytes(), MAX, &mut out)
             .expect("ok");
         assert_eq!(&out[..4], b"keep");
         assert_eq!(&out[4..], &jpeg[..]);
         out.clear();
         let cap = out.capacity();
-        d.decode_into(&data_url("image/jpeg", &jpeg), MAX, &mut out)
+        d.decode_into(data_url("image/jpeg", &jpeg).as_bytes(), MAX, &mut out)
             .expect("ok");
         assert_eq!(out, jpeg);
         assert_eq!(out.capacity(), cap, "no reallocation for a same-size frame");
@@ -323,17 +325,17 @@ mod tests {
         let url = data_url("image/jpeg", &jpeg);
         let mut out = Vec::new();
         let d = DataUrlDecoder::new();
-        assert!(d.decode_into(&url, jpeg.len(), &mut out).is_ok());
+        assert!(d.decode_into(url.as_bytes(), jpeg.len(), &mut out).is_ok());
         out.clear();
         assert_eq!(
-            d.decode_into(&url, jpeg.len() - 1, &mut out),
+            d.decode_into(url.as_bytes(), jpeg.len() - 1, &mut out),
             Err(DataUrlError::TooLarge)
         );
         assert!(out.is_empty(), "nothing decoded for an oversized frame");
         // Invalid base64 that is too large is refused for size, without being decoded.
         let junk = format!("data:image/jpeg;base64,{}", "!".repeat(4000));
         assert_eq!(
-            d.decode_into(&junk, 100, &mut out),
+            d.decode_into(junk.as_bytes(), 100, &mut out),
             Err(DataUrlError::TooLarge)
         );
     }
@@ -413,6 +415,25 @@ mod tests {
             reason("data:image/made-up;base64,abcd"),
             "unsupported or malformed media type (expected image/jpeg or image/png)"
         );
+    }
+
+    /// `capture::frame` decodes a frame's JSON text as it is, unescaping only when that fails:
+    /// sound only because no text with a backslash is ever accepted.
+    #[test]
+    fn a_backslash_anywhere_is_refused() {
+        let url = data_url("image/jpeg", &sample_jpeg(1));
+        let d = DataUrlDecoder::new();
+        for at in 0..url.len() {
+            for with in [r"\", r"\/"] {
+                let mut bad = url.clone();
+                bad.replace_range(at..at + 1, with);
+                let mut out = Vec::new();
+                assert!(
+                    d.decode_into(bad.as_bytes(), MAX, &mut out).is_err(),
+                    "{at}"
+                );
+            }
+        }
     }
 
     #[test]

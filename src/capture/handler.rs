@@ -162,15 +162,6 @@ impl CaptureService {
                 .into())
             }
         };
-        // Escaped frame strings (`data:image\/jpeg`, PHP's default) cannot be borrowed: the
-        // parser unescapes them into copies, so such a capture peaks near 3 × its body
-        // (BENCHMARKS.md). Reserve the extra body's worth before the transform, or refuse.
-        let _escaped = match mode {
-            Mode::Frames if has_string_escapes_frames_could_use(&raw) => {
-                Some(self.limiter.reserve_memory(raw.len() as u64 / 2)?)
-            }
-            _ => None,
-        };
 
         let prepared = match mode {
             Mode::Container => {
@@ -413,14 +404,6 @@ fn outcome_of(r: Resolution) -> CaptureOutcome {
         Resolution::Failed => CaptureOutcome::Failed,
         Resolution::Processing => CaptureOutcome::Processing,
     }
-}
-
-/// Whether the body uses an escape a frame string could contain (`\/` or `\u`), which makes the
-/// parser copy that frame instead of borrowing it. Other escapes (`\"` in `additional_info`)
-/// cannot occur in base64 data URLs and cost no copy of a frame.
-fn has_string_escapes_frames_could_use(raw: &[u8]) -> bool {
-    raw.windows(2)
-        .any(|w| w[0] == b'\\' && (w[1] == b'/' || w[1] == b'u'))
 }
 
 /// The capture mode from `Content-Type` (parameters such as `charset` are ignored).

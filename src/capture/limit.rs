@@ -1,11 +1,12 @@
 //! Admission control for captures: a memory budget and a limit on concurrent CPU work.
 //!
-//! A capture holds its body, then the ZIP and the multipart around it: about twice the body at the
-//! peak. Each capture reserves `2 × its declared length` (or `2 × max_body_bytes` when the length
-//! is not declared) from `capture.memory_budget_bytes` before a byte of the body is read (and one
-//! more body's worth when the JSON escapes its strings, which the parser must then copy), so a
-//! burst of maximum-size captures can never push the process past the budget: the one that does
-//! not fit gets 503 with `Retry-After` instead. Parsing, decoding and zipping then run on the
+//! A capture holds its body, then the ZIP and the multipart around it, plus scratch buffers the
+//! size of one frame: under twice the body at the peak, whether or not the JSON escapes its
+//! strings (frames are unescaped one at a time, `capture::frame`; `benches/capture.rs` measures
+//! the peak). Each capture reserves `2 × its declared length` (or `2 × max_body_bytes` when the
+//! length is not declared) from `capture.memory_budget_bytes` before a byte of the body is read,
+//! so a burst of maximum-size captures can never push the process past the budget: the one that
+//! does not fit gets 503 with `Retry-After` instead. Parsing, decoding and zipping then run on the
 //! blocking pool under `capture.max_concurrent` permits, so they never stall the I/O threads that
 //! carry passthrough traffic. Both limits answer at once rather than queue: a queue of multi-MB
 //! bodies is exactly the memory growth the budget exists to prevent.

@@ -1,9 +1,9 @@
 //! Capture routes: the body the Web SDK's `on_capture_complete` produced, turned into an Oz upload.
 //!
 //! The frames-mode transform is synchronous and CPU-only (run it on a blocking thread):
-//! [`body`] parses the JSON, [`data_url`] decodes each frame, [`zip`] stores them in a ZIP,
-//! [`action`] picks the Oz tags, [`multipart`] writes the upload body, and [`transform`] is the
-//! one entry point that runs them in order. [`limit`] admits captures under the memory budget and
+//! [`body`] parses the JSON, [`frame`] unescapes a frame if it must and [`data_url`] decodes
+//! it, [`zip`] stores the frames in a ZIP, [`action`] picks the Oz tags, [`multipart`] writes the
+//! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`] admits captures under the memory budget and
 //! the concurrency limit, and [`handler`] orchestrates a capture from request to verdict.
 //! [`testdata`] makes sample captures for tests and
 //! `demo`.
@@ -12,6 +12,7 @@ pub mod action;
 pub mod body;
 pub mod data_url;
 pub mod error;
+pub mod frame;
 pub mod handler;
 pub mod limit;
 pub mod multipart;

@@ -152,7 +152,7 @@ pub fn sample_capture_json(frames: usize, virtual_camera: bool, action: &str) ->
 }
 
 /// Like [`sample_capture_json`], but with every `/` escaped as `\/`, as PHP's `json_encode` and
-/// some other encoders write it (so frame strings cannot be borrowed as they are).
+/// some other encoders write it (so every frame must be unescaped before it is decoded).
 pub fn sample_capture_json_escaped(frames: usize, virtual_camera: bool, action: &str) -> Vec<u8> {
     let mut c = SampleCapture::new(frames, virtual_camera, action);
     c.escape_slashes = true;

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::action::{map_action, MediaKind};
-use super::body::{parse_capture, Capture, Frame};
-use super::data_url::{DataUrlDecoder, DataUrlError, ImageKind};
+use super::body::{parse_capture, Capture};
+use super::data_url::{DataUrlError, ImageKind};
+use super::frame::{Frame, FrameDecoder};
 use super::multipart::{
     build_multipart, is_valid_boundary, random_boundary, FolderUpload, MediaFile,
 };
@@ -78,19 +79,19 @@ pub fn prepare_frames_upload(
 
     let capture = parse_capture(body, opts.max_frames)?;
     let mapping = map_action(&capture.action)?;
-    let decoder = DataUrlDecoder::new();
+    let mut decoder = FrameDecoder::new();
     let (media, best_frame) = match mapping.media {
         MediaKind::ShotsSet => {
-            let best_frame = decode_best_frame(&capture, opts, &decoder)?;
+            let best_frame = decode_best_frame(&capture, opts, &mut decoder)?;
             let zip = build_zip(
                 &capture.frames,
                 capture.frame_list_field(),
-                &decoder,
+                &mut decoder,
                 opts.max_frame_bytes,
             )?;
             (MediaFile::zip(Bytes::from(zip)), best_frame)
         }
-        MediaKind::Photo => (decode_photo(&capture, opts, &decoder)?, None),
+        MediaKind::Photo => (decode_photo(&capture, opts, &mut decoder)?, None),
     };
     let media_len = media.bytes.len();
 
@@ -122,7 +123,7 @@ pub fn prepare_frames_upload(
 fn decode_photo(
     capture: &Capture<'_>,
     opts: &TransformOptions<'_>,
-    decoder: &DataUrlDecoder,
+    decoder: &mut FrameDecoder,
 ) -> Result<MediaFile, Error> {
     let field = capture.frame_list_field();
     let [frame] = capture.frames.as_slice() else {
@@ -137,7 +138,7 @@ fn decode_photo(
     };
     let mut bytes = Vec::new();
     let kind = decoder
-        .decode_into(frame.as_str(), opts.max_frame_bytes, &mut bytes)
+        .decode_into(frame, opts.max_frame_bytes, &mut bytes)
         .map_err(|e| frame_error(e, field, 0, opts.max_frame_bytes))?;
     Ok(MediaFile::photo(kind, Bytes::from(bytes)))
 }
@@ -147,7 +148,7 @@ fn decode_photo(
 fn decode_best_frame(
     capture: &Capture<'_>,
     opts: &TransformOptions<'_>,
-    decoder: &DataUrlDecoder,
+    decoder: &mut FrameDecoder,
 ) -> Result<Option<(ImageKind, Vec<u8>)>, Error> {
     let (frame, field, want): (Option<&Frame<'_>>, _, _) = match opts.best_frame {
         BestFrame::None => return Ok(None),
@@ -171,7 +172,7 @@ fn decode_best_frame(
     })?;
     let mut bytes = Vec::new();
     let kind = decoder
-        .decode_into(frame.as_str(), opts.max_frame_bytes, &mut bytes)
+        .decode_into(frame, opts.max_frame_bytes, &mut bytes)
         .map_err(|e| match e {
             DataUrlError::TooLarge => bad(format!(
                 "exceeds the limit of {} bytes (capture.max_frame_bytes)",
@@ -279,6 +280,105 @@ mod tests {
                         "folder:meta_data": {"request_id": "req-1", "virtual_camera": vc, "tenant": "acme"},
                     })
                 );
+            }
+        }
+    }
+
+    /// The same capture written plainly, with PHP's `\/` escapes and with `\u002f` escapes gives
+    /// the same upload, byte for byte: ZIP or photo, best frame and payload.
+    #[test]
+    fn escaped_bodies_give_the_same_upload_bytes() {
+        let meta = BTreeMap::new();
+        for (action, best_frame) in [
+            ("video_selfie_best", BestFrame::Jpeg),
+            ("video_selfie_blank", BestFrame::Png),
+            ("photo_id_front", BestFrame::None),
+        ] {
+            for vc in [false, true] {
+                let frames = if action == "photo_id_front" { 1 } else { 5 };
+                let mut c = SampleCapture::new(frames, vc, action);
+                // Without a `/`, so escaping leaves the forwarded text as it is.
+                c.additional_info = Some("env".into());
+                let plain = c.to_json();
+                let slashes = String::from_utf8(plain.clone())
+                    .expect("utf-8")
+                    .replace('/', r"\/");
+                let unicode = String::from_utf8(plain.clone())
+                    .expect("utf-8")
+                    .replace('/', r"\u002f");
+                let o = TransformOptions {
+                    best_frame,
+                    ..opts(&meta)
+                };
+                let want = prepare_frames_upload(&plain, &o).expect("valid");
+                for body in [slashes, unicode] {
+                    assert!(body.contains(r"data:image\"));
+                    let got = prepare_frames_upload(body.as_bytes(), &o).expect("valid");
+                    assert!(got.upload.to_vec() == want.upload.to_vec(), "{action} {vc}");
+                    assert_eq!(got.upload.content_type, want.upload.content_type);
+                    assert_eq!(got.frame_count, frames);
+                }
+            }
+        }
+    }
+
+    /// Escapes that are not text, or stand for characters a data URL cannot hold, fail the
+    /// frame or best frame that has them, named by index or field.
+    #[test]
+    fn bad_escapes_name_the_frame() {
+        let meta = BTreeMap::new();
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            ..opts(&meta)
+        };
+        let url = data_url("image/jpeg", &sample_jpeg(1));
+        let escaped = |s: &str| s.replace('/', r"\/");
+        let cases = [
+            (
+                format!(r"{}\uDFFF", escaped(&url)),
+                "is not a valid JSON string",
+            ),
+            (
+                format!(r"{}\n{}", escaped(&url[..30]), escaped(&url[31..])),
+                "whitespace at offset 30",
+            ),
+            (
+                format!(r"{}\u0025{}", escaped(&url[..30]), escaped(&url[31..])),
+                "invalid character at offset 30",
+            ),
+            (
+                format!(r"data:image\u002fgif;base64,{}", &url[23..]),
+                "media type",
+            ),
+        ];
+        for vc in [false, true] {
+            for (frame, want) in &cases {
+                let mut c = SampleCapture::new(3, vc, "video_selfie_blank");
+                c.frames[1] = "FRAME".into();
+                let body = String::from_utf8(c.to_json()).expect("utf-8");
+                let body = body.replacen("FRAME", frame, 1);
+                match prepare_frames_upload(body.as_bytes(), &o) {
+                    Err(Error::BadFrame {
+                        field,
+                        index: 1,
+                        reason,
+                    }) => {
+                        assert_eq!(field == "from_virtual_camera.frame_list", vc, "{field}");
+                        assert!(reason.contains(want), "{reason} lacks {want}");
+                    }
+                    other => panic!("{want}: unexpected {other:?}"),
+                }
+                let mut c = SampleCapture::new(3, vc, "video_selfie_blank");
+                c.best_frame = Some("BEST".into());
+                let body = String::from_utf8(c.to_json()).expect("utf-8");
+                let body = body.replacen("BEST", frame, 1);
+                match prepare_frames_upload(body.as_bytes(), &o) {
+                    Err(Error::BadField { field, reason }) => {
+                        assert!(field.ends_with("best_frame"), "{field}");
+                        assert!(reason.contains(want), "{reason} lacks {want}");
+                    }
+                    other => panic!("{want}: unexpected {other:?}"),
+                }
             }
         }
     }
@@ -730,6 +830,22 @@ mod tests {
             format!(r#"{{"action":"video_selfie_blank","frame_list":[1],"additional_info":{{"{SECRET}":"{SECRET}"}}}}"#)
                 .into_bytes(),
         );
+        // Escaped frames: undecodable, unescaping to no text, and with bad JSON escapes.
+        for frame in [
+            format!(r"data:image\/jpeg;base64,{SECRET}AAAA"),
+            format!(r"data:image\/jpeg;base64,{SECRET}\uD800AAA"),
+            format!(r"data:image\/{SECRET};base64,AAAA"),
+            format!(r"data:image\/jpeg;base64,{SECRET}\qAAA"),
+        ] {
+            bodies.push(
+                format!(r#"{{"action":"video_selfie_blank","frame_list":["{frame}"],"additional_info":"{SECRET}"}}"#)
+                    .into_bytes(),
+            );
+            bodies.push(
+                format!(r#"{{"action":"video_selfie_blank","frame_list":["{}"],"best_frame":"{frame}","additional_info":"{SECRET}"}}"#, data_url("image/jpeg", &sample_jpeg(1)))
+                    .into_bytes(),
+            );
+        }
         for body in bodies {
             let e = prepare_frames_upload(&body, &o).expect_err("every variant fails");
             let text = format!("{e} {e:?}");

@@ -14,8 +14,8 @@ use std::io::{Cursor, Write as _};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, System, ZipWriter};
 
-use super::body::Frame;
-use super::data_url::{DataUrlDecoder, DataUrlError};
+use super::data_url::DataUrlError;
+use super::frame::{Frame, FrameDecoder};
 use super::Error;
 
 /// Local file header (30) + central directory header (46), without the name (APPNOTE 4.3.7, 4.3.12).
@@ -27,8 +27,9 @@ const YIELD_EVERY: usize = 256 * 1024;
 
 /// Decodes every frame and stores it in a new ZIP; `field` is the frames' path for errors.
 ///
-/// Each frame is decoded into one scratch buffer reused for all frames, then copied into the
-/// archive buffer, which is sized up front from the base64 lengths so it does not grow either.
+/// Each frame is decoded into one scratch buffer reused for all frames (an escaped frame is
+/// unescaped into `decoder`'s buffer first, also reused), then copied into the archive buffer,
+/// which is sized up front from the base64 lengths so it does not grow either.
 /// The first bad frame stops the work: [`Error::BadFrame`] or [`Error::FrameTooLarge`] with its
 /// 0-based index in `frame_list`.
 ///
@@ -42,11 +43,12 @@ const YIELD_EVERY: usize = 256 * 1024;
 pub fn build_zip(
     frames: &[Frame<'_>],
     field: &'static str,
-    decoder: &DataUrlDecoder,
+    decoder: &mut FrameDecoder,
     max_frame_bytes: usize,
 ) -> Result<Vec<u8>, Error> {
-    // 3 bytes per 4 base64 symbols bounds each decoded frame (the prefix only adds slack).
-    let estimate = |f: &Frame<'_>| (f.as_str().len() / 4 * 3).min(max_frame_bytes);
+    // 3 bytes per 4 base64 symbols bounds each decoded frame (the prefix and any escapes only
+    // add slack).
+    let estimate = |f: &Frame<'_>| (f.max_url_len() / 4 * 3).min(max_frame_bytes);
     let name_len = entry_name(frames.len(), "jpg").len();
     let capacity = frames
         .iter()
@@ -62,7 +64,7 @@ pub fn build_zip(
     for (index, frame) in frames.iter().enumerate() {
         scratch.clear();
         let kind = decoder
-            .decode_into(frame.as_str(), max_frame_bytes, &mut scratch)
+            .decode_into(frame, max_frame_bytes, &mut scratch)
             .map_err(|e| frame_error(e, field, index, max_frame_bytes))?;
         name.clear();
         // Writing to a String cannot fail.
@@ -124,13 +126,55 @@ fn internal<E: std::fmt::Display>(err: E) -> Error {
 mod tests {
     use super::*;
     use crate::capture::testdata::{data_url, sample_jpeg, sample_png};
-    use std::borrow::Cow;
     use std::io::Read as _;
 
-    fn frames(urls: &[String]) -> Vec<Frame<'_>> {
+    /// How a test writes its frames into JSON.
+    #[derive(Clone, Copy, Debug)]
+    enum Spelling {
+        /// As serde_json writes them (no escapes in a data URL).
+        Plain,
+        /// Every `/` as `\/`, as PHP's `json_encode` writes it.
+        Slashes,
+        /// Every `/` as `\u002f`.
+        Unicode,
+    }
+
+    const SPELLINGS: [Spelling; 3] = [Spelling::Plain, Spelling::Slashes, Spelling::Unicode];
+
+    /// The JSON string literals of `urls`, spelled as asked.
+    fn literals(urls: &[String], spelling: Spelling) -> Vec<String> {
         urls.iter()
-            .map(|u| Frame(Cow::Borrowed(u.as_str())))
+            .map(|u| {
+                let lit = serde_json::to_string(u).expect("a str serializes");
+                match spelling {
+                    Spelling::Plain => lit,
+                    Spelling::Slashes => lit.replace('/', r"\/"),
+                    Spelling::Unicode => lit.replace('/', r"\u002f"),
+                }
+            })
             .collect()
+    }
+
+    fn frames(literals: &[String]) -> Vec<Frame<'_>> {
+        literals
+            .iter()
+            .map(|l| Frame::from_json_literal(l).expect("quoted"))
+            .collect()
+    }
+
+    /// The ZIP of `urls` written plainly into the JSON, with a new decoder.
+    fn zip_of(urls: &[String], field: &'static str, max: usize) -> Result<Vec<u8>, Error> {
+        zip_spelled(urls, Spelling::Plain, field, max)
+    }
+
+    fn zip_spelled(
+        urls: &[String],
+        spelling: Spelling,
+        field: &'static str,
+        max: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let literals = literals(urls, spelling);
+        build_zip(&frames(&literals), field, &mut FrameDecoder::new(), max)
     }
 
     fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -155,13 +199,7 @@ mod tests {
     #[test]
     fn zip_bytes_have_the_fixed_layout() {
         let (urls, images) = mixed();
-        let zip = build_zip(
-            &frames(&urls),
-            "frame_list",
-            &DataUrlDecoder::new(),
-            1 << 20,
-        )
-        .expect("zip");
+        let zip = zip_of(&urls, "frame_list", 1 << 20).expect("zip");
         let names = ["000001.jpg", "000002.png", "000003.jpg"];
 
         // Local headers, back to back, each followed by its name and the raw image.
@@ -221,13 +259,7 @@ mod tests {
     #[test]
     fn zip_reopens_with_the_input_frames_in_order() {
         let (urls, images) = mixed();
-        let zip = build_zip(
-            &frames(&urls),
-            "frame_list",
-            &DataUrlDecoder::new(),
-            1 << 20,
-        )
-        .expect("zip");
+        let zip = zip_of(&urls, "frame_list", 1 << 20).expect("zip");
         let mut archive = zip::ZipArchive::new(Cursor::new(zip)).expect("readable");
         assert_eq!(archive.len(), 3);
         for (i, image) in images.iter().enumerate() {
@@ -247,9 +279,10 @@ mod tests {
     #[test]
     fn same_frames_give_the_same_bytes() {
         let (urls, _) = mixed();
-        let d = DataUrlDecoder::new();
-        let a = build_zip(&frames(&urls), "frame_list", &d, 1 << 20).expect("zip");
-        let b = build_zip(&frames(&urls), "frame_list", &d, 1 << 20).expect("zip");
+        let lits = literals(&urls, Spelling::Plain);
+        let mut d = FrameDecoder::new();
+        let a = build_zip(&frames(&lits), "frame_list", &mut d, 1 << 20).expect("zip");
+        let b = build_zip(&frames(&lits), "frame_list", &mut d, 1 << 20).expect("zip");
         assert_eq!(a, b);
     }
 
@@ -258,13 +291,7 @@ mod tests {
         let urls: Vec<String> = (0..50)
             .map(|i| data_url("image/jpeg", &sample_jpeg(i)))
             .collect();
-        let zip = build_zip(
-            &frames(&urls),
-            "frame_list",
-            &DataUrlDecoder::new(),
-            1 << 20,
-        )
-        .expect("zip");
+        let zip = zip_of(&urls, "frame_list", 1 << 20).expect("zip");
         // The estimate is an upper bound; the slack is the base64 prefix and padding.
         let estimate: usize = urls.iter().map(|u| u.len() / 4 * 3 + 96).sum::<usize>() + 22;
         assert!(zip.len() <= estimate, "{} > {estimate}", zip.len());
@@ -275,13 +302,7 @@ mod tests {
     fn a_bad_frame_is_reported_with_its_index() {
         let (mut urls, _) = mixed();
         urls[1] = data_url("image/png", &sample_jpeg(9));
-        let err = build_zip(
-            &frames(&urls),
-            "from_virtual_camera.frame_list",
-            &DataUrlDecoder::new(),
-            1 << 20,
-        )
-        .expect_err("bad frame");
+        let err = zip_of(&urls, "from_virtual_camera.frame_list", 1 << 20).expect_err("bad frame");
         match err {
             Error::BadFrame {
                 field: "from_virtual_camera.frame_list",
@@ -298,13 +319,93 @@ mod tests {
         let limit = images[0].len().max(images[1].len());
         let mut big = urls.clone();
         big[2] = data_url("image/jpeg", &[sample_jpeg(3), vec![0; limit]].concat());
-        match build_zip(&frames(&big), "frame_list", &DataUrlDecoder::new(), limit) {
+        match zip_of(&big, "frame_list", limit) {
             Err(Error::FrameTooLarge {
                 field: "frame_list",
                 index: 2,
                 limit: l,
             }) => assert_eq!(l, limit),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Frames whose JSON escapes `/` (PHP's `\/`, or `\u002f`) give the very same archive.
+    #[test]
+    fn escaped_frames_give_the_same_zip_bytes() {
+        let (mut urls, _) = mixed();
+        // Large frames too, so escapes fall in the word-at-a-time path, not only in the tail.
+        urls.extend((0..4u8).map(|i| {
+            let mut image = sample_jpeg(i);
+            image.extend((0..20_000u32).map(|b| (b * 13 + u32::from(i)) as u8));
+            data_url("image/jpeg", &image)
+        }));
+        let plain = zip_of(&urls, "frame_list", 1 << 20).expect("zip");
+        for spelling in SPELLINGS {
+            let lits = literals(&urls, spelling);
+            if !matches!(spelling, Spelling::Plain) {
+                assert!(frames(&lits).iter().all(Frame::has_escapes));
+            }
+            let zip = zip_spelled(&urls, spelling, "frame_list", 1 << 20).expect("zip");
+            assert!(zip == plain, "{spelling:?} gives other bytes");
+        }
+    }
+
+    /// A frame whose escapes are valid JSON syntax but no text (half a surrogate pair) is
+    /// refused with its index, without its content.
+    #[test]
+    fn a_frame_that_does_not_unescape_is_reported_with_its_index() {
+        let (urls, _) = mixed();
+        let mut lits = literals(&urls, Spelling::Slashes);
+        lits[1] = r#""data:image\/jpeg;base64,SECRETMARKER\uD800AAA""#.to_owned();
+        match build_zip(
+            &frames(&lits),
+            "frame_list",
+            &mut FrameDecoder::new(),
+            1 << 20,
+        ) {
+            Err(Error::BadFrame {
+                field: "frame_list",
+                index: 1,
+                reason,
+            }) => {
+                assert!(reason.starts_with("is not a valid JSON string"), "{reason}");
+                assert!(!reason.contains("SECRETMARKER"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// An escape that stands for a character a data URL cannot hold is refused with the frame's
+    /// index, like that character written plainly.
+    #[test]
+    fn an_escape_giving_a_non_base64_character_is_reported_with_its_index() {
+        let (urls, _) = mixed();
+        for (escape, want) in [
+            (r"\n", "whitespace at offset 30"),
+            (r"\u0021", "invalid character at offset 30"),
+            (r#"\""#, "invalid character at offset 30"),
+        ] {
+            let mut lits = literals(&urls, Spelling::Slashes);
+            // Replace the 30th character of the data URL (8 into the base64) with the escape.
+            let url = &urls[2];
+            lits[2] = format!(
+                "\"{}{escape}{}\"",
+                url[..30].replace('/', r"\/"),
+                url[31..].replace('/', r"\/")
+            );
+            match build_zip(
+                &frames(&lits),
+                "frame_list",
+                &mut FrameDecoder::new(),
+                1 << 20,
+            ) {
+                Err(Error::BadFrame {
+                    field: "frame_list",
+                    index: 2,
+                    reason,
+                }) => assert!(reason.contains(want), "{escape}: {reason}"),
+                other => panic!("{escape}: unexpected {other:?}"),
+            }
         }
     }
 }

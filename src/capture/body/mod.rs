@@ -13,35 +13,25 @@
 //! - `frame_list` stops storing frames once `max_frames` is reached, so a body of a million
 //!   empty strings cannot make a million-entry vector.
 //!
-//! Frame strings borrow from the body. A string with escapes (`data:image\/jpeg…`, as PHP's
-//! `json_encode` writes it) cannot be borrowed and is unescaped into an owned copy instead.
-//! Unknown fields are skipped: SDK versions add fields. A field given twice is refused, so the
-//! proxy and the backend can never read different values from one body.
+//! Frames (`frame_list`, `best_frame`, `best_frame_png`) are kept as their JSON string literals,
+//! borrowed from the body, escapes and all ([`Frame`]): a string with escapes
+//! (`data:image\/jpeg…`, as PHP's `json_encode` writes every frame) is unescaped only when it is
+//! decoded, one frame at a time (`capture::frame`), never copied here. serde_json still checks
+//! every escape as it reads the literal; what it cannot check there (an unpaired `\u` surrogate)
+//! fails the frame when it is decoded. A syntax error inside a frame is reported with the
+//! frame's field and index. Unknown fields are skipped: SDK versions add fields. A field given
+//! twice is refused, so the proxy and the backend can never read different values from one body.
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
 use serde_json::value::RawValue;
 
+pub use super::frame::Frame;
 use super::Error;
-
-/// One frame's data URL, borrowed from the body unless it contained escapes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame<'a>(pub Cow<'a, str>);
-
-impl Frame<'_> {
-    /// The data URL text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the text points into the request body (no copy was made).
-    pub fn is_borrowed(&self) -> bool {
-        matches!(self.0, Cow::Borrowed(_))
-    }
-}
 
 /// A parsed and shape-checked capture. Frames are not decoded yet.
 #[derive(Debug)]
@@ -83,12 +73,13 @@ pub fn parse_capture(body: &[u8], max_frames: usize) -> Result<Capture<'_>, Erro
     let ctx = Ctx {
         max_frames,
         failure: Cell::new(None),
+        reading: Cell::new(None),
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let top = RootSeed { ctx: &ctx }
         .deserialize(&mut de)
         .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| json_error(&e, ctx.failure.get()))?;
+        .map_err(|e| json_error(&e, ctx.failure.get(), ctx.reading.get()))?;
     assemble(top, max_frames)
 }
 
@@ -157,7 +148,8 @@ fn missing(field: &str) -> Error {
 }
 
 /// Turns a serde_json error into a capture error, never using serde's text for a type error.
-fn json_error(err: &serde_json::Error, failure: Option<Failure>) -> Error {
+/// `reading` is the frame whose value was being read when the error came, if any.
+fn json_error(err: &serde_json::Error, failure: Option<Failure>, reading: Option<Place>) -> Error {
     let at = format!("line {}, column {}", err.line(), err.column());
     match failure {
         Some(Failure::WrongType {
@@ -184,17 +176,26 @@ fn json_error(err: &serde_json::Error, failure: Option<Failure>) -> Error {
         Some(Failure::RootNotObject { found }) => Error::BadJson {
             detail: format!("expected a JSON object, found {found} ({at})"),
         },
-        None => match err.classify() {
-            // Syntax and EOF messages are fixed texts in serde_json ("expected `,` or `]`",
+        None => match (err.classify(), reading) {
+            // Syntax and EOF messages are fixed texts in serde_json ("invalid escape",
             // "EOF while parsing a string"), followed by "at line L column C": nothing quoted.
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                Error::BadJson {
-                    detail: err.to_string(),
-                }
-            }
+            // A syntax error inside a frame (a bad escape, a control character, bytes that are
+            // not UTF-8) names that frame; a body cut short stays a JSON error.
+            (Category::Syntax, Some(Place::Listed { field, index })) => Error::BadFrame {
+                field,
+                index,
+                reason: format!("is not a valid JSON string: {err}"),
+            },
+            (Category::Syntax, Some(Place::Single { field })) => Error::BadField {
+                field: field.into(),
+                reason: format!("is not a valid JSON string: {err}"),
+            },
+            (Category::Syntax | Category::Eof, _) => Error::BadJson {
+                detail: err.to_string(),
+            },
             // Data errors carry free text that may quote input; none is expected here because
             // every visitor records its failure, but never pass one through.
-            serde_json::error::Category::Data | serde_json::error::Category::Io => Error::BadJson {
+            (Category::Data | Category::Io, _) => Error::BadJson {
                 detail: format!("unexpected value ({at})"),
             },
         },
@@ -203,11 +204,13 @@ fn json_error(err: &serde_json::Error, failure: Option<Failure>) -> Error {
 
 // === Parse state ===
 
-/// Shared by all visitors of one parse: the frame limit and the first failure, recorded so the
-/// error can be worded here instead of by serde.
+/// Shared by all visitors of one parse: the frame limit, the first failure, recorded so the
+/// error can be worded here instead of by serde, and the frame being read, so a syntax error
+/// inside it can name it.
 struct Ctx {
     max_frames: usize,
     failure: Cell<Option<Failure>>,
+    reading: Cell<Option<Place>>,
 }
 
 impl Ctx {
@@ -249,6 +252,13 @@ enum Failure {
     RootNotObject {
         found: Found,
     },
+}
+
+/// Where a frame sits: in `frame_list` at an index, or in its own field (`best_frame`).
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    Listed { field: &'static str, index: usize },
+    Single { field: &'static str },
 }
 
 /// The JSON type found where another was expected; never the value.

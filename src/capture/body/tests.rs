@@ -30,6 +30,11 @@ fn info_json() -> String {
     serde_json::to_string(SAMPLE_ADDITIONAL_INFO).expect("str")
 }
 
+/// Whether `s` points into `body`: the parser made no copy of it.
+fn borrowed_from(body: &[u8], s: &str) -> bool {
+    body.as_ptr_range().contains(&s.as_ptr())
+}
+
 #[test]
 fn plain_shape_borrows_frames() {
     let body = sample_capture_json(3, false, "video_selfie_blank");
@@ -37,20 +42,17 @@ fn plain_shape_borrows_frames() {
     assert_eq!(c.action, "video_selfie_blank");
     assert!(!c.virtual_camera);
     assert_eq!(c.frames.len(), 3);
-    assert!(c.frames.iter().all(Frame::is_borrowed));
-    assert!(c.frames[0]
-        .as_str()
-        .starts_with("data:image/jpeg;base64,/9j/"));
-    assert!(c.best_frame.as_ref().is_some_and(Frame::is_borrowed));
+    assert!(c.frames.iter().all(|f| borrowed_from(&body, f.raw())));
+    assert!(c.frames.iter().all(|f| !f.has_escapes()));
+    assert!(c.frames[0].raw().starts_with("data:image/jpeg;base64,/9j/"));
+    assert!(c.frames[0].json_literal().starts_with("\"data:image/jpeg;"));
+    let best = c.best_frame.expect("best frame");
+    assert!(borrowed_from(&body, best.raw()));
     assert!(c
         .best_frame_png
-        .as_ref()
-        .is_some_and(|f| f.as_str().starts_with("data:image/png;base64,")));
+        .is_some_and(|f| f.raw().starts_with("data:image/png;base64,")));
     assert_eq!(c.additional_info.get(), info_json());
     assert_eq!(c.frame_list_field(), "frame_list");
-    // The frame points into the body: no copy was made.
-    let range = body.as_ptr_range();
-    assert!(range.contains(&c.frames[1].as_str().as_ptr()));
 }
 
 #[test]
@@ -69,17 +71,25 @@ fn virtual_camera_shape_reads_from_virtual_camera() {
     );
 }
 
+/// Escaped frames (PHP's `\/`) are kept as sent, borrowed from the body: no copy is made here,
+/// they are unescaped one at a time when decoded (`capture::frame`).
 #[test]
-fn escaped_slashes_fall_back_to_owned_and_keep_additional_info_verbatim() {
+fn escaped_frames_stay_borrowed_as_sent_and_additional_info_verbatim() {
     for vc in [false, true] {
         let body = sample_capture_json_escaped(2, vc, "video_selfie_blank");
         let c = parse(&body).expect("valid");
-        assert!(c.frames.iter().all(|f| !f.is_borrowed()));
-        assert!(c.frames[0].as_str().starts_with("data:image/jpeg;base64,"));
-        // The unescaped frame equals the one in the unescaped body.
+        assert!(c.frames.iter().all(|f| borrowed_from(&body, f.raw())));
+        assert!(c.frames.iter().all(Frame::has_escapes));
+        assert!(c.frames[0].raw().starts_with(r"data:image\/jpeg;base64,"));
+        let best = c.best_frame_png.expect("best frame png");
+        assert!(borrowed_from(&body, best.raw()) && best.has_escapes());
+        // Unescaped, each frame is the one in the plain body.
         let plain = sample_capture_json(2, vc, "video_selfie_blank");
         let p = parse(&plain).expect("valid");
-        assert_eq!(c.frames, p.frames);
+        for (escaped, plain) in c.frames.iter().zip(&p.frames) {
+            let s: String = serde_json::from_str(escaped.json_literal()).expect("string");
+            assert_eq!(s, plain.raw());
+        }
         // additional_info is forwarded as sent, escapes included.
         assert!(c.additional_info.get().contains(r"oz-liveness-web\/1.9.2"));
         let s: String = serde_json::from_str(c.additional_info.get()).expect("string");
@@ -88,12 +98,94 @@ fn escaped_slashes_fall_back_to_owned_and_keep_additional_info_verbatim() {
 }
 
 #[test]
-fn escapes_only_in_some_frames_borrow_the_rest() {
-    let body = r#"{"action":"a","additional_info":"","frame_list":["data:x","data:\u0078"]}"#;
+fn frames_keep_any_escape_as_sent() {
+    let body = r#"{"action":"a","additional_info":"","frame_list":["data:x","data:\u0078","\"\\\/\b\f\n\r\t\uD83D\uDE00"],"best_frame":"\u0041"}"#;
     let c = parse(body.as_bytes()).expect("valid");
-    assert!(c.frames[0].is_borrowed());
-    assert!(!c.frames[1].is_borrowed());
-    assert_eq!(c.frames[1].as_str(), "data:x");
+    let raw: Vec<&str> = c.frames.iter().map(Frame::raw).collect();
+    assert_eq!(
+        raw,
+        ["data:x", r"data:\u0078", r#"\"\\\/\b\f\n\r\t\uD83D\uDE00"#]
+    );
+    assert!(!c.frames[0].has_escapes() && c.frames[1].has_escapes());
+    assert_eq!(c.best_frame.map(|f| f.raw()), Some(r"\u0041"));
+    // Half a surrogate pair is valid JSON syntax but no text: the frame is refused when it is
+    // decoded, with its index (`capture::frame`), not here.
+    let body = r#"{"action":"a","additional_info":"","frame_list":["\uD800"]}"#;
+    assert_eq!(
+        parse(body.as_bytes()).expect("valid").frames[0].raw(),
+        r"\uD800"
+    );
+}
+
+/// A syntax error inside a frame string names the frame; the same error elsewhere, or a body
+/// cut short inside a frame, is a JSON error.
+#[test]
+fn a_syntax_error_inside_a_frame_names_it() {
+    for (frame, what) in [
+        (r"data:image\/jpeg;base64,\q", "invalid escape"),
+        (r"data:image\/jpeg;base64,\u12G4", "invalid escape"),
+        ("data:image/jpeg;base64,\u{1}", "control character"),
+        ("data:image/jpeg;base64,\t", "control character"),
+    ] {
+        for vc in [false, true] {
+            let list = format!(r#"["f0","f1","{frame}"]"#);
+            let body = if vc {
+                format!(
+                    r#"{{"action":"a","from_virtual_camera":{{"additional_info":"i","frame_list":{list}}}}}"#
+                )
+            } else {
+                format!(r#"{{"action":"a","additional_info":"i","frame_list":{list}}}"#)
+            };
+            match err(&body) {
+                Error::BadFrame {
+                    field,
+                    index: 2,
+                    reason,
+                } => {
+                    let want = if vc {
+                        "from_virtual_camera.frame_list"
+                    } else {
+                        "frame_list"
+                    };
+                    assert_eq!(field, want);
+                    assert!(reason.starts_with("is not a valid JSON string"), "{reason}");
+                    assert!(
+                        reason.contains(what) && reason.contains("line 1 column"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{frame}: unexpected {other:?}"),
+            }
+            let body = format!(
+                r#"{{"action":"a","frame_list":["f"],"additional_info":"i","best_frame_png":"{frame}"}}"#
+            );
+            let (field, reason) = bad_field(&body);
+            assert_eq!(field, "best_frame_png");
+            assert!(reason.contains(what), "{reason}");
+        }
+    }
+    // Not UTF-8 inside a frame string.
+    let mut bytes = br#"{"action":"a","frame_list":[""#.to_vec();
+    bytes.extend_from_slice(&[0xFF, 0xFE]);
+    bytes.extend_from_slice(br#""],"additional_info":"i"}"#);
+    assert!(matches!(
+        parse(&bytes),
+        Err(Error::BadFrame {
+            field: "frame_list",
+            index: 0,
+            ..
+        })
+    ));
+    // Elsewhere, the same errors are about the JSON.
+    for body in [
+        r#"{"action":"a\q","frame_list":["f"],"additional_info":"i"}"#,
+        r#"{"action":"a","frame_list":["f"],"additional_info":"i\q"}"#,
+        r#"{"action":"a","frame_list":["f"] "additional_info":"i"}"#,
+        r#"{"action":"a","frame_list":["f" "g"],"additional_info":"i"}"#,
+        r#"{"action":"a","frame_list":["data:image\/jpeg;base64,AAAA"#,
+    ] {
+        assert!(matches!(err(body), Error::BadJson { .. }), "{body}");
+    }
 }
 
 #[test]
@@ -362,10 +454,10 @@ fn syntax_errors_are_bad_json_with_position() {
     ] {
         assert!(matches!(err(body), Error::BadJson { .. }), "{body}");
     }
-    // Not UTF-8 inside a string.
-    let mut bytes = br#"{"action":"a","frame_list":[""#.to_vec();
+    // Not UTF-8 inside a string that is not a frame.
+    let mut bytes = br#"{"action":""#.to_vec();
     bytes.extend_from_slice(&[0xFF, 0xFE]);
-    bytes.extend_from_slice(br#""],"additional_info":"i"}"#);
+    bytes.extend_from_slice(br#"","frame_list":["f"],"additional_info":"i"}"#);
     assert!(matches!(parse(&bytes), Err(Error::BadJson { .. })));
 }
 
@@ -410,6 +502,16 @@ fn errors_never_contain_input_values() {
         format!(r#""{SECRET}""#),
         format!(r#"{{"action":"a","frame_list":["{SECRET}"#),
         format!(r#"{{"action":"a","{SECRET}":1,,}}"#),
+        format!(
+            r#"{{"action":"a","frame_list":["data:image\/jpeg;base64,{SECRET}\q"],"additional_info":"i"}}"#
+        ),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"best_frame":"{SECRET}\x","additional_info":"i"}}"#
+        ),
+        format!(
+            r#"{{"action":"a","frame_list":["{SECRET}{}"],"additional_info":"i"}}"#,
+            '\u{1}'
+        ),
     ];
     let mut sample = SampleCapture::new(2, false, "video_selfie_blank");
     sample.additional_info = Some(format!("{SECRET} env"));

@@ -1,6 +1,8 @@
 //! The serde visitors behind `parse_capture`: one seed per field shape, each naming the field
 //! path (and frame index) in its errors without ever quoting a value.
 
+use serde::Deserialize;
+
 use super::*;
 
 /// The body: must be an object.
@@ -86,29 +88,19 @@ fn read_fields<'de, A: MapAccess<'de>>(
         seen |= field.bit();
         match field {
             Field::Action => {
-                out.action = map.next_value_seed(StrSeed {
-                    ctx,
-                    path,
-                    nullable: false,
-                })?;
+                out.action = Some(map.next_value_seed(StrSeed { ctx, path })?);
             }
             Field::BestFrame => {
-                out.best_frame = map
-                    .next_value_seed(StrSeed {
-                        ctx,
-                        path,
-                        nullable: true,
-                    })?
-                    .map(Frame);
+                out.best_frame = map.next_value_seed(FrameSeed {
+                    ctx,
+                    place: Place::Single { field: path },
+                })?;
             }
             Field::BestFramePng => {
-                out.best_frame_png = map
-                    .next_value_seed(StrSeed {
-                        ctx,
-                        path,
-                        nullable: true,
-                    })?
-                    .map(Frame);
+                out.best_frame_png = map.next_value_seed(FrameSeed {
+                    ctx,
+                    place: Place::Single { field: path },
+                })?;
             }
             Field::AdditionalInfo => {
                 let raw: &'de RawValue = map.next_value()?;
@@ -206,26 +198,20 @@ macro_rules! refuse_containers {
     };
 }
 
-/// A string field (`action`, `best_frame`, `best_frame_png`), borrowed when unescaped.
+/// `action`: a string, borrowed when it has no escapes (it is short, so a copy costs nothing).
 struct StrSeed<'c> {
     ctx: &'c Ctx,
     path: &'static str,
-    nullable: bool,
 }
 
 impl StrSeed<'_> {
     fn wrong<E: de::Error>(&self, found: Found) -> E {
-        let expected = if self.nullable {
-            "a string or null"
-        } else {
-            "a string"
-        };
-        self.ctx.wrong_type(self.path, expected, found)
+        self.ctx.wrong_type(self.path, "a string", found)
     }
 }
 
 impl<'de> DeserializeSeed<'de> for StrSeed<'_> {
-    type Value = Option<Cow<'de, str>>;
+    type Value = Cow<'de, str>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -233,29 +219,23 @@ impl<'de> DeserializeSeed<'de> for StrSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for StrSeed<'_> {
-    type Value = Option<Cow<'de, str>>;
+    type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(s)))
+        Ok(Cow::Borrowed(s))
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(s.to_owned())))
+        Ok(Cow::Owned(s.to_owned()))
     }
     fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Owned(s)))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        if self.nullable {
-            Ok(None)
-        } else {
-            Err(self.wrong(Found::Null))
-        }
+        Ok(Cow::Owned(s))
     }
     refuse!(wrong;
+        visit_unit() => Found::Null,
         visit_bool(bool) => Found::Bool,
         visit_u64(u64) => Found::Number,
         visit_i64(i64) => Found::Number,
@@ -359,11 +339,15 @@ impl<'de> Visitor<'de> for FrameListSeed<'_> {
         while frames.len() < self.ctx.max_frames {
             let seed = FrameSeed {
                 ctx: self.ctx,
-                field: self.path,
-                index: frames.len(),
+                place: Place::Listed {
+                    field: self.path,
+                    index: frames.len(),
+                },
             };
             match seq.next_element_seed(seed)? {
-                Some(frame) => frames.push(frame),
+                // `FrameSeed` refuses null in a list, so every element is a frame.
+                Some(Some(frame)) => frames.push(frame),
+                Some(None) => unreachable!("a listed frame is never null"),
                 None => return Ok(Some(FrameList::Frames(frames))),
             }
         }
@@ -390,55 +374,43 @@ impl<'de> Visitor<'de> for FrameListSeed<'_> {
     }
 }
 
-/// One element of `frame_list`: a string, borrowed when unescaped.
+/// A frame: an element of `frame_list` (a string), or `best_frame` / `best_frame_png` (a string
+/// or null). Read as a raw JSON value, so a string is kept as its literal, borrowed from the
+/// body even when it has escapes.
 struct FrameSeed<'c> {
     ctx: &'c Ctx,
-    field: &'static str,
-    index: usize,
+    place: Place,
 }
 
 impl FrameSeed<'_> {
     fn wrong<E: de::Error>(&self, found: Found) -> E {
-        self.ctx.fail(Failure::FrameWrongType {
-            field: self.field,
-            index: self.index,
-            found,
-        })
+        match self.place {
+            Place::Listed { field, index } => self.ctx.fail(Failure::FrameWrongType {
+                field,
+                index,
+                found,
+            }),
+            Place::Single { field } => self.ctx.wrong_type(field, "a string or null", found),
+        }
     }
 }
 
 impl<'de> DeserializeSeed<'de> for FrameSeed<'_> {
-    type Value = Frame<'de>;
+    type Value = Option<Frame<'de>>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
+        // Left set if reading fails, so a syntax error inside the value names this frame.
+        self.ctx.reading.set(Some(self.place));
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        self.ctx.reading.set(None);
+        match Found::of_raw(raw) {
+            Found::String => Ok(Some(Frame::from_json_literal(raw.get()).expect(
+                "serde_json hands a string value over as its literal, quotes included",
+            ))),
+            Found::Null if matches!(self.place, Place::Single { .. }) => Ok(None),
+            found => Err(self.wrong(found)),
+        }
     }
-}
-
-impl<'de> Visitor<'de> for FrameSeed<'_> {
-    type Value = Frame<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a data URL string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Frame(Cow::Borrowed(s)))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Frame(Cow::Owned(s.to_owned())))
-    }
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Frame(Cow::Owned(s)))
-    }
-    refuse!(wrong;
-        visit_unit() => Found::Null,
-        visit_bool(bool) => Found::Bool,
-        visit_u64(u64) => Found::Number,
-        visit_i64(i64) => Found::Number,
-        visit_f64(f64) => Found::Number,
-    );
-    refuse_containers!(wrong; seq => Found::Array, map => Found::Object);
 }
 
 /// `from_virtual_camera`: null, or an object with the same fields as the body.
