@@ -174,6 +174,11 @@ pub struct ForwardingConfig {
     /// Request-id header, generated when absent.
     #[serde(default = "defaults::request_id_header")]
     pub request_id_header: String,
+    /// Send HTTP/1 field names in the case they arrived in (both directions) rather than
+    /// lowercased. On by default, since legacy backends sometimes depend on it; it costs about
+    /// 13 % of the proxy's user-space instructions per small request (BENCHMARKS.md).
+    #[serde(default = "defaults::yes")]
+    pub preserve_header_case: bool,
 }
 
 /// What to do with `X-Forwarded-For`.
@@ -485,6 +490,7 @@ impl Default for ForwardingConfig {
             x_forwarded_for: XffMode::Append,
             via: String::new(),
             request_id_header: defaults::request_id_header(),
+            preserve_header_case: true,
         }
     }
 }
@@ -872,6 +878,9 @@ mod defaults {
     }
     pub fn reload_interval() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn request_id_header() -> String {
         "x-request-id".to_owned()

@@ -122,7 +122,11 @@ async fn run_with(
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
-    let passthrough = Passthrough::new(&config.backend, metrics.clone());
+    let passthrough = Passthrough::new(
+        &config.backend,
+        config.forwarding.preserve_header_case,
+        metrics.clone(),
+    );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
         &config,
         &passthrough,
@@ -180,6 +184,7 @@ async fn run_with(
         proxy,
         tls,
         &config.server,
+        config.forwarding.preserve_header_case,
         Drain {
             readiness: &readiness,
             delay: config.shutdown.drain_delay,
@@ -240,9 +245,10 @@ async fn serve_traffic(
     proxy: Proxy,
     tls: Option<TlsAcceptor>,
     cfg: &ServerConfig,
+    preserve_header_case: bool,
     shutdown: Drain<'_>,
 ) -> GracefulShutdown {
-    let builder = Arc::new(http_builder(cfg));
+    let builder = Arc::new(http_builder(cfg, preserve_header_case));
     let graceful = GracefulShutdown::new();
     let drain_delay = shutdown.delay;
     let drain = async {
@@ -286,14 +292,14 @@ async fn serve_traffic(
     graceful
 }
 
-fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+fn http_builder(cfg: &ServerConfig, preserve_header_case: bool) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         // Without a timer the header read timeout silently does nothing (rust-ecosystem.md §1).
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .preserve_header_case(true)
+        .preserve_header_case(preserve_header_case)
         .max_headers(cfg.max_headers)
         // hyper answers 431 when the head does not fit; it needs at least 8 KiB of buffer, which
         // config validation guarantees (the `max` keeps a hand-built ServerConfig from panicking).
@@ -361,7 +367,7 @@ impl Conn {
 }
 
 async fn serve_admin(listener: TcpListener, admin: Admin, stop: CancellationToken) {
-    let builder = Arc::new(http_builder(&ServerConfig::default()));
+    let builder = Arc::new(http_builder(&ServerConfig::default(), false));
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,

@@ -271,6 +271,34 @@ async fn http1_header_case_is_preserved_both_ways() {
 }
 
 #[tokio::test]
+async fn http1_header_names_are_lowercased_both_ways_when_case_is_not_preserved() {
+    let mut backend =
+        RawBackend::always(b"HTTP/1.1 200 OK\r\nX-ReSpOnSe-Case: 1\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+    let proxy = proxy(backend.addr)
+        .set("forwarding.preserve_header_case", false)
+        .start()
+        .await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-CuStOm-Header: v\r\n\r\n")
+        .await;
+    let rsp = conn.read_response(false).await;
+    assert!(
+        rsp.header_lines().contains(&"x-response-case: 1"),
+        "client saw:\n{}",
+        rsp.head
+    );
+
+    let seen = backend.next().await;
+    assert!(
+        seen.header_lines().contains(&"x-custom-header: v"),
+        "backend saw:\n{}",
+        seen.head_str()
+    );
+}
+
+#[tokio::test]
 async fn two_set_cookie_headers_both_reach_client() {
     let backend = backend()
         .reply(|_| {

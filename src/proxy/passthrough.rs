@@ -43,8 +43,9 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Builds the pooled client from `backend.*`.
-    pub fn new(cfg: &BackendConfig, metrics: Metrics) -> Self {
+    /// Builds the pooled client from `backend.*`; `preserve_header_case` keeps the case of the
+    /// field names both ways (`forwarding.preserve_header_case`).
+    pub fn new(cfg: &BackendConfig, preserve_header_case: bool, metrics: Metrics) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(cfg.connect_timeout));
@@ -54,7 +55,7 @@ impl Passthrough {
             .timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle)
-            .http1_preserve_header_case(true)
+            .http1_preserve_header_case(preserve_header_case)
             // The client's own `Host` is forwarded as is; never invent one from the backend URL.
             .set_host(false)
             .build(connector);
