@@ -4,7 +4,8 @@
 //! [`body`] parses the JSON, [`data_url`] decodes each frame, [`zip`] stores them in a ZIP,
 //! [`action`] picks the Oz tags, [`multipart`] writes the upload body, and [`transform`] is the
 //! one entry point that runs them in order. [`limit`] admits captures under the memory budget and
-//! the concurrency limit, and [`handler`] orchestrates a capture from request to verdict.
+//! the concurrency limit, [`pool`] runs transforms on threads scheduled below traffic, and
+//! [`handler`] orchestrates a capture from request to verdict.
 //! [`testdata`] makes sample captures for tests and
 //! `demo`.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod handler;
 pub mod limit;
 pub mod multipart;
+pub mod pool;
 pub mod testdata;
 pub mod transform;
 pub mod zip;
