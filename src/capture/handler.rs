@@ -224,14 +224,24 @@ impl CaptureService {
                 request_id,
             )
             .await;
-        // The upload is no longer needed; free it before talking to the backend.
+        // The upload is no longer needed, nor the body unless it goes to the backend as it came;
+        // both are freed on a capture thread (`TransformPool::dispose`), and the budget they
+        // count against with them.
         let Prepared {
             upload,
             action,
             virtual_camera,
             frame_count,
         } = prepared;
-        drop(upload);
+        self.pool.dispose(upload);
+        let raw = if route.on_result == OnResult::Forward
+            && route.forward_body == ForwardBody::Original
+        {
+            Some(raw)
+        } else {
+            self.pool.dispose((raw, reserved.clone()));
+            None
+        };
 
         let verdict = match verdict {
             Ok(v) => {
@@ -306,14 +316,16 @@ impl CaptureService {
         &self,
         route: &CaptureRoute,
         mut parts: http::request::Parts,
-        raw: Bytes,
+        raw: Option<Bytes>,
         facts: &Facts<'_>,
     ) -> Result<Response<Body>, Error> {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         // The body is already here; the backend must not wait for a `100 Continue` dance.
         parts.headers.remove(header::EXPECT);
         let body = match route.forward_body {
-            ForwardBody::Original => raw,
+            ForwardBody::Original => {
+                raw.expect("run keeps the body when the route forwards it as it came")
+            }
             ForwardBody::Summary => {
                 parts.headers.insert(
                     header::CONTENT_TYPE,

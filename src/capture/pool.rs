@@ -90,6 +90,15 @@ impl TransformPool {
     {
         self.handle.spawn_blocking(job).await
     }
+
+    /// Drops `value` on a pool thread, without waiting. Freeing a multi-MB buffer makes glibc
+    /// give memory back to the kernel (`munmap`, or `madvise` when it trims a heap) in the
+    /// freeing thread, which should be one of these and not the worker carrying traffic.
+    pub fn dispose<T: Send + 'static>(&self, value: T) {
+        // Detached: nothing waits for a drop. On a pool already shut down, `value` is dropped
+        // here instead.
+        drop(self.handle.spawn_blocking(move || drop(value)));
+    }
 }
 
 impl Drop for TransformPool {
@@ -211,6 +220,24 @@ mod tests {
         drop(pool);
         release_tx.send(()).unwrap();
         assert_eq!(job.await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn dispose_drops_on_a_pool_thread() {
+        struct Probe(std::sync::mpsc::Sender<Option<String>>);
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                let name = std::thread::current().name().map(str::to_owned);
+                self.0.send(name).unwrap();
+            }
+        }
+        let pool = TransformPool::new(1, TransformPriority::Normal).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        pool.dispose(Probe(tx));
+        let name = tokio::task::spawn_blocking(move || rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(name.unwrap().as_deref(), Some(THREAD_NAME));
     }
 
     #[test]
