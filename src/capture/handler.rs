@@ -69,9 +69,6 @@ enum Mode {
     Container,
 }
 
-/// The memory a capture reserved: the body's share, and the extra for escaped frames.
-type Reservation = (MemoryPermit, Option<MemoryPermit>);
-
 /// What the capture turned into, for the headers and the summary.
 struct Prepared {
     upload: UploadBody,
@@ -181,16 +178,7 @@ impl CaptureService {
                 .into())
             }
         };
-        // Escaped frame strings (`data:image\/jpeg`, PHP's default) cannot be borrowed: the
-        // parser unescapes them into copies, so such a capture peaks near 3 × its body
-        // (BENCHMARKS.md). Reserve the extra body's worth before the transform, or refuse.
-        let escaped = match mode {
-            Mode::Frames if has_string_escapes_frames_could_use(&raw) => {
-                Some(self.limiter.reserve_memory(raw.len() as u64 / 2)?)
-            }
-            _ => None,
-        };
-        let reserved = Arc::new((memory, escaped));
+        let reserved = Arc::new(memory);
 
         let prepared = match mode {
             Mode::Container => {
@@ -280,7 +268,7 @@ impl CaptureService {
         route: &CaptureRoute,
         raw: Bytes,
         request_id: &str,
-        reserved: Arc<Reservation>,
+        reserved: Arc<MemoryPermit>,
     ) -> Result<Prepared, Error> {
         let permit = self.limiter.start_transform()?;
         let file_key = route.file_key.clone();
@@ -288,9 +276,18 @@ impl CaptureService {
             (route.max_frames, route.max_frame_bytes, route.best_frame);
         let request_id = request_id.to_owned();
         let meta = self.folder_meta_data.clone();
+        let limiter = self.limiter.clone();
         let job = self.pool.run(move || {
             let _permit = permit;
             let _reserved = reserved;
+            // Escaped frame strings (`data:image\/jpeg`, PHP's default) cannot be borrowed: the
+            // parser unescapes them into copies, so such a transform peaks near 3 × the body
+            // (BENCHMARKS.md). Reserve the extra body's worth for the transform, or refuse.
+            // Scanned here rather than on the worker: even with memchr it is a pass over
+            // megabytes.
+            let _escaped = has_string_escapes_frames_could_use(&raw)
+                .then(|| limiter.reserve_memory(raw.len() as u64 / 2))
+                .transpose()?;
             let opts = TransformOptions {
                 file_key: &file_key,
                 max_frames,
@@ -458,8 +455,7 @@ fn outcome_of(r: Resolution) -> CaptureOutcome {
 /// parser copy that frame instead of borrowing it. Other escapes (`\"` in `additional_info`)
 /// cannot occur in base64 data URLs and cost no copy of a frame.
 fn has_string_escapes_frames_could_use(raw: &[u8]) -> bool {
-    raw.windows(2)
-        .any(|w| w[0] == b'\\' && (w[1] == b'/' || w[1] == b'u'))
+    memchr::memchr_iter(b'\\', raw).any(|i| matches!(raw.get(i + 1), Some(b'/' | b'u')))
 }
 
 /// The capture mode from `Content-Type` (parameters such as `charset` are ignored).
@@ -556,6 +552,21 @@ mod tests {
         assert_eq!(declared_length(&h).unwrap(), Some(5));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
         assert!(declared_length(&h).is_err());
+    }
+
+    #[test]
+    fn only_escapes_a_frame_could_contain_count() {
+        assert!(has_string_escapes_frames_could_use(
+            br#"{"a":"data:image\/jpeg"}"#
+        ));
+        assert!(has_string_escapes_frames_could_use(br#"{"a":"\u0041"}"#));
+        assert!(!has_string_escapes_frames_could_use(
+            br#"{"i":"say \"hi\"\n"}"#
+        ));
+        assert!(!has_string_escapes_frames_could_use(
+            br#"{"a":"ends with \"#
+        ));
+        assert!(!has_string_escapes_frames_could_use(b""));
     }
 
     #[test]
