@@ -31,7 +31,8 @@
 #
 # Knobs: QUICK, DURATION, ROUNDS, RATE, CONNS, IN_FLIGHT, CAPTURE_MIB, MAX_MIB, BURST,
 # MAX_CONCURRENT, BUDGET_MIB, ESCAPED=1 (`\/`-escaped bodies, the parser's copying path),
-# CPU_SUT, CPU_LOAD, NICE, REMOTE_NICE, OUT, SKIP_BUILD, BIN.
+# TRANSFORM_PRIORITY (capture.transform_priority; unset: the binary's default), CPU_SUT, CPU_LOAD,
+# NICE, REMOTE_NICE, OUT, SKIP_BUILD, BIN (a binary to measure instead of the one built here).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -55,6 +56,7 @@ BURST=${BURST:-16}
 MAX_CONCURRENT=${MAX_CONCURRENT:-4}
 BUDGET_MIB=${BUDGET_MIB:-$((MAX_CONCURRENT * 2 * MAX_MIB))}
 ESCAPED=${ESCAPED:-0}
+TRANSFORM_PRIORITY=${TRANSFORM_PRIORITY:-}
 CPU_SUT=${CPU_SUT:-1}
 CPU_LOAD=${CPU_LOAD:-0}
 REMOTE_NICE=${REMOTE_NICE:-19}
@@ -113,6 +115,9 @@ capture:
   max_concurrent: $MAX_CONCURRENT
   memory_budget_bytes: $BUDGET_BYTES
 EOF
+if [[ -n $TRANSFORM_PRIORITY ]]; then
+    echo "  transform_priority: $TRANSFORM_PRIORITY" >>"$tmp/proxy.yaml"
+fi
 start_bg "$CPU_SUT" "$tmp/proxy.log" "$BIN" --config "$tmp/proxy.yaml"
 PROXY_PID=$last_pid
 wait_http "http://127.0.0.1:$P_BACKEND/1k"

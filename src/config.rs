@@ -338,6 +338,9 @@ pub struct CaptureConfig {
     /// Captures processed at once (parse, decode, zip); more get 503 + `Retry-After`.
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent: usize,
+    /// Scheduling class of the threads that run transforms (`capture::pool`).
+    #[serde(default)]
+    pub transform_priority: TransformPriority,
     /// Bytes of capture bodies held in memory at once, across all captures; beyond it, 503.
     #[serde(default = "defaults::memory_budget_bytes")]
     pub memory_budget_bytes: u64,
@@ -411,6 +414,20 @@ pub enum ForwardBody {
     Original,
     /// A compact JSON summary instead of the frames.
     Summary,
+}
+
+/// How the capture transform threads are scheduled against the threads that carry traffic
+/// (Linux; elsewhere every choice runs at normal priority). See `capture::pool`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformPriority {
+    /// `SCHED_IDLE`: only CPU time nothing else wants.
+    #[default]
+    Idle,
+    /// `SCHED_BATCH` at nice 19: a small share even on a saturated core.
+    Batch,
+    /// The process's own priority, like the threads that carry traffic.
+    Normal,
 }
 
 /// Whether the best frame goes to Oz as a `photo_selfie` part.
@@ -532,6 +549,7 @@ impl Default for CaptureConfig {
             on_oz_error: OnOzError::Reject,
             result_mode: ResultMode::Folder,
             max_concurrent: defaults::max_concurrent(),
+            transform_priority: TransformPriority::default(),
             memory_budget_bytes: defaults::memory_budget_bytes(),
             body_timeout: defaults::body_timeout(),
             folder_meta_data: BTreeMap::new(),

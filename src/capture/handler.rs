@@ -7,7 +7,7 @@
 //!    only sends `100 Continue` when the body is first polled, an `Expect: 100-continue` client
 //!    never uploads it. The memory budget is reserved next (`capture::limit`).
 //! 3. The body is read under the limit and `capture.body_timeout`.
-//! 4. The transform runs on the blocking pool under the concurrency limit.
+//! 4. The transform runs on the capture threads (`capture::pool`) under the concurrency limit.
 //! 5. Oz: upload, analyses, verdict (`oz::OzClient::check`).
 //! 6. Forward mode sends the backend the original request plus `X-Oz-*`; respond mode answers the
 //!    client. A capture that failed is never forwarded as if checked: with `on_oz_error: forward`
@@ -24,7 +24,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::capture::limit::Limiter;
+use crate::capture::limit::{Limiter, MemoryPermit};
+use crate::capture::pool::TransformPool;
 use crate::capture::transform::{prepare_frames_upload, PreparedUpload, TransformOptions};
 use crate::capture::Error as CaptureError;
 use crate::config::{CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode};
@@ -53,6 +54,9 @@ pub struct CaptureService {
     limiter: Limiter,
     /// `(memory_budget_bytes, max_concurrent)` the limiter was built with.
     limits: (u64, usize),
+    /// Where transforms run; shared with the services that replace this one on reloads that
+    /// leave its size and priority alone.
+    pool: Arc<TransformPool>,
     body_timeout: Duration,
     /// `server.body_idle_timeout` for the backend's answer in forward mode.
     body_idle: Option<Duration>,
@@ -76,8 +80,8 @@ struct Prepared {
 impl CaptureService {
     /// Builds the capture path from `config`. On a reload, `previous` is the service being
     /// replaced: its Oz client (with its login token) is kept when the `oz` section did not change,
-    /// and its limiter when the limits did not, so captures in flight still count against the
-    /// same budget.
+    /// its limiter when the limits did not, so captures in flight still count against the
+    /// same budget, and its transform pool when `max_concurrent` and `transform_priority` did not.
     pub fn new(
         config: &Config,
         passthrough: Passthrough,
@@ -97,6 +101,17 @@ impl CaptureService {
             Some(p) if p.limits == limits => p.limiter.clone(),
             _ => Limiter::new(limits.0, limits.1),
         };
+        let (threads, priority) = (
+            config.capture.max_concurrent,
+            config.capture.transform_priority,
+        );
+        let pool = match previous {
+            Some(p) if p.pool.fits(threads, priority) => p.pool.clone(),
+            _ => Arc::new(
+                TransformPool::new(threads, priority)
+                    .map_err(|e| anyhow::anyhow!("capture threads: {e}"))?,
+            ),
+        };
         Ok(CaptureService {
             oz,
             oz_config: config.oz.clone(),
@@ -104,6 +119,7 @@ impl CaptureService {
             metrics,
             limiter,
             limits,
+            pool,
             body_timeout: config.capture.body_timeout,
             body_idle: (!config.server.body_idle_timeout.is_zero())
                 .then_some(config.server.body_idle_timeout),
@@ -143,7 +159,7 @@ impl CaptureService {
             }
             .into());
         }
-        let _memory = self
+        let memory = self
             .limiter
             .reserve_memory(declared.unwrap_or(route.max_body_bytes))?;
 
@@ -162,6 +178,7 @@ impl CaptureService {
                 .into())
             }
         };
+        let reserved = Arc::new(memory);
 
         let prepared = match mode {
             Mode::Container => {
@@ -178,7 +195,10 @@ impl CaptureService {
                     frame_count: None,
                 }
             }
-            Mode::Frames => self.transform(route, raw.clone(), request_id).await?,
+            Mode::Frames => {
+                self.transform(route, raw.clone(), request_id, reserved.clone())
+                    .await?
+            }
         };
         self.metrics
             .capture_bytes(raw.len() as u64, prepared.upload.content_length());
@@ -192,14 +212,24 @@ impl CaptureService {
                 request_id,
             )
             .await;
-        // The upload is no longer needed; free it before talking to the backend.
+        // The upload is no longer needed, nor the body unless it goes to the backend as it came;
+        // both are freed on a capture thread (`TransformPool::dispose`), and the budget they
+        // count against with them.
         let Prepared {
             upload,
             action,
             virtual_camera,
             frame_count,
         } = prepared;
-        drop(upload);
+        self.pool.dispose(upload);
+        let raw = if route.on_result == OnResult::Forward
+            && route.forward_body == ForwardBody::Original
+        {
+            Some(raw)
+        } else {
+            self.pool.dispose((raw, reserved.clone()));
+            None
+        };
 
         let verdict = match verdict {
             Ok(v) => {
@@ -230,12 +260,15 @@ impl CaptureService {
         }
     }
 
-    /// Runs the frames transform on the blocking pool.
+    /// Runs the frames transform on the capture threads. The job holds `reserved` as well: if
+    /// the client gives up, the request is dropped but the job runs on (on an idle-class thread
+    /// it may wait long for a core), and its memory must count against the budget until it ends.
     async fn transform(
         &self,
         route: &CaptureRoute,
         raw: Bytes,
         request_id: &str,
+        reserved: Arc<MemoryPermit>,
     ) -> Result<Prepared, Error> {
         let permit = self.limiter.start_transform()?;
         let file_key = route.file_key.clone();
@@ -243,8 +276,9 @@ impl CaptureService {
             (route.max_frames, route.max_frame_bytes, route.best_frame);
         let request_id = request_id.to_owned();
         let meta = self.folder_meta_data.clone();
-        let job = tokio::task::spawn_blocking(move || {
+        let job = self.pool.run(move || {
             let _permit = permit;
+            let _reserved = reserved;
             let opts = TransformOptions {
                 file_key: &file_key,
                 max_frames,
@@ -270,14 +304,16 @@ impl CaptureService {
         &self,
         route: &CaptureRoute,
         mut parts: http::request::Parts,
-        raw: Bytes,
+        raw: Option<Bytes>,
         facts: &Facts<'_>,
     ) -> Result<Response<Body>, Error> {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         // The body is already here; the backend must not wait for a `100 Continue` dance.
         parts.headers.remove(header::EXPECT);
         let body = match route.forward_body {
-            ForwardBody::Original => raw,
+            ForwardBody::Original => {
+                raw.expect("run keeps the body when the route forwards it as it came")
+            }
             ForwardBody::Summary => {
                 parts.headers.insert(
                     header::CONTENT_TYPE,

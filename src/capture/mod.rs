@@ -3,10 +3,10 @@
 //! The frames-mode transform is synchronous and CPU-only (run it on a blocking thread):
 //! [`body`] parses the JSON, [`frame`] unescapes a frame if it must and [`data_url`] decodes
 //! it, [`zip`] stores the frames in a ZIP, [`action`] picks the Oz tags, [`multipart`] writes the
-//! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`] admits captures under the memory budget and
-//! the concurrency limit, and [`handler`] orchestrates a capture from request to verdict.
-//! [`testdata`] makes sample captures for tests and
-//! `demo`.
+//! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`]
+//! admits captures under the memory budget and the concurrency limit, [`pool`] runs transforms
+//! on threads scheduled below traffic, and [`handler`] orchestrates a capture from request to
+//! verdict. [`testdata`] makes sample captures for tests and `demo`.
 
 pub mod action;
 pub mod body;
@@ -16,6 +16,7 @@ pub mod frame;
 pub mod handler;
 pub mod limit;
 pub mod multipart;
+pub mod pool;
 pub mod testdata;
 pub mod transform;
 pub mod zip;
