@@ -105,18 +105,19 @@ impl Deferred {
 
     /// Writes out every pending line.
     pub fn flush(&self) {
-        // `out` is locked before the lines are taken and held while they are written, so two
-        // flushes racing cannot swap the order of their chunks.
+        // `out` is locked before the lines and held while they are written, so two flushes
+        // racing cannot swap the order of their chunks.
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let chunk = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.is_empty() {
-                return;
-            }
-            std::mem::take(&mut *pending)
-        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return;
+        }
         // Nowhere to report a failed log write to; tracing's own writers drop it too.
-        let _ = out.write_all(&chunk).and_then(|()| out.flush());
+        let _ = out.write_all(&pending).and_then(|()| out.flush());
+        // Cleared, not replaced: the buffer keeps the place it got at start-up. A fresh one
+        // after every flush could land at the top of the heap and keep glibc from returning
+        // the memory of a burst below it.
+        pending.clear();
     }
 
     fn push(&self, line: &[u8]) {
