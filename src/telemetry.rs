@@ -124,7 +124,8 @@ impl Deferred {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.capacity() == 0 {
-                pending.reserve(DEFERRED_LIMIT);
+                // Room for the limit plus the line that crosses it, so the buffer never moves.
+                pending.reserve(2 * DEFERRED_LIMIT);
             }
             pending.extend_from_slice(line);
             pending.len() >= DEFERRED_LIMIT
