@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use std::future::Future;
 
+use std::fmt;
+
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
+
+use crate::proxy::pool::Lease;
 
 /// Errors a body can yield while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -24,7 +28,7 @@ pub enum Body {
     /// A complete body in memory; `None` once it has been yielded.
     Full(Option<Bytes>),
     /// A body streamed from a client or from the backend.
-    Incoming(Incoming),
+    Incoming(Streamed),
     /// A streamed body that fails if no byte arrives for a while.
     Idle(IdleBody),
 }
@@ -45,7 +49,8 @@ impl Body {
     /// A streamed body, cut with an error when the peer sends nothing for `idle`
     /// (`server.body_idle_timeout`): a stalled upload or download must not hold a connection on
     /// each side forever. `None` streams without a limit.
-    pub fn streamed(body: Incoming, idle: Option<Duration>) -> Self {
+    pub fn streamed(body: impl Into<Streamed>, idle: Option<Duration>) -> Self {
+        let body = body.into();
         if hyper::body::Body::is_end_stream(&body) {
             return Body::Empty;
         }
@@ -61,10 +66,95 @@ impl Body {
     }
 }
 
+/// A body streamed from a peer. From the backend it holds the connection's lease, and gives the
+/// connection back to the pool as soon as the body has been read to its end; dropped before that,
+/// the connection is closed, as its rest of the response is still on the wire.
+pub struct Streamed {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl Streamed {
+    /// A backend response body on the connection `lease`.
+    pub fn leased(body: Incoming, lease: Lease) -> Self {
+        Streamed {
+            body,
+            lease: Some(lease),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl From<Incoming> for Streamed {
+    fn from(body: Incoming) -> Self {
+        Streamed { body, lease: None }
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, 304, `Content-Length: 0`, or read to the end
+        // without the final poll) leaves a connection ready for the next exchange.
+        if self.lease.is_some() && hyper::body::Body::is_end_stream(&self.body) {
+            self.release();
+        }
+    }
+}
+
+impl fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Streamed")
+            .field("body", &self.body)
+            .field("leased", &self.lease.is_some())
+            .finish()
+    }
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if this.lease.is_some() {
+            match &r {
+                Poll::Ready(None) => this.release(),
+                // Trailers are the last frame; the final `None` may never be asked for.
+                Poll::Ready(Some(Ok(frame)))
+                    if frame.is_trailers() || this.body.is_end_stream() =>
+                {
+                    this.release()
+                }
+                // The exchange failed half-way: the connection must not serve another.
+                Poll::Ready(Some(Err(_))) => drop(this.lease.take()),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A streamed body with an idle timeout.
 #[derive(Debug)]
 pub struct IdleBody {
-    inner: Incoming,
+    inner: Streamed,
     idle: Duration,
     /// When the last frame arrived; the timer is only re-armed when it fires, not per frame.
     last: tokio::time::Instant,
@@ -95,7 +185,7 @@ impl IdleBody {
 
 impl From<Incoming> for Body {
     fn from(b: Incoming) -> Self {
-        Body::Incoming(b)
+        Body::Incoming(b.into())
     }
 }
 

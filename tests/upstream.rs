@@ -248,3 +248,135 @@ async fn download_that_stalls_is_cut_after_body_idle_timeout() {
     );
     drop(tx);
 }
+
+#[tokio::test]
+async fn backend_connection_is_reused_after_responses_of_every_framing() {
+    // Each response, once read to its end, gives its connection back to the pool, whatever
+    // framed it: a length, chunks with trailers, no body at all (204, HEAD).
+    let backend = RawBackend::start(|_, req| {
+        let path = req.request_line().split(' ').nth(1).unwrap_or("");
+        RawAction::Reply(match path {
+            "/chunked" => {
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+                2\r\nok\r\n0\r\nx-sum: 1\r\n\r\n"
+                    .to_vec()
+            }
+            "/none" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_vec(),
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        })
+    })
+    .await;
+    let mut backend = backend;
+    let proxy = proxy(backend.addr).start().await;
+    let http = client::http1();
+
+    for path in ["/length", "/chunked", "/none", "/length"] {
+        let rsp = client::get(&http, &proxy.url(path)).await;
+        assert!(rsp.status().is_success(), "{path}");
+        client::body(rsp).await;
+    }
+    let req = Request::head(proxy.url("/head"))
+        .body(client::empty())
+        .unwrap();
+    assert_eq!(client::send(&http, req).await.status(), 200);
+    assert_eq!(
+        client::text(client::get(&http, &proxy.url("/last")).await).await,
+        "ok"
+    );
+
+    for expected in ["/length", "/chunked", "/none", "/length", "/head", "/last"] {
+        let req = backend.next().await;
+        assert!(
+            req.request_line().contains(expected),
+            "{}",
+            req.request_line()
+        );
+        assert_eq!(req.conn, 0, "{expected} went on the pooled connection");
+    }
+}
+
+/// A backend that accepts one connection at a time, answers its one request with `response` and
+/// then reports whether the proxy closed the connection (`true`) or sent something else.
+async fn one_shot_backend(
+    response: &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if conn.write_all(response).await.is_err() {
+                    return;
+                }
+                let closed = matches!(conn.read(&mut buf).await, Ok(0) | Err(_));
+                let _ = tx.send(closed);
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn idle_backend_connection_is_closed_by_the_proxy_after_pool_idle_timeout() {
+    let (addr, mut closed) = one_shot_backend(OK).await;
+    let proxy = proxy(addr)
+        .set("backend.pool_idle_timeout", "100ms")
+        .start()
+        .await;
+
+    let rsp = client::get(&client::http1(), &proxy.url("/once")).await;
+    assert_eq!(client::text(rsp).await, "ok");
+    let was_closed = support::within("the idle connection to be closed", closed.recv())
+        .await
+        .unwrap();
+    assert!(
+        was_closed,
+        "the proxy closed the idle connection, sending nothing more"
+    );
+
+    // The next request needs a new connection, and gets one.
+    let rsp = client::get(&client::http1(), &proxy.url("/again")).await;
+    assert_eq!(client::text(rsp).await, "ok");
+}
+
+#[tokio::test]
+async fn backend_connection_of_an_abandoned_response_is_closed_not_reused() {
+    // The client goes away half-way through a download: the rest of the response is still on
+    // the backend connection, which therefore cannot carry another request.
+    static PARTIAL: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nonly the start";
+    let (addr, mut closed) = one_shot_backend(PARTIAL).await;
+    // Longer than the wait below: only closing it for being unusable passes.
+    let proxy = proxy(addr)
+        .set("backend.pool_idle_timeout", "1h")
+        .start()
+        .await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    let head = conn.read_head().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    drop(conn);
+
+    let was_closed = support::within("the backend connection to be closed", closed.recv())
+        .await
+        .unwrap();
+    assert!(
+        was_closed,
+        "the proxy closed the connection, sending no other request on it"
+    );
+}

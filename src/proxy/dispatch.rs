@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::body::Body;
+use crate::body::{Body, Streamed};
 use crate::capture::handler::CaptureService;
 use crate::config::CaptureRoute;
 use crate::error::Error;
@@ -192,7 +192,7 @@ impl Proxy {
 /// Strips hop-by-hop fields from a backend response and makes it ours; its body is cut when the
 /// backend stalls for `body_idle`.
 pub(crate) fn response_filter(
-    rsp: Response<Incoming>,
+    rsp: Response<Streamed>,
     upgraded: bool,
     body_idle: Option<Duration>,
 ) -> Response<Body> {

@@ -1,9 +1,10 @@
-//! Forwarding to the backend through a pooled hyper-util client, bodies streamed both ways.
+//! Forwarding to the backend over pooled keep-alive connections (`proxy::pool`), bodies streamed
+//! both ways.
 //!
 //! The pool's idle timeout is kept below the backend's keep-alive (hyper#2136: a backend that
 //! closes an idle connection first makes the next request on it fail with `IncompleteMessage`).
-//! hyper-util already resends a request that never left on a closed pooled connection. On top of
-//! that, exactly one more try is made for an idempotent request without a body whose exchange
+//! A request that never left because its pooled connection had just closed is sent on another
+//! one. On top of that, exactly one more try is made for an idempotent request without a body whose exchange
 //! failed after it was sent (the same keep-alive race, seen from the other side): repeating such a
 //! request cannot change anything on the backend (RFC 9110 §9.2.2). Nothing else is retried.
 //!
@@ -17,25 +18,26 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use crate::body::{Body, BoxError};
+use super::pool::Pool;
+use crate::body::{Body, BoxError, Streamed};
 use crate::config::BackendConfig;
 use crate::error::Error;
 use crate::metrics::{BackendErrorKind, Metrics};
 
+/// How often a request that never left is moved to another pooled connection before giving up:
+/// each try takes a connection the backend had already closed, which a restarted backend can
+/// leave several of.
+const UNSENT_TRIES: usize = 4;
+
 /// The backend client and where it points.
 #[derive(Clone)]
 pub struct Passthrough {
-    client: Client<HttpConnector, Outgoing>,
-    scheme: Scheme,
-    authority: Authority,
+    pool: Pool,
     /// `Host` for requests that arrive without one: the backend's own authority.
     host: HeaderValue,
     timeout: Duration,
@@ -43,51 +45,30 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Builds the pooled client from `backend.*`; `preserve_header_case` keeps the case of the
+    /// Builds the connection pool from `backend.*`; `preserve_header_case` keeps the case of the
     /// field names both ways (`forwarding.preserve_header_case`).
     pub fn new(cfg: &BackendConfig, preserve_header_case: bool, metrics: Metrics) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            .http1_preserve_header_case(preserve_header_case)
-            // The client's own `Host` is forwarded as is; never invent one from the backend URL.
-            .set_host(false)
-            .build(connector);
-        let authority = cfg.url.authority().cloned().expect("validated by config");
+        let authority = cfg.url.authority().expect("validated by config");
+        let port = authority.port_u16().unwrap_or(80);
+        let pool = Pool::new(
+            format!("{}:{port}", authority.host()),
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle,
+            preserve_header_case,
+        );
         Passthrough {
-            client,
-            scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            pool,
             host: HeaderValue::from_str(authority.as_str())
                 .expect("an authority is a valid header value"),
-            authority,
             timeout: cfg.timeout,
             metrics,
         }
     }
 
-    /// The absolute URI of `path_and_query` on the backend. The bytes of the path and query are
-    /// kept exactly as received: no decoding of `%2F`, no dot-segment removal.
-    pub fn backend_uri(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(
-            path_and_query
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).expect("scheme, authority and a parsed path always form a URI")
-    }
-
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        *req.uri_mut() = self.backend_uri(req.uri().path_and_query());
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Streamed>, Error> {
+        *req.uri_mut() = origin_form(req.uri());
         // The backend speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 requires Host
         // (RFC 9112 §3.2): a request that came without one (HTTP/1.0, or HTTP/2 without
         // `:authority`) names the backend, as any client of the backend URL would.
@@ -98,7 +79,7 @@ impl Passthrough {
         let replay = Replay::capture(&req);
         match self.try_send(req).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
-                tracing::debug!(error = %e, "retrying idempotent request once after a failed exchange");
+                tracing::debug!(error = %error_chain(&*e), "retrying idempotent request once after a failed exchange");
                 let req = replay.expect("checked above").into_request();
                 self.try_send(req).await.map_err(|f| self.classify(f))
             }
@@ -106,23 +87,39 @@ impl Passthrough {
         }
     }
 
-    async fn try_send(&self, req: Request<Body>) -> Result<Response<Incoming>, Failure> {
+    async fn try_send(&self, req: Request<Body>) -> Result<Response<Streamed>, Failure> {
         let (req, sent) = Outgoing::watch(req);
-        let exchange = self.client.request(req);
+        let exchange = self.exchange(req);
         tokio::pin!(exchange);
         let deadline = async {
             // A dropped sender means the body ended early (an error): start the clock anyway.
             let _ = sent.await;
             tokio::time::sleep(self.timeout).await;
         };
-        let result = tokio::select! {
+        tokio::select! {
             r = &mut exchange => r,
-            _ = deadline => return Err(Failure::Timeout),
-        };
-        match result {
-            Ok(rsp) => Ok(rsp),
-            Err(e) if e.is_connect() => Err(Failure::Connect(e)),
-            Err(e) => Err(Failure::Exchange(e)),
+            _ = deadline => Err(Failure::Timeout),
+        }
+    }
+
+    /// One exchange on a pooled connection. A request that never left (its connection closed
+    /// as it was taken) goes on another one, as hyper-util's client does; the backend never saw it.
+    async fn exchange(&self, mut req: Request<Outgoing>) -> Result<Response<Streamed>, Failure> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut lease = self.pool.checkout().await.map_err(Failure::Connect)?;
+            match lease.sender().try_send_request(req).await {
+                Ok(rsp) if rsp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    // The connection now belongs to the tunnel.
+                    return Ok(rsp.map(Streamed::from));
+                }
+                Ok(rsp) => return Ok(rsp.map(|body| Streamed::leased(body, lease))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if lease.reused() && tries < UNSENT_TRIES => req = unsent,
+                    _ => return Err(Failure::Exchange(e.into_error().into())),
+                },
+            }
         }
     }
 
@@ -134,20 +131,30 @@ impl Passthrough {
             }
             Failure::Connect(e) => {
                 self.metrics.backend_error(BackendErrorKind::Connect);
-                Error::BackendConnect(error_chain(&e))
+                Error::BackendConnect(error_chain(&*e))
             }
             Failure::Exchange(e) => {
                 self.metrics.backend_error(BackendErrorKind::Failed);
-                Error::BackendFailed(error_chain(&e))
+                Error::BackendFailed(error_chain(&*e))
             }
         }
     }
 }
 
+/// The request target as the backend gets it: origin form (RFC 9112 §3.2.1), the bytes of the
+/// path and query exactly as received (no decoding of `%2F`, no dot-segment removal); `*` stays.
+fn origin_form(uri: &Uri) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path)
+}
+
 enum Failure {
     Timeout,
-    Connect(hyper_util::client::legacy::Error),
-    Exchange(hyper_util::client::legacy::Error),
+    Connect(BoxError),
+    Exchange(BoxError),
 }
 
 /// What is needed to send a body-less idempotent request a second time.
@@ -182,14 +189,14 @@ impl Replay {
 }
 
 /// The request body as sent to the backend: says when it has been handed over completely.
-struct Outgoing {
+pub struct Outgoing {
     body: Body,
     sent: Option<oneshot::Sender<()>>,
 }
 
 impl Outgoing {
     /// Wraps the body of `req`; the receiver resolves once the body has ended.
-    fn watch(req: Request<Body>) -> (Request<Outgoing>, oneshot::Receiver<()>) {
+    pub(crate) fn watch(req: Request<Body>) -> (Request<Outgoing>, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let mut sent = Some(tx);
         if hyper::body::Body::is_end_stream(req.body()) {
