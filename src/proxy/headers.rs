@@ -111,20 +111,22 @@ fn remove_where(headers: &mut HeaderMap, remove: impl Fn(&HeaderName) -> bool) {
         return;
     };
     let tail: Vec<HeaderName> = headers.keys().skip(first).cloned().collect();
-    let mut taken = Vec::with_capacity(tail.len());
-    for name in tail.iter().rev() {
-        if let header::Entry::Occupied(entry) = headers.entry(name) {
+    // Taken off last name first; each name's values are put in reverse too, so that one reversal
+    // of the whole list restores the message order. One allocation, not one per field.
+    let mut taken: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(tail.len());
+    for name in tail.into_iter().rev() {
+        if let header::Entry::Occupied(entry) = headers.entry(&name) {
+            let start = taken.len();
+            let keep = !remove(&name);
             let (name, values) = entry.remove_entry_mult();
-            taken.push((name, values.collect::<Vec<_>>()));
+            if keep {
+                taken.extend(values.map(|v| (name.clone(), v)));
+                taken[start..].reverse();
+            }
         }
     }
-    for (name, values) in taken.into_iter().rev() {
-        if remove(&name) {
-            continue;
-        }
-        for value in values {
-            headers.append(name.clone(), value);
-        }
+    for (name, value) in taken.into_iter().rev() {
+        headers.append(name, value);
     }
 }
 
