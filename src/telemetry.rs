@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Json, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::FmtContext;
@@ -121,13 +121,25 @@ impl Deferred {
     }
 
     fn push(&self, line: &[u8]) {
+        self.append(|pending| {
+            pending.extend_from_slice(line);
+            Ok(())
+        });
+    }
+
+    /// Appends the line `write` writes, straight into the pending buffer (no copy through a
+    /// line buffer of its own); a line that fails half-way is taken back out.
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>) -> fmt::Result) {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.capacity() == 0 {
                 // Room for the limit plus the line that crosses it, so the buffer never moves.
                 pending.reserve(2 * DEFERRED_LIMIT);
             }
-            pending.extend_from_slice(line);
+            let start = pending.len();
+            if write(&mut pending).is_err() {
+                pending.truncate(start);
+            }
             pending.len() >= DEFERRED_LIMIT
         };
         if full || !PARKS_WITH_FLUSH.get() {
@@ -194,33 +206,46 @@ where
         {
             return self.generic.format_event(ctx, writer, event);
         }
-        write_flat_line(&mut writer, event)
+        write_event_line(&mut writer, event)
     }
 }
 
-/// One event outside any span as a flattened JSON line: timestamp, level, fields, target.
-fn write_flat_line(writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
+/// One event outside any span as a flattened JSON line.
+fn write_event_line(writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
     let meta = event.metadata();
+    write_flat_line(writer, meta.level(), meta.target(), |fields| {
+        event.record(fields)
+    })
+}
+
+/// One flattened JSON line outside any span: timestamp, level, the fields `record` writes,
+/// target. Events and the access log's direct path (`access`) both come through here.
+fn write_flat_line<W: fmt::Write>(
+    writer: &mut W,
+    level: &Level,
+    target: &str,
+    record: impl FnOnce(&mut JsonFieldsVisitor<'_, W>),
+) -> fmt::Result {
     writer.write_str("{\"timestamp\":\"")?;
     write_timestamp(writer)?;
     writer.write_str("\",\"level\":\"")?;
-    writer.write_str(meta.level().as_str())?;
+    writer.write_str(level.as_str())?;
     writer.write_char('"')?;
     let mut fields = JsonFieldsVisitor {
         writer,
         result: Ok(()),
     };
-    event.record(&mut fields);
+    record(&mut fields);
     fields.result?;
     writer.write_str(",\"target\":")?;
-    write_json_str(writer, meta.target())?;
+    write_json_str(writer, target)?;
     writer.write_str("}\n")
 }
 
 /// The current time as [`SystemTime`] writes it (RFC 3339, UTC, microseconds), with the date and
 /// time of day formatted once per second per thread: through `fmt` they were a sixth of the cost
 /// of an access line.
-fn write_timestamp(w: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(w: &mut impl fmt::Write) -> fmt::Result {
     thread_local! {
         static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
@@ -228,7 +253,7 @@ fn write_timestamp(w: &mut Writer<'_>) -> fmt::Result {
     const YEAR_10000: u64 = 253_402_300_800;
     let since_epoch = match std::time::SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) if d.as_secs() < YEAR_10000 => d,
-        _ => return SystemTime.format_time(w),
+        _ => return SystemTime.format_time(&mut Writer::new(w)),
     };
     let secs = since_epoch.as_secs();
     let (cached, mut date_time) = SECOND.get();
@@ -278,42 +303,41 @@ fn format_date_time(secs: u64) -> [u8; 19] {
 
 /// Writes `,"name":value` per field, typed as tracing-serde's `SerdeMapVisitor` types them:
 /// bool, integers and floats as JSON values, strings and everything else (`Debug`, `Display`,
-/// errors, 128-bit integers, through `record_debug`) as JSON strings.
-struct JsonFieldsVisitor<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+/// errors, 128-bit integers, through `record_debug`) as JSON strings. The typed methods take the
+/// name itself, so a line with fields known in advance (`access`) needs no tracing `Field`.
+struct JsonFieldsVisitor<'a, W> {
+    writer: &'a mut W,
     result: fmt::Result,
 }
 
-impl JsonFieldsVisitor<'_, '_> {
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl<W: fmt::Write> JsonFieldsVisitor<'_, W> {
+    fn entry(&mut self, name: &str, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_ok() {
             self.result = (|| {
                 self.writer.write_char(',')?;
-                write_json_str(self.writer, field.name())?;
+                write_json_str(self.writer, name)?;
                 self.writer.write_char(':')?;
                 value(self.writer)
             })();
         }
     }
-}
 
-impl Visit for JsonFieldsVisitor<'_, '_> {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
+    fn bool(&mut self, name: &str, value: bool) {
+        self.entry(name, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    fn u64(&mut self, name: &str, value: u64) {
+        self.entry(name, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    fn i64(&mut self, name: &str, value: i64) {
+        self.entry(name, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
-    fn record_f64(&mut self, field: &Field, value: f64) {
+    fn f64(&mut self, name: &str, value: f64) {
         // serde_json's own float text (shortest round-trip, `null` when not finite), written
         // into a stack buffer: ryu needs at most 24 bytes.
-        self.entry(field, |w| {
+        self.entry(name, |w| {
             let mut buf = [0u8; 32];
             let len = {
                 let mut out: &mut [u8] = &mut buf;
@@ -324,16 +348,42 @@ impl Visit for JsonFieldsVisitor<'_, '_> {
         });
     }
 
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_json_str(w, value));
+    fn str(&mut self, name: &str, value: &str) {
+        self.entry(name, |w| write_json_str(w, value));
     }
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.entry(field, |w| {
+    fn debug(&mut self, name: &str, value: &dyn fmt::Debug) {
+        self.entry(name, |w| {
             w.write_char('"')?;
             write!(JsonEscape(w), "{value:?}")?;
             w.write_char('"')
         });
+    }
+}
+
+impl<W: fmt::Write> Visit for JsonFieldsVisitor<'_, W> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.bool(field.name(), value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.u64(field.name(), value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.i64(field.name(), value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.f64(field.name(), value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.str(field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.debug(field.name(), value);
     }
 }
 
@@ -435,7 +485,7 @@ mod tests {
             mut writer: Writer<'_>,
             event: &Event<'_>,
         ) -> fmt::Result {
-            write_flat_line(&mut writer, event)
+            write_event_line(&mut writer, event)
         }
     }
 
