@@ -31,6 +31,10 @@ use crate::config::LogFormat;
 /// Target of the access log lines (`proxy::observe`).
 const ACCESS_TARGET: &str = "access";
 
+mod access;
+
+pub use access::{AccessLine, AccessLog};
+
 /// Installs the global subscriber (the one piece of process state, owned by `main`), writing
 /// each line to stdout at once.
 pub fn init(format: LogFormat, level: &str) {
@@ -38,26 +42,37 @@ pub fn init(format: LogFormat, level: &str) {
 }
 
 /// Installs the global subscriber writing through `deferred`, which the caller flushes when its
-/// runtime's workers park and before the process exits.
-pub fn init_deferred(format: LogFormat, level: &str, deferred: &Deferred) {
-    install(format, level, deferred.clone());
+/// runtime's workers park and before the process exits. Returns the access log to hand to the
+/// proxy: with JSON lines it writes into `deferred` directly, respecting `level`.
+pub fn init_deferred(format: LogFormat, level: &str, deferred: &Deferred) -> AccessLog {
+    let installed = install(format, level, deferred.clone());
+    match format {
+        LogFormat::Json if installed => AccessLog::json(filter(level), deferred),
+        // Text lines come from tracing-subscriber's own formatter; and if another subscriber
+        // was there first, the lines must go where it sends them.
+        _ => AccessLog::default(),
+    }
 }
 
-fn install<W>(format: LogFormat, level: &str, writer: W)
+/// `log.level` as a filter; config validation refuses a bad one, `info` stands in regardless.
+fn filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Whether the subscriber was installed: a second init (tests, demo) keeps the first one.
+fn install<W>(format: LogFormat, level: &str, writer: W) -> bool
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(level))
         .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder.json().event_format(JsonLines::default()).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    // A second init (tests, demo) keeps the first subscriber; that is fine.
-    let _ = result;
+    result.is_ok()
 }
 
 /// Lines pending beyond this are written at once, whatever the workers are doing: a bound on
@@ -438,7 +453,7 @@ mod tests {
 
     /// A `MakeWriter` collecting everything written into one buffer.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buf(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -459,7 +474,7 @@ mod tests {
 
     impl Buf {
         /// The lines written, each with its timestamp value blanked.
-        fn lines(&self) -> Vec<String> {
+        pub(super) fn lines(&self) -> Vec<String> {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             text.lines()
                 .map(|l| {
