@@ -13,7 +13,7 @@
 //! stdout when the runtime's worker is about to go idle (tokio's `on_thread_park`), once 16 KiB
 //! are pending, or at exit, instead of costing a `write` on the request path (BENCHMARKS.md).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::sync::{Arc, Mutex};
@@ -262,7 +262,9 @@ fn write_flat_line<W: fmt::Write>(
 /// of an access line.
 fn write_timestamp(w: &mut impl fmt::Write) -> fmt::Result {
     thread_local! {
-        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+        /// The second last written on this thread, as `YYYY-MM-DDTHH:MM:SS.`: kept as text, so
+        /// writing it costs no UTF-8 check.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
     /// 10000-01-01T00:00:00Z: from there on the generic format writes a `+` before the year.
     const YEAR_10000: u64 = 253_402_300_800;
@@ -271,21 +273,20 @@ fn write_timestamp(w: &mut impl fmt::Write) -> fmt::Result {
         _ => return SystemTime.format_time(&mut Writer::new(w)),
     };
     let secs = since_epoch.as_secs();
-    let (cached, mut date_time) = SECOND.get();
-    if cached != secs {
-        date_time = format_date_time(secs);
-        SECOND.set((secs, date_time));
-    }
-    let mut text = [0u8; 27];
-    text[..19].copy_from_slice(&date_time);
-    text[19] = b'.';
-    let mut micros = since_epoch.subsec_micros();
-    for digit in text[20..26].iter_mut().rev() {
-        *digit = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
-    text[26] = b'Z';
-    w.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    SECOND.with_borrow_mut(|(cached, date_time)| {
+        if *cached != secs {
+            date_time.clear();
+            date_time
+                .push_str(std::str::from_utf8(&format_date_time(secs)).map_err(|_| fmt::Error)?);
+            date_time.push('.');
+            *cached = secs;
+        }
+        w.write_str(date_time)
+    })?;
+    // Six digits: a leading 1 makes itoa keep the zeros, and is dropped.
+    let mut micros = itoa::Buffer::new();
+    w.write_str(&micros.format(1_000_000 + since_epoch.subsec_micros())[1..])?;
+    w.write_char('Z')
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time before year 10000 (proleptic Gregorian calendar, days
@@ -318,57 +319,54 @@ fn format_date_time(secs: u64) -> [u8; 19] {
 
 /// Writes `,"name":value` per field, typed as tracing-serde's `SerdeMapVisitor` types them:
 /// bool, integers and floats as JSON values, strings and everything else (`Debug`, `Display`,
-/// errors, 128-bit integers, through `record_debug`) as JSON strings. The typed methods take the
-/// name itself, so a line with fields known in advance (`access`) needs no tracing `Field`.
+/// errors, 128-bit integers, through `record_debug`) as JSON strings. [`Self::field`] takes the
+/// key as a writer of its own, so a line whose field names are known in advance (`access`) can
+/// copy keys that [`write_key`] rendered once instead of escaping each name every time.
 struct JsonFieldsVisitor<'a, W> {
     writer: &'a mut W,
     result: fmt::Result,
 }
 
 impl<W: fmt::Write> JsonFieldsVisitor<'_, W> {
-    fn entry(&mut self, name: &str, value: impl FnOnce(&mut W) -> fmt::Result) {
+    /// One field: `key` writes `,"name":`, then `value` the value.
+    fn field(
+        &mut self,
+        key: impl FnOnce(&mut W) -> fmt::Result,
+        value: impl FnOnce(&mut W) -> fmt::Result,
+    ) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                write_json_str(self.writer, name)?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+            self.result = key(self.writer).and_then(|()| value(self.writer));
         }
     }
 
-    fn bool(&mut self, name: &str, value: bool) {
-        self.entry(name, |w| w.write_str(if value { "true" } else { "false" }));
+    fn named(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        self.field(|w| write_key(w, field.name()), value);
+    }
+}
+
+impl<W: fmt::Write> Visit for JsonFieldsVisitor<'_, W> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.named(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
-    fn u64(&mut self, name: &str, value: u64) {
-        self.entry(name, |w| w.write_str(itoa::Buffer::new().format(value)));
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.named(field, |w| write_u64(w, value));
     }
 
-    fn i64(&mut self, name: &str, value: i64) {
-        self.entry(name, |w| w.write_str(itoa::Buffer::new().format(value)));
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.named(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
-    fn f64(&mut self, name: &str, value: f64) {
-        // serde_json's own float text (shortest round-trip, `null` when not finite), written
-        // into a stack buffer: ryu needs at most 24 bytes.
-        self.entry(name, |w| {
-            let mut buf = [0u8; 32];
-            let len = {
-                let mut out: &mut [u8] = &mut buf;
-                serde_json::to_writer(&mut out, &value).map_err(|_| fmt::Error)?;
-                32 - out.len()
-            };
-            w.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
-        });
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.named(field, |w| write_f64(w, value));
     }
 
-    fn str(&mut self, name: &str, value: &str) {
-        self.entry(name, |w| write_json_str(w, value));
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.named(field, |w| write_json_str(w, value));
     }
 
-    fn debug(&mut self, name: &str, value: &dyn fmt::Debug) {
-        self.entry(name, |w| {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.named(field, |w| {
             w.write_char('"')?;
             write!(JsonEscape(w), "{value:?}")?;
             w.write_char('"')
@@ -376,37 +374,56 @@ impl<W: fmt::Write> JsonFieldsVisitor<'_, W> {
     }
 }
 
-impl<W: fmt::Write> Visit for JsonFieldsVisitor<'_, W> {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.bool(field.name(), value);
-    }
+/// `,"name":`, the start of every field after the level.
+fn write_key(w: &mut impl fmt::Write, name: &str) -> fmt::Result {
+    w.write_char(',')?;
+    write_json_str(w, name)?;
+    w.write_char(':')
+}
 
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.u64(field.name(), value);
-    }
+fn write_u64(w: &mut impl fmt::Write, value: u64) -> fmt::Result {
+    w.write_str(itoa::Buffer::new().format(value))
+}
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.i64(field.name(), value);
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.f64(field.name(), value);
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.str(field.name(), value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.debug(field.name(), value);
-    }
+/// serde_json's own float text (shortest round-trip, `null` when not finite), written into a
+/// stack buffer: its formatter needs at most 24 bytes.
+fn write_f64(w: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    let mut buf = [0u8; 32];
+    let len = {
+        let mut out: &mut [u8] = &mut buf;
+        serde_json::to_writer(&mut out, &value).map_err(|_| fmt::Error)?;
+        32 - out.len()
+    };
+    w.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
 }
 
 /// `s` as a JSON string.
+#[inline]
 fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
     JsonEscape(w).write_str(s)?;
     w.write_char('"')
+}
+
+/// Whether `bytes` hold a `"`, a `\\` or a control character: what [`JsonEscape`] escapes.
+/// Paths, ids and methods almost never do, and this check runs on every one of them, so it
+/// looks at eight bytes a step ("determine if a word has a byte less than n" and "has a zero
+/// byte" from Sean Anderson's Bit Twiddling Hacks; both are exact about whether any byte does).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let any_byte_below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let any_byte_is = |word: u64, b: u8| any_byte_below(word ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    let escapes_in_words = words.by_ref().any(|chunk| {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of exactly 8 bytes"));
+        any_byte_below(word, 0x20) | any_byte_is(word, b'"') | any_byte_is(word, b'\\') != 0
+    });
+    escapes_in_words
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// Escapes what it is given as serde_json does inside a string: `"` and `\`, the short forms
@@ -416,34 +433,43 @@ struct JsonEscape<'a, W: fmt::Write + ?Sized>(&'a mut W);
 impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
-        // Paths, ids and methods almost never need an escape: check first, then copy in one go.
-        if !bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return self.0.write_str(s);
+        // Check first, then copy in one go.
+        if needs_escape(bytes) {
+            write_escaped(self.0, s)
+        } else {
+            self.0.write_str(s)
         }
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0C => "\\f",
-                0x00..=0x1F => "",
-                _ => continue,
-            };
-            // `i` is at an ASCII byte, so both slices fall on character boundaries.
-            self.0.write_str(&s[start..i])?;
-            if short.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(short)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
     }
+}
+
+/// `s` with what [`JsonEscape`] escapes escaped. Apart from the hot path, so that path stays
+/// small enough to be inlined into every field.
+#[cold]
+fn write_escaped<W: fmt::Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            0x00..=0x1F => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices fall on character boundaries.
+        w.write_str(&s[start..i])?;
+        if short.is_empty() {
+            write!(w, "\\u{b:04x}")?;
+        } else {
+            w.write_str(short)?;
+        }
+        start = i + 1;
+    }
+    w.write_str(&s[start..])
 }
 
 #[cfg(test)]
@@ -574,6 +600,23 @@ mod tests {
         });
         assert_eq!(fast.len(), 3);
         assert_eq!(fast, generic);
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_json_escapes_at_every_position() {
+        let byte_wise = |s: &[u8]| s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        for len in 0..=24 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    // Around `b`: bytes next to the thresholds, and UTF-8 continuation bytes.
+                    for fill in [b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff] {
+                        let mut s = vec![fill; len];
+                        s[at] = b;
+                        assert_eq!(needs_escape(&s), byte_wise(&s), "{s:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
