@@ -22,7 +22,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::EnvFilter;
 
 use super::{
-    write_f64, write_flat_line, write_json_str, write_key, write_u64, Deferred, ACCESS_TARGET,
+    write_end, write_f64, write_flat_line, write_json_str, write_key, write_level, write_u64,
+    Deferred, JsonFieldsVisitor, ACCESS_TARGET,
 };
 
 /// What one access line says. Never the query string (it may carry secrets) and never a body.
@@ -59,10 +60,16 @@ enum Sink {
     Off,
 }
 
-/// The direct path's buffer, and its field keys (`,"name":`) rendered once.
+/// The direct path's buffer, and the parts of its lines that never change, rendered once by
+/// the functions that write them for events.
 struct Direct {
     deferred: Deferred,
+    /// [`write_level`]: `","level":"INFO"`.
+    level: String,
+    /// [`write_key`]: `,"name":` of each of [`FIELDS`].
     keys: [String; FIELDS.len()],
+    /// [`write_end`]: `,"target":"access"}` and a newline.
+    end: String,
 }
 
 impl AccessLog {
@@ -72,11 +79,9 @@ impl AccessLog {
         let sink = if tracing_would_log(filter) {
             Sink::Json(Arc::new(Direct {
                 deferred: deferred.clone(),
-                keys: FIELDS.map(|name| {
-                    let mut key = String::new();
-                    write_key(&mut key, name).expect("a String takes any text");
-                    key
-                }),
+                level: render(|w| write_level(w, ACCESS_METADATA.level())),
+                keys: FIELDS.map(|name| render(|w| write_key(w, name))),
+                end: render(|w| write_end(w, ACCESS_TARGET)),
             }))
         } else {
             Sink::Off
@@ -89,7 +94,7 @@ impl AccessLog {
         match &self.sink {
             Sink::Json(direct) => direct.deferred.append(|pending| {
                 let [method, path, route, status, duration_ms, bytes, request_id] = &direct.keys;
-                write_flat_line(&mut Utf8(pending), &Level::INFO, ACCESS_TARGET, |fields| {
+                let record = |fields: &mut JsonFieldsVisitor<'_, Utf8<'_>>| {
                     // Typed as the event below types them: `%method` is recorded through
                     // `record_debug`, which writes the same quoted, escaped text as a `str`.
                     fields.field(rendered(method), |w| write_json_str(w, line.method));
@@ -102,7 +107,9 @@ impl AccessLog {
                     fields.field(rendered(duration_ms), |w| write_f64(w, line.duration_ms));
                     fields.field(rendered(bytes), |w| write_u64(w, line.bytes));
                     fields.field(rendered(request_id), |w| write_json_str(w, line.request_id));
-                })
+                };
+                let out = &mut Utf8(pending);
+                write_flat_line(out, rendered(&direct.level), record, rendered(&direct.end))
             }),
             Sink::Tracing => match line.status {
                 Some(status) => tracing::info!(
@@ -186,7 +193,14 @@ impl Callsite for AccessCallsite {
     }
 }
 
-/// Writes a key that [`write_key`] rendered at start-up.
+/// What `write` writes, as a string.
+fn render(write: impl FnOnce(&mut String) -> fmt::Result) -> String {
+    let mut text = String::new();
+    write(&mut text).expect("a String takes any text");
+    text
+}
+
+/// Writes a part of the line rendered at start-up.
 fn rendered(key: &str) -> impl FnOnce(&mut Utf8<'_>) -> fmt::Result + '_ {
     move |w| w.write_str(key)
 }
