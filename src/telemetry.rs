@@ -7,7 +7,9 @@
 //! request is the hottest log call by far, and the generic formatter (serde through an `io::Write`
 //! adaptor that re-checks UTF-8 on every small write) cost a fifth of the proxy's user-space
 //! instructions per request (BENCHMARKS.md, "What was profiled and changed"). [`JsonLines`]
-//! writes those lines directly, byte for byte as the generic formatter would.
+//! writes those lines directly, byte for byte as the generic formatter would. In the proxy itself
+//! ([`init_deferred`] with JSON lines) access lines skip `tracing` altogether: [`AccessLog`]
+//! (module `access`) writes them with the same formatter straight into the [`Deferred`] buffer.
 //!
 //! The proxy writes its lines through [`Deferred`]: a line is copied into memory and reaches
 //! stdout when the runtime's worker is about to go idle (tokio's `on_thread_park`), once 16 KiB
@@ -555,14 +557,7 @@ mod tests {
             + Sync
             + 'static,
     {
-        let generic = Buf::default();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(generic.clone())
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .finish();
-        tracing::subscriber::with_default(sub, &emit);
+        let generic = generic_json_lines(&emit);
         let fast = Buf::default();
         let sub = tracing_subscriber::fmt()
             .with_writer(fast.clone())
@@ -570,7 +565,21 @@ mod tests {
             .event_format(other)
             .finish();
         tracing::subscriber::with_default(sub, &emit);
-        (generic.lines(), fast.lines())
+        (generic, fast.lines())
+    }
+
+    /// The lines `emit` logs through the generic JSON formatter, as configured before
+    /// `JsonLines`.
+    pub(super) fn generic_json_lines(emit: impl Fn()) -> Vec<String> {
+        let generic = Buf::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(generic.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .finish();
+        tracing::subscriber::with_default(sub, emit);
+        generic.lines()
     }
 
     #[test]

@@ -230,7 +230,7 @@ impl fmt::Write for Utf8<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::Buf;
+    use super::super::tests::{generic_json_lines, Buf};
     use super::*;
 
     /// Lines with everything JSON must escape, an aborted exchange and empty values.
@@ -278,14 +278,7 @@ mod tests {
 
     #[test]
     fn direct_lines_are_the_bytes_the_generic_formatter_writes_for_the_event() {
-        let generic = Buf::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(generic.clone())
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let generic = generic_json_lines(|| {
             for line in &lines() {
                 AccessLog::default().write(line);
             }
@@ -295,7 +288,7 @@ mod tests {
             log.write(line);
         }
         assert_eq!(out.lines().len(), 3);
-        assert_eq!(out.lines(), generic.lines());
+        assert_eq!(out.lines(), generic);
     }
 
     #[test]
