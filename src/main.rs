@@ -148,7 +148,7 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
     };
     // Log lines leave when a worker goes idle, not on the request path (telemetry::Deferred).
     let logs = telemetry::Deferred::default();
-    telemetry::init_deferred(
+    let access = telemetry::init_deferred(
         log_format.unwrap_or(config.log.format),
         &config.log.level,
         &logs,
@@ -181,6 +181,7 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
             Some(ConfigSource { path, env }),
             listeners,
             shutdown,
+            access,
         )
         .await
     });

@@ -34,6 +34,7 @@ use crate::proxy::passthrough::Passthrough;
 use crate::proxy::upgrade::Tunnels;
 use crate::proxy::Proxy;
 use crate::reload::{self, ConfigSource};
+use crate::telemetry::AccessLog;
 
 /// The two bound listeners. Bound before anything else runs, so a port clash fails fast.
 pub struct Listeners {
@@ -76,7 +77,8 @@ impl Running {
     }
 }
 
-/// Binds the listeners and runs the proxy on a background task.
+/// Binds the listeners and runs the proxy on a background task. Its access lines are `tracing`
+/// events, for whatever subscriber the caller installed.
 pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
     let listeners = Listeners::bind(&config).await?;
     let traffic_addr = listeners.traffic.local_addr()?;
@@ -89,6 +91,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
         listeners,
         shutdown.clone(),
         readiness.clone(),
+        AccessLog::default(),
     ));
     Ok(Running {
         traffic_addr,
@@ -99,14 +102,24 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     })
 }
 
-/// Runs the proxy until `shutdown` is cancelled and the drain has finished.
+/// Runs the proxy until `shutdown` is cancelled and the drain has finished, writing its access
+/// lines to `access` (from `telemetry::init_deferred`).
 pub async fn run(
     config: Config,
     source: Option<ConfigSource>,
     listeners: Listeners,
     shutdown: CancellationToken,
+    access: AccessLog,
 ) -> anyhow::Result<()> {
-    run_with(config, source, listeners, shutdown, Readiness::default()).await
+    run_with(
+        config,
+        source,
+        listeners,
+        shutdown,
+        Readiness::default(),
+        access,
+    )
+    .await
 }
 
 /// `run`, with the readiness flag owned by the caller (so `Running::shutdown` can flip it
@@ -117,6 +130,7 @@ async fn run_with(
     listeners: Listeners,
     shutdown: CancellationToken,
     readiness: Readiness,
+    access: AccessLog,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -143,6 +157,7 @@ async fn run_with(
         passthrough.clone(),
         Forwarding::from_config(&config.forwarding),
         metrics.clone(),
+        access,
         tunnels.clone(),
         live.clone(),
         (!config.server.body_idle_timeout.is_zero()).then_some(config.server.body_idle_timeout),

@@ -7,20 +7,22 @@
 //! request is the hottest log call by far, and the generic formatter (serde through an `io::Write`
 //! adaptor that re-checks UTF-8 on every small write) cost a fifth of the proxy's user-space
 //! instructions per request (BENCHMARKS.md, "What was profiled and changed"). [`JsonLines`]
-//! writes those lines directly, byte for byte as the generic formatter would.
+//! writes those lines directly, byte for byte as the generic formatter would. In the proxy itself
+//! ([`init_deferred`] with JSON lines) access lines skip `tracing` altogether: [`AccessLog`]
+//! (module `access`) writes them with the same formatter straight into the [`Deferred`] buffer.
 //!
 //! The proxy writes its lines through [`Deferred`]: a line is copied into memory and reaches
 //! stdout when the runtime's worker is about to go idle (tokio's `on_thread_park`), once 16 KiB
 //! are pending, or at exit, instead of costing a `write` on the request path (BENCHMARKS.md).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Json, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::FmtContext;
@@ -31,6 +33,10 @@ use crate::config::LogFormat;
 /// Target of the access log lines (`proxy::observe`).
 const ACCESS_TARGET: &str = "access";
 
+mod access;
+
+pub use access::{AccessLine, AccessLog};
+
 /// Installs the global subscriber (the one piece of process state, owned by `main`), writing
 /// each line to stdout at once.
 pub fn init(format: LogFormat, level: &str) {
@@ -38,26 +44,37 @@ pub fn init(format: LogFormat, level: &str) {
 }
 
 /// Installs the global subscriber writing through `deferred`, which the caller flushes when its
-/// runtime's workers park and before the process exits.
-pub fn init_deferred(format: LogFormat, level: &str, deferred: &Deferred) {
-    install(format, level, deferred.clone());
+/// runtime's workers park and before the process exits. Returns the access log to hand to the
+/// proxy: with JSON lines it writes into `deferred` directly, respecting `level`.
+pub fn init_deferred(format: LogFormat, level: &str, deferred: &Deferred) -> AccessLog {
+    let installed = install(format, level, deferred.clone());
+    match format {
+        LogFormat::Json if installed => AccessLog::json(filter(level), deferred),
+        // Text lines come from tracing-subscriber's own formatter; and if another subscriber
+        // was there first, the lines must go where it sends them.
+        _ => AccessLog::default(),
+    }
 }
 
-fn install<W>(format: LogFormat, level: &str, writer: W)
+/// `log.level` as a filter; config validation refuses a bad one, `info` stands in regardless.
+fn filter(level: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Whether the subscriber was installed: a second init (tests, demo) keeps the first one.
+fn install<W>(format: LogFormat, level: &str, writer: W) -> bool
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(level))
         .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder.json().event_format(JsonLines::default()).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    // A second init (tests, demo) keeps the first subscriber; that is fine.
-    let _ = result;
+    result.is_ok()
 }
 
 /// Lines pending beyond this are written at once, whatever the workers are doing: a bound on
@@ -121,13 +138,25 @@ impl Deferred {
     }
 
     fn push(&self, line: &[u8]) {
+        self.append(|pending| {
+            pending.extend_from_slice(line);
+            Ok(())
+        });
+    }
+
+    /// Appends the line `write` writes, straight into the pending buffer (no copy through a
+    /// line buffer of its own); a line that fails half-way is taken back out.
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>) -> fmt::Result) {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.capacity() == 0 {
                 // Room for the limit plus the line that crosses it, so the buffer never moves.
                 pending.reserve(2 * DEFERRED_LIMIT);
             }
-            pending.extend_from_slice(line);
+            let start = pending.len();
+            if write(&mut pending).is_err() {
+                pending.truncate(start);
+            }
             pending.len() >= DEFERRED_LIMIT
         };
         if full || !PARKS_WITH_FLUSH.get() {
@@ -194,58 +223,87 @@ where
         {
             return self.generic.format_event(ctx, writer, event);
         }
-        write_flat_line(&mut writer, event)
+        write_event_line(&mut writer, event)
     }
 }
 
-/// One event outside any span as a flattened JSON line: timestamp, level, fields, target.
-fn write_flat_line(writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
+/// One event outside any span as a flattened JSON line.
+fn write_event_line(writer: &mut Writer<'_>, event: &Event<'_>) -> fmt::Result {
     let meta = event.metadata();
+    write_flat_line(
+        writer,
+        |w| write_level(w, meta.level()),
+        |fields| event.record(fields),
+        |w| write_end(w, meta.target()),
+    )
+}
+
+/// One flattened JSON line outside any span: timestamp, then what `level` ([`write_level`]),
+/// `record` (the fields) and `end` ([`write_end`]) write. Events and the access log's direct
+/// path (`access`) both come through here; the access log passes copies of what `write_level`
+/// and `write_end` rendered once, since its level and target never change.
+fn write_flat_line<W: fmt::Write>(
+    writer: &mut W,
+    level: impl FnOnce(&mut W) -> fmt::Result,
+    record: impl FnOnce(&mut JsonFieldsVisitor<'_, W>),
+    end: impl FnOnce(&mut W) -> fmt::Result,
+) -> fmt::Result {
     writer.write_str("{\"timestamp\":\"")?;
     write_timestamp(writer)?;
-    writer.write_str("\",\"level\":\"")?;
-    writer.write_str(meta.level().as_str())?;
-    writer.write_char('"')?;
+    level(writer)?;
     let mut fields = JsonFieldsVisitor {
         writer,
         result: Ok(()),
     };
-    event.record(&mut fields);
+    record(&mut fields);
     fields.result?;
-    writer.write_str(",\"target\":")?;
-    write_json_str(writer, meta.target())?;
-    writer.write_str("}\n")
+    end(writer)
+}
+
+/// `","level":"INFO"`: closes the timestamp, then the level.
+fn write_level(w: &mut impl fmt::Write, level: &Level) -> fmt::Result {
+    w.write_str("\",\"level\":\"")?;
+    w.write_str(level.as_str())?;
+    w.write_char('"')
+}
+
+/// `,"target":"access"}` and the newline.
+fn write_end(w: &mut impl fmt::Write, target: &str) -> fmt::Result {
+    w.write_str(",\"target\":")?;
+    write_json_str(w, target)?;
+    w.write_str("}\n")
 }
 
 /// The current time as [`SystemTime`] writes it (RFC 3339, UTC, microseconds), with the date and
 /// time of day formatted once per second per thread: through `fmt` they were a sixth of the cost
 /// of an access line.
-fn write_timestamp(w: &mut Writer<'_>) -> fmt::Result {
+fn write_timestamp(w: &mut impl fmt::Write) -> fmt::Result {
     thread_local! {
-        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+        /// The second last written on this thread, as `YYYY-MM-DDTHH:MM:SS.`: kept as text, so
+        /// writing it costs no UTF-8 check.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
     /// 10000-01-01T00:00:00Z: from there on the generic format writes a `+` before the year.
     const YEAR_10000: u64 = 253_402_300_800;
     let since_epoch = match std::time::SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) if d.as_secs() < YEAR_10000 => d,
-        _ => return SystemTime.format_time(w),
+        _ => return SystemTime.format_time(&mut Writer::new(w)),
     };
     let secs = since_epoch.as_secs();
-    let (cached, mut date_time) = SECOND.get();
-    if cached != secs {
-        date_time = format_date_time(secs);
-        SECOND.set((secs, date_time));
-    }
-    let mut text = [0u8; 27];
-    text[..19].copy_from_slice(&date_time);
-    text[19] = b'.';
-    let mut micros = since_epoch.subsec_micros();
-    for digit in text[20..26].iter_mut().rev() {
-        *digit = b'0' + (micros % 10) as u8;
-        micros /= 10;
-    }
-    text[26] = b'Z';
-    w.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    SECOND.with_borrow_mut(|(cached, date_time)| {
+        if *cached != secs {
+            date_time.clear();
+            date_time
+                .push_str(std::str::from_utf8(&format_date_time(secs)).map_err(|_| fmt::Error)?);
+            date_time.push('.');
+            *cached = secs;
+        }
+        w.write_str(date_time)
+    })?;
+    // Six digits: a leading 1 makes itoa keep the zeros, and is dropped.
+    let mut micros = itoa::Buffer::new();
+    w.write_str(&micros.format(1_000_000 + since_epoch.subsec_micros())[1..])?;
+    w.write_char('Z')
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time before year 10000 (proleptic Gregorian calendar, days
@@ -278,58 +336,54 @@ fn format_date_time(secs: u64) -> [u8; 19] {
 
 /// Writes `,"name":value` per field, typed as tracing-serde's `SerdeMapVisitor` types them:
 /// bool, integers and floats as JSON values, strings and everything else (`Debug`, `Display`,
-/// errors, 128-bit integers, through `record_debug`) as JSON strings.
-struct JsonFieldsVisitor<'a, 'w> {
-    writer: &'a mut Writer<'w>,
+/// errors, 128-bit integers, through `record_debug`) as JSON strings. [`Self::field`] takes the
+/// key as a writer of its own, so a line whose field names are known in advance (`access`) can
+/// copy keys that [`write_key`] rendered once instead of escaping each name every time.
+struct JsonFieldsVisitor<'a, W> {
+    writer: &'a mut W,
     result: fmt::Result,
 }
 
-impl JsonFieldsVisitor<'_, '_> {
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl<W: fmt::Write> JsonFieldsVisitor<'_, W> {
+    /// One field: `key` writes `,"name":`, then `value` the value.
+    fn field(
+        &mut self,
+        key: impl FnOnce(&mut W) -> fmt::Result,
+        value: impl FnOnce(&mut W) -> fmt::Result,
+    ) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                write_json_str(self.writer, field.name())?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+            self.result = key(self.writer).and_then(|()| value(self.writer));
         }
+    }
+
+    fn named(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        self.field(|w| write_key(w, field.name()), value);
     }
 }
 
-impl Visit for JsonFieldsVisitor<'_, '_> {
+impl<W: fmt::Write> Visit for JsonFieldsVisitor<'_, W> {
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.named(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.named(field, |w| write_u64(w, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.named(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // serde_json's own float text (shortest round-trip, `null` when not finite), written
-        // into a stack buffer: ryu needs at most 24 bytes.
-        self.entry(field, |w| {
-            let mut buf = [0u8; 32];
-            let len = {
-                let mut out: &mut [u8] = &mut buf;
-                serde_json::to_writer(&mut out, &value).map_err(|_| fmt::Error)?;
-                32 - out.len()
-            };
-            w.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
-        });
+        self.named(field, |w| write_f64(w, value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_json_str(w, value));
+        self.named(field, |w| write_json_str(w, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.entry(field, |w| {
+        self.named(field, |w| {
             w.write_char('"')?;
             write!(JsonEscape(w), "{value:?}")?;
             w.write_char('"')
@@ -337,11 +391,57 @@ impl Visit for JsonFieldsVisitor<'_, '_> {
     }
 }
 
-/// `s` as a JSON string.
+/// `,"name":`, the start of every field after the level.
+fn write_key(w: &mut impl fmt::Write, name: &str) -> fmt::Result {
+    w.write_char(',')?;
+    write_json_str(w, name)?;
+    w.write_char(':')
+}
+
+fn write_u64(w: &mut impl fmt::Write, value: u64) -> fmt::Result {
+    w.write_str(itoa::Buffer::new().format(value))
+}
+
+/// serde_json's own float text (shortest round-trip, `null` when not finite), written into a
+/// stack buffer: its formatter needs at most 24 bytes.
+fn write_f64(w: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    let mut buf = [0u8; 32];
+    let len = {
+        let mut out: &mut [u8] = &mut buf;
+        serde_json::to_writer(&mut out, &value).map_err(|_| fmt::Error)?;
+        32 - out.len()
+    };
+    w.write_str(std::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+}
+
+/// `s` as a JSON string. Always inlined: a call apiece was a tenth of an access line's cost,
+/// and what is inlined is small since the escaping itself is out of line.
+#[inline(always)]
 fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
     JsonEscape(w).write_str(s)?;
     w.write_char('"')
+}
+
+/// Whether `bytes` hold a `"`, a `\\` or a control character: what [`JsonEscape`] escapes.
+/// Paths, ids and methods almost never do, and this check runs on every one of them, so it
+/// looks at eight bytes a step ("determine if a word has a byte less than n" and "has a zero
+/// byte" from Sean Anderson's Bit Twiddling Hacks; both are exact about whether any byte does).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let any_byte_below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let any_byte_is = |word: u64, b: u8| any_byte_below(word ^ (ONES * u64::from(b)), 1);
+    let mut words = bytes.chunks_exact(8);
+    let escapes_in_words = words.by_ref().any(|chunk| {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of exactly 8 bytes"));
+        any_byte_below(word, 0x20) | any_byte_is(word, b'"') | any_byte_is(word, b'\\') != 0
+    });
+    escapes_in_words
+        || words
+            .remainder()
+            .iter()
+            .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 /// Escapes what it is given as serde_json does inside a string: `"` and `\`, the short forms
@@ -351,34 +451,43 @@ struct JsonEscape<'a, W: fmt::Write + ?Sized>(&'a mut W);
 impl<W: fmt::Write + ?Sized> fmt::Write for JsonEscape<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let bytes = s.as_bytes();
-        // Paths, ids and methods almost never need an escape: check first, then copy in one go.
-        if !bytes.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return self.0.write_str(s);
+        // Check first, then copy in one go.
+        if needs_escape(bytes) {
+            write_escaped(self.0, s)
+        } else {
+            self.0.write_str(s)
         }
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0C => "\\f",
-                0x00..=0x1F => "",
-                _ => continue,
-            };
-            // `i` is at an ASCII byte, so both slices fall on character boundaries.
-            self.0.write_str(&s[start..i])?;
-            if short.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(short)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
     }
+}
+
+/// `s` with what [`JsonEscape`] escapes escaped. Apart from the hot path, so that path stays
+/// small enough to be inlined into every field.
+#[cold]
+fn write_escaped<W: fmt::Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0C => "\\f",
+            0x00..=0x1F => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices fall on character boundaries.
+        w.write_str(&s[start..i])?;
+        if short.is_empty() {
+            write!(w, "\\u{b:04x}")?;
+        } else {
+            w.write_str(short)?;
+        }
+        start = i + 1;
+    }
+    w.write_str(&s[start..])
 }
 
 #[cfg(test)]
@@ -388,7 +497,7 @@ mod tests {
 
     /// A `MakeWriter` collecting everything written into one buffer.
     #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buf(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Buf {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -409,7 +518,7 @@ mod tests {
 
     impl Buf {
         /// The lines written, each with its timestamp value blanked.
-        fn lines(&self) -> Vec<String> {
+        pub(super) fn lines(&self) -> Vec<String> {
             let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
             text.lines()
                 .map(|l| {
@@ -435,7 +544,7 @@ mod tests {
             mut writer: Writer<'_>,
             event: &Event<'_>,
         ) -> fmt::Result {
-            write_flat_line(&mut writer, event)
+            write_event_line(&mut writer, event)
         }
     }
 
@@ -448,14 +557,7 @@ mod tests {
             + Sync
             + 'static,
     {
-        let generic = Buf::default();
-        let sub = tracing_subscriber::fmt()
-            .with_writer(generic.clone())
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .finish();
-        tracing::subscriber::with_default(sub, &emit);
+        let generic = generic_json_lines(&emit);
         let fast = Buf::default();
         let sub = tracing_subscriber::fmt()
             .with_writer(fast.clone())
@@ -463,7 +565,21 @@ mod tests {
             .event_format(other)
             .finish();
         tracing::subscriber::with_default(sub, &emit);
-        (generic.lines(), fast.lines())
+        (generic, fast.lines())
+    }
+
+    /// The lines `emit` logs through the generic JSON formatter, as configured before
+    /// `JsonLines`.
+    pub(super) fn generic_json_lines(emit: impl Fn()) -> Vec<String> {
+        let generic = Buf::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(generic.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .finish();
+        tracing::subscriber::with_default(sub, emit);
+        generic.lines()
     }
 
     #[test]
@@ -509,6 +625,23 @@ mod tests {
         });
         assert_eq!(fast.len(), 3);
         assert_eq!(fast, generic);
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_json_escapes_at_every_position() {
+        let byte_wise = |s: &[u8]| s.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        for len in 0..=24 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    // Around `b`: bytes next to the thresholds, and UTF-8 continuation bytes.
+                    for fill in [b' ', b'!', b'#', b'[', b']', 0x7f, 0x80, 0xff] {
+                        let mut s = vec![fill; len];
+                        s[at] = b;
+                        assert_eq!(needs_escape(&s), byte_wise(&s), "{s:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

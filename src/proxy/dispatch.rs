@@ -28,6 +28,7 @@ use crate::proxy::observe::{Observation, ObservedBody};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::path;
 use crate::proxy::upgrade::Tunnels;
+use crate::telemetry::AccessLog;
 
 /// Capture routes by normalized path.
 #[derive(Default)]
@@ -71,6 +72,7 @@ struct Inner {
     passthrough: Passthrough,
     forwarding: Forwarding,
     metrics: Metrics,
+    access: AccessLog,
     tunnels: Tunnels,
     live: Arc<ArcSwap<Live>>,
     /// `server.body_idle_timeout`; `None` when turned off.
@@ -83,6 +85,7 @@ impl Proxy {
         passthrough: Passthrough,
         forwarding: Forwarding,
         metrics: Metrics,
+        access: AccessLog,
         tunnels: Tunnels,
         live: Arc<ArcSwap<Live>>,
         body_idle: Option<Duration>,
@@ -92,6 +95,7 @@ impl Proxy {
                 passthrough,
                 forwarding,
                 metrics,
+                access,
                 tunnels,
                 live,
                 body_idle,
@@ -104,6 +108,7 @@ impl Proxy {
         let me = &*self.inner;
         let mut obs = Observation::start(
             &me.metrics,
+            &me.access,
             req.method().clone(),
             req.uri().path_and_query().cloned(),
         );

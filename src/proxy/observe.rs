@@ -17,6 +17,7 @@ use hyper::body::{Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
 use crate::metrics::{Metrics, RouteKind};
+use crate::telemetry::{AccessLine, AccessLog};
 
 /// One request being observed.
 pub struct Observation {
@@ -28,11 +29,17 @@ pub struct Observation {
     bytes: u64,
     request_id: Option<HeaderValue>,
     metrics: Metrics,
+    access: AccessLog,
 }
 
 impl Observation {
     /// Starts observing; counts the request as in flight.
-    pub fn start(metrics: &Metrics, method: Method, path: Option<PathAndQuery>) -> Self {
+    pub fn start(
+        metrics: &Metrics,
+        access: &AccessLog,
+        method: Method,
+        path: Option<PathAndQuery>,
+    ) -> Self {
         metrics.in_flight(RouteKind::Passthrough).inc();
         Observation {
             method,
@@ -43,6 +50,7 @@ impl Observation {
             bytes: 0,
             request_id: None,
             metrics: metrics.clone(),
+            access: access.clone(),
         }
     }
 
@@ -80,29 +88,15 @@ impl Drop for Observation {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let path = self.path.as_ref().map_or("", |p| p.path());
-        match self.status {
-            Some(status) => tracing::info!(
-                target: "access",
-                method = %self.method,
-                path,
-                route = self.kind.as_str(),
-                status,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = self.bytes,
-                request_id = id,
-            ),
-            None => tracing::info!(
-                target: "access",
-                method = %self.method,
-                path,
-                route = self.kind.as_str(),
-                status = "aborted",
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                bytes = self.bytes,
-                request_id = id,
-            ),
-        }
+        self.access.write(&AccessLine {
+            method: self.method.as_str(),
+            path: self.path.as_ref().map_or("", |p| p.path()),
+            route: self.kind.as_str(),
+            status: self.status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            bytes: self.bytes,
+            request_id: id,
+        });
     }
 }
 
