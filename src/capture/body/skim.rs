@@ -26,6 +26,8 @@ use std::str;
 
 use memchr::{memchr, memchr2};
 
+use crate::capture::block::{Masks, BLOCK};
+
 /// The shortest string text (between the quotes) that is cut. A known key spelled entirely in
 /// `\u` escapes (`from_virtual_camera`, 19 × 6 bytes) is shorter, so keys always reach
 /// serde_json as sent.
@@ -257,61 +259,6 @@ fn skip_blocks(body: &[u8], mut i: usize) -> usize {
     i - carry as usize
 }
 
-const BLOCK: usize = 64;
-
-/// One bit per byte of a block, for the bytes `skip_blocks` looks for.
-struct Masks {
-    quote_or_control: u64,
-    backslash: u64,
-    slash: u64,
-}
-
-impl Masks {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    fn of(block: &[u8; BLOCK]) -> Masks {
-        // SAFETY: the build targets CPUs with SSE2 (the `cfg` above; every x86-64 CPU has it).
-        unsafe { Masks::of_sse2(block) }
-    }
-
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    #[target_feature(enable = "sse2")]
-    fn of_sse2(block: &[u8; BLOCK]) -> Masks {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-            _mm_set_epi64x,
-        };
-        let bits = |v: __m128i| u64::from(_mm_movemask_epi8(v) as u16);
-        let mut m = Masks {
-            quote_or_control: 0,
-            backslash: 0,
-            slash: 0,
-        };
-        for (k, lane) in block.chunks_exact(16).enumerate() {
-            let half =
-                |h: usize| i64::from_le_bytes(lane[8 * h..8 * h + 8].try_into().expect("8 bytes"));
-            let v = _mm_set_epi64x(half(1), half(0));
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            m.quote_or_control |= bits(_mm_or_si128(quote, control)) << (16 * k);
-            m.backslash |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8))) << (16 * k);
-            m.slash |= bits(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'/' as i8))) << (16 * k);
-        }
-        m
-    }
-
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    fn of(block: &[u8; BLOCK]) -> Masks {
-        let bits = |f: fn(u8) -> bool| {
-            (block.iter().enumerate()).fold(0, |m, (k, &b)| m | u64::from(f(b)) << k)
-        };
-        Masks {
-            quote_or_control: bits(|b| b == b'"' || b < 0x20),
-            backslash: bits(|b| b == b'\\'),
-            slash: bits(|b| b == b'/'),
-        }
-    }
-}
-
 /// The start of the last byte or escape of string text `body[start..end]`, whose escapes are
 /// all valid; `start` if it is empty.
 fn last_token_start(body: &[u8], start: usize, end: usize) -> usize {
@@ -489,25 +436,6 @@ mod tests {
             }
         }
         assert_eq!(checked, 14 * (2 * BLOCK + 8) * 3);
-    }
-
-    #[test]
-    fn block_masks_mark_exactly_their_bytes() {
-        let block: [u8; BLOCK] = std::array::from_fn(|k| match k % 7 {
-            0 => b'"',
-            1 => b'\\',
-            2 => b'/',
-            3 => k as u8 % 0x20,
-            4 => 0x80 | k as u8,
-            _ => b'0' + (k % 10) as u8,
-        });
-        let bits = |f: &dyn Fn(u8) -> bool| {
-            (block.iter().enumerate()).fold(0u64, |m, (k, &b)| m | u64::from(f(b)) << k)
-        };
-        let m = Masks::of(&block);
-        assert_eq!(m.quote_or_control, bits(&|b| b == b'"' || b < 0x20));
-        assert_eq!(m.backslash, bits(&|b| b == b'\\'));
-        assert_eq!(m.slash, bits(&|b| b == b'/'));
     }
 
     #[test]
