@@ -21,7 +21,12 @@
 //! The first invalid string ends the skeleton: its opening quote and the few bytes from the
 //! error on are kept, so serde_json meets the same error, unless it stops earlier, as it would
 //! in the body.
+//!
+//! The skeleton is a copy, so it is only made when it is at most half the body (frames are
+//! nearly all of a capture); otherwise serde_json reads the body itself, and a capture's extra
+//! memory stays what the frame decoding takes.
 
+use std::borrow::Cow;
 use std::str;
 
 use memchr::{memchr, memchr2};
@@ -41,8 +46,8 @@ const ERROR_TAIL: usize = 8;
 #[derive(Debug)]
 pub(super) struct Skeleton<'b> {
     body: &'b [u8],
-    /// What serde_json reads.
-    pub(super) text: Vec<u8>,
+    /// What serde_json reads: the body itself when nothing is cut.
+    pub(super) text: Cow<'b, [u8]>,
     /// One entry per cut string, in order.
     cuts: Vec<Cut<'b>>,
 }
@@ -60,58 +65,103 @@ struct Cut<'b> {
 }
 
 /// Builds the skeleton of `body`, cutting valid strings of at least `min_cut` bytes of text.
+///
+/// A skeleton that would keep more than half of the body (a body of many short strings or
+/// numbers, not frames) is not built: serde_json reads the body itself, as it did before
+/// skeletons, so the copy never costs more than half a body of memory.
 pub(super) fn skim(body: &[u8], min_cut: usize) -> Skeleton<'_> {
+    let (spans, end) = find_cuts(body, min_cut);
+    let cut: usize = spans.iter().map(|s| s.len).sum();
+    if end - cut > body.len() / 2 {
+        return Skeleton::whole(body);
+    }
+    build(body, spans, end)
+}
+
+/// [`skim`] without the half-body rule, so tests can cut small bodies.
+#[cfg(test)]
+pub(super) fn skim_always(body: &[u8], min_cut: usize) -> Skeleton<'_> {
+    let (spans, end) = find_cuts(body, min_cut);
+    build(body, spans, end)
+}
+
+/// The skeleton of `body[..end]` with `spans` cut.
+fn build<'b>(body: &'b [u8], spans: Vec<Span<'b>>, end: usize) -> Skeleton<'b> {
+    let cut: usize = spans.iter().map(|s| s.len).sum();
     let mut sk = Skeleton {
         body,
-        text: Vec::new(),
-        cuts: Vec::new(),
+        text: Cow::Owned(Vec::with_capacity(end - cut)),
+        cuts: Vec::with_capacity(spans.len()),
     };
-    // `copied`: body bytes up to here are in the skeleton (or cut); `at`: the scan position,
-    // always outside a string. Outside a string a `"` can only open one: in JSON that is its
-    // only use outside strings, and serde_json stops at any syntax error before it.
-    let (mut copied, mut at) = (0, 0);
+    let mut copied = 0;
+    for span in spans {
+        sk.text
+            .to_mut()
+            .extend_from_slice(&body[copied..span.start]);
+        sk.cut(span.len, span.literal);
+        copied = span.start + span.len;
+    }
+    sk.text.to_mut().extend_from_slice(&body[copied..end]);
+    sk
+}
+
+/// Text to cut from the body: `len` bytes from `start`, right after an opening quote.
+struct Span<'b> {
+    start: usize,
+    len: usize,
+    /// The string's literal, quotes included, checked as UTF-8; `None` for the valid start of
+    /// an invalid string.
+    literal: Option<&'b str>,
+}
+
+/// The text to cut, in order, and where the skeleton ends in the body (before its end if a
+/// string is invalid).
+fn find_cuts(body: &[u8], min_cut: usize) -> (Vec<Span<'_>>, usize) {
+    let mut spans = Vec::new();
+    // `at`: the scan position, always outside a string. Outside a string a `"` can only open
+    // one: in JSON that is its only use outside strings, and serde_json stops at any syntax
+    // error before it.
+    let mut at = 0;
     while let Some(q) = memchr(b'"', &body[at..]) {
         let open = at + q;
         let text_start = open + 1;
-        let scanned = scan_string(body, text_start);
-        let error = scanned.as_ref().err().copied();
-        if let Some(error) = error {
-            // Cut the valid text before the error but its last character or escape, keep the
-            // bytes serde_json needs to fail the same way, and stop. What is kept puts every
-            // error serde_json finds inside the string after the cut, where positions are
-            // mapped past the cut text, and an error at the opening quote itself (`nul"l`)
-            // before it.
-            let keep = last_token_start(body, text_start, error);
-            sk.text.extend_from_slice(&body[copied..text_start]);
-            sk.cut(keep - text_start, None);
-            sk.text
-                .extend_from_slice(&body[keep..body.len().min(error + ERROR_TAIL)]);
-            return sk;
-        }
-        let Ok(Scanned { close, surrogate }) = scanned else {
-            unreachable!("an invalid string returned above")
+        let (close, surrogate) = match scan_string(body, text_start) {
+            Ok(Scanned { close, surrogate }) => (close, surrogate),
+            Err(error) => {
+                // Cut the valid text before the error but its last character or escape, keep
+                // the bytes serde_json needs to fail the same way, and stop. What is kept puts
+                // every error serde_json finds inside the string after the cut, where
+                // positions are mapped past the cut text, and an error at the opening quote
+                // itself (`nul"l`) before it.
+                let keep = last_token_start(body, text_start, error);
+                spans.push(Span {
+                    start: text_start,
+                    len: keep - text_start,
+                    literal: None,
+                });
+                return (spans, body.len().min(error + ERROR_TAIL));
+            }
         };
-        let literal = &body[open..=close];
         if close - text_start >= min_cut && !surrogate {
-            if let Ok(literal) = str::from_utf8(literal) {
-                sk.text.extend_from_slice(&body[copied..text_start]);
-                sk.cut(close - text_start, Some(literal));
-                copied = close;
+            if let Ok(literal) = str::from_utf8(&body[open..=close]) {
+                spans.push(Span {
+                    start: text_start,
+                    len: close - text_start,
+                    literal: Some(literal),
+                });
             }
         }
         at = close + 1;
     }
-    sk.text.extend_from_slice(&body[copied..]);
-    sk
+    (spans, body.len())
 }
 
 impl<'b> Skeleton<'b> {
-    /// The body itself, nothing cut: what serde_json read before skeletons, for comparison.
-    #[cfg(test)]
+    /// The body itself, nothing cut: what serde_json read before skeletons.
     pub(super) fn whole(body: &'b [u8]) -> Self {
         Skeleton {
             body,
-            text: body.to_vec(),
+            text: Cow::Borrowed(body),
             cuts: Vec::new(),
         }
     }
@@ -299,7 +349,7 @@ mod tests {
     use super::*;
 
     fn skeleton(body: &str, min_cut: usize) -> String {
-        String::from_utf8(skim(body.as_bytes(), min_cut).text).expect("UTF-8")
+        String::from_utf8(skim_always(body.as_bytes(), min_cut).text.into_owned()).expect("UTF-8")
     }
 
     #[test]
@@ -316,13 +366,25 @@ mod tests {
     }
 
     #[test]
+    fn a_skeleton_of_more_than_half_the_body_is_not_built() {
+        // Half the body cut: built.
+        let body = br#"["0123456789",1,2,3]"#;
+        assert!(matches!(skim(body, 10).text, Cow::Owned(_)));
+        // Less: serde_json reads the body itself.
+        let body = br#"["0123456789",1,2,3,4]"#;
+        let sk = skim(body, 10);
+        assert!(matches!(sk.text, Cow::Borrowed(b) if b.as_ptr() == body.as_ptr()));
+        assert!(sk.cuts.is_empty());
+    }
+
+    #[test]
     fn strings_serde_json_must_see_are_kept() {
         for s in [r#"["0123456789\uD800"]"#, r#"["0123456789\udc00"]"#] {
             assert_eq!(skeleton(s, 4), s);
         }
         // Invalid UTF-8.
         let bytes = b"[\"0123456789\xff\"]";
-        assert_eq!(skim(bytes, 4).text, bytes);
+        assert_eq!(&*skim_always(bytes, 4).text, bytes);
         // Other `\u` escapes, and UTF-8 text, are cut.
         assert_eq!(skeleton(r#"["0123456789\u002F\u00e9"]"#, 4), r#"[""]"#);
         assert_eq!(skeleton("[\"0123456789\u{e9}\"]", 4), r#"[""]"#);
@@ -353,7 +415,7 @@ mod tests {
     #[test]
     fn positions_map_back_to_the_body() {
         let body = "{\"a\":\"0123456789\",\n \"b\":\"0123456789\", \"c\":\"x\"}";
-        let sk = skim(body.as_bytes(), 10);
+        let sk = skim_always(body.as_bytes(), 10);
         let text = str::from_utf8(&sk.text).expect("UTF-8");
         assert_eq!(text, "{\"a\":\"\",\n \"b\":\"\", \"c\":\"x\"}");
         // Right after the cut strings, and `x`.
