@@ -22,9 +22,10 @@
 //! frame's field and index. Unknown fields are skipped: SDK versions add fields. A field given
 //! twice is refused, so the proxy and the backend can never read different values from one body.
 //!
-//! serde_json does not read the body itself but its skeleton (`skim`): the body with every long
-//! string (in practice, the frames) cut out after a faster scan has checked it. Values and error
-//! positions are mapped back to the body, so nothing here can tell the difference.
+//! serde_json reads a skeleton of the body (`skim`): the body with every long string (in
+//! practice, the frames) cut out after a faster scan has checked it, or the body itself when
+//! cutting would not save half of it. Values and error positions are mapped back to the body, so
+//! nothing here can tell the difference.
 
 use std::borrow::Cow;
 use std::cell::Cell;
