@@ -6,9 +6,11 @@
 //! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`]
 //! admits captures under the memory budget and the concurrency limit, [`pool`] runs transforms
 //! on threads scheduled below traffic, and [`handler`] orchestrates a capture from request to
-//! verdict. [`testdata`] makes sample captures for tests and `demo`.
+//! verdict. [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
+//! [`testdata`] makes sample captures for tests and `demo`.
 
 pub mod action;
+pub mod block;
 pub mod body;
 pub mod data_url;
 pub mod error;

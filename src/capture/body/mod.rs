@@ -16,11 +16,16 @@
 //! Frames (`frame_list`, `best_frame`, `best_frame_png`) are kept as their JSON string literals,
 //! borrowed from the body, escapes and all ([`Frame`]): a string with escapes
 //! (`data:image\/jpeg…`, as PHP's `json_encode` writes every frame) is unescaped only when it is
-//! decoded, one frame at a time (`capture::frame`), never copied here. serde_json still checks
-//! every escape as it reads the literal; what it cannot check there (an unpaired `\u` surrogate)
-//! fails the frame when it is decoded. A syntax error inside a frame is reported with the
+//! decoded, one frame at a time (`capture::frame`), never copied here. Every escape is still
+//! checked as the literal is read (by `skim`, or serde_json); what is not checked there (an
+//! unpaired `\u` surrogate) fails the frame when it is decoded. A syntax error inside a frame is reported with the
 //! frame's field and index. Unknown fields are skipped: SDK versions add fields. A field given
 //! twice is refused, so the proxy and the backend can never read different values from one body.
+//!
+//! serde_json reads a skeleton of the body (`skim`): the body with every long string (in
+//! practice, the frames) cut out after a faster scan has checked it, or the body itself when
+//! cutting would not save half of it. Values and error positions are mapped back to the body, so
+//! nothing here can tell the difference.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -70,17 +75,51 @@ impl Capture<'_> {
 
 /// Parses and shape-checks a capture body, refusing more than `max_frames` frames.
 pub fn parse_capture(body: &[u8], max_frames: usize) -> Result<Capture<'_>, Error> {
+    parse_skeleton(&skim(body, MIN_CUT), max_frames)
+}
+
+/// Parses a body's skeleton and maps what it found back to the body.
+fn parse_skeleton<'b>(sk: &Skeleton<'b>, max_frames: usize) -> Result<Capture<'b>, Error> {
     let ctx = Ctx {
         max_frames,
         failure: Cell::new(None),
         reading: Cell::new(None),
     };
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_slice(&sk.text);
     let top = RootSeed { ctx: &ctx }
         .deserialize(&mut de)
         .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| json_error(&e, ctx.failure.get(), ctx.reading.get()))?;
-    assemble(top, max_frames)
+        .map_err(|e| json_error(&e, sk, ctx.failure.get(), ctx.reading.get()))?;
+    Ok(in_body(assemble(top, max_frames)?, sk))
+}
+
+/// A capture read from a skeleton, with every value replaced by the text it stands for in the
+/// body.
+fn in_body<'b>(c: Capture<'_>, sk: &Skeleton<'b>) -> Capture<'b> {
+    let frame = |f: Frame<'_>| {
+        Frame::from_json_literal(sk.body_str(f.json_literal()))
+            .expect("a string literal in the skeleton stands for one in the body")
+    };
+    let action = match c.action {
+        // Borrowed means serde_json saw no escape; a cut string may still have had some.
+        Cow::Borrowed(s) => match sk.body_str(s) {
+            s if !s.contains('\\') => Cow::Borrowed(s),
+            s => Cow::Owned(
+                serde_json::from_str(&format!("\"{s}\""))
+                    .expect("a cut string's escapes were checked and have no surrogate"),
+            ),
+        },
+        Cow::Owned(s) => Cow::Owned(s),
+    };
+    Capture {
+        action,
+        virtual_camera: c.virtual_camera,
+        frames: c.frames.into_iter().map(frame).collect(),
+        best_frame: c.best_frame.map(frame),
+        best_frame_png: c.best_frame_png.map(frame),
+        additional_info: serde_json::from_str(sk.body_str(c.additional_info.get()))
+            .expect("a raw value in the skeleton stands for a valid one in the body"),
+    }
 }
 
 /// Applies the shape rules to the parsed fields.
@@ -149,8 +188,15 @@ fn missing(field: &str) -> Error {
 
 /// Turns a serde_json error into a capture error, never using serde's text for a type error.
 /// `reading` is the frame whose value was being read when the error came, if any.
-fn json_error(err: &serde_json::Error, failure: Option<Failure>, reading: Option<Place>) -> Error {
-    let at = format!("line {}, column {}", err.line(), err.column());
+fn json_error(
+    err: &serde_json::Error,
+    sk: &Skeleton<'_>,
+    failure: Option<Failure>,
+    reading: Option<Place>,
+) -> Error {
+    let (line, column) = sk.body_position(err.line(), err.column());
+    let at = format!("line {line}, column {column}");
+    let text = serde_text(err, sk);
     match failure {
         Some(Failure::WrongType {
             field,
@@ -184,21 +230,34 @@ fn json_error(err: &serde_json::Error, failure: Option<Failure>, reading: Option
             (Category::Syntax, Some(Place::Listed { field, index })) => Error::BadFrame {
                 field,
                 index,
-                reason: format!("is not a valid JSON string: {err}"),
+                reason: format!("is not a valid JSON string: {text}"),
             },
             (Category::Syntax, Some(Place::Single { field })) => Error::BadField {
                 field: field.into(),
-                reason: format!("is not a valid JSON string: {err}"),
+                reason: format!("is not a valid JSON string: {text}"),
             },
-            (Category::Syntax | Category::Eof, _) => Error::BadJson {
-                detail: err.to_string(),
-            },
+            (Category::Syntax | Category::Eof, _) => Error::BadJson { detail: text },
             // Data errors carry free text that may quote input; none is expected here because
             // every visitor records its failure, but never pass one through.
             (Category::Data | Category::Io, _) => Error::BadJson {
                 detail: format!("unexpected value ({at})"),
             },
         },
+    }
+}
+
+/// serde_json's text for `err`, with the position it gives in the skeleton replaced by the one
+/// in the body.
+fn serde_text(err: &serde_json::Error, sk: &Skeleton<'_>) -> String {
+    let text = err.to_string();
+    // serde_json writes "{message} at line {line} column {column}" when it knows the position.
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    match text.strip_suffix(&suffix) {
+        Some(message) if err.line() != 0 => {
+            let (line, column) = sk.body_position(err.line(), err.column());
+            format!("{message} at line {line} column {column}")
+        }
+        _ => text,
     }
 }
 
@@ -394,8 +453,10 @@ enum FrameList<'a> {
     TooMany(usize),
 }
 
+mod skim;
 mod visit;
 
+use skim::{skim, Skeleton, MIN_CUT};
 use visit::RootSeed;
 
 #[cfg(test)]

@@ -525,3 +525,78 @@ fn errors_never_contain_input_values() {
         assert!(!format!("{e:?}").contains(SECRET), "{e:?}");
     }
 }
+
+// === Skeleton against whole body ===
+
+/// Parses `body` as `parse_capture` does but with every string of 40 bytes or more cut (so
+/// frames, and no key), and as serde_json read the whole body before skeletons: the two must
+/// agree on everything, every error message and position included.
+fn assert_same_as_whole(body: &[u8]) {
+    let cut = parse_skeleton(&skim::skim_always(body, 40), 300);
+    let whole = parse_skeleton(&Skeleton::whole(body), 300);
+    assert_eq!(
+        format!("{cut:?}"),
+        format!("{whole:?}"),
+        "{}",
+        String::from_utf8_lossy(body)
+    );
+    if let Ok(c) = cut {
+        assert!(c.frames.iter().all(|f| borrowed_from(body, f.raw())));
+        assert!(borrowed_from(body, c.additional_info.get()));
+    }
+}
+
+/// Sample bodies: plain, `\/`-escaped, virtual camera, and spread over several lines.
+fn skeleton_samples() -> Vec<Vec<u8>> {
+    let plain = sample_capture_json(1, false, "video_selfie_blank");
+    let lines = String::from_utf8(plain.clone())
+        .expect("utf8")
+        .replace(",\"", ",\n  \"")
+        .replace('[', "[\n");
+    vec![
+        plain,
+        sample_capture_json_escaped(1, false, "video_selfie_blank"),
+        sample_capture_json_escaped(1, true, "video_selfie_eyes"),
+        lines.into_bytes(),
+    ]
+}
+
+#[test]
+fn skeleton_parse_matches_whole_body_parse() {
+    let mut long_action = SampleCapture::new(2, false, &"video\u{e9}/selfie".repeat(8));
+    long_action.escape_slashes = true;
+    let mut bodies = skeleton_samples();
+    bodies.push(long_action.to_json());
+    for body in bodies {
+        assert_same_as_whole(&body);
+    }
+}
+
+#[test]
+fn skeleton_parse_matches_whole_body_parse_when_cut_short() {
+    for body in skeleton_samples() {
+        for end in 0..body.len() {
+            assert_same_as_whole(&body[..end]);
+        }
+    }
+}
+
+#[test]
+fn skeleton_parse_matches_whole_body_parse_with_bad_bytes_anywhere() {
+    // Bad and unusual escapes, a control character, a line break, a lone surrogate, a byte
+    // that is not UTF-8, a stray quote or separator; at every position (every third, to keep
+    // the test quick), so inside frames, right before closing quotes and in the structure.
+    let snippets: [&[u8]; 10] = [
+        br"\x", br"\u12G4", br"\u002F", br"\uD800", b"\x01", b"\n", b"\xFF", b"\"", b";", b"\\",
+    ];
+    for body in skeleton_samples() {
+        for snippet in snippets {
+            for at in (0..=body.len()).step_by(3) {
+                let mut bad = body[..at].to_vec();
+                bad.extend_from_slice(snippet);
+                bad.extend_from_slice(&body[at..]);
+                assert_same_as_whole(&bad);
+            }
+        }
+    }
+}
