@@ -24,7 +24,8 @@
 # scenario), CPU_SUT, CPU_LOAD, OUT (results directory), SKIP_BUILD=1, SCENARIOS (space-separated
 # subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m), NGINX_LOG_BUFFER (e.g. 64k: nginx's access log
 # buffered, `buffer=64k flush=1s`, the counterpart of oz-capture-proxy writing its lines when its
-# worker goes idle; default: nginx's default, one write per request).
+# worker goes idle; default: nginx's default, one write per request), PRESERVE_HEADER_CASE
+# (the proxy's forwarding.preserve_header_case; default true, as the proxy's own default).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -115,6 +116,8 @@ oz:
   url: "http://127.0.0.1:$P_OZ"
   auth:
     token: "bench-token"
+forwarding:
+  preserve_header_case: ${PRESERVE_HEADER_CASE:-true}
 capture:
   routes:
     - path: "/api/liveness/capture"
