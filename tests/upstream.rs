@@ -331,6 +331,18 @@ async fn one_shot_backend(
     (addr, rx)
 }
 
+/// Waits for `one_shot_backend` to report its connection's end: closed by the proxy, with no
+/// other request sent on it.
+async fn expect_closed_by_the_proxy(closed: &mut tokio::sync::mpsc::UnboundedReceiver<bool>) {
+    let was_closed = support::within("the backend connection to be closed", closed.recv())
+        .await
+        .expect("the backend is running");
+    assert!(
+        was_closed,
+        "the proxy closed the connection, sending nothing more"
+    );
+}
+
 #[tokio::test]
 async fn idle_backend_connection_is_closed_by_the_proxy_after_pool_idle_timeout() {
     let (addr, mut closed) = one_shot_backend(OK).await;
@@ -341,13 +353,7 @@ async fn idle_backend_connection_is_closed_by_the_proxy_after_pool_idle_timeout(
 
     let rsp = client::get(&client::http1(), &proxy.url("/once")).await;
     assert_eq!(client::text(rsp).await, "ok");
-    let was_closed = support::within("the idle connection to be closed", closed.recv())
-        .await
-        .unwrap();
-    assert!(
-        was_closed,
-        "the proxy closed the idle connection, sending nothing more"
-    );
+    expect_closed_by_the_proxy(&mut closed).await;
 
     // The next request needs a new connection, and gets one.
     let rsp = client::get(&client::http1(), &proxy.url("/again")).await;
@@ -372,11 +378,5 @@ async fn backend_connection_of_an_abandoned_response_is_closed_not_reused() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     drop(conn);
 
-    let was_closed = support::within("the backend connection to be closed", closed.recv())
-        .await
-        .unwrap();
-    assert!(
-        was_closed,
-        "the proxy closed the connection, sending no other request on it"
-    );
+    expect_closed_by_the_proxy(&mut closed).await;
 }

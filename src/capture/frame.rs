@@ -270,6 +270,16 @@ mod tests {
     use super::*;
     use crate::capture::testdata::{data_url, sample_jpeg, sample_png};
 
+    /// `literal` (a valid JSON string literal) unescapes to what serde_json makes of it.
+    fn assert_unescapes_like_serde_json(literal: &str) {
+        let want: String = serde_json::from_str(literal).expect("valid JSON");
+        assert_eq!(
+            unescaped(literal).expect("valid"),
+            want.as_bytes(),
+            "{literal}"
+        );
+    }
+
     const MAX: usize = 1 << 20;
     const SECRET: &str = "SECRETMARKER";
 
@@ -379,12 +389,7 @@ mod tests {
                     format!("{e}{e}{f}{e}"),
                 ] {
                     let literal = format!("\"{text}\"");
-                    let want: String = serde_json::from_str(&literal).expect("valid JSON");
-                    assert_eq!(
-                        unescaped(&literal).expect("valid"),
-                        want.as_bytes(),
-                        "{literal}"
-                    );
+                    assert_unescapes_like_serde_json(&literal);
                     checked += 1;
                 }
             }
@@ -427,12 +432,7 @@ mod tests {
             for other in others {
                 for at in (0..=escaped.len()).filter(|&at| !escaped[..at].ends_with('\\')) {
                     let literal = format!("\"{}{other}{}\"", &escaped[..at], &escaped[at..]);
-                    let want: String = serde_json::from_str(&literal).expect("valid JSON");
-                    assert_eq!(
-                        unescaped(&literal).expect("valid"),
-                        want.as_bytes(),
-                        "{literal}"
-                    );
+                    assert_unescapes_like_serde_json(&literal);
                     checked += 1;
                 }
             }
