@@ -192,13 +192,13 @@ impl Transport {
                 // folder; once only, since a host that refuses twice is down.
                 Err(e) if e.is_connect() && !retried => {
                     retried = true;
-                    tracing::debug!(endpoint = call.endpoint, error = %chain(&e), "oz connect failed, retrying once");
+                    tracing::debug!(endpoint = call.endpoint, error = %crate::error::chain(&e), "oz connect failed, retrying once");
                     tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
                 }
                 Err(e) => {
                     return Err(Error::Unreachable {
                         endpoint: call.endpoint,
-                        reason: chain(&e),
+                        reason: crate::error::chain(&e),
                     })
                 }
             }
@@ -216,7 +216,7 @@ impl Transport {
                 } else {
                     Error::Unreachable {
                         endpoint: call.endpoint,
-                        reason: format!("answer cut short: {}", chain(&*e)),
+                        reason: format!("answer cut short: {}", crate::error::chain(&*e)),
                     }
                 }
             })?
@@ -302,18 +302,6 @@ fn metric_code(e: &Error) -> String {
         Error::BadResponse { .. } => "bad_response".into(),
         Error::ResultTimeout => "result_timeout".into(),
     }
-}
-
-/// An error and its sources, joined: hyper-util's own Display only says "client error (Connect)".
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 /// `d` with "equal jitter": between d/2 and d, so many proxies that saw the same failure do

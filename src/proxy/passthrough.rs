@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use super::pool::Pool;
 use crate::body::{Body, BoxError, Streamed};
 use crate::config::BackendConfig;
-use crate::error::Error;
+use crate::error::{self, Error};
 use crate::metrics::{BackendErrorKind, Metrics};
 
 /// How often a request that never left is moved to another pooled connection before giving up:
@@ -79,7 +79,7 @@ impl Passthrough {
         let replay = Replay::capture(&req);
         match self.try_send(req).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
-                tracing::debug!(error = %error_chain(&*e), "retrying idempotent request once after a failed exchange");
+                tracing::debug!(error = %error::chain(&*e), "retrying idempotent request once after a failed exchange");
                 let req = replay.expect("checked above").into_request();
                 self.try_send(req).await.map_err(|f| self.classify(f))
             }
@@ -131,11 +131,11 @@ impl Passthrough {
             }
             Failure::Connect(e) => {
                 self.metrics.backend_error(BackendErrorKind::Connect);
-                Error::BackendConnect(error_chain(&*e))
+                Error::BackendConnect(error::chain(&*e))
             }
             Failure::Exchange(e) => {
                 self.metrics.backend_error(BackendErrorKind::Failed);
-                Error::BackendFailed(error_chain(&*e))
+                Error::BackendFailed(error::chain(&*e))
             }
         }
     }
@@ -238,16 +238,4 @@ impl hyper::body::Body for Outgoing {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// The error and its causes on one line, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
