@@ -83,18 +83,14 @@ impl Pool {
 
     /// The warmest idle connection that is still open, or a new one.
     pub async fn checkout(&self) -> Result<Lease, BoxError> {
-        if let Some(sender) = self.inner.take_idle() {
-            return Ok(Lease {
-                sender,
-                pool: self.inner.clone(),
-                reused: true,
-            });
-        }
-        let sender = self.inner.connect().await?;
+        let (sender, reused) = match self.inner.take_idle() {
+            Some(sender) => (sender, true),
+            None => (self.inner.connect().await?, false),
+        };
         Ok(Lease {
             sender,
             pool: self.inner.clone(),
-            reused: false,
+            reused,
         })
     }
 
