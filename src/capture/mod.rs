@@ -21,6 +21,7 @@ pub mod multipart;
 pub mod pool;
 pub mod testdata;
 pub mod transform;
+pub mod trim;
 pub mod zip;
 
 pub use error::Error;

@@ -25,17 +25,25 @@
 //! bounds the wait is the client's own timeout (the transform is not cut short, but its slot is
 //! freed once it finishes). Saturation is where the proxy is out of capacity anyway; `batch`
 //! trades some passthrough latency for captures that never stall completely.
+//!
+//! A thread of the same class (`oz-capture-trim`, `capture::trim`) gives the memory of finished
+//! captures back to the kernel once the pool has had no job for a while.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinError;
 
+use crate::capture::trim::{self, Activity};
 use crate::config::TransformPriority;
 
 /// What `top -H`, `ps -L` and `perf sched` show for the pool's threads.
 pub const THREAD_NAME: &str = "oz-capture";
+
+/// The name of the thread that gives memory back when the pool is idle (`capture::trim`).
+pub const TRIM_THREAD_NAME: &str = "oz-capture-trim";
 
 /// A blocking pool whose threads run at `priority`. Dropping it never blocks: threads still
 /// running a job finish it on their own.
@@ -45,11 +53,21 @@ pub struct TransformPool {
     handle: Handle,
     threads: usize,
     priority: TransformPriority,
+    activity: Arc<Activity>,
 }
 
 impl TransformPool {
     /// A pool of at most `threads` threads (at least one), started on demand.
     pub fn new(threads: usize, priority: TransformPriority) -> std::io::Result<Self> {
+        Self::with_trim_after(threads, priority, trim::QUIET)
+    }
+
+    /// As [`new`](Self::new), with freed memory given back after `quiet` without a job.
+    fn with_trim_after(
+        threads: usize,
+        priority: TransformPriority,
+        quiet: Duration,
+    ) -> std::io::Result<Self> {
         let threads = threads.max(1);
         // One warning per pool, not one per thread: threads come and go with the load.
         let warned = Arc::new(AtomicBool::new(false));
@@ -68,11 +86,23 @@ impl TransformPool {
                 }
             })
             .build()?;
+        let activity = Arc::new(Activity::default());
+        {
+            let activity = activity.clone();
+            std::thread::Builder::new()
+                .name(TRIM_THREAD_NAME.to_owned())
+                .spawn(move || {
+                    // Where this fails the pool threads have warned already.
+                    let _ = lower_priority(priority);
+                    activity.run_trimmer(quiet);
+                })?;
+        }
         Ok(TransformPool {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             threads,
             priority,
+            activity,
         })
     }
 
@@ -88,7 +118,13 @@ impl TransformPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.handle.spawn_blocking(job).await
+        let counted = self.activity.begin();
+        self.handle
+            .spawn_blocking(move || {
+                let _counted = counted;
+                job()
+            })
+            .await
     }
 
     /// Drops `value` on a pool thread, without waiting. Freeing a multi-MB buffer makes glibc
@@ -97,12 +133,17 @@ impl TransformPool {
     pub fn dispose<T: Send + 'static>(&self, value: T) {
         // Detached: nothing waits for a drop. On a pool already shut down, `value` is dropped
         // here instead.
-        drop(self.handle.spawn_blocking(move || drop(value)));
+        let counted = self.activity.begin();
+        drop(self.handle.spawn_blocking(move || {
+            drop(value);
+            drop(counted);
+        }));
     }
 }
 
 impl Drop for TransformPool {
     fn drop(&mut self) {
+        self.activity.close();
         // Dropping a runtime waits for its threads, which panics inside an async context (a
         // reload that resizes the pool runs on the proxy's runtime).
         if let Some(runtime) = self.runtime.take() {
@@ -238,6 +279,19 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name.unwrap().as_deref(), Some(THREAD_NAME));
+    }
+
+    #[tokio::test]
+    async fn memory_goes_back_once_jobs_and_disposals_end() {
+        let pool =
+            TransformPool::with_trim_after(2, TransformPriority::Idle, Duration::ZERO).unwrap();
+        let buffer = pool.run(|| vec![1u8; 8 << 20]).await.unwrap();
+        pool.dispose(buffer);
+        let activity = pool.activity.clone();
+        let trimmed = tokio::task::spawn_blocking(move || {
+            activity.wait_for_trims(1, Duration::from_secs(10))
+        });
+        assert!(trimmed.await.unwrap());
     }
 
     #[test]
