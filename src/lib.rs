@@ -20,6 +20,7 @@
 //!   mapping of failures to `application/problem+json`, and the metric families.
 
 pub mod admin;
+pub mod allocator;
 pub mod body;
 pub mod capture;
 pub mod config;

@@ -69,6 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    oz_capture_proxy::allocator::one_arena();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
