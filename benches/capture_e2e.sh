@@ -186,9 +186,13 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-sleep 2 # let the last captures finish
+# RSS 2 s after the last capture, and 10 s after: once the capture threads have had no job for
+# 5 s, capture::trim hands the freed heap back to the kernel.
+sleep 2
 rss_retained=$(rss_kb "$PROXY_PID")
-log "RSS after part 1: $rss_retained KiB; restarting the proxy for part 2"
+sleep 8
+rss_retained_10s=$(rss_kb "$PROXY_PID")
+log "RSS after part 1: $rss_retained KiB 2 s after, $rss_retained_10s KiB 10 s after; restarting the proxy for part 2"
 # Part 2 runs on a fresh process, so its RSS starts at the idle level and the growth it shows
 # is the burst's own, not a mix with heap the allocator kept from part 1.
 kill -TERM "$PROXY_PID"
@@ -230,9 +234,11 @@ done
 rss_peak=$(awk 'BEGIN{m=0} {if ($2 > m) m = $2} END{print m}' "$tmp/rss.samples")
 sleep 2
 rss_after=$(rss_kb "$PROXY_PID")
-echo "{\"kind\":\"burst\",\"concurrency\":$BURST,\"escaped\":$ESCAPED,\"body_bytes\":$(stat -c %s "$MAX_FILE"),\"ok\":$ok,\"busy\":$busy,\"busy_retry_after\":$busy_ra,\"other\":$other,\"rss_before_kb\":$rss_before,\"rss_peak_kb\":$rss_peak,\"rss_after_kb\":$rss_after,\"rss_after_part1_kb\":$rss_retained}" \
+sleep 8
+rss_after_10s=$(rss_kb "$PROXY_PID")
+echo "{\"kind\":\"burst\",\"concurrency\":$BURST,\"escaped\":$ESCAPED,\"body_bytes\":$(stat -c %s "$MAX_FILE"),\"ok\":$ok,\"busy\":$busy,\"busy_retry_after\":$busy_ra,\"other\":$other,\"rss_before_kb\":$rss_before,\"rss_peak_kb\":$rss_peak,\"rss_after_kb\":$rss_after,\"rss_after_10s_kb\":$rss_after_10s,\"rss_after_part1_kb\":$rss_retained,\"rss_after_part1_10s_kb\":$rss_retained_10s}" \
     >>"$OUT/results.jsonl"
-log "burst: $ok ok, $busy busy ($busy_ra with Retry-After), $other other; RSS $rss_before -> peak $rss_peak KiB (2 s later: $rss_after)"
+log "burst: $ok ok, $busy busy ($busy_ra with Retry-After), $other other; RSS $rss_before -> peak $rss_peak KiB (2 s later: $rss_after, 10 s later: $rss_after_10s)"
 curl -s "http://127.0.0.1:$P_ADMIN/metrics" | grep -E '^oz_proxy_(capture|process_resident)' \
     >"$OUT/metrics.txt" || true
 echo "uptime after: $(uptime)" >>"$OUT/load.txt"
