@@ -12,7 +12,9 @@
 //! [`Activity`] counts the jobs of the capture threads; the trimmer is a thread of its own that
 //! sleeps on a condition variable until the last job ends and the quiet period passes without a
 //! new one, so an idle proxy spends nothing on it. It runs in the capture threads' scheduling
-//! class (`capture::pool`), below traffic.
+//! class (`capture::pool`), below traffic. The cost is one trim per lull: 1.9–2.9 ms for 14–25
+//! MiB given back, during which a thread that allocates waits for the arena's lock (one arena for
+//! the process, `allocator`), and the next capture's buffers are fresh pages again.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
