@@ -3,11 +3,12 @@
 
 /// One glibc arena for every thread. By default each thread that allocates gets an arena of
 /// its own (up to 8 per core), and the top of a thread's arena is one thing `malloc_trim`
-/// cannot hand back: after 10 s of captures four capture threads held 7.7 MB each in theirs,
-/// and RSS stayed at 36–40 MiB after the trim, against 8.8 MiB with one arena (BENCHMARKS.md).
-/// The capture threads allocate a few large buffers per capture and small ones come from each
-/// thread's cache (tcache), so they rarely wait for the arena's lock. Call before any other
-/// thread starts. `GLIBC_TUNABLES=glibc.malloc.arena_max=…` still decides when it is set.
+/// cannot hand back: after 10 s of captures four arenas held 7.7 MB each at their tops, and RSS
+/// stayed at 36–40 MiB after the trim, against 8.8 MiB with one arena (BENCHMARKS.md, item 14).
+/// The capture threads take the arena's lock for a few large buffers per capture; small blocks
+/// come from each thread's cache (tcache). Under paced captures `strace -T -e futex` counted
+/// 3–5 waits of at most 0.04 ms on the traffic worker in 8 s. Call before any other thread
+/// starts. `GLIBC_TUNABLES=glibc.malloc.arena_max=…` still decides when it is set.
 pub fn one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -69,6 +69,18 @@ impl TransformPool {
         quiet: Duration,
     ) -> std::io::Result<Self> {
         let threads = threads.max(1);
+        // Started before the runtime: an error return must not drop a runtime in async context.
+        let activity = Arc::new(Activity::default());
+        {
+            let activity = activity.clone();
+            std::thread::Builder::new()
+                .name(TRIM_THREAD_NAME.to_owned())
+                .spawn(move || {
+                    // Where this fails the pool threads have warned already.
+                    let _ = lower_priority(priority);
+                    activity.run_trimmer(quiet);
+                })?;
+        }
         // One warning per pool, not one per thread: threads come and go with the load.
         let warned = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -85,18 +97,8 @@ impl TransformPool {
                     }
                 }
             })
-            .build()?;
-        let activity = Arc::new(Activity::default());
-        {
-            let activity = activity.clone();
-            std::thread::Builder::new()
-                .name(TRIM_THREAD_NAME.to_owned())
-                .spawn(move || {
-                    // Where this fails the pool threads have warned already.
-                    let _ = lower_priority(priority);
-                    activity.run_trimmer(quiet);
-                })?;
-        }
+            .build()
+            .inspect_err(|_| activity.close())?;
         Ok(TransformPool {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),

@@ -6,8 +6,9 @@
 //! there: 70 MiB of RSS after 10 s of captures, and 32 MiB still a minute later. Keeping the heap
 //! while captures come is what makes them cheap; pinning the threshold at 1 MiB instead gave
 //! each buffer fresh pages and made a 20 MiB transform 2.5× slower (BENCHMARKS.md). So the heap
-//! is kept while captures come, and once the capture threads have had no job for [`QUIET`], one
-//! of them calls `malloc_trim`, which hands every free page of every arena back.
+//! is kept while captures come, and once the capture threads have had no job for [`QUIET`], a
+//! thread of their scheduling class calls `malloc_trim`, which hands the free pages of every
+//! arena back, and the top of the main arena (the only one the process has, `allocator`).
 //!
 //! [`Activity`] counts the jobs of the capture threads; the trimmer is a thread of its own that
 //! sleeps on a condition variable until the last job ends and the quiet period passes without a
@@ -68,12 +69,13 @@ impl Activity {
         self.changed.notify_all();
     }
 
-    /// How many trims have run.
+    /// How many trims have run (for tests).
     pub fn trims(&self) -> u64 {
         self.lock().trims
     }
 
-    /// Waits until at least `n` trims have run, or `limit` has passed; true if they have.
+    /// Waits until at least `n` trims have run, or `limit` has passed; true if they have (for
+    /// tests).
     pub fn wait_for_trims(&self, n: u64, limit: Duration) -> bool {
         let state = self.lock();
         let (state, _) = self
