@@ -20,6 +20,9 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+use crate::metrics::resident_memory_bytes;
+
 /// How long the capture threads must have been without a job before freed memory goes back.
 pub const QUIET: Duration = Duration::from_secs(5);
 
@@ -143,24 +146,15 @@ impl Drop for Job {
 /// Hands free heap pages back (glibc); returns how much RSS went down, in KiB, where known.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn give_back() -> Option<u64> {
-    let before = rss_kib();
+    let before = resident_memory_bytes();
     // SAFETY: malloc_trim takes each arena's lock in turn; it is safe to call at any time.
     unsafe { libc::malloc_trim(0) };
-    Some(before?.saturating_sub(rss_kib()?))
+    Some(before?.saturating_sub(resident_memory_bytes()?) / 1024)
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn give_back() -> Option<u64> {
     None
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rss_kib() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()? / 1024)
 }
 
 #[cfg(test)]
