@@ -129,6 +129,20 @@ pub struct ServerConfig {
     /// Idle timeout of an upgraded (WebSocket) tunnel.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
     pub tunnel_idle_timeout: Duration,
+    /// Longest life of a tunnel, however busy; `0s` = no limit. Nothing inside a tunnel is
+    /// inspected, so its life is bounded like any other exchange.
+    #[serde(default = "defaults::tunnel_max_lifetime", with = "de::duration")]
+    pub tunnel_max_lifetime: Duration,
+    /// `Upgrade` protocols that may be tunnelled (compared case-insensitively, version ignored);
+    /// any other offer is removed and the request forwarded as a plain one. `h2c` is refused:
+    /// HTTP/2 inside a tunnel would pass every check of this proxy by (RFC 9113 §3.1).
+    #[serde(default = "defaults::upgrade_protocols", deserialize_with = "de::string_list")]
+    pub upgrade_protocols: Vec<String>,
+    /// Keep header fields whose names contain `_`. Off by default, as nginx's
+    /// `underscores_in_headers`: CGI, WSGI and Rack servers read `X_Oz_Resolution` and
+    /// `X-Oz-Resolution` as one variable, so such a name can smuggle a field past the rules.
+    #[serde(default)]
+    pub underscores_in_headers: bool,
 }
 
 /// How the proxy drains on SIGTERM or SIGINT.
@@ -302,9 +316,18 @@ impl OzAuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
-    /// The routes the proxy intercepts (POST only).
+    /// The routes the proxy intercepts.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Methods that make a request on a capture path a capture (upper case). Any other method
+    /// with a body on a capture path gets 405, never a passthrough: some backends route every
+    /// method to their capture handler.
+    #[serde(default = "defaults::capture_methods", deserialize_with = "de::string_list")]
+    pub methods: Vec<String>,
+    /// Refuse with 400 the spellings that some frameworks fold onto a capture path but that are
+    /// not the path itself (`capture.json`, `capture.`, `capture%20`, `%u0065`, `ſ`, `ı`, …).
+    #[serde(default = "defaults::yes")]
+    pub strict_paths: bool,
     /// Bodies larger than this get 413 before any upload.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -488,6 +511,9 @@ impl Default for ServerConfig {
             max_headers: defaults::max_headers(),
             body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
+            tunnel_max_lifetime: defaults::tunnel_max_lifetime(),
+            upgrade_protocols: defaults::upgrade_protocols(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -538,6 +564,8 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             routes: Vec::new(),
+            methods: defaults::capture_methods(),
+            strict_paths: true,
             max_body_bytes: defaults::max_body_bytes(),
             max_frames: defaults::max_frames(),
             max_frame_bytes: defaults::max_frame_bytes(),
@@ -658,6 +686,19 @@ impl Config {
         if self.server.max_headers == 0 {
             return Err(Error::invalid("server.max_headers", "must be at least 1"));
         }
+        for (i, p) in self.server.upgrade_protocols.iter().enumerate() {
+            let key = format!("server.upgrade_protocols[{i}]");
+            if p.is_empty() || http::HeaderValue::from_str(p).is_err() || p.contains([',', ' ']) {
+                return Err(Error::invalid(key, "must be one protocol token, e.g. `websocket`"));
+            }
+            let name = p.split('/').next().unwrap_or_default();
+            if name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2") {
+                return Err(Error::invalid(
+                    key,
+                    "HTTP/2 is never tunnelled: requests inside the tunnel would bypass every check (RFC 9113 §3.1)",
+                ));
+            }
+        }
         if self.backend.pool_idle_timeout.is_zero() {
             return Err(Error::invalid(
                 "backend.pool_idle_timeout",
@@ -736,6 +777,19 @@ impl Config {
                 "capture.max_concurrent",
                 "must be at least 1",
             ));
+        }
+        if c.methods.is_empty() {
+            return Err(Error::invalid("capture.methods", "must name at least one method"));
+        }
+        for (i, m) in c.methods.iter().enumerate() {
+            let token = !m.is_empty()
+                && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            if !token || m == "CONNECT" {
+                return Err(Error::invalid(
+                    format!("capture.methods[{i}]"),
+                    "must be an upper-case method such as `POST` (methods are case-sensitive)",
+                ));
+            }
         }
         for key in c.folder_meta_data.keys() {
             if crate::capture::multipart::RESERVED_FOLDER_KEYS.contains(&key.as_str()) {
@@ -887,6 +941,15 @@ mod defaults {
     }
     pub fn tunnel_idle_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn tunnel_max_lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn upgrade_protocols() -> Vec<String> {
+        vec!["websocket".into()]
+    }
+    pub fn capture_methods() -> Vec<String> {
+        vec!["POST".into()]
     }
     pub fn drain_delay() -> Duration {
         Duration::from_secs(5)

@@ -20,6 +20,12 @@ pub enum Error {
     /// The request is not one the proxy forwards (framing, smuggling attempt, bad target).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request head is over `server.max_headers` or `server.max_header_bytes`.
+    #[error("{0}")]
+    HeadTooLarge(&'static str),
+    /// A capture path asked with a method that is not a capture method, with a body.
+    #[error("this capture path accepts only {}", allow.to_str().unwrap_or("POST"))]
+    CaptureMethod { allow: http::HeaderValue },
     /// `CONNECT` and other methods a reverse proxy does not serve.
     #[error("method not allowed through this proxy")]
     MethodNotAllowed,

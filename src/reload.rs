@@ -48,7 +48,7 @@ pub fn build_live(
         )?)
     };
     Ok(Live {
-        routes: RouteTable::new(routes),
+        routes: RouteTable::new(routes, &config.capture),
         capture,
     })
 }

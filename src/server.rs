@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::proxy::headers::{Forwarding, Peer};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::upgrade::Tunnels;
+use crate::proxy::dispatch::RequestRules;
 use crate::proxy::Proxy;
 use crate::reload::{self, ConfigSource};
 use crate::telemetry::AccessLog;
@@ -139,6 +140,7 @@ async fn run_with(
     let passthrough = Passthrough::new(
         &config.backend,
         config.forwarding.preserve_header_case,
+        config.server.underscores_in_headers,
         metrics.clone(),
     );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
@@ -151,11 +153,13 @@ async fn run_with(
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
         idle_timeout: config.server.tunnel_idle_timeout,
+        max_lifetime: config.server.tunnel_max_lifetime,
         metrics: metrics.clone(),
     };
     let proxy = Proxy::new(
         passthrough.clone(),
         Forwarding::from_config(&config.forwarding),
+        RequestRules::from_config(&config.server),
         metrics.clone(),
         access,
         tunnels.clone(),
