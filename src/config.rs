@@ -136,7 +136,10 @@ pub struct ServerConfig {
     /// `Upgrade` protocols that may be tunnelled (compared case-insensitively, version ignored);
     /// any other offer is removed and the request forwarded as a plain one. `h2c` is refused:
     /// HTTP/2 inside a tunnel would pass every check of this proxy by (RFC 9113 §3.1).
-    #[serde(default = "defaults::upgrade_protocols", deserialize_with = "de::string_list")]
+    #[serde(
+        default = "defaults::upgrade_protocols",
+        deserialize_with = "de::string_list"
+    )]
     pub upgrade_protocols: Vec<String>,
     /// Keep header fields whose names contain `_`. Off by default, as nginx's
     /// `underscores_in_headers`: CGI, WSGI and Rack servers read `X_Oz_Resolution` and
@@ -322,7 +325,10 @@ pub struct CaptureConfig {
     /// Methods that make a request on a capture path a capture (upper case). Any other method
     /// with a body on a capture path gets 405, never a passthrough: some backends route every
     /// method to their capture handler.
-    #[serde(default = "defaults::capture_methods", deserialize_with = "de::string_list")]
+    #[serde(
+        default = "defaults::capture_methods",
+        deserialize_with = "de::string_list"
+    )]
     pub methods: Vec<String>,
     /// Refuse with 400 the spellings that some frameworks fold onto a capture path but that are
     /// not the path itself (`capture.json`, `capture.`, `capture%20`, `%u0065`, `ſ`, `ı`, …).
@@ -689,7 +695,10 @@ impl Config {
         for (i, p) in self.server.upgrade_protocols.iter().enumerate() {
             let key = format!("server.upgrade_protocols[{i}]");
             if p.is_empty() || http::HeaderValue::from_str(p).is_err() || p.contains([',', ' ']) {
-                return Err(Error::invalid(key, "must be one protocol token, e.g. `websocket`"));
+                return Err(Error::invalid(
+                    key,
+                    "must be one protocol token, e.g. `websocket`",
+                ));
             }
             let name = p.split('/').next().unwrap_or_default();
             if name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2") {
@@ -779,11 +788,15 @@ impl Config {
             ));
         }
         if c.methods.is_empty() {
-            return Err(Error::invalid("capture.methods", "must name at least one method"));
+            return Err(Error::invalid(
+                "capture.methods",
+                "must name at least one method",
+            ));
         }
         for (i, m) in c.methods.iter().enumerate() {
             let token = !m.is_empty()
-                && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+                && m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
             if !token || m == "CONNECT" {
                 return Err(Error::invalid(
                     format!("capture.methods[{i}]"),
@@ -1174,6 +1187,53 @@ mod tests {
         );
         let e = Config::from_yaml(&yaml, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("capture.routes[1].path"), "{e}");
+    }
+
+    #[test]
+    fn h2c_and_h2_are_never_tunnelled() {
+        for (list, ok) in [
+            ("[websocket]", true),
+            ("[\"websocket\", \"foo/2\"]", true),
+            ("[h2c]", false),
+            ("[\"H2C\"]", false),
+            ("[\"h2/1\"]", false),
+            ("[\"a b\"]", false),
+        ] {
+            let r = Config::from_yaml(
+                &format!("{MINIMAL}server:\n  upgrade_protocols: {list}\n"),
+                &env(&[]),
+            );
+            assert_eq!(r.is_ok(), ok, "{list}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("server.upgrade_protocols[0]"), "{e}");
+            }
+        }
+        let c = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(c.server.upgrade_protocols, ["websocket"]);
+        assert!(!c.server.underscores_in_headers);
+        assert_eq!(c.server.tunnel_max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn capture_methods_are_upper_case_tokens() {
+        let c = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(c.capture.methods, ["POST"]);
+        assert!(c.capture.strict_paths);
+        for (list, ok) in [
+            ("[POST, PUT]", true),
+            ("[post]", false),
+            ("[CONNECT]", false),
+            ("[]", false),
+        ] {
+            let r = Config::from_yaml(
+                &format!("{MINIMAL}capture:\n  methods: {list}\n"),
+                &env(&[]),
+            );
+            assert_eq!(r.is_ok(), ok, "{list}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("capture.methods"), "{e}");
+            }
+        }
     }
 
     #[test]

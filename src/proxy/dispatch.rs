@@ -379,7 +379,12 @@ fn check_request(req: &mut Request<Incoming>, rules: &RequestRules) -> Result<()
     }
     // RFC 9110 §9.1: methods are case-sensitive, so `post` is not POST; but Werkzeug and Django
     // upper-case it and run their POST view. nginx refuses such methods too.
-    if req.method().as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
         return Err(Error::BadRequest(
             "a method must be written in upper case (backends disagree on what `post` means)",
         ));
@@ -422,14 +427,15 @@ fn check_request(req: &mut Request<Incoming>, rules: &RequestRules) -> Result<()
 /// §6.5.2 counts it: name, value and 32 bytes per field.
 fn check_h2_head_limits(h: &http::HeaderMap, rules: &RequestRules) -> Result<(), Error> {
     if h.len() > rules.max_headers {
-        return Err(Error::HeadTooLarge("more header fields than server.max_headers"));
+        return Err(Error::HeadTooLarge(
+            "more header fields than server.max_headers",
+        ));
     }
-    let size: usize = h
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 32)
-        .sum();
+    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
     if size > rules.max_header_bytes {
-        return Err(Error::HeadTooLarge("header fields larger than server.max_header_bytes"));
+        return Err(Error::HeadTooLarge(
+            "header fields larger than server.max_header_bytes",
+        ));
     }
     Ok(())
 }
@@ -451,7 +457,10 @@ fn collapse_content_length(h: &mut http::HeaderMap) -> Result<(), Error> {
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
     {
         let item = item.trim_ascii();
-        if item.is_empty() || !item.iter().all(u8::is_ascii_digit) || length.is_some_and(|l| l != item) {
+        if item.is_empty()
+            || !item.iter().all(u8::is_ascii_digit)
+            || length.is_some_and(|l| l != item)
+        {
             return Err(Error::BadRequest(
                 "a request must not carry differing Content-Length values",
             ));
@@ -482,7 +491,9 @@ fn check_host(req: &Request<Incoming>) -> Result<(), Error> {
     if valid {
         Ok(())
     } else {
-        Err(Error::BadRequest("a request needs exactly one valid Host header"))
+        Err(Error::BadRequest(
+            "a request needs exactly one valid Host header",
+        ))
     }
 }
 

@@ -248,9 +248,7 @@ pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
     let (Some(chosen), None) = (chosen.next(), chosen.next()) else {
         return false;
     };
-    connection_tokens(offered).any(|o| {
-        protocol_name(o).eq_ignore_ascii_case(protocol_name(chosen))
-    })
+    connection_tokens(offered).any(|o| protocol_name(o).eq_ignore_ascii_case(protocol_name(chosen)))
 }
 
 /// `websocket` of `websocket/13`.
@@ -404,8 +402,7 @@ pub fn acceptable_request_id(id: &HeaderValue) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_REQUEST_ID_BYTES
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_graphic() && !matches!(c, b'"' | b'\\' | b',' | b';'))
 }
 

@@ -265,7 +265,11 @@ mod tests {
 
     #[test]
     fn lenient_forms_keep_other_paths_apart() {
-        for other in ["/api/liveness/captures", "/api/liveness/capture/x", "/static/app.js"] {
+        for other in [
+            "/api/liveness/captures",
+            "/api/liveness/capture/x",
+            "/static/app.js",
+        ] {
             assert!(
                 !folded_forms(other.as_bytes()).contains(&"/api/liveness/capture".to_owned()),
                 "{other}"
