@@ -146,6 +146,23 @@ fn assemble(mut top: Fields<'_>, max_frames: usize) -> Result<Capture<'_>, Error
                         .into(),
                 });
             }
+            // Nothing reads a top-level best frame in this shape, so it would never reach Oz,
+            // yet a backend that looks for it there would find it.
+            for (present, field) in [
+                (top.best_frame.is_some(), Field::BestFrame),
+                (top.best_frame_png.is_some(), Field::BestFramePng),
+            ] {
+                if present {
+                    return Err(Error::BadField {
+                        field: field.name().into(),
+                        reason: format!(
+                            "must be null when `from_virtual_camera` is set (the best frame is \
+                             read from `{}`)",
+                            field.vc_path()
+                        ),
+                    });
+                }
+            }
             (*vc, top.additional_info, true)
         }
         None => (top, None, false),

@@ -635,6 +635,25 @@ fn the_fold_table_is_every_case_mapping_into_ascii() {
 }
 
 #[test]
+fn top_level_best_frames_must_be_null_in_the_virtual_camera_shape() {
+    for (key, vc_path) in [
+        ("best_frame", "from_virtual_camera.best_frame"),
+        ("best_frame_png", "from_virtual_camera.best_frame_png"),
+    ] {
+        let body = format!(
+            r#"{{"action":"a","{key}":"data:image/jpeg;base64,{SECRET}","from_virtual_camera":{{"frame_list":["f"],"additional_info":"i"}}}}"#
+        );
+        let (field, reason) = bad_field(&body);
+        assert_eq!(field, key);
+        assert!(reason.contains(vc_path), "{reason}");
+        assert!(!reason.contains(SECRET), "{reason}");
+        // null, as the Web SDK sends them, is fine.
+        let body = body.replace(&format!("\"data:image/jpeg;base64,{SECRET}\""), "null");
+        assert!(parse(body.as_bytes()).expect("valid").virtual_camera);
+    }
+}
+
+#[test]
 fn syntax_errors_are_bad_json_with_position() {
     let body = sample_capture_json(2, false, "video_selfie_blank");
     for cut in [1, 40, body.len() / 2, body.len() - 1] {
