@@ -19,6 +19,8 @@ fn limits_yaml() -> String {
         concat!(
             "{oz}capture:\n",
             "  wait_for_result: \"5s\"\n",
+            // The samples carry both best frames, as the Web SDK's do.
+            "  unchecked_images: strip\n",
             "  routes:\n",
             "    - path: \"{capture}\"\n      on_result: forward\n",
             "    - path: \"{few}\"\n      on_result: forward\n      max_frames: 3\n",
@@ -385,7 +387,10 @@ async fn expect_100_continue_within_the_limit_goes_through() {
     let rsp = conn.read_reply().await;
     assert_eq!(rsp.status, 200, "{}", String::from_utf8_lossy(&rsp.body));
     let seen = stack.backend.only();
-    assert_eq!(seen.body, body);
+    assert_eq!(
+        seen.body,
+        best_frames_nulled(&SampleCapture::new(2, false, "video_selfie_blank"))
+    );
     assert_eq!(
         seen.header("expect"),
         None,
@@ -453,10 +458,11 @@ async fn chunked_capture_within_the_limit_is_forwarded_with_a_length() {
     let rsp = stack.raw(&req).await;
     assert_eq!(rsp.status, 200, "{}", String::from_utf8_lossy(&rsp.body));
     let seen = stack.backend.only();
-    assert_eq!(seen.body, body);
+    let forwarded = best_frames_nulled(&SampleCapture::new(3, true, "video_selfie_left"));
+    assert_eq!(seen.body, forwarded);
     assert_eq!(
         seen.header("content-length"),
-        Some(body.len().to_string().as_str())
+        Some(forwarded.len().to_string().as_str())
     );
     assert_eq!(seen.header("transfer-encoding"), None);
     assert_eq!(seen.header("x-oz-virtual-camera"), Some("true"));
@@ -563,10 +569,14 @@ async fn capture_over_the_memory_budget_gets_503() {
     // A valid capture padded with an unknown field to exactly MAX_BODY bytes.
     let sample = sample_capture_json(2, false, "video_selfie_blank");
     let pad = MAX_BODY - sample.len() - r#""padding":"","#.len();
-    let mut first = br#"{"padding":""#.to_vec();
-    first.extend(std::iter::repeat_n(b'p', pad));
-    first.extend_from_slice(br#"","#);
-    first.extend_from_slice(&sample[1..]);
+    let padded = |capture: &[u8]| {
+        let mut body = br#"{"padding":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'p', pad));
+        body.extend_from_slice(br#"","#);
+        body.extend_from_slice(&capture[1..]);
+        body
+    };
+    let first = padded(&sample);
     assert_eq!(first.len(), MAX_BODY);
 
     let mut conn = RawConn::connect(stack.proxy.traffic_addr).await;
@@ -591,7 +601,14 @@ async fn capture_over_the_memory_budget_gets_503() {
     conn.send(&first).await;
     let done = conn.read_reply().await;
     assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
-    assert_eq!(stack.backend.only().body, first);
+    assert_eq!(
+        stack.backend.only().body,
+        padded(&best_frames_nulled(&SampleCapture::new(
+            2,
+            false,
+            "video_selfie_blank"
+        )))
+    );
 
     // The reservation is released when the capture ends.
     stack.post(CAPTURE, sample).await.assert_from_backend();
