@@ -358,6 +358,9 @@ pub struct CaptureConfig {
     /// What the backend receives as body in forward mode.
     #[serde(default)]
     pub forward_body: ForwardBody,
+    /// What a forwarded original body does with a best frame the Oz upload leaves out.
+    #[serde(default)]
+    pub unchecked_images: UncheckedImages,
     /// What happens when Oz fails.
     #[serde(default)]
     pub on_oz_error: OnOzError,
@@ -393,6 +396,7 @@ pub struct RouteConfig {
     pub result_mode: Option<ResultMode>,
     pub on_oz_error: Option<OnOzError>,
     pub forward_body: Option<ForwardBody>,
+    pub unchecked_images: Option<UncheckedImages>,
     pub max_body_bytes: Option<u64>,
     pub max_frames: Option<usize>,
     pub max_frame_bytes: Option<usize>,
@@ -445,6 +449,20 @@ pub enum ForwardBody {
     Summary,
 }
 
+/// What a route that forwards the body as it came (`forward_body: original`) does with a
+/// non-null `best_frame` / `best_frame_png` that the Oz upload leaves out under the route's
+/// `best_frame` (and with both for a document action, which sends no best frame). Backends often
+/// keep the best frame as the verified selfie, and Oz never saw this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncheckedImages {
+    /// 400 `invalid_field` naming the field, before anything is sent to Oz.
+    #[default]
+    Refuse,
+    /// Forward the body with that value replaced by `null`, every other byte as sent.
+    Strip,
+}
+
 /// How the capture transform threads are scheduled against the threads that carry traffic
 /// (Linux; elsewhere every choice runs at normal priority). See `capture::pool`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -477,6 +495,7 @@ pub struct CaptureRoute {
     pub result_mode: ResultMode,
     pub on_oz_error: OnOzError,
     pub forward_body: ForwardBody,
+    pub unchecked_images: UncheckedImages,
     pub max_body_bytes: u64,
     pub max_frames: usize,
     pub max_frame_bytes: usize,
@@ -484,6 +503,13 @@ pub struct CaptureRoute {
     pub analyses: Vec<String>,
     pub wait_for_result: Duration,
     pub best_frame: BestFrame,
+}
+
+impl CaptureRoute {
+    /// Whether the backend gets the capture body as the client sent it.
+    pub fn forwards_original_body(&self) -> bool {
+        self.on_result == OnResult::Forward && self.forward_body == ForwardBody::Original
+    }
 }
 
 impl CaptureConfig {
@@ -497,6 +523,7 @@ impl CaptureConfig {
                 result_mode: r.result_mode.unwrap_or(self.result_mode),
                 on_oz_error: r.on_oz_error.unwrap_or(self.on_oz_error),
                 forward_body: r.forward_body.unwrap_or(self.forward_body),
+                unchecked_images: r.unchecked_images.unwrap_or(self.unchecked_images),
                 max_body_bytes: r.max_body_bytes.unwrap_or(self.max_body_bytes),
                 max_frames: r.max_frames.unwrap_or(self.max_frames),
                 max_frame_bytes: r.max_frame_bytes.unwrap_or(self.max_frame_bytes),
@@ -580,6 +607,7 @@ impl Default for CaptureConfig {
             wait_for_result: defaults::wait_for_result(),
             best_frame: BestFrame::None,
             forward_body: ForwardBody::Original,
+            unchecked_images: UncheckedImages::Refuse,
             on_oz_error: OnOzError::Reject,
             result_mode: ResultMode::Folder,
             max_concurrent: defaults::max_concurrent(),
@@ -1178,6 +1206,28 @@ mod tests {
         assert_eq!(r[1].max_body_bytes, 50);
         assert_eq!(r[1].on_result, OnResult::Respond);
         assert!(r[1].analyses.is_empty());
+    }
+
+    #[test]
+    fn unchecked_images_are_refused_unless_a_route_says_strip() {
+        let yaml = format!(
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n    - path: /b\n      unchecked_images: strip\n"
+        );
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        let r = c.capture.effective_routes();
+        assert_eq!(r[0].unchecked_images, UncheckedImages::Refuse);
+        assert_eq!(r[1].unchecked_images, UncheckedImages::Strip);
+        let yaml = yaml.replace("capture:\n", "capture:\n  unchecked_images: strip\n");
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        assert_eq!(
+            c.capture.effective_routes()[0].unchecked_images,
+            UncheckedImages::Strip
+        );
+        let bad = yaml.replace(
+            "unchecked_images: strip\n  routes",
+            "unchecked_images: keep\n  routes",
+        );
+        assert!(Config::from_yaml(&bad, &env(&[])).is_err());
     }
 
     #[test]
