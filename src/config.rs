@@ -457,9 +457,11 @@ pub enum ForwardBody {
 #[serde(rename_all = "snake_case")]
 pub enum UncheckedImages {
     /// 400 `invalid_field` naming the field, before anything is sent to Oz.
-    #[default]
     Refuse,
-    /// Forward the body with that value replaced by `null`, every other byte as sent.
+    /// Forward the body with that value replaced by `null`, every other byte as sent. The
+    /// default: the Web SDK sends both best frames and Oz gets at most one, so `refuse` would
+    /// turn away every capture of the SDK on such a route.
+    #[default]
     Strip,
 }
 
@@ -1209,22 +1211,22 @@ mod tests {
     }
 
     #[test]
-    fn unchecked_images_are_refused_unless_a_route_says_strip() {
+    fn unchecked_images_are_stripped_unless_a_route_says_refuse() {
         let yaml = format!(
-            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n    - path: /b\n      unchecked_images: strip\n"
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n    - path: /b\n      unchecked_images: refuse\n"
         );
         let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
         let r = c.capture.effective_routes();
-        assert_eq!(r[0].unchecked_images, UncheckedImages::Refuse);
-        assert_eq!(r[1].unchecked_images, UncheckedImages::Strip);
-        let yaml = yaml.replace("capture:\n", "capture:\n  unchecked_images: strip\n");
+        assert_eq!(r[0].unchecked_images, UncheckedImages::Strip);
+        assert_eq!(r[1].unchecked_images, UncheckedImages::Refuse);
+        let yaml = yaml.replace("capture:\n", "capture:\n  unchecked_images: refuse\n");
         let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
         assert_eq!(
             c.capture.effective_routes()[0].unchecked_images,
-            UncheckedImages::Strip
+            UncheckedImages::Refuse
         );
         let bad = yaml.replace(
-            "unchecked_images: strip\n  routes",
+            "unchecked_images: refuse\n  routes",
             "unchecked_images: keep\n  routes",
         );
         assert!(Config::from_yaml(&bad, &env(&[])).is_err());

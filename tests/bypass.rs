@@ -547,6 +547,27 @@ async fn http1_requests_never_reach_the_backend_unchecked() {
             want: Want::Refused(400, "invalid_frame"),
         });
     }
+    // Finding 6: what Oz checked is what the backend reads; keys that fold onto a known field.
+    for (name, key) in [
+        ("FRAME_LIST beside frame_list", "\"FRAME_LIST\":[],"),
+        (
+            "Additional_Info beside additional_info",
+            "\"Additional_Info\":\"forged\",",
+        ),
+        (
+            "a long-s spelling of frame_list",
+            "\"frame_li\u{017F}t\":[],",
+        ),
+    ] {
+        let mut body = b"{".to_vec();
+        body.extend_from_slice(key.as_bytes());
+        body.extend_from_slice(&capture[1..]);
+        rows.push(Row {
+            name,
+            bytes: with_body("POST", CAPTURE, &["Content-Type: application/json"], &body),
+            want: Want::Refused(400, "invalid_field"),
+        });
+    }
     rows.push(row(
         "the capture path as configured",
         with_body(

@@ -374,18 +374,18 @@ async fn bad_inputs_are_refused_before_oz_and_the_backend() {
     stack.stop().await;
 }
 
-/// A best frame Oz does not get never reaches the backend in a forwarded body. By default the
-/// capture is refused before Oz, naming the field; with `unchecked_images: strip` it goes on
-/// with that value `null`. The best frame the route sends to Oz passes as sent, and a summary
+/// A best frame Oz does not get never reaches the backend in a forwarded body. By default
+/// (`unchecked_images: strip`) the capture goes on with that value `null`; with `refuse` it is
+/// refused before Oz, naming the field. The best frame the route sends to Oz passes as sent, and a summary
 /// carries no image at all.
 #[tokio::test]
 async fn best_frames_oz_does_not_get_are_refused_or_nulled() {
     let yaml = format!(
         concat!(
             "{oz}capture:\n  wait_for_result: \"5s\"\n  routes:\n",
-            "    - path: \"/refuse\"\n      on_result: forward\n",
-            "    - path: \"/strip\"\n      on_result: forward\n      unchecked_images: strip\n",
-            "    - path: \"/jpeg\"\n      on_result: forward\n      best_frame: jpeg\n",
+            "    - path: \"/refuse\"\n      on_result: forward\n      unchecked_images: refuse\n",
+            "    - path: \"/strip\"\n      on_result: forward\n",
+            "    - path: \"/jpeg\"\n      on_result: forward\n      best_frame: jpeg\n      unchecked_images: refuse\n",
             "    - path: \"/summary\"\n      on_result: forward\n      forward_body: summary\n",
         ),
         oz = oz_token(""),
@@ -398,7 +398,7 @@ async fn best_frames_oz_does_not_get_are_refused_or_nulled() {
         .1
         .to_owned();
 
-    // Refused, before Oz: the default route sends no best frame, the jpeg route not the PNG.
+    // Refused, before Oz: the refuse route sends no best frame, the jpeg route not the PNG.
     for (path, capture, field) in [
         ("/refuse", sdk(false), "best_frame"),
         ("/refuse", sdk(true), "from_virtual_camera.best_frame"),
