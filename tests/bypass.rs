@@ -437,6 +437,11 @@ async fn http1_requests_never_reach_the_backend_unchecked() {
             }),
         ),
         row(
+            "a request id that is not UTF-8 is replaced",
+            [&b"GET /x HTTP/1.1\r\nHost: a\r\nX-Request-Id: \xff\xfe\x80\r\n\r\n"[..]].concat(),
+            Want::Forwarded(|r| assert_eq!(r.header_values("x-request-id")[0].len(), 36)),
+        ),
+        row(
             "a request id with quotes is replaced",
             head("GET", "/x", "HTTP/1.1", &["Host: a", "X-Request-Id: a\"b", "X-Request-Id: c"]),
             Want::Forwarded(|r| assert_eq!(r.header_values("x-request-id")[0].len(), 36)),
