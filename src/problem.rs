@@ -63,6 +63,12 @@ pub fn problem_for(err: &Error) -> Problem {
             "Backend failed",
             "the backend sent an invalid or incomplete response".into(),
         ),
+        Error::ClientBody { .. } => Problem::new(
+            S::BAD_REQUEST,
+            "body_read_failed",
+            "Body could not be read",
+            detail,
+        ),
         Error::BadRequest(_) => Problem::new(S::BAD_REQUEST, "bad_request", "Bad request", detail),
         Error::HeadTooLarge(_) => Problem::new(
             S::REQUEST_HEADER_FIELDS_TOO_LARGE,

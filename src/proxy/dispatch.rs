@@ -21,6 +21,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, Streamed};
 use crate::capture::handler::CaptureService;
@@ -175,6 +176,9 @@ struct Inner {
     live: Arc<ArcSwap<Live>>,
     /// `server.body_idle_timeout`; `None` when turned off.
     body_idle: Option<Duration>,
+    /// Cancelled by the shutdown signal: from then on HTTP/1 answers carry `Connection: close`,
+    /// so keep-alive clients move to another pod before the listener closes under them.
+    draining: CancellationToken,
 }
 
 /// Where a request goes once its head is clean.
@@ -197,6 +201,7 @@ impl Proxy {
         tunnels: Tunnels,
         live: Arc<ArcSwap<Live>>,
         body_idle: Option<Duration>,
+        draining: CancellationToken,
     ) -> Self {
         Proxy {
             inner: Arc::new(Inner {
@@ -208,6 +213,7 @@ impl Proxy {
                 tunnels,
                 live,
                 body_idle,
+                draining,
             }),
         }
     }
@@ -222,6 +228,9 @@ impl Proxy {
             req.uri().path_and_query().cloned(),
         );
 
+        let http1 = req.version() <= Version::HTTP_11;
+        // An error answered before the body has been read ends the connection (HTTP/1).
+        let unread_body = http1 && !req.body().is_end_stream();
         // Framing is judged on the headers as received, before anything is removed.
         let route = check_request(&mut req, &me.rules).and_then(|()| {
             headers::strip_forged(req.headers_mut(), me.rules.keep_underscores);
@@ -267,8 +276,18 @@ impl Proxy {
 
         let rsp = result.unwrap_or_else(|e| {
             log_failure(&e, id);
-            problem::respond(&e, id)
+            let mut rsp = problem::respond(&e, id);
+            if unread_body && e.may_leave_body_unread() {
+                rsp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            rsp
         });
+        let mut rsp = rsp;
+        if http1 && me.draining.is_cancelled() && rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            rsp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         obs.finish(rsp)
     }
 

@@ -185,10 +185,13 @@ impl Passthrough {
                 self.metrics.backend_error(BackendErrorKind::Connect);
                 Error::BackendConnect(error::chain(&*e))
             }
-            Failure::Exchange(e) => {
-                self.metrics.backend_error(BackendErrorKind::Failed);
-                Error::BackendFailed(error::chain(&*e))
-            }
+            Failure::Exchange(e) => match client_body_failure(&*e) {
+                Some(stalled) => Error::ClientBody { stalled },
+                None => {
+                    self.metrics.backend_error(BackendErrorKind::Failed);
+                    Error::BackendFailed(error::chain(&*e))
+                }
+            },
         }
     }
 }
@@ -216,6 +219,25 @@ fn frame_as_sent(req: &mut Request<Body>) {
     if length > 0 || h.contains_key(header::CONTENT_LENGTH) {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
+}
+
+/// Whether an exchange failed because the client's request body did (`Some(true)` when it
+/// stalled for `server.body_idle_timeout`): hyper reports a failing request body as a user error
+/// with the body's error as its cause. That is the client's doing, not the backend's.
+fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    let hyper = e.downcast_ref::<hyper::Error>()?;
+    let cause = std::error::Error::source(hyper)?;
+    if !hyper.is_user() {
+        return None;
+    }
+    let mut cur = Some(cause);
+    while let Some(c) = cur {
+        if c.is::<crate::body::BodyIdleTimeout>() {
+            return Some(true);
+        }
+        cur = c.source();
+    }
+    Some(false)
 }
 
 /// The request target as the backend gets it: origin form (RFC 9112 §3.2.1), the bytes of the
