@@ -609,7 +609,7 @@ impl Default for CaptureConfig {
             wait_for_result: defaults::wait_for_result(),
             best_frame: BestFrame::None,
             forward_body: ForwardBody::Original,
-            unchecked_images: UncheckedImages::Refuse,
+            unchecked_images: UncheckedImages::default(),
             on_oz_error: OnOzError::Reject,
             result_mode: ResultMode::Folder,
             max_concurrent: defaults::max_concurrent(),
