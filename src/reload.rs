@@ -29,6 +29,26 @@ pub struct ConfigSource {
     pub env: BTreeMap<String, String>,
 }
 
+/// A source with the bytes its file held when the proxy started: what the poll compares
+/// against. Taken by `server::start` before it returns, not by the poll task when it first
+/// runs: otherwise a change made right after start would become the baseline and never apply.
+// No `Debug`: the baseline may hold a secret written in the file.
+pub struct Watched {
+    pub source: ConfigSource,
+    pub baseline: Option<Vec<u8>>,
+}
+
+impl ConfigSource {
+    /// Reads the file's current bytes as the baseline.
+    pub fn watched(self) -> Watched {
+        let baseline = std::fs::read(&self.path).ok();
+        Watched {
+            source: self,
+            baseline,
+        }
+    }
+}
+
 /// Builds the swappable part of the proxy from `config`.
 pub fn build_live(
     config: &Config,
@@ -55,7 +75,7 @@ pub fn build_live(
 
 /// Polls `source` until `stop` is cancelled.
 pub async fn watch(
-    source: ConfigSource,
+    watched: Watched,
     mut current: Config,
     live: Arc<ArcSwap<Live>>,
     passthrough: Passthrough,
@@ -66,7 +86,10 @@ pub async fn watch(
     if interval.is_zero() {
         return;
     }
-    let mut last = std::fs::read(&source.path).ok();
+    let Watched {
+        source,
+        baseline: mut last,
+    } = watched;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
