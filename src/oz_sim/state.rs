@@ -141,6 +141,21 @@ impl OzSim {
         self.lock().sessions.expire_all();
     }
 
+    /// Rotates the static service token: `token` is accepted from now on, the old one answers
+    /// error_code 7 (invalid), as a revoked token does. `None` accepts login tokens only.
+    pub fn set_service_token(&self, token: Option<&str>) {
+        self.lock()
+            .sessions
+            .set_service_token(token.map(str::to_owned));
+    }
+
+    /// Changes the password login accepts from now on. Sessions already issued stay valid (the
+    /// simulator does not tie them to the password), so a client that keeps its session token
+    /// after its password file changed is not caught by a refused call, only by its logins.
+    pub fn set_password(&self, password: &str) {
+        self.lock().cfg.password = password.to_owned();
+    }
+
     /// Verdict of analyses started from now on.
     pub fn set_verdict(&self, verdict: Verdict) {
         self.lock().cfg.verdict = verdict;
