@@ -9,6 +9,18 @@
 //! new backend pool (listeners, TLS, backend, server limits) are only applied by a restart; a
 //! change there is logged as such.
 //!
+//! # Secret files
+//!
+//! The same poll reads `oz.auth.token_file` and `oz.auth.password_file` (those the config in
+//! force names) again and compares them with the secrets in use, so a rotated Secret takes
+//! effect without touching the config file. The text of the config in force is loaded again,
+//! which reads the new secret, and goes through the same checks as a changed file; the Oz client
+//! is then rebuilt, since `CaptureService::new` keeps the old one only when the whole `oz`
+//! section, secrets included, is unchanged. That replaces a static token and drops a login
+//! session made with the old password. A secret that makes the config invalid (an empty file, a
+//! file gone) is refused, logged and counted once, until the file changes again. Secret values
+//! are compared, never logged.
+//!
 //! # A reload never removes or weakens a capture route
 //!
 //! A file rewritten in place (`cat > file`, `kubectl cp`, a slow writer) can be read half
@@ -52,7 +64,9 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::handler::CaptureService;
-use crate::config::{BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode};
+use crate::config::{
+    BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode, SecretFiles,
+};
 use crate::metrics::Metrics;
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::{Live, RouteTable};
@@ -108,7 +122,8 @@ pub fn build_live(
     })
 }
 
-/// Polls `source` until `stop` is cancelled.
+/// Polls `source`, and the Oz secret files the config in force names, until `stop` is
+/// cancelled.
 pub async fn watch(
     watched: Watched,
     mut current: Config,
@@ -125,6 +140,13 @@ pub async fn watch(
         source,
         baseline: mut last,
     } = watched;
+    // The text `current` was loaded from. When only a secret file changed it is loaded again
+    // (reading the secrets afresh), so a rotated secret applies even while a refused file sits
+    // on disk.
+    let mut applied = last.clone();
+    // Secret file contents a reload was refused with: not tried again until they change, so a
+    // bad secret is logged and counted once, not on every tick.
+    let mut refused_secrets: Option<SecretFiles> = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -137,39 +159,92 @@ pub async fn watch(
             // Mid-swap the file can be briefly missing; the next tick sees the new one.
             Err(_) => continue,
         };
-        if last.as_deref() == Some(&bytes[..]) {
-            continue;
-        }
-        last = Some(bytes);
-        let new = match Config::load(&source.path, &source.env) {
-            Ok(new) => new,
-            Err(e) => {
-                metrics.config_reload(false);
-                tracing::error!(path = %source.path.display(), error = %e, "new config refused, keeping the old one");
+        let (text, cause) = if last.as_deref() != Some(&bytes[..]) {
+            last = Some(bytes.clone());
+            (bytes, "config file changed")
+        } else {
+            let secrets = current.oz.auth.secret_files_now();
+            if current.oz.auth.loaded_from(&secrets) || refused_secrets.as_ref() == Some(&secrets) {
                 continue;
             }
+            refused_secrets = Some(secrets);
+            match &applied {
+                Some(text) => (text.clone(), "an oz.auth secret file changed"),
+                None => continue,
+            }
         };
-        let weakened = weakenings(&current, &new);
+        let reloader = Reloader {
+            source: &source,
+            live: &live,
+            passthrough: &passthrough,
+            metrics: &metrics,
+        };
+        if let Some(new) = reloader.reload(&text, cause, &current) {
+            applied = Some(text);
+            refused_secrets = None;
+            current = new;
+        }
+    }
+}
+
+/// What one reload needs besides the text and the config in force.
+struct Reloader<'a> {
+    source: &'a ConfigSource,
+    live: &'a ArcSwap<Live>,
+    passthrough: &'a Passthrough,
+    metrics: &'a Metrics,
+}
+
+impl Reloader<'_> {
+    /// Loads `text` (the secret files it names are read afresh) and swaps it in, unless it is
+    /// invalid or weakens a capture route; logs and counts either way. The new config, if
+    /// applied.
+    fn reload(&self, text: &[u8], cause: &str, current: &Config) -> Option<Config> {
+        let path = self.source.path.display();
+        let refused = |error: &dyn std::fmt::Display| {
+            self.metrics.config_reload(false);
+            tracing::error!(%path, cause, %error, "new config refused, keeping the old one");
+        };
+        let loaded = std::str::from_utf8(text)
+            .map_err(|_| crate::config::Error::Read {
+                path: self.source.path.clone(),
+                reason: "not valid UTF-8".into(),
+            })
+            .and_then(|text| Config::from_yaml(text, &self.source.env));
+        let new = match loaded {
+            Ok(new) => new,
+            Err(e) => {
+                refused(&e);
+                return None;
+            }
+        };
+        let weakened = weakenings(current, &new);
         if !weakened.is_empty() {
-            metrics.config_reload(false);
+            self.metrics.config_reload(false);
             tracing::error!(
-                path = %source.path.display(),
+                %path,
+                cause,
                 weakened = ?weakened,
                 "new config removes or weakens capture routes (or is a half-written file); refused, keeping the old one; it takes effect only on a restart"
             );
-            continue;
+            return None;
         }
-        match build_live(&new, &passthrough, &metrics, Some(&live.load())) {
+        match build_live(
+            &new,
+            self.passthrough,
+            self.metrics,
+            Some(&self.live.load()),
+        ) {
             Ok(built) => {
-                warn_restart_only(&current, &new);
-                live.store(Arc::new(built));
-                metrics.config_reload(true);
-                tracing::info!(path = %source.path.display(), capture_routes = new.capture.routes.len(), "config reloaded");
-                current = new;
+                warn_restart_only(current, &new);
+                self.live.store(Arc::new(built));
+                self.metrics.config_reload(true);
+                tracing::info!(%path, cause, capture_routes = new.capture.routes.len(), "config reloaded");
+                Some(new)
             }
             Err(e) => {
-                metrics.config_reload(false);
-                tracing::error!(path = %source.path.display(), error = %e, "new config refused, keeping the old one");
+                refused(&e);
+                None
             }
         }
     }

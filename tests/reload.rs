@@ -461,3 +461,84 @@ async fn a_reload_that_weakens_a_capture_route_is_refused() {
 
     stack.stop().await;
 }
+
+// === secret files ===
+
+/// A file holding a secret, in the temporary directory; removed by `stop` callers.
+fn secret_file(name: &str, value: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("oz-reload-{}-{name}", std::process::id()));
+    // A trailing newline, as mounted Secrets often have; it is not part of the secret.
+    std::fs::write(&path, format!("{value}\n")).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
+    let token_file = secret_file("token", "token-one");
+    let sim = oz_capture_proxy::oz_sim::SimConfig {
+        token: Some("token-one".into()),
+        ..cs::sim_config()
+    };
+    let body = format!(
+        "oz:\n  url: \"http://{{oz}}\"\n  auth:\n    token_file: \"{}\"\n{}",
+        token_file.display(),
+        cs::forward_route("")
+    );
+    let stack = ReloadStack::start("token-file", sim, &body).await;
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+
+    // A half-written config file is refused and stays on disk...
+    let full = stack.config(&body);
+    let cut = full[..full.find("capture:").unwrap()].to_owned();
+    stack.rewrite(&cut);
+    stack.wait_reloads("rejected", 0.0).await;
+
+    // ... when Oz revokes the old token and the Secret is updated in place with the new one.
+    stack.sim.sim.set_service_token(Some("token-two"));
+    std::fs::write(&token_file, "token-two\n").unwrap();
+    stack.wait_reloads("applied", 0.0).await;
+
+    // The config in force (with its route) now runs with the new token.
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 2, 2);
+    assert_eq!(std::fs::read_to_string(&stack.path).unwrap(), cut);
+    assert_eq!(stack.reloads("rejected").await, 1.0);
+
+    stack.stop().await;
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_drops_the_session_and_logs_in_again() {
+    use oz_capture_proxy::oz_sim::{DEFAULT_EMAIL, DEFAULT_PASSWORD};
+    let password_file = secret_file("password", DEFAULT_PASSWORD);
+    let body = format!(
+        "oz:\n  url: \"http://{{oz}}\"\n  auth:\n    email: \"{DEFAULT_EMAIL}\"\n    password_file: \"{}\"\n{}",
+        password_file.display(),
+        cs::forward_route("")
+    );
+    let stack = ReloadStack::start("password-file", cs::sim_config(), &body).await;
+    let logins = || {
+        stack
+            .sim
+            .sim
+            .calls()
+            .iter()
+            .filter(|c| c.endpoint.as_deref() == Some("auth") && c.status == 200)
+            .count()
+    };
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_eq!(logins(), 1);
+
+    stack.sim.sim.set_password("password-two");
+    std::fs::write(&password_file, "password-two\n").unwrap();
+    stack.wait_reloads("applied", 0.0).await;
+
+    // The session of the old password is not kept: a new login, with the new password.
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 2, 2);
+    assert_eq!(logins(), 2);
+
+    stack.stop().await;
+    let _ = std::fs::remove_file(&password_file);
+}
