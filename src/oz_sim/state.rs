@@ -125,6 +125,25 @@ impl OzSim {
         self.lock().faults.fail_next(endpoint, status, count);
     }
 
+    /// Like [`OzSim::fail_next`], with `error_code` (any integer) in the error body.
+    pub fn fail_next_with_code(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        count: u32,
+        error_code: i64,
+    ) {
+        self.lock()
+            .faults
+            .fail_next_with_code(endpoint, status, count, error_code);
+    }
+
+    /// The next answer to `POST /api/folders/{id}/analyses/` also lists `n` analyses that stay
+    /// `PROCESSING` however often they are polled: an Oz that makes a client do unbounded work.
+    pub fn set_unfinished_analyses(&self, n: u32) {
+        self.lock().faults.set_unfinished_analyses(n);
+    }
+
     /// Delay every answer on `endpoint` by `latency` (after the body is read); zero removes it.
     pub fn set_latency(&self, endpoint: Endpoint, latency: Duration) {
         self.lock().faults.set_latency(endpoint, latency);
