@@ -815,6 +815,13 @@ impl Config {
             if r.max_frames == 0 {
                 return Err(Error::invalid(key("max_frames"), "must be at least 1"));
             }
+            // More could never run: an Oz answer listing more is refused (oz::MAX_ANALYSES).
+            if r.analyses.len() > crate::oz::MAX_ANALYSES {
+                return Err(Error::invalid(
+                    key("analyses"),
+                    format!("at most {} analyses per capture", crate::oz::MAX_ANALYSES),
+                ));
+            }
             for (j, a) in r.analyses.iter().enumerate() {
                 if a.is_empty() || !a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
                     return Err(Error::invalid(
@@ -1169,6 +1176,18 @@ mod tests {
         assert!(!auth.loaded_from(&auth.secret_files_now()), "unreadable");
         let none = OzAuthConfig::default();
         assert!(none.loaded_from(&none.secret_files_now()), "no files named");
+    }
+
+    #[test]
+    fn more_analyses_than_a_capture_may_use_are_refused() {
+        let list = vec!["quality"; crate::oz::MAX_ANALYSES + 1].join(",");
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n"),
+            &env(&[("OZ_PROXY__CAPTURE__ANALYSES", &list)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture.routes[0].analyses"), "{e}");
     }
 
     #[test]

@@ -914,3 +914,34 @@ async fn metrics_count_captures_bytes_and_oz_calls() {
     );
     stack.stop().await;
 }
+
+/// Oz does not decide how much work one capture makes: an answer that lists 20,000 analyses
+/// which never finish gets a clear 502 after a bounded number of Oz calls, not a poll of each.
+#[tokio::test]
+async fn an_answer_listing_thousands_of_analyses_gets_a_bounded_number_of_oz_calls() {
+    let stack = Stack::forward().await;
+    stack.oz().set_unfinished_analyses(20_000);
+    let rsp = stack
+        .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+        .await;
+    let doc = rsp.problem(502, "oz_bad_response");
+    let detail = doc["detail"].as_str().unwrap();
+    assert!(detail.contains("analyses"), "{doc}");
+    assert!(
+        !detail.contains("PROCESSING") && !detail.contains('-'),
+        "quotes Oz: {doc}"
+    );
+    assert!(stack.backend.seen().is_empty());
+    let calls = stack.oz().calls();
+    assert!(
+        calls.len() <= 2 + oz_capture_proxy::oz::MAX_POLLS,
+        "{} Oz calls for one capture",
+        calls.len()
+    );
+    assert_eq!(doc["limit"], oz_capture_proxy::oz::MAX_ANALYSES, "{doc}");
+    assert!(
+        stack.calls_to("get_analysis").is_empty(),
+        "an answer over the limit is not polled at all"
+    );
+    stack.stop().await;
+}

@@ -172,7 +172,11 @@ impl Transport {
 
     /// A `BadResponse` for a 2xx answer whose content does not fit, counted and logged.
     pub fn bad_response(&self, endpoint: &'static str, reason: String) -> Error {
-        let e = Error::BadResponse { endpoint, reason };
+        self.counted(endpoint, Error::BadResponse { endpoint, reason })
+    }
+
+    /// `e`, found in a 2xx answer from `endpoint`, counted and logged like a failed call.
+    pub fn counted(&self, endpoint: &'static str, e: Error) -> Error {
         self.failed(endpoint, &e);
         e
     }
@@ -299,7 +303,7 @@ fn metric_code(e: &Error) -> String {
         Error::Auth { error_code: None } => "auth".into(),
         Error::Timeout { .. } => "timeout".into(),
         Error::Unreachable { .. } => "unreachable".into(),
-        Error::BadResponse { .. } => "bad_response".into(),
+        Error::BadResponse { .. } | Error::TooManyAnalyses { .. } => "bad_response".into(),
         Error::ResultTimeout => "result_timeout".into(),
     }
 }
