@@ -945,3 +945,49 @@ async fn an_answer_listing_thousands_of_analyses_gets_a_bounded_number_of_oz_cal
     );
     stack.stop().await;
 }
+
+/// `oz_errors_total{code}` takes only codes Oz documents: 50 codes it invents add one series,
+/// `other`, however many there are.
+#[tokio::test]
+async fn error_codes_oz_invents_share_one_metric_series() {
+    use std::hash::{BuildHasher, Hasher};
+    let stack = Stack::forward().await;
+    let series = |m: &MetricsText| m.lines_of("oz_proxy_oz_errors_total{").count();
+    let before = series(&stack.metrics().await);
+    let mut codes = std::collections::BTreeSet::new();
+    while codes.len() < 50 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(codes.len());
+        // Above every code oz-api.md §5 lists (0–11, 13, 14).
+        codes.insert(100 + (h.finish() % 1_000_000_000) as i64);
+    }
+    for &code in &codes {
+        stack
+            .oz()
+            .fail_next_with_code(Endpoint::Folders, 400, 1, code);
+        let rsp = stack
+            .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+            .await;
+        rsp.problem(502, "oz_error");
+    }
+    let m = stack.metrics().await;
+    assert!(series(&m) <= before + 1, "{}", m.0);
+    assert_eq!(
+        m.value(r#"oz_proxy_oz_errors_total{endpoint="folders",code="other"}"#),
+        50.0
+    );
+    // A code Oz documents keeps its own series.
+    stack.oz().fail_next_with_code(Endpoint::Folders, 400, 1, 4);
+    stack
+        .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+        .await
+        .problem(502, "oz_error");
+    assert_eq!(
+        stack
+            .metrics()
+            .await
+            .value(r#"oz_proxy_oz_errors_total{endpoint="folders",code="4"}"#),
+        1.0
+    );
+    stack.stop().await;
+}
