@@ -458,4 +458,24 @@ mod tests {
         assert_eq!(weakenings(&config(ONE), &instant).len(), 1);
         assert!(weakenings(&config(""), &moved("")).is_empty());
     }
+
+    #[test]
+    fn a_cut_before_oz_is_refused_when_capture_comes_first() {
+        let text =
+            "backend:\n  url: \"http://127.0.0.1:3000\"\ncapture:\n  routes:\n    - path: /a\n\
+                    oz:\n  url: \"http://127.0.0.1:9\"\n  auth:\n    token: t\n";
+        let cut = &text[..text.find("oz:").unwrap()];
+        let no_env = Default::default();
+        let full = Config::from_yaml(text, &no_env).unwrap();
+        // Credentials in the file: the cut has none, and validation refuses it.
+        assert!(Config::from_yaml(cut, &no_env).is_err());
+        // Credentials in the environment: the cut is valid, with the placeholder Oz URL.
+        let env: BTreeMap<String, String> =
+            [("OZ_PROXY__OZ__AUTH__TOKEN".to_owned(), "t".to_owned())].into();
+        let cut = Config::from_yaml(cut, &env).unwrap();
+        assert_eq!(
+            weakenings(&full, &cut),
+            vec!["oz.url changed while capture routes exist"]
+        );
+    }
 }
