@@ -121,6 +121,7 @@ fn options(meta: &BTreeMap<String, String>) -> TransformOptions<'_> {
         max_frames: 10_000,
         max_frame_bytes: 4 * MIB,
         best_frame: BestFrame::None,
+        refuse_unchecked_images: false,
         request_id: "3f2b8c1e-6d3a-4f0e-9a7b-5c2d1e0f9a8b",
         folder_meta_data: meta,
         boundary: None,

@@ -129,6 +129,23 @@ pub struct ServerConfig {
     /// Idle timeout of an upgraded (WebSocket) tunnel.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
     pub tunnel_idle_timeout: Duration,
+    /// Longest life of a tunnel, however busy; `0s` = no limit. Nothing inside a tunnel is
+    /// inspected, so its life is bounded like any other exchange.
+    #[serde(default = "defaults::tunnel_max_lifetime", with = "de::duration")]
+    pub tunnel_max_lifetime: Duration,
+    /// `Upgrade` protocols that may be tunnelled (compared case-insensitively, version ignored);
+    /// any other offer is removed and the request forwarded as a plain one. `h2c` is refused:
+    /// HTTP/2 inside a tunnel would pass every check of this proxy by (RFC 9113 §3.1).
+    #[serde(
+        default = "defaults::upgrade_protocols",
+        deserialize_with = "de::string_list"
+    )]
+    pub upgrade_protocols: Vec<String>,
+    /// Keep header fields whose names contain `_`. Off by default, as nginx's
+    /// `underscores_in_headers`: CGI, WSGI and Rack servers read `X_Oz_Resolution` and
+    /// `X-Oz-Resolution` as one variable, so such a name can smuggle a field past the rules.
+    #[serde(default)]
+    pub underscores_in_headers: bool,
 }
 
 /// How the proxy drains on SIGTERM or SIGINT.
@@ -333,9 +350,21 @@ pub struct SecretFiles {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
-    /// The routes the proxy intercepts (POST only).
+    /// The routes the proxy intercepts.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Methods that make a request on a capture path a capture (upper case). Any other method
+    /// with a body on a capture path gets 405, never a passthrough: some backends route every
+    /// method to their capture handler.
+    #[serde(
+        default = "defaults::capture_methods",
+        deserialize_with = "de::string_list"
+    )]
+    pub methods: Vec<String>,
+    /// Refuse with 400 the spellings that some frameworks fold onto a capture path but that are
+    /// not the path itself (`capture.json`, `capture.`, `capture%20`, `%u0065`, `ſ`, `ı`, …).
+    #[serde(default = "defaults::yes")]
+    pub strict_paths: bool,
     /// Bodies larger than this get 413 before any upload.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: u64,
@@ -360,6 +389,9 @@ pub struct CaptureConfig {
     /// What the backend receives as body in forward mode.
     #[serde(default)]
     pub forward_body: ForwardBody,
+    /// What a forwarded original body does with a best frame the Oz upload leaves out.
+    #[serde(default)]
+    pub unchecked_images: UncheckedImages,
     /// What happens when Oz fails.
     #[serde(default)]
     pub on_oz_error: OnOzError,
@@ -395,6 +427,7 @@ pub struct RouteConfig {
     pub result_mode: Option<ResultMode>,
     pub on_oz_error: Option<OnOzError>,
     pub forward_body: Option<ForwardBody>,
+    pub unchecked_images: Option<UncheckedImages>,
     pub max_body_bytes: Option<u64>,
     pub max_frames: Option<usize>,
     pub max_frame_bytes: Option<usize>,
@@ -447,6 +480,22 @@ pub enum ForwardBody {
     Summary,
 }
 
+/// What a route that forwards the body as it came (`forward_body: original`) does with a
+/// non-null `best_frame` / `best_frame_png` that the Oz upload leaves out under the route's
+/// `best_frame` (and with both for a document action, which sends no best frame). Backends often
+/// keep the best frame as the verified selfie, and Oz never saw this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncheckedImages {
+    /// 400 `invalid_field` naming the field, before anything is sent to Oz.
+    Refuse,
+    /// Forward the body with that value replaced by `null`, every other byte as sent. The
+    /// default: the Web SDK sends both best frames and Oz gets at most one, so `refuse` would
+    /// turn away every capture of the SDK on such a route.
+    #[default]
+    Strip,
+}
+
 /// How the capture transform threads are scheduled against the threads that carry traffic
 /// (Linux; elsewhere every choice runs at normal priority). See `capture::pool`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -479,6 +528,7 @@ pub struct CaptureRoute {
     pub result_mode: ResultMode,
     pub on_oz_error: OnOzError,
     pub forward_body: ForwardBody,
+    pub unchecked_images: UncheckedImages,
     pub max_body_bytes: u64,
     pub max_frames: usize,
     pub max_frame_bytes: usize,
@@ -486,6 +536,13 @@ pub struct CaptureRoute {
     pub analyses: Vec<String>,
     pub wait_for_result: Duration,
     pub best_frame: BestFrame,
+}
+
+impl CaptureRoute {
+    /// Whether the backend gets the capture body as the client sent it.
+    pub fn forwards_original_body(&self) -> bool {
+        self.on_result == OnResult::Forward && self.forward_body == ForwardBody::Original
+    }
 }
 
 impl CaptureConfig {
@@ -499,6 +556,7 @@ impl CaptureConfig {
                 result_mode: r.result_mode.unwrap_or(self.result_mode),
                 on_oz_error: r.on_oz_error.unwrap_or(self.on_oz_error),
                 forward_body: r.forward_body.unwrap_or(self.forward_body),
+                unchecked_images: r.unchecked_images.unwrap_or(self.unchecked_images),
                 max_body_bytes: r.max_body_bytes.unwrap_or(self.max_body_bytes),
                 max_frames: r.max_frames.unwrap_or(self.max_frames),
                 max_frame_bytes: r.max_frame_bytes.unwrap_or(self.max_frame_bytes),
@@ -519,6 +577,9 @@ impl Default for ServerConfig {
             max_headers: defaults::max_headers(),
             body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
+            tunnel_max_lifetime: defaults::tunnel_max_lifetime(),
+            upgrade_protocols: defaults::upgrade_protocols(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -569,6 +630,8 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             routes: Vec::new(),
+            methods: defaults::capture_methods(),
+            strict_paths: true,
             max_body_bytes: defaults::max_body_bytes(),
             max_frames: defaults::max_frames(),
             max_frame_bytes: defaults::max_frame_bytes(),
@@ -577,6 +640,7 @@ impl Default for CaptureConfig {
             wait_for_result: defaults::wait_for_result(),
             best_frame: BestFrame::None,
             forward_body: ForwardBody::Original,
+            unchecked_images: UncheckedImages::Refuse,
             on_oz_error: OnOzError::Reject,
             result_mode: ResultMode::Folder,
             max_concurrent: defaults::max_concurrent(),
@@ -689,6 +753,22 @@ impl Config {
         if self.server.max_headers == 0 {
             return Err(Error::invalid("server.max_headers", "must be at least 1"));
         }
+        for (i, p) in self.server.upgrade_protocols.iter().enumerate() {
+            let key = format!("server.upgrade_protocols[{i}]");
+            if p.is_empty() || http::HeaderValue::from_str(p).is_err() || p.contains([',', ' ']) {
+                return Err(Error::invalid(
+                    key,
+                    "must be one protocol token, e.g. `websocket`",
+                ));
+            }
+            let name = p.split('/').next().unwrap_or_default();
+            if name.eq_ignore_ascii_case("h2c") || name.eq_ignore_ascii_case("h2") {
+                return Err(Error::invalid(
+                    key,
+                    "HTTP/2 is never tunnelled: requests inside the tunnel would bypass every check (RFC 9113 §3.1)",
+                ));
+            }
+        }
         if self.backend.pool_idle_timeout.is_zero() {
             return Err(Error::invalid(
                 "backend.pool_idle_timeout",
@@ -767,6 +847,23 @@ impl Config {
                 "capture.max_concurrent",
                 "must be at least 1",
             ));
+        }
+        if c.methods.is_empty() {
+            return Err(Error::invalid(
+                "capture.methods",
+                "must name at least one method",
+            ));
+        }
+        for (i, m) in c.methods.iter().enumerate() {
+            let token = !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            if !token || m == "CONNECT" {
+                return Err(Error::invalid(
+                    format!("capture.methods[{i}]"),
+                    "must be an upper-case method such as `POST` (methods are case-sensitive)",
+                ));
+            }
         }
         for key in c.folder_meta_data.keys() {
             if crate::capture::multipart::RESERVED_FOLDER_KEYS.contains(&key.as_str()) {
@@ -925,6 +1022,15 @@ mod defaults {
     }
     pub fn tunnel_idle_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn tunnel_max_lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub fn upgrade_protocols() -> Vec<String> {
+        vec!["websocket".into()]
+    }
+    pub fn capture_methods() -> Vec<String> {
+        vec!["POST".into()]
     }
     pub fn drain_delay() -> Duration {
         Duration::from_secs(5)
@@ -1143,6 +1249,28 @@ mod tests {
     }
 
     #[test]
+    fn unchecked_images_are_stripped_unless_a_route_says_refuse() {
+        let yaml = format!(
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n    - path: /b\n      unchecked_images: refuse\n"
+        );
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        let r = c.capture.effective_routes();
+        assert_eq!(r[0].unchecked_images, UncheckedImages::Strip);
+        assert_eq!(r[1].unchecked_images, UncheckedImages::Refuse);
+        let yaml = yaml.replace("capture:\n", "capture:\n  unchecked_images: refuse\n");
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        assert_eq!(
+            c.capture.effective_routes()[0].unchecked_images,
+            UncheckedImages::Refuse
+        );
+        let bad = yaml.replace(
+            "unchecked_images: refuse\n  routes",
+            "unchecked_images: keep\n  routes",
+        );
+        assert!(Config::from_yaml(&bad, &env(&[])).is_err());
+    }
+
+    #[test]
     fn duplicate_routes_after_normalization_are_refused() {
         let yaml = format!(
             "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n"
@@ -1188,6 +1316,53 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("capture.routes[0].analyses"), "{e}");
+    }
+
+    #[test]
+    fn h2c_and_h2_are_never_tunnelled() {
+        for (list, ok) in [
+            ("[websocket]", true),
+            ("[\"websocket\", \"foo/2\"]", true),
+            ("[h2c]", false),
+            ("[\"H2C\"]", false),
+            ("[\"h2/1\"]", false),
+            ("[\"a b\"]", false),
+        ] {
+            let r = Config::from_yaml(
+                &format!("{MINIMAL}server:\n  upgrade_protocols: {list}\n"),
+                &env(&[]),
+            );
+            assert_eq!(r.is_ok(), ok, "{list}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("server.upgrade_protocols[0]"), "{e}");
+            }
+        }
+        let c = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(c.server.upgrade_protocols, ["websocket"]);
+        assert!(!c.server.underscores_in_headers);
+        assert_eq!(c.server.tunnel_max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn capture_methods_are_upper_case_tokens() {
+        let c = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(c.capture.methods, ["POST"]);
+        assert!(c.capture.strict_paths);
+        for (list, ok) in [
+            ("[POST, PUT]", true),
+            ("[post]", false),
+            ("[CONNECT]", false),
+            ("[]", false),
+        ] {
+            let r = Config::from_yaml(
+                &format!("{MINIMAL}capture:\n  methods: {list}\n"),
+                &env(&[]),
+            );
+            assert_eq!(r.is_ok(), ok, "{list}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("capture.methods"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -80,6 +80,9 @@ capture:
   routes:
     - path: "{FORWARD_PATH}"
       on_result: forward
+      # The sample carries both best frames, as the Web SDK's captures do, and Oz checks
+      # neither here: the backend gets them as null rather than the capture being refused.
+      unchecked_images: strip
     - path: "{RESPOND_PATH}"
       on_result: respond
       result_mode: folder

@@ -17,9 +17,20 @@ pub enum Error {
     /// The backend sent something that is not a valid HTTP response, or failed mid-exchange.
     #[error("backend failed: {0}")]
     BackendFailed(String),
+    /// The client's request body failed on its way to the backend: it stalled for
+    /// `server.body_idle_timeout`, or the client went away mid-upload. The client's fault, not
+    /// the backend's.
+    #[error("{}", if *stalled { "the request body stalled (server.body_idle_timeout)" } else { "the request body could not be read completely" })]
+    ClientBody { stalled: bool },
     /// The request is not one the proxy forwards (framing, smuggling attempt, bad target).
     #[error("{0}")]
     BadRequest(&'static str),
+    /// The request head is over `server.max_headers` or `server.max_header_bytes`.
+    #[error("{0}")]
+    HeadTooLarge(&'static str),
+    /// A capture path asked with a method that is not a capture method, with a body.
+    #[error("this capture path accepts only {}", allow.to_str().unwrap_or("POST"))]
+    CaptureMethod { allow: http::HeaderValue },
     /// `CONNECT` and other methods a reverse proxy does not serve.
     #[error("method not allowed through this proxy")]
     MethodNotAllowed,
@@ -32,6 +43,25 @@ pub enum Error {
     /// Oz API failed.
     #[error(transparent)]
     Oz(#[from] oz::Error),
+}
+
+impl Error {
+    /// Whether the request body may still be unread when this error is answered: the proxy
+    /// refused the request before reading it, or a passthrough failed part-way. The connection
+    /// cannot carry another request then, and the answer says so (`Connection: close`) rather
+    /// than leaving the client to find it closed under its next request. A capture has read its
+    /// whole body before any other refusal.
+    pub fn may_leave_body_unread(&self) -> bool {
+        use capture::Error as C;
+        match self {
+            Error::Capture(c) => matches!(
+                c,
+                C::UnsupportedMediaType | C::BodyTooLarge { .. } | C::BodyRead(_) | C::Busy
+            ),
+            Error::Oz(_) => false,
+            _ => true,
+        }
+    }
 }
 
 /// An error and its sources on one line, for logs and problem details: hyper and hyper-util say

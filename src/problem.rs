@@ -63,7 +63,25 @@ pub fn problem_for(err: &Error) -> Problem {
             "Backend failed",
             "the backend sent an invalid or incomplete response".into(),
         ),
+        Error::ClientBody { .. } => Problem::new(
+            S::BAD_REQUEST,
+            "body_read_failed",
+            "Body could not be read",
+            detail,
+        ),
         Error::BadRequest(_) => Problem::new(S::BAD_REQUEST, "bad_request", "Bad request", detail),
+        Error::HeadTooLarge(_) => Problem::new(
+            S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            "Request header fields too large",
+            detail,
+        ),
+        Error::CaptureMethod { .. } => Problem::new(
+            S::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+            detail,
+        ),
         Error::MethodNotAllowed => Problem::new(
             S::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -223,7 +241,12 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
 
 /// Builds the response for `err`. `request_id` lets an operator find the matching log line.
 pub fn respond(err: &Error, request_id: &str) -> Response<Body> {
-    render(problem_for(err), request_id)
+    let mut rsp = render(problem_for(err), request_id);
+    // RFC 9110 §15.5.6: a 405 names the methods the target supports.
+    if let Error::CaptureMethod { allow } = err {
+        rsp.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    rsp
 }
 
 /// Renders a problem as `application/problem+json`.

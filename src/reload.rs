@@ -47,6 +47,7 @@
 //! | `wait_for_result` | shorter | more captures go on as `PROCESSING`, i.e. unchecked so far |
 //! | `best_frame` | `jpeg`/`png` → `none` | Oz gets no `photo_selfie`, the analyses that use it see less |
 //! | `result_mode` (respond routes) | more detail (`safe` < `status` < `folder`) | the client learns more about its verdict |
+//! | `capture.strict_paths` | `true` → `false`, while routes exist | spellings that some backends fold onto a capture path pass through unchecked |
 //! | `oz.url`, `oz.api` | any change, while routes exist | where verdicts come from is not something to compare; a cut before `oz:` turns the URL into the built-in placeholder |
 //!
 //! Not weaker, so reloadable either way: `forward_body` (what the backend gets besides the
@@ -117,7 +118,7 @@ pub fn build_live(
         )?)
     };
     Ok(Live {
-        routes: RouteTable::new(routes),
+        routes: RouteTable::new(routes, &config.capture),
         capture,
     })
 }
@@ -262,6 +263,9 @@ pub fn weakenings(old: &Config, new: &Config) -> Vec<String> {
     if old.oz.url != new.oz.url {
         out.push("oz.url changed while capture routes exist".to_owned());
     }
+    if old.capture.strict_paths && !new.capture.strict_paths {
+        out.push("capture.strict_paths true -> false while capture routes exist".to_owned());
+    }
     if old.oz.api != new.oz.api {
         out.push(format!(
             "oz.api {} -> {} while capture routes exist",
@@ -405,6 +409,11 @@ mod tests {
             assert!(w[0].starts_with(&format!("route /a: {name} ")), "{w:?}");
         }
         // A cut inside the section: its settings fall back to the defaults.
+        let lax = ONE.replace("capture:\n", "capture:\n  strict_paths: false\n");
+        let w = weakened(ONE, &lax);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("strict_paths"), "{w:?}");
+        assert!(weakened(&lax, ONE).is_empty(), "stricter is reloadable");
         let section = "capture:\n  analyses: [quality, biometry]\n  wait_for_result: \"60s\"\n  best_frame: jpeg\n  routes:\n    - path: /a\n";
         let w = weakened(section, ONE);
         assert_eq!(w.len(), 3, "{w:?}");

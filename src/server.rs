@@ -10,8 +10,11 @@
 //! still open at the deadline is cut (its socket dropped) before `run` returns.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{Admin, Readiness};
 use crate::config::{Config, ServerConfig, TlsConfig};
 use crate::metrics::Metrics;
+use crate::proxy::dispatch::RequestRules;
 use crate::proxy::headers::{Forwarding, Peer};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::upgrade::Tunnels;
@@ -139,6 +144,7 @@ async fn run_with(
     let passthrough = Passthrough::new(
         &config.backend,
         config.forwarding.preserve_header_case,
+        config.server.underscores_in_headers,
         metrics.clone(),
     );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
@@ -151,16 +157,19 @@ async fn run_with(
         tracker: TaskTracker::new(),
         cancel: CancellationToken::new(),
         idle_timeout: config.server.tunnel_idle_timeout,
+        max_lifetime: config.server.tunnel_max_lifetime,
         metrics: metrics.clone(),
     };
     let proxy = Proxy::new(
         passthrough.clone(),
         Forwarding::from_config(&config.forwarding),
+        RequestRules::from_config(&config.server),
         metrics.clone(),
         access,
         tunnels.clone(),
         live.clone(),
         (!config.server.body_idle_timeout.is_zero()).then_some(config.server.body_idle_timeout),
+        shutdown.clone(),
     );
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
 
@@ -352,9 +361,10 @@ impl Conn {
             Some(acceptor) => {
                 match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
+                        let io = FirstByteDeadline::new(tls, self.handshake_timeout);
                         let conn = self
                             .builder
-                            .serve_connection_with_upgrades(TokioIo::new(tls), service);
+                            .serve_connection_with_upgrades(TokioIo::new(io), service);
                         watcher.watch(conn.into_owned()).await
                     }
                     Ok(Err(e)) => {
@@ -368,9 +378,10 @@ impl Conn {
                 }
             }
             None => {
+                let io = FirstByteDeadline::new(stream, self.handshake_timeout);
                 let conn = self
                     .builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    .serve_connection_with_upgrades(TokioIo::new(io), service);
                 watcher.watch(conn.into_owned()).await
             }
         };
@@ -378,6 +389,82 @@ impl Conn {
             // Clients that vanish mid-request are routine for a proxy: debug, not warn.
             tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection that fails its first read if no byte arrives within the deadline. hyper's
+    /// header read timeout starts once HTTP/1 has been told apart from HTTP/2, which takes the
+    /// first bytes: without this a connection that never sends one is held forever (a file
+    /// descriptor per silent connection). After the first byte it is the stream itself.
+    struct FirstByteDeadline<T> {
+        #[pin]
+        io: T,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<T> FirstByteDeadline<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        FirstByteDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for FirstByteDeadline<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.io.poll_read(cx, buf);
+        if let Some(deadline) = this.deadline {
+            match r {
+                Poll::Ready(_) if buf.filled().len() > before => *this.deadline = None,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request byte within server.header_read_timeout",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for FirstByteDeadline<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 

@@ -247,3 +247,60 @@ async fn proxy_finishes_once_idle_with_an_http2_connection_open() {
         .expect("the proxy stops cleanly");
     drop(h2);
 }
+
+/// During the drain, HTTP/1.1 answers carry `Connection: close`: a keep-alive client stops
+/// reusing its connection before the listener closes, instead of finding it closed under its
+/// next request.
+#[tokio::test]
+async fn answers_during_the_drain_close_keep_alive_connections() {
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("shutdown.drain_delay", "5s")
+        .start()
+        .await;
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(rsp.status, 200);
+    assert!(rsp.header_values("connection").is_empty(), "{}", rsp.head);
+
+    proxy.shutdown();
+    conn.send(b"GET /during HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(
+        rsp.status, 200,
+        "traffic still flows during the drain delay"
+    );
+    assert_eq!(rsp.header_values("connection"), ["close"], "{}", rsp.head);
+    assert!(
+        conn.read_to_end().await.is_empty(),
+        "the proxy closes the connection after that answer"
+    );
+}
+
+/// A connection that never sends a byte is closed after `server.header_read_timeout`, like one
+/// that sends half a head: otherwise each holds a file descriptor until shutdown.
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed_after_the_header_read_timeout() {
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("server.header_read_timeout", "300ms")
+        .start()
+        .await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(proxy.traffic).await.unwrap());
+    }
+    for (i, mut s) in silent.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        let n = within("a silent connection to be closed", s.read_to_end(&mut rest))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0, "connection {i} got {rest:?}");
+    }
+    // A keep-alive connection that goes silent after a request is closed as well.
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /once HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(conn.read_response(false).await.status, 200);
+    assert!(conn.read_to_end().await.is_empty());
+}

@@ -5,7 +5,9 @@
 mod capture_support;
 
 use capture_support::*;
-use oz_capture_proxy::capture::testdata::{data_url, sample_capture_json, SampleCapture};
+use oz_capture_proxy::capture::testdata::{
+    data_url, sample_capture_json, sample_jpeg, SampleCapture,
+};
 use serde_json::Value;
 
 /// Routes with small limits next to the default one.
@@ -19,6 +21,8 @@ fn limits_yaml() -> String {
         concat!(
             "{oz}capture:\n",
             "  wait_for_result: \"5s\"\n",
+            // The samples carry both best frames, as the Web SDK's do.
+            "  unchecked_images: strip\n",
             "  routes:\n",
             "    - path: \"{capture}\"\n      on_result: forward\n",
             "    - path: \"{few}\"\n      on_result: forward\n      max_frames: 3\n",
@@ -49,6 +53,22 @@ fn escaped_with_frame(index: usize, literal: &str) -> Vec<u8> {
     c.frames[index] = "REPLACED".into();
     let json = String::from_utf8(c.to_json()).expect("UTF-8");
     json.replacen("REPLACED", literal, 1).into_bytes()
+}
+
+/// A sample capture with `entry` (a key and its value) added first, at the top level or under
+/// `from_virtual_camera`.
+fn with_entry(vc: bool, entry: &str) -> Vec<u8> {
+    let json = String::from_utf8(sample_capture_json(2, vc, "video_selfie_blank")).expect("UTF-8");
+    let json = if vc {
+        json.replacen(
+            r#""from_virtual_camera":{"#,
+            &format!(r#""from_virtual_camera":{{{entry},"#),
+            1,
+        )
+    } else {
+        json.replacen('{', &format!("{{{entry},"), 1)
+    };
+    json.into_bytes()
 }
 
 /// One bad request and the refusal it must get.
@@ -219,6 +239,49 @@ fn bad_inputs() -> Vec<Case> {
             "invalid_field",
         )
         .member("field", "additional_info"),
+        // Go's encoding/json and ASP.NET Core would bind these to the field the proxy skipped.
+        case(
+            "frame_list in capitals",
+            with_entry(false, &format!(r#""FRAME_LIST":["{}"]"#, data_url("image/jpeg", &sample_jpeg(1)))),
+            400,
+            "invalid_field",
+        )
+        .member("field", "FRAME_LIST"),
+        case(
+            "best_frame in another case under from_virtual_camera",
+            with_entry(true, r#""Best_Frame":null"#),
+            400,
+            "invalid_field",
+        )
+        .member("field", "from_virtual_camera.Best_Frame"),
+        case(
+            "additional_info with an escaped dotted capital I",
+            with_entry(false, r#""additional_\u0130nfo":"x""#),
+            400,
+            "invalid_field",
+        )
+        .member("field", "additional_\u{130}nfo"),
+        case(
+            "frame_list spelt with an escape, next to the plain one",
+            with_entry(false, r#""frame\u005flist":["x"]"#),
+            400,
+            "invalid_field",
+        )
+        .member("field", "frame_list"),
+        case(
+            "a best frame at the top level of the virtual-camera shape",
+            String::from_utf8(sample_capture_json(2, true, "video_selfie_blank"))
+                .expect("UTF-8")
+                .replacen(
+                    r#""best_frame":null"#,
+                    &format!(r#""best_frame":"{}""#, data_url("image/jpeg", &sample_jpeg(1))),
+                    1,
+                )
+                .into_bytes(),
+            400,
+            "invalid_field",
+        )
+        .member("field", "best_frame"),
         case(
             "too many frames",
             sample_capture_json(4, false, "video_selfie_blank"),
@@ -311,6 +374,89 @@ async fn bad_inputs_are_refused_before_oz_and_the_backend() {
     stack.stop().await;
 }
 
+/// A best frame Oz does not get never reaches the backend in a forwarded body. By default
+/// (`unchecked_images: strip`) the capture goes on with that value `null`; with `refuse` it is
+/// refused before Oz, naming the field. The best frame the route sends to Oz passes as sent, and a summary
+/// carries no image at all.
+#[tokio::test]
+async fn best_frames_oz_does_not_get_are_refused_or_nulled() {
+    let yaml = format!(
+        concat!(
+            "{oz}capture:\n  wait_for_result: \"5s\"\n  routes:\n",
+            "    - path: \"/refuse\"\n      on_result: forward\n      unchecked_images: refuse\n",
+            "    - path: \"/strip\"\n      on_result: forward\n",
+            "    - path: \"/jpeg\"\n      on_result: forward\n      best_frame: jpeg\n      unchecked_images: refuse\n",
+            "    - path: \"/summary\"\n      on_result: forward\n      forward_body: summary\n",
+        ),
+        oz = oz_token(""),
+    );
+    let stack = Stack::start(sim_config(), &yaml).await;
+    let sdk = |vc| SampleCapture::new(2, vc, "video_selfie_blank");
+    let best_base64 = data_url("image/jpeg", &sample_jpeg(200))
+        .split_once(',')
+        .expect("a data URL")
+        .1
+        .to_owned();
+
+    // Refused, before Oz: the refuse route sends no best frame, the jpeg route not the PNG.
+    for (path, capture, field) in [
+        ("/refuse", sdk(false), "best_frame"),
+        ("/refuse", sdk(true), "from_virtual_camera.best_frame"),
+        ("/jpeg", sdk(false), "best_frame_png"),
+    ] {
+        let rsp = stack.post(path, capture.to_json()).await;
+        let doc = rsp.problem(400, "invalid_field");
+        assert_eq!(doc["field"], field, "{path}: {doc}");
+        assert!(!doc.to_string().contains(&best_base64), "{doc}");
+        stack.assert_nothing_sent(path);
+    }
+
+    // Stripped: the backend gets the body as sent but for the best frames, now null.
+    let capture = sdk(false);
+    stack
+        .post("/strip", capture.to_json())
+        .await
+        .assert_from_backend();
+    let seen = stack.backend.only();
+    assert_eq!(seen.body, best_frames_nulled(&capture));
+    let doc: Value = serde_json::from_slice(&seen.body).expect("JSON");
+    assert!(
+        doc["best_frame"].is_null() && doc["best_frame_png"].is_null(),
+        "{doc}"
+    );
+    assert_eq!(
+        seen.header("content-length"),
+        Some(seen.body.len().to_string().as_str())
+    );
+    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
+    let upload = stack.only_upload();
+    let parts: Vec<&str> = upload.parts.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(parts, ["video1", "payload"]);
+
+    // Sent to Oz, so checked: the JPEG best frame goes to Oz and on to the backend as sent.
+    let mut capture = sdk(false);
+    capture.best_frame_png = None;
+    stack
+        .post("/jpeg", capture.to_json())
+        .await
+        .assert_from_backend();
+    let upload = stack.oz().accepted_uploads().remove(1);
+    let part = upload.part("photo_selfie1").expect("the best frame part");
+    assert_eq!(part.bytes, sample_jpeg(200));
+    assert_eq!(stack.backend.seen()[1].body, capture.to_json());
+
+    // A summary has no images to strip.
+    stack
+        .post("/summary", sdk(true).to_json())
+        .await
+        .assert_from_backend();
+    assert!(!stack.backend.seen()[2]
+        .body
+        .windows(best_base64.len())
+        .any(|w| w == best_base64.as_bytes()));
+    stack.stop().await;
+}
+
 /// A declared `Content-Length` over the limit gets 413 at once, before any byte of the body.
 #[tokio::test]
 async fn over_limit_content_length_gets_413_before_the_body() {
@@ -385,7 +531,10 @@ async fn expect_100_continue_within_the_limit_goes_through() {
     let rsp = conn.read_reply().await;
     assert_eq!(rsp.status, 200, "{}", String::from_utf8_lossy(&rsp.body));
     let seen = stack.backend.only();
-    assert_eq!(seen.body, body);
+    assert_eq!(
+        seen.body,
+        best_frames_nulled(&SampleCapture::new(2, false, "video_selfie_blank"))
+    );
     assert_eq!(
         seen.header("expect"),
         None,
@@ -453,10 +602,11 @@ async fn chunked_capture_within_the_limit_is_forwarded_with_a_length() {
     let rsp = stack.raw(&req).await;
     assert_eq!(rsp.status, 200, "{}", String::from_utf8_lossy(&rsp.body));
     let seen = stack.backend.only();
-    assert_eq!(seen.body, body);
+    let forwarded = best_frames_nulled(&SampleCapture::new(3, true, "video_selfie_left"));
+    assert_eq!(seen.body, forwarded);
     assert_eq!(
         seen.header("content-length"),
-        Some(body.len().to_string().as_str())
+        Some(forwarded.len().to_string().as_str())
     );
     assert_eq!(seen.header("transfer-encoding"), None);
     assert_eq!(seen.header("x-oz-virtual-camera"), Some("true"));
@@ -498,7 +648,7 @@ async fn path_spellings_cannot_bypass_the_capture_route() {
     let good = sample_capture_json(2, false, "video_selfie_blank");
     let spellings = [
         "/api/liveness/capture/",
-        "//api/liveness/capture",
+        // `//api/…` is refused on every route before routing (tests/bypass.rs).
         "/api/liveness/%63apture",
         "/API/liveness/capture",
         "/api/liveness/capture?next=/home",
@@ -563,10 +713,14 @@ async fn capture_over_the_memory_budget_gets_503() {
     // A valid capture padded with an unknown field to exactly MAX_BODY bytes.
     let sample = sample_capture_json(2, false, "video_selfie_blank");
     let pad = MAX_BODY - sample.len() - r#""padding":"","#.len();
-    let mut first = br#"{"padding":""#.to_vec();
-    first.extend(std::iter::repeat_n(b'p', pad));
-    first.extend_from_slice(br#"","#);
-    first.extend_from_slice(&sample[1..]);
+    let padded = |capture: &[u8]| {
+        let mut body = br#"{"padding":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'p', pad));
+        body.extend_from_slice(br#"","#);
+        body.extend_from_slice(&capture[1..]);
+        body
+    };
+    let first = padded(&sample);
     assert_eq!(first.len(), MAX_BODY);
 
     let mut conn = RawConn::connect(stack.proxy.traffic_addr).await;
@@ -591,7 +745,14 @@ async fn capture_over_the_memory_budget_gets_503() {
     conn.send(&first).await;
     let done = conn.read_reply().await;
     assert_eq!(done.status, 200, "{}", String::from_utf8_lossy(&done.body));
-    assert_eq!(stack.backend.only().body, first);
+    assert_eq!(
+        stack.backend.only().body,
+        padded(&best_frames_nulled(&SampleCapture::new(
+            2,
+            false,
+            "video_selfie_blank"
+        )))
+    );
 
     // The reservation is released when the capture ends.
     stack.post(CAPTURE, sample).await.assert_from_backend();

@@ -810,6 +810,42 @@ async fn websocket_tunnel_idle_for_the_idle_timeout_is_closed() {
     assert_eq!(n, 0);
 }
 
+/// A busy tunnel is still closed at `server.tunnel_max_lifetime`: nothing inside a tunnel is
+/// inspected, so its life is bounded whatever it carries.
+#[tokio::test]
+async fn websocket_tunnel_is_closed_at_its_maximum_lifetime_however_busy() {
+    let backend = websocket_backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("server.tunnel_idle_timeout", "60s")
+        .set("server.tunnel_max_lifetime", "300ms")
+        .start()
+        .await;
+
+    let mut io = open_websocket(proxy.traffic, "/busy").await;
+    use tokio::io::AsyncWriteExt;
+    let echoes = within("the busy tunnel to be closed", async {
+        let mut echoes = 0u32;
+        loop {
+            if io
+                .write_all(&ws::encode(ws::TEXT, b"ping", Some([1, 2, 3, 4])))
+                .await
+                .is_err()
+            {
+                return echoes;
+            }
+            match ws::read_frame(&mut io).await {
+                Ok(frame) if frame.payload == b"ping" => echoes += 1,
+                _ => return echoes,
+            }
+        }
+    })
+    .await;
+    assert!(
+        echoes > 0,
+        "the tunnel carried traffic before it was closed"
+    );
+}
+
 #[tokio::test]
 async fn websocket_session_counts_as_one_upgrade_request() {
     let backend = websocket_backend().start().await;

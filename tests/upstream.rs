@@ -196,8 +196,8 @@ async fn malformed_backend_response_gets_502_backend_failed() {
 #[tokio::test]
 async fn upload_that_stalls_is_cut_after_body_idle_timeout() {
     // A client that stops sending mid-body must not hold a backend connection forever: after
-    // `server.body_idle_timeout` without a byte the forwarded request fails and the client gets
-    // a 502, while it still holds its half-sent body open.
+    // `server.body_idle_timeout` without a byte the forwarded request fails. It is the client's
+    // fault: a 400 `body_read_failed`, not a backend failure on the dashboard.
     let backend = backend().start().await;
     let proxy = proxy(backend.addr)
         .set("server.body_idle_timeout", "200ms")
@@ -210,9 +210,44 @@ async fn upload_that_stalls_is_cut_after_body_idle_timeout() {
         .await
         .unwrap();
     let rsp = client::send(&client::http1(), req).await;
-    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(problem(rsp).await["code"], "backend_failed");
+    assert_eq!(rsp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(rsp.headers()["connection"], "close");
+    let p = problem(rsp).await;
+    assert_eq!(p["code"], "body_read_failed");
+    assert!(p["detail"].as_str().unwrap().contains("stalled"), "{p}");
     drop(tx);
+    assert_eq!(
+        proxy
+            .metric(r#"oz_proxy_backend_errors_total{kind="failed"}"#)
+            .await,
+        0.0,
+        "a stalled client is not a backend error"
+    );
+}
+
+/// A passthrough refused before its body has arrived cannot carry another request on the same
+/// connection, and says so: the client's next request goes on a new connection instead of
+/// dying with EOF on this one.
+#[tokio::test]
+async fn a_fast_error_before_the_body_arrived_says_connection_close() {
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let proxy = proxy(reserved.local_addr().unwrap()).start().await;
+
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    // Head and body in two writes: the 502 is answered before the body has been read.
+    conn.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\n")
+        .await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(rsp.status, 502);
+    assert_eq!(rsp.header_values("connection"), ["close"], "{}", rsp.head);
+
+    // A body-less request keeps its connection.
+    let mut conn = RawConn::connect(proxy.traffic).await;
+    conn.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let rsp = conn.read_response(false).await;
+    assert_eq!(rsp.status, 502);
+    assert!(rsp.header_values("connection").is_empty(), "{}", rsp.head);
 }
 
 #[tokio::test]

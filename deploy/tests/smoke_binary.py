@@ -326,8 +326,10 @@ def main() -> int:
         if "capture" in checks:
             sim_up = wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", oz_port)) == 0, 10)
             frame = "data:image/jpeg;base64," + base64.b64encode(TINY_JPEG).decode()
+            # best_frame null: Oz does not get it (best_frame: none); a non-null one would reach
+            # the backend as null (capture.unchecked_images: strip).
             body = json.dumps({"action": "video_selfie_blank", "frame_list": [frame, frame, frame],
-                               "best_frame": frame, "from_virtual_camera": None,
+                               "best_frame": None, "from_virtual_camera": None,
                                "additional_info": "{\"smoke\":true}"}).encode()
             n = len(backend.seen)
             status, _, rsp = request("POST", base_url + route, body, {"content-type": "application/json"}, timeout=30)

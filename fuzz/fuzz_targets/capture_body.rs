@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         max_frames: 16,
         max_frame_bytes: 64 * 1024,
         best_frame: if data.first().is_some_and(|b| b & 1 == 1) {
+        refuse_unchecked_images: false,
             BestFrame::Jpeg
         } else {
             BestFrame::None

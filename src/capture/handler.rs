@@ -12,7 +12,8 @@
 //! 6. Forward mode sends the backend the original request plus `X-Oz-*`; respond mode answers the
 //!    client. A capture that failed is never forwarded as if checked: with `on_oz_error: forward`
 //!    it goes with `X-Oz-Resolution: ERROR`, otherwise the client gets 502/504 and the backend
-//!    nothing.
+//!    nothing. Nor is an image Oz did not see: a best frame the upload left out is refused in
+//!    step 4 or, with `unchecked_images: strip`, nulled in the body the backend gets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +27,13 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::pool::TransformPool;
-use crate::capture::transform::{prepare_frames_upload, PreparedUpload, TransformOptions};
+use crate::capture::transform::{
+    prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
+};
 use crate::capture::Error as CaptureError;
-use crate::config::{CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode};
+use crate::config::{
+    CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode, UncheckedImages,
+};
 use crate::error::Error;
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
@@ -75,6 +80,8 @@ struct Prepared {
     action: Option<String>,
     virtual_camera: Option<bool>,
     frame_count: Option<usize>,
+    /// Best frames in the body that Oz does not get (none for a container).
+    unchecked_images: Vec<UncheckedImage>,
 }
 
 impl CaptureService {
@@ -193,6 +200,7 @@ impl CaptureService {
                     action: None,
                     virtual_camera: None,
                     frame_count: None,
+                    unchecked_images: Vec::new(),
                 }
             }
             Mode::Frames => {
@@ -220,12 +228,11 @@ impl CaptureService {
             action,
             virtual_camera,
             frame_count,
+            unchecked_images,
         } = prepared;
         self.pool.dispose(upload);
-        let raw = if route.on_result == OnResult::Forward
-            && route.forward_body == ForwardBody::Original
-        {
-            Some(raw)
+        let raw = if route.forwards_original_body() {
+            Some((raw, unchecked_images))
         } else {
             self.pool.dispose((raw, reserved.clone()));
             None
@@ -274,6 +281,8 @@ impl CaptureService {
         let file_key = route.file_key.clone();
         let (max_frames, max_frame_bytes, best_frame) =
             (route.max_frames, route.max_frame_bytes, route.best_frame);
+        let refuse_unchecked_images =
+            route.forwards_original_body() && route.unchecked_images == UncheckedImages::Refuse;
         let request_id = request_id.to_owned();
         let meta = self.folder_meta_data.clone();
         let job = self.pool.run(move || {
@@ -284,6 +293,7 @@ impl CaptureService {
                 max_frames,
                 max_frame_bytes,
                 best_frame,
+                refuse_unchecked_images,
                 request_id: &request_id,
                 folder_meta_data: &meta,
                 boundary: None,
@@ -296,15 +306,17 @@ impl CaptureService {
             action: Some(prepared.action),
             virtual_camera: Some(prepared.virtual_camera),
             frame_count: Some(prepared.frame_count),
+            unchecked_images: prepared.unchecked_images,
         })
     }
 
-    /// Sends the checked request to the backend with the verdict headers.
+    /// Sends the checked request to the backend with the verdict headers. `raw` is the body as
+    /// it came and the best frames in it that Oz did not get, when the route forwards it.
     async fn forward(
         &self,
         route: &CaptureRoute,
         mut parts: http::request::Parts,
-        raw: Option<Bytes>,
+        raw: Option<(Bytes, Vec<UncheckedImage>)>,
         facts: &Facts<'_>,
     ) -> Result<Response<Body>, Error> {
         headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -312,7 +324,18 @@ impl CaptureService {
         parts.headers.remove(header::EXPECT);
         let body = match route.forward_body {
             ForwardBody::Original => {
-                raw.expect("run keeps the body when the route forwards it as it came")
+                match raw.expect("run keeps the body when the route forwards it as it came") {
+                    (raw, images) if images.is_empty() => raw,
+                    // Only with `unchecked_images: strip`: the transform refused them
+                    // otherwise. A body-sized copy, made on a capture thread (the original is
+                    // freed there too) after the upload was given up, so the body and its copy
+                    // stay within the two bodies the capture reserved.
+                    (raw, images) => self
+                        .pool
+                        .run(move || Bytes::from(strip_images(&raw, &images)))
+                        .await
+                        .map_err(|_| CaptureError::Internal)?,
+                }
             }
             ForwardBody::Summary => {
                 parts.headers.insert(

@@ -8,9 +8,16 @@
 //! The action decides the media (`action::map_action`): the video actions send every frame in a
 //! ZIP; the two document actions (`photo_id_front`, `photo_id_back`) send their one frame as a
 //! photo, and no best frame, since that would be the same document tagged as a selfie.
+//!
+//! A best frame the upload leaves out (`best_frame_png` under `best_frame: jpeg`, both under
+//! `none` or with a document action) is never checked by Oz, yet a backend that gets the body as
+//! sent may keep it as the verified selfie. The transform says where each such image sits in
+//! the body ([`UncheckedImage`]), refuses the capture when asked to
+//! (`capture.unchecked_images: refuse`), and [`strip_images`] writes the body without them.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -37,6 +44,9 @@ pub struct TransformOptions<'a> {
     pub max_frame_bytes: usize,
     /// Whether to add the best frame as a `photo_selfie` part, and which one.
     pub best_frame: BestFrame,
+    /// Refuse a capture that carries a best frame the upload leaves out: set when the route
+    /// forwards the body as it came and says `capture.unchecked_images: refuse`.
+    pub refuse_unchecked_images: bool,
     /// The request id, written to `folder:meta_data.request_id`.
     pub request_id: &'a str,
     /// Static `folder:meta_data` entries (`capture.folder_meta_data`).
@@ -58,6 +68,17 @@ pub struct PreparedUpload {
     pub frame_count: usize,
     /// Size of the media part in bytes (the ZIP, or the photo).
     pub media_len: usize,
+    /// The best frames in the body that the upload leaves out, in body order.
+    pub unchecked_images: Vec<UncheckedImage>,
+}
+
+/// A non-null best frame that the upload leaves out, so Oz never checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UncheckedImage {
+    /// Its field path (`best_frame_png`, `from_virtual_camera.best_frame`).
+    pub field: &'static str,
+    /// Where its value, the JSON string literal with its quotes, sits in the body.
+    pub literal: Range<usize>,
 }
 
 /// Parses, checks and decodes a frames-mode capture body and builds its Oz upload.
@@ -79,6 +100,27 @@ pub fn prepare_frames_upload(
 
     let capture = parse_capture(body, opts.max_frames)?;
     let mapping = map_action(&capture.action)?;
+    let unchecked_images = unchecked_images(body, &capture, mapping.media, opts.best_frame);
+    if let Some(image) = unchecked_images
+        .first()
+        .filter(|_| opts.refuse_unchecked_images)
+    {
+        return Err(Error::BadField {
+            field: image.field.to_owned(),
+            reason: format!(
+                "is not sent to Oz {}, so the backend would get an image Oz never checked \
+                 (capture.unchecked_images: refuse)",
+                match mapping.media {
+                    MediaKind::ShotsSet => match opts.best_frame {
+                        BestFrame::None => "under this route's `capture.best_frame: none`",
+                        BestFrame::Jpeg => "under this route's `capture.best_frame: jpeg`",
+                        BestFrame::Png => "under this route's `capture.best_frame: png`",
+                    },
+                    MediaKind::Photo => "with a document action",
+                }
+            ),
+        });
+    }
     let mut decoder = FrameDecoder::new();
     let (media, best_frame) = match mapping.media {
         MediaKind::ShotsSet => {
@@ -114,7 +156,69 @@ pub fn prepare_frames_upload(
         virtual_camera: capture.virtual_camera,
         frame_count: capture.frames.len(),
         media_len,
+        unchecked_images,
     })
+}
+
+/// The non-null best frames of `capture` that the upload leaves out: a document action sends
+/// none, a video action the one `best_frame` names.
+fn unchecked_images(
+    body: &[u8],
+    capture: &Capture<'_>,
+    media: MediaKind,
+    best_frame: BestFrame,
+) -> Vec<UncheckedImage> {
+    let sent = match media {
+        MediaKind::ShotsSet => best_frame,
+        MediaKind::Photo => BestFrame::None,
+    };
+    let mut images: Vec<UncheckedImage> = [
+        (
+            capture.best_frame.as_ref(),
+            capture.best_frame_field(),
+            BestFrame::Jpeg,
+        ),
+        (
+            capture.best_frame_png.as_ref(),
+            capture.best_frame_png_field(),
+            BestFrame::Png,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, _, kind)| kind != sent)
+    .filter_map(|(frame, field, _)| {
+        let literal = frame?.json_literal();
+        // The parser borrows every frame from the body (`capture::body`).
+        let start = (literal.as_ptr() as usize)
+            .checked_sub(body.as_ptr() as usize)
+            .filter(|start| start + literal.len() <= body.len())
+            .expect("a frame's literal is a slice of the body");
+        Some(UncheckedImage {
+            field,
+            literal: start..start + literal.len(),
+        })
+    })
+    .collect();
+    // The body may have them in either order.
+    images.sort_by_key(|i| i.literal.start);
+    images
+}
+
+/// `body` with the value of each of `images` (in body order) replaced by `null`: the one copy
+/// of the body it takes is the only cost, and every other byte, the frames' escapes included,
+/// stays as the client sent it. The key stays too: `null` is what the Web SDK sends for a best
+/// frame it does not have, so the backend sees the shape it knows.
+pub fn strip_images(body: &[u8], images: &[UncheckedImage]) -> Vec<u8> {
+    let removed: usize = images.iter().map(|i| i.literal.len()).sum();
+    let mut out = Vec::with_capacity(body.len() - removed + 4 * images.len());
+    let mut copied = 0;
+    for image in images {
+        out.extend_from_slice(&body[copied..image.literal.start]);
+        out.extend_from_slice(b"null");
+        copied = image.literal.end;
+    }
+    out.extend_from_slice(&body[copied..]);
+    out
 }
 
 /// Decodes the one frame of a document action into its photo. A document side is one still
@@ -208,6 +312,7 @@ mod tests {
             max_frames: 300,
             max_frame_bytes: 1 << 20,
             best_frame: BestFrame::None,
+            refuse_unchecked_images: false,
             request_id: "req-1",
             folder_meta_data: meta,
             boundary: Some("golden-boundary"),
@@ -851,5 +956,134 @@ mod tests {
             let text = format!("{e} {e:?}");
             assert!(!text.contains(SECRET), "leak: {text}");
         }
+    }
+
+    /// The field each route setting refuses in the Web SDK's body, which carries both best
+    /// frames: every best frame the upload leaves out.
+    #[test]
+    fn best_frames_the_upload_leaves_out_are_refused_when_asked() {
+        let meta = BTreeMap::new();
+        for (action, frames, best_frame, refused) in [
+            ("video_selfie_blank", 2, BestFrame::None, "best_frame"),
+            ("video_selfie_blank", 2, BestFrame::Jpeg, "best_frame_png"),
+            ("video_selfie_blank", 2, BestFrame::Png, "best_frame"),
+            ("photo_id_front", 1, BestFrame::Jpeg, "best_frame"),
+        ] {
+            for vc in [false, true] {
+                let body = sample_capture_json(frames, vc, action);
+                let o = TransformOptions {
+                    best_frame,
+                    refuse_unchecked_images: true,
+                    ..opts(&meta)
+                };
+                let want = if vc {
+                    format!("from_virtual_camera.{refused}")
+                } else {
+                    refused.to_owned()
+                };
+                match prepare_frames_upload(&body, &o) {
+                    Err(Error::BadField { field, reason }) => {
+                        assert_eq!(field, want, "{action} {best_frame:?}");
+                        assert!(reason.starts_with("is not sent to Oz "), "{reason}");
+                        assert!(reason.ends_with("(capture.unchecked_images: refuse)"));
+                    }
+                    other => panic!("{action} {best_frame:?}: unexpected {other:?}"),
+                }
+                // Not refused, they are reported.
+                let o = TransformOptions {
+                    refuse_unchecked_images: false,
+                    ..o
+                };
+                let p = prepare_frames_upload(&body, &o).expect("valid");
+                let fields: Vec<&str> = p.unchecked_images.iter().map(|i| i.field).collect();
+                assert!(fields.first().is_some_and(|f| *f == want), "{fields:?}");
+            }
+        }
+        // The best frame the route sends is checked, so it passes; so do nulls.
+        let mut c = SampleCapture::new(2, false, "video_selfie_blank");
+        c.best_frame_png = None;
+        let o = TransformOptions {
+            best_frame: BestFrame::Jpeg,
+            refuse_unchecked_images: true,
+            ..opts(&meta)
+        };
+        let p = prepare_frames_upload(&c.to_json(), &o).expect("best_frame is checked");
+        assert!(p.unchecked_images.is_empty());
+        c.best_frame = None;
+        let o = TransformOptions {
+            best_frame: BestFrame::None,
+            ..o
+        };
+        assert!(prepare_frames_upload(&c.to_json(), &o).is_ok());
+    }
+
+    /// Stripped, the body is the one sent with each unchecked best frame's value made `null`,
+    /// escapes and all, in whichever order the fields came.
+    #[test]
+    fn stripping_nulls_the_unchecked_best_frames_and_keeps_every_other_byte() {
+        let meta = BTreeMap::new();
+        for vc in [false, true] {
+            for body in [
+                sample_capture_json(2, vc, "video_selfie_blank"),
+                sample_capture_json_escaped(2, vc, "video_selfie_blank"),
+            ] {
+                let text = String::from_utf8(body.clone()).expect("UTF-8");
+                let frame = |name: &str| {
+                    let doc: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                    let level = if vc {
+                        &doc["from_virtual_camera"]
+                    } else {
+                        &doc
+                    };
+                    serde_json::to_string(&level[name]).expect("value")
+                };
+                for (best_frame, nulled) in [
+                    (BestFrame::None, vec!["best_frame", "best_frame_png"]),
+                    (BestFrame::Jpeg, vec!["best_frame_png"]),
+                    (BestFrame::Png, vec!["best_frame"]),
+                ] {
+                    let o = TransformOptions {
+                        best_frame,
+                        ..opts(&meta)
+                    };
+                    let p = prepare_frames_upload(&body, &o).expect("valid");
+                    let stripped = strip_images(&body, &p.unchecked_images);
+                    let mut want = text.clone();
+                    assert_eq!(p.unchecked_images.len(), nulled.len());
+                    for name in nulled {
+                        let path = if vc {
+                            format!("from_virtual_camera.{name}")
+                        } else {
+                            name.to_owned()
+                        };
+                        let image = p.unchecked_images.iter().find(|i| i.field == path);
+                        // The literal as sent (escaped if the body is).
+                        let sent = &text[image.expect("reported").literal.clone()];
+                        assert_eq!(
+                            serde_json::from_str::<String>(sent).expect("literal"),
+                            serde_json::from_str::<String>(&frame(name)).expect("value")
+                        );
+                        want = want.replacen(
+                            &format!("\"{name}\":{sent}"),
+                            &format!("\"{name}\":null"),
+                            1,
+                        );
+                    }
+                    assert_eq!(String::from_utf8(stripped).expect("UTF-8"), want);
+                }
+            }
+        }
+        // Either order in the body.
+        let body = br#"{"action":"video_selfie_blank","best_frame_png":"p","frame_list":["f"],"best_frame":"j","additional_info":"i"}"#;
+        let capture = parse_capture(body, 10).expect("valid");
+        let images = unchecked_images(body, &capture, MediaKind::ShotsSet, BestFrame::None);
+        assert_eq!(
+            images.iter().map(|i| i.field).collect::<Vec<_>>(),
+            ["best_frame_png", "best_frame"]
+        );
+        assert_eq!(
+            strip_images(body, &images),
+            br#"{"action":"video_selfie_blank","best_frame_png":null,"frame_list":["f"],"best_frame":null,"additional_info":"i"}"#
+        );
     }
 }

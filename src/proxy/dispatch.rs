@@ -1,11 +1,16 @@
 //! Dispatch: the per-request entry point. Cleans the request, decides its route and hands it on.
 //!
 //! Steps, named after Pingora's phases:
-//! 1. request filter: refuse `CONNECT` and ambiguous framing, drop forged `x-oz-*` fields, decide
-//!    the route, remove hop-by-hop fields (keeping `Upgrade` only on an upgrade), set `Host` from
-//!    an absolute-form target or `:authority`, then add the forwarding headers and a request id;
-//! 2. route: `POST` on a capture path (matched on the normalized path, see `proxy::path`) goes to
-//!    `capture`; an HTTP/1.1 upgrade goes to the tunnel; everything else is passthrough;
+//! 1. request filter: refuse what two parsers could read two ways (see [`check_request`]:
+//!    `CONNECT`, lower-case methods, authority-form and `//` targets, ambiguous framing and
+//!    `Host`, heads over the limits on HTTP/2 as on HTTP/1), drop forged `x-oz-*` fields in every
+//!    spelling, decide the route, remove hop-by-hop fields (keeping `Upgrade` only on an allowed
+//!    upgrade), set `Host` from an absolute-form target or `:authority`, then add the forwarding
+//!    headers and a request id;
+//! 2. route: a capture method on a capture path (matched on the normalized path, see
+//!    `proxy::path`) goes to `capture`; another method with a body there gets 405; a spelling
+//!    that some framework folds onto a capture path gets 400 (`capture.strict_paths`); an
+//!    HTTP/1.1 upgrade to an allowed protocol goes to the tunnel; everything else is passthrough;
 //! 3. upstream request filter: the backend URI, then the backend client;
 //! 4. response filter: hop-by-hop removal on the way back; failures become problem responses.
 
@@ -15,11 +20,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, Streamed};
 use crate::capture::handler::CaptureService;
-use crate::config::CaptureRoute;
+use crate::config::{CaptureConfig, CaptureRoute, ServerConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
 use crate::problem;
@@ -30,29 +36,121 @@ use crate::proxy::path;
 use crate::proxy::upgrade::Tunnels;
 use crate::telemetry::AccessLog;
 
-/// Capture routes by normalized path.
-#[derive(Default)]
+/// Capture routes by normalized path, and the rules of capture paths.
 pub struct RouteTable {
     by_path: HashMap<String, Arc<CaptureRoute>>,
+    /// `capture.methods`.
+    methods: Vec<Method>,
+    /// `Allow` of a 405 on a capture path.
+    allow: HeaderValue,
+    /// `capture.strict_paths`.
+    strict_paths: bool,
+}
+
+/// What a request target and method are to the capture routes.
+pub enum Hit<'a> {
+    /// A capture.
+    Capture(&'a Arc<CaptureRoute>),
+    /// A capture path, a method that is not a capture method, and a body: refused with 405.
+    WrongMethod(HeaderValue),
+    /// Not the capture path, but a spelling some framework reads as one: refused with 400.
+    Spelling,
+    /// A capture path, but neither a capture method nor a body: passed through, never upgraded.
+    Bodiless,
+    /// Not a capture path.
+    Miss,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable::new(Vec::new(), &CaptureConfig::default())
+    }
 }
 
 impl RouteTable {
-    /// Indexes `routes` by their normalized path.
-    pub fn new(routes: Vec<CaptureRoute>) -> Self {
+    /// Indexes `routes` by their normalized path, with the method and spelling rules of
+    /// `capture`.
+    pub fn new(routes: Vec<CaptureRoute>, capture: &CaptureConfig) -> Self {
+        let methods: Vec<Method> = capture
+            .methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect();
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         RouteTable {
             by_path: routes
                 .into_iter()
                 .map(|r| (path::normalize(r.path.as_bytes()), Arc::new(r)))
                 .collect(),
+            methods,
+            allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
+            strict_paths: capture.strict_paths,
         }
     }
 
-    /// The capture route that `target` (path and query, raw) hits, if any.
+    /// The capture route that `target` (path and query, raw) hits, if any, whatever the method.
     pub fn lookup(&self, target: &str) -> Option<&Arc<CaptureRoute>> {
         if self.by_path.is_empty() {
             return None;
         }
         self.by_path.get(&path::normalize(target.as_bytes()))
+    }
+
+    /// What a request with `method` on `target`, carrying a body or not, is to the capture
+    /// routes.
+    pub fn hit(&self, method: &Method, target: &str, has_body: bool) -> Hit<'_> {
+        if self.by_path.is_empty() {
+            return Hit::Miss;
+        }
+        if let Some(route) = self.by_path.get(&path::normalize(target.as_bytes())) {
+            return if self.methods.contains(method) {
+                Hit::Capture(route)
+            } else if has_body {
+                Hit::WrongMethod(self.allow.clone())
+            } else {
+                // A GET or OPTIONS without a body cannot carry a capture; the backend may serve
+                // something of its own there.
+                Hit::Bodiless
+            };
+        }
+        if self.strict_paths
+            && path::might_fold(target.as_bytes())
+            && path::folded_forms(target.as_bytes())
+                .iter()
+                .any(|f| self.by_path.contains_key(f))
+        {
+            return Hit::Spelling;
+        }
+        Hit::Miss
+    }
+}
+
+/// The request rules of the traffic listener (`server.*`), fixed until a restart.
+#[derive(Clone, Debug)]
+pub struct RequestRules {
+    /// `server.upgrade_protocols`.
+    pub upgrade_protocols: Vec<String>,
+    /// `server.underscores_in_headers`.
+    pub keep_underscores: bool,
+    /// `server.max_headers`, enforced here for HTTP/2 (hyper enforces it for HTTP/1).
+    pub max_headers: usize,
+    /// `server.max_header_bytes`, the same.
+    pub max_header_bytes: usize,
+}
+
+impl RequestRules {
+    /// The rules of `server`.
+    pub fn from_config(server: &ServerConfig) -> Self {
+        RequestRules {
+            upgrade_protocols: server.upgrade_protocols.clone(),
+            keep_underscores: server.underscores_in_headers,
+            max_headers: server.max_headers,
+            max_header_bytes: server.max_header_bytes,
+        }
     }
 }
 
@@ -71,34 +169,51 @@ pub struct Proxy {
 struct Inner {
     passthrough: Passthrough,
     forwarding: Forwarding,
+    rules: RequestRules,
     metrics: Metrics,
     access: AccessLog,
     tunnels: Tunnels,
     live: Arc<ArcSwap<Live>>,
     /// `server.body_idle_timeout`; `None` when turned off.
     body_idle: Option<Duration>,
+    /// Cancelled by the shutdown signal: from then on HTTP/1 answers carry `Connection: close`,
+    /// so keep-alive clients move to another pod before the listener closes under them.
+    draining: CancellationToken,
+}
+
+/// Where a request goes once its head is clean.
+enum Route {
+    Capture(Arc<CaptureRoute>),
+    /// A tunnel for the allowed protocols of the offer, as forwarded in `Upgrade`.
+    Upgrade(HeaderValue),
+    Passthrough,
 }
 
 impl Proxy {
     /// Builds the service; `live` is shared with the config reloader.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         passthrough: Passthrough,
         forwarding: Forwarding,
+        rules: RequestRules,
         metrics: Metrics,
         access: AccessLog,
         tunnels: Tunnels,
         live: Arc<ArcSwap<Live>>,
         body_idle: Option<Duration>,
+        draining: CancellationToken,
     ) -> Self {
         Proxy {
             inner: Arc::new(Inner {
                 passthrough,
                 forwarding,
+                rules,
                 metrics,
                 access,
                 tunnels,
                 live,
                 body_idle,
+                draining,
             }),
         }
     }
@@ -113,16 +228,24 @@ impl Proxy {
             req.uri().path_and_query().cloned(),
         );
 
+        let http1 = req.version() <= Version::HTTP_11;
+        // An error answered before the body has been read ends the connection (HTTP/1).
+        let unread_body = http1 && !req.body().is_end_stream();
         // Framing is judged on the headers as received, before anything is removed.
-        let checked = check_request(&req);
-        headers::strip_oz_headers(req.headers_mut());
-        let route = self.capture_route(&req);
-        let upgrade = route.is_none()
-            && req.version() == Version::HTTP_11
-            && headers::is_upgrade_request(req.headers());
+        let route = check_request(&mut req, &me.rules).and_then(|()| {
+            headers::strip_forged(req.headers_mut(), me.rules.keep_underscores);
+            self.route(&req)
+        });
         // Hop-by-hop removal comes before the proxy adds its own fields: otherwise a client could
         // name `X-Forwarded-For` or `X-Request-Id` in `Connection` and have them stripped.
-        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        let offer = match &route {
+            Ok(Route::Upgrade(offer)) => Some(offer.clone()),
+            _ => None,
+        };
+        headers::strip_hop_by_hop(req.headers_mut(), offer.is_some());
+        if let Some(offer) = offer {
+            req.headers_mut().insert(header::UPGRADE, offer);
+        }
         host_from_target(&mut req);
         if req.version() == Version::HTTP_2 {
             join_cookies(req.headers_mut());
@@ -134,35 +257,74 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
 
-        let result = if let Err(e) = checked {
-            Err(e)
-        } else if let Some(route) = route {
-            obs.set_kind(RouteKind::Capture);
-            let live = me.live.load_full();
-            match &live.capture {
-                Some(capture) => capture.handle(&route, req, id).await,
-                None => Err(Error::Capture(crate::capture::Error::Internal)),
+        let result = match route {
+            Err(e) => Err(e),
+            Ok(Route::Capture(route)) => {
+                obs.set_kind(RouteKind::Capture);
+                let live = me.live.load_full();
+                match &live.capture {
+                    Some(capture) => capture.handle(&route, req, id).await,
+                    None => Err(Error::Capture(crate::capture::Error::Internal)),
+                }
             }
-        } else if upgrade {
-            obs.set_kind(RouteKind::Upgrade);
-            self.upgrade(req).await
-        } else {
-            self.passthrough(req).await
+            Ok(Route::Upgrade(offer)) => {
+                obs.set_kind(RouteKind::Upgrade);
+                self.upgrade(req, offer).await
+            }
+            Ok(Route::Passthrough) => self.passthrough(req).await,
         };
 
         let rsp = result.unwrap_or_else(|e| {
             log_failure(&e, id);
-            problem::respond(&e, id)
+            let mut rsp = problem::respond(&e, id);
+            if unread_body && e.may_leave_body_unread() {
+                rsp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            rsp
         });
+        let mut rsp = rsp;
+        if http1 && me.draining.is_cancelled() && rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            rsp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         obs.finish(rsp)
     }
 
-    fn capture_route(&self, req: &Request<Incoming>) -> Option<Arc<CaptureRoute>> {
-        if req.method() != Method::POST {
-            return None;
-        }
+    /// Decides the route of a request whose head passed [`check_request`].
+    fn route(&self, req: &Request<Incoming>) -> Result<Route, Error> {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        self.inner.live.load().routes.lookup(target).cloned()
+        let has_body = !req.body().is_end_stream();
+        match self.inner.live.load().routes.hit(req.method(), target, has_body) {
+            Hit::Capture(route) => return Ok(Route::Capture(route.clone())),
+            Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
+            Hit::Spelling => {
+                return Err(Error::BadRequest(
+                    "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
+                ))
+            }
+            // Never an upgrade on a capture path: nothing inside a tunnel is checked.
+            Hit::Bodiless => return Ok(Route::Passthrough),
+            Hit::Miss => {}
+        }
+        if req.version() != Version::HTTP_11 || !headers::is_upgrade_request(req.headers()) {
+            return Ok(Route::Passthrough);
+        }
+        // Protocols not on the allow-list are not offered to the backend; with none left the
+        // request is an ordinary one (a server may ignore `Upgrade`, RFC 9110 §7.8).
+        let Some(offer) =
+            headers::allowed_upgrade(req.headers(), &self.inner.rules.upgrade_protocols)
+        else {
+            return Ok(Route::Passthrough);
+        };
+        // An upgrade request is sent without a body: one that declares a body would leave its
+        // bytes on the backend connection to be read as the next request (request smuggling).
+        if has_body {
+            return Err(Error::BadRequest(
+                "an upgrade request must not carry a body (Content-Length above 0 or Transfer-Encoding)",
+            ));
+        }
+        Ok(Route::Upgrade(offer))
     }
 
     /// Forwards a request whose headers the request filter has already rewritten.
@@ -177,16 +339,31 @@ impl Proxy {
         Ok(response_filter(rsp, false, self.inner.body_idle))
     }
 
-    async fn upgrade(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    /// Offers the upgrade to the backend and splices the two connections once it has accepted
+    /// one of the protocols the client offered. The backend connection is never pooled again,
+    /// whatever the answer.
+    async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        offer: HeaderValue,
+    ) -> Result<Response<Body>, Error> {
         let client_side = hyper::upgrade::on(&mut req);
-        let (parts, _body) = req.into_parts();
+        let (parts, _empty) = req.into_parts();
         let mut rsp = self
             .inner
             .passthrough
-            .send(Request::from_parts(parts, Body::Empty))
+            .send_upgrade(Request::from_parts(parts, Body::Empty))
             .await?;
         if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(response_filter(rsp, false, self.inner.body_idle));
+        }
+        if !headers::upgrade_accepted(&offer, rsp.headers()) {
+            self.inner
+                .metrics
+                .backend_error(crate::metrics::BackendErrorKind::Failed);
+            return Err(Error::BackendFailed(
+                "the backend switched to a protocol the client did not offer".into(),
+            ));
         }
         let backend_side = hyper::upgrade::on(&mut rsp);
         self.inner.tunnels.spawn(client_side, backend_side);
@@ -213,36 +390,130 @@ pub(crate) fn response_filter(
     Response::from_parts(parts, body)
 }
 
-/// Refuses what must never be forwarded.
-fn check_request(req: &Request<Incoming>) -> Result<(), Error> {
+/// Refuses what must never be forwarded: every request that the proxy and a backend could read
+/// two ways. Collapses repeated identical `Content-Length` fields, as hyper does on HTTP/1.
+fn check_request(req: &mut Request<Incoming>, rules: &RequestRules) -> Result<(), Error> {
     if req.method() == Method::CONNECT {
         return Err(Error::MethodNotAllowed);
+    }
+    // RFC 9110 §9.1: methods are case-sensitive, so `post` is not POST; but Werkzeug and Django
+    // upper-case it and run their POST view. nginx refuses such methods too.
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(Error::BadRequest(
+            "a method must be written in upper case (backends disagree on what `post` means)",
+        ));
+    }
+    let uri = req.uri();
+    // RFC 9112 §3.2.3: the authority form is only for CONNECT. Forwarding `GET host:443` as
+    // `GET /` with that Host would make up a request the client never sent.
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Err(Error::BadRequest(
+            "the authority form of a request target is only for CONNECT",
+        ));
+    }
+    // `//a/b` is a path to this proxy but a network-path reference to `new URL(target, base)`
+    // and `urlsplit`, which read `a` as a host and route `/b`.
+    let path = uri.path().as_bytes();
+    if path.len() >= 2 && path[0] == b'/' && matches!(path[1], b'/' | b'\\') {
+        return Err(Error::BadRequest(
+            "a request target must not start with `//`: backends read it as a host name",
+        ));
+    }
+    if req.version() == Version::HTTP_2 {
+        check_h2_head_limits(req.headers(), rules)?;
     }
     // RFC 9112 §6.1: a message with both is a smuggling attempt. On HTTP/1 hyper never lets one
     // through: it frames the request by Transfer-Encoding alone, drops Content-Length and closes
     // the connection after the response (the RFC's other permitted answer), so the backend gets
     // one clean chunked request. This guards every other way in.
-    let h = req.headers();
+    let h = req.headers_mut();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(Error::BadRequest(
             "a request must not carry both Content-Length and Transfer-Encoding",
         ));
     }
-    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, with more
-    // than one, or with an invalid one; forwarding it would leave the backend to guess.
-    if req.version() == Version::HTTP_11 {
-        let mut hosts = h.get_all(header::HOST).iter();
-        let valid = match (hosts.next(), hosts.next()) {
-            (Some(host), None) => valid_host(host),
-            _ => false,
-        };
-        if !valid {
-            return Err(Error::BadRequest(
-                "an HTTP/1.1 request needs exactly one valid Host header",
-            ));
-        }
+    collapse_content_length(h)?;
+    check_host(req)
+}
+
+/// `server.max_headers` and `server.max_header_bytes` for HTTP/2, where hyper checks neither the
+/// count nor (beyond the decoder's table) the size the way it does for HTTP/1. Size as RFC 9113
+/// §6.5.2 counts it: name, value and 32 bytes per field.
+fn check_h2_head_limits(h: &http::HeaderMap, rules: &RequestRules) -> Result<(), Error> {
+    if h.len() > rules.max_headers {
+        return Err(Error::HeadTooLarge(
+            "more header fields than server.max_headers",
+        ));
+    }
+    let size: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+    if size > rules.max_header_bytes {
+        return Err(Error::HeadTooLarge(
+            "header fields larger than server.max_header_bytes",
+        ));
     }
     Ok(())
+}
+
+/// Several `Content-Length` fields (or a list in one) are one length when all agree, and a
+/// smuggling attempt when not (RFC 9112 §6.3).
+fn collapse_content_length(h: &mut http::HeaderMap) -> Result<(), Error> {
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
+    }
+    let mut length: Option<&[u8]> = None;
+    for item in h
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+    {
+        let item = item.trim_ascii();
+        if item.is_empty()
+            || !item.iter().all(u8::is_ascii_digit)
+            || length.is_some_and(|l| l != item)
+        {
+            return Err(Error::BadRequest(
+                "a request must not carry differing Content-Length values",
+            ));
+        }
+        length = Some(item);
+    }
+    let one = HeaderValue::from_bytes(length.expect("one value at least")).expect("digits");
+    h.insert(header::CONTENT_LENGTH, one);
+    Ok(())
+}
+
+/// One valid `Host` for every version, so the backend never has to pick one:
+/// - HTTP/1.1: exactly one (RFC 9112 §3.2; an absolute-form target then replaces it);
+/// - HTTP/1.0: at most one (a missing one becomes the backend's own authority);
+/// - HTTP/2: `:authority`, which becomes `Host` (RFC 9113 §8.3.1), else exactly one `host`.
+fn check_host(req: &Request<Incoming>) -> Result<(), Error> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let valid = match req.version() {
+        Version::HTTP_2 if req.uri().authority().is_some() => true,
+        Version::HTTP_10 | Version::HTTP_09 => match (first, second) {
+            (None, _) => true,
+            (Some(host), None) => valid_host(host),
+            _ => false,
+        },
+        _ => matches!((first, second), (Some(host), None) if valid_host(host)),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(
+            "a request needs exactly one valid Host header",
+        ))
+    }
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2); userinfo has no place in Host.

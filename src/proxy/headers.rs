@@ -1,5 +1,6 @@
 //! Header rules applied to every forwarded message: hop-by-hop removal, forged `x-oz-*`
-//! removal, and the forwarding headers a gateway adds.
+//! removal (in every spelling a backend might read as one), the trailer rules, the upgrade offer,
+//! and the forwarding headers a gateway adds.
 //!
 //! RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection header field before a
 //! message is forwarded and, for each connection-option in this field, remove any header or trailer
@@ -10,7 +11,16 @@
 //! §11.7). `Trailer` is end-to-end (RFC 9110 §6.6.2) and stays: hyper sends only the trailer
 //! fields a message declares in it, so removing it would silently drop every trailer. `Upgrade`
 //! and `Connection: upgrade` survive only on an upgrade request and its 101 answer (RFC 9110
-//! §7.8).
+//! §7.8). `HTTP2-Settings` belongs to the h2c upgrade, which is never tunnelled, so it is always
+//! removed.
+//!
+//! A forged verdict can hide in a name that is not spelled `x-oz-…`: CGI, WSGI and Rack servers
+//! map `-` and `_` to one variable and merge the two (gunicorn < 22, Puma < 6.4.3,
+//! CVE-2024-45614), so `X_Oz_Resolution` is removed too, and by default every name with an `_`
+//! is dropped, as nginx does (`server.underscores_in_headers`). Trailers follow the same rules,
+//! and also lose the fields RFC 9110 §6.5.1 says a trailer must not carry (framing, routing,
+//! authentication, content handling): frameworks that merge trailers into headers would
+//! otherwise take them as such. `Trailer` never names a field that is removed.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -26,7 +36,74 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
             | "proxy-authenticate"
             | "te"
             | "transfer-encoding"
+            | "http2-settings"
     )
+}
+
+/// Whether a field name, with `_` read as `-` (names are lowercase already), starts with
+/// `x-oz-`: the spellings a backend may take for a verdict field.
+pub fn is_oz_field(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= OZ_PREFIX.len()
+        && b[..OZ_PREFIX.len()]
+            .iter()
+            .zip(OZ_PREFIX.as_bytes())
+            .all(|(&c, &want)| c == want || (want == b'-' && c == b'_'))
+}
+
+/// Whether a client field must not reach the backend under any spelling: a verdict field, or
+/// (unless `keep_underscores`) any name with an `_`.
+fn is_forged(name: &HeaderName, keep_underscores: bool) -> bool {
+    let s = name.as_str();
+    is_oz_field(s) || (!keep_underscores && s.contains('_'))
+}
+
+/// Fields a trailer must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,
+/// authentication, response control, content handling), besides the hop-by-hop and forged ones.
+fn is_header_only(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "content-length"
+            | "content-type"
+            | "content-encoding"
+            | "content-range"
+            | "trailer"
+            | "upgrade"
+            | "authorization"
+            | "cookie"
+            | "set-cookie"
+            | "expect"
+            | "max-forwards"
+            | "cache-control"
+            | "range"
+            | "if-match"
+            | "if-none-match"
+            | "if-modified-since"
+            | "if-unmodified-since"
+            | "if-range"
+            | "location"
+            | "retry-after"
+            | "www-authenticate"
+            | "age"
+            | "expires"
+            | "date"
+            | "vary"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+    )
+}
+
+/// Whether a trailer field is dropped on its way to the other side.
+fn is_refused_trailer(name: &str, keep_underscores: bool) -> bool {
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(n) => {
+            always_hop_by_hop(&n) || is_forged(&n, keep_underscores) || is_header_only(n.as_str())
+        }
+        Err(_) => true,
+    }
 }
 
 /// Prefix of the verdict headers only the proxy may set.
@@ -96,6 +173,90 @@ fn is_removed_anyway(token: &[u8]) -> bool {
 /// Removes every `x-oz-*` field so no client can forge a verdict.
 pub fn strip_oz_headers(headers: &mut HeaderMap) {
     remove_where(headers, |name| name.as_str().starts_with(OZ_PREFIX));
+}
+
+/// Removes every field a client may not send on: `x-oz-*` in any spelling with `_` for `-`,
+/// and, unless `keep_underscores`, every name with an `_`. Then rewrites `Trailer` so it names
+/// no field the trailer rules would remove.
+pub fn strip_forged(headers: &mut HeaderMap, keep_underscores: bool) {
+    remove_where(headers, |name| is_forged(name, keep_underscores));
+    if headers.contains_key(header::TRAILER) {
+        filter_trailer_declaration(headers, keep_underscores);
+    }
+}
+
+/// Keeps in `Trailer` only the names of fields that may be forwarded as trailers; drops the
+/// field when none is left.
+fn filter_trailer_declaration(headers: &mut HeaderMap, keep_underscores: bool) {
+    let kept: Vec<&[u8]> = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .flat_map(connection_tokens)
+        .filter(|t| {
+            std::str::from_utf8(t)
+                .map(|t| !is_refused_trailer(&t.to_ascii_lowercase(), keep_underscores))
+                .unwrap_or(false)
+        })
+        .collect();
+    let joined = kept.join(&b", "[..]);
+    match HeaderValue::from_bytes(&joined) {
+        Ok(v) if !joined.is_empty() => {
+            headers.insert(header::TRAILER, v);
+        }
+        _ => {
+            headers.remove(header::TRAILER);
+        }
+    }
+}
+
+/// Removes from a trailer section every field that a header section would lose, plus those RFC
+/// 9110 §6.5.1 keeps out of trailers.
+pub fn filter_trailers(trailers: &mut HeaderMap, keep_underscores: bool) {
+    remove_where(trailers, |name| {
+        is_refused_trailer(name.as_str(), keep_underscores)
+    });
+}
+
+/// The protocols of an `Upgrade` offer that may be tunnelled, as the value to forward; `None`
+/// when none may. A protocol is compared by name, case-insensitively, its version ignored.
+pub fn allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    let kept: Vec<&[u8]> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(connection_tokens)
+        .filter(|t| {
+            let name = protocol_name(t);
+            !name.eq_ignore_ascii_case(b"h2c")
+                && allowed
+                    .iter()
+                    .any(|a| protocol_name(a.as_bytes()).eq_ignore_ascii_case(name))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&kept.join(&b", "[..])).ok()
+}
+
+/// Whether a 101's `Upgrade` names exactly one protocol, and one the client offered in
+/// `offered` (RFC 9110 §7.8: the server switches to one of the protocols the client listed).
+pub fn upgrade_accepted(offered: &HeaderValue, response: &HeaderMap) -> bool {
+    let mut chosen = response
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(connection_tokens);
+    let (Some(chosen), None) = (chosen.next(), chosen.next()) else {
+        return false;
+    };
+    connection_tokens(offered).any(|o| protocol_name(o).eq_ignore_ascii_case(protocol_name(chosen)))
+}
+
+/// `websocket` of `websocket/13`.
+fn protocol_name(token: &[u8]) -> &[u8] {
+    match token.iter().position(|&b| b == b'/') {
+        Some(i) => &token[..i],
+        None => token,
+    }
 }
 
 /// Removes the fields for which `remove` is true and keeps the others in their order.
@@ -220,12 +381,29 @@ impl Forwarding {
         }
         let name = self.request_id.as_ref()?;
         if let Some(id) = headers.get(name) {
-            return Some(id.clone());
+            // Several ids, or one that is not a short printable token, are replaced: the id goes
+            // into Oz's folder metadata, logs and problem answers.
+            if headers.get_all(name).iter().nth(1).is_none() && acceptable_request_id(id) {
+                return Some(id.clone());
+            }
         }
         let id = new_request_id();
         headers.insert(name.clone(), id.clone());
         Some(id)
     }
+}
+
+/// Longest client request id taken as it is.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Whether a client's request id is a bounded, printable token: 1 to 128 visible ASCII
+/// characters, none of `"`, `\`, `,` or `;` (which would read as quoting or as a list).
+pub fn acceptable_request_id(id: &HeaderValue) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID_BYTES
+        && b.iter()
+            .all(|&c| c.is_ascii_graphic() && !matches!(c, b'"' | b'\\' | b',' | b';'))
 }
 
 /// A fresh request id (UUID v4, lowercase hyphenated).

@@ -8,6 +8,14 @@
 //! failed after it was sent (the same keep-alive race, seen from the other side): repeating such a
 //! request cannot change anything on the backend (RFC 9110 §9.2.2). Nothing else is retried.
 //!
+//! The head sent to the backend always frames the body that is sent: a body the proxy replaced
+//! (none for an upgrade, a buffered capture) gets its own `Content-Length`, so no declared length
+//! can leave bytes on the connection for the backend to read as the next request. A connection
+//! on which an upgrade was offered is never pooled again, whatever the backend answered, and a
+//! 101 to a request that offered no upgrade is a failed exchange.
+//!
+//! Request trailers pass the same rules as headers (`headers::filter_trailers`) on their way.
+//!
 //! `backend.timeout` is the time the backend may take to answer, so its clock starts once the
 //! request body has been handed over completely (as Envoy's route timeout does): a client that
 //! uploads slowly is not a slow backend, and must not get a 504 half-way through its upload.
@@ -23,6 +31,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::oneshot;
 
+use super::headers;
 use super::pool::Pool;
 use crate::body::{Body, BoxError, Streamed};
 use crate::config::BackendConfig;
@@ -42,12 +51,19 @@ pub struct Passthrough {
     host: HeaderValue,
     timeout: Duration,
     metrics: Metrics,
+    /// `server.underscores_in_headers`, for request trailers.
+    keep_underscores: bool,
 }
 
 impl Passthrough {
     /// Builds the connection pool from `backend.*`; `preserve_header_case` keeps the case of the
     /// field names both ways (`forwarding.preserve_header_case`).
-    pub fn new(cfg: &BackendConfig, preserve_header_case: bool, metrics: Metrics) -> Self {
+    pub fn new(
+        cfg: &BackendConfig,
+        preserve_header_case: bool,
+        keep_underscores: bool,
+        metrics: Metrics,
+    ) -> Self {
         let authority = cfg.url.authority().expect("validated by config");
         let port = authority.port_u16().unwrap_or(80);
         let pool = Pool::new(
@@ -63,12 +79,28 @@ impl Passthrough {
                 .expect("an authority is a valid header value"),
             timeout: cfg.timeout,
             metrics,
+            keep_underscores,
         }
     }
 
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Streamed>, Error> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Streamed>, Error> {
+        self.send_as(req, Exchange::Plain).await
+    }
+
+    /// Sends an upgrade offer (no body, `Upgrade` already filtered). A 101 hands the connection
+    /// to the caller; any other answer is relayed and its connection closed afterwards.
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Streamed>, Error> {
+        self.send_as(req, Exchange::Upgrade).await
+    }
+
+    async fn send_as(
+        &self,
+        mut req: Request<Body>,
+        kind: Exchange,
+    ) -> Result<Response<Streamed>, Error> {
         *req.uri_mut() = origin_form(req.uri());
+        frame_as_sent(&mut req);
         // The backend speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 requires Host
         // (RFC 9112 §3.2): a request that came without one (HTTP/1.0, or HTTP/2 without
         // `:authority`) names the backend, as any client of the backend URL would.
@@ -77,19 +109,23 @@ impl Passthrough {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
         let replay = Replay::capture(&req);
-        match self.try_send(req).await {
+        match self.try_send(req, kind).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
                 tracing::debug!(error = %error::chain(&*e), "retrying idempotent request once after a failed exchange");
                 let req = replay.expect("checked above").into_request();
-                self.try_send(req).await.map_err(|f| self.classify(f))
+                self.try_send(req, kind).await.map_err(|f| self.classify(f))
             }
             other => other.map_err(|f| self.classify(f)),
         }
     }
 
-    async fn try_send(&self, req: Request<Body>) -> Result<Response<Streamed>, Failure> {
-        let (req, sent) = Outgoing::watch(req);
-        let exchange = self.exchange(req);
+    async fn try_send(
+        &self,
+        req: Request<Body>,
+        kind: Exchange,
+    ) -> Result<Response<Streamed>, Failure> {
+        let (req, sent) = Outgoing::watch(req, self.keep_underscores);
+        let exchange = self.exchange(req, kind);
         tokio::pin!(exchange);
         let deadline = async {
             // A dropped sender means the body ended early (an error): start the clock anyway.
@@ -104,17 +140,33 @@ impl Passthrough {
 
     /// One exchange on a pooled connection. A request that never left (its connection closed
     /// as it was taken) goes on another one, as hyper-util's client does; the backend never saw it.
-    async fn exchange(&self, mut req: Request<Outgoing>) -> Result<Response<Streamed>, Failure> {
+    async fn exchange(
+        &self,
+        mut req: Request<Outgoing>,
+        kind: Exchange,
+    ) -> Result<Response<Streamed>, Failure> {
         let mut tries = 0;
         loop {
             tries += 1;
             let mut lease = self.pool.checkout().await.map_err(Failure::Connect)?;
             match lease.sender().try_send_request(req).await {
                 Ok(rsp) if rsp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    if kind == Exchange::Plain {
+                        // What follows on this connection is no longer HTTP/1.1 as the proxy
+                        // reads it; it is closed with the lease.
+                        return Err(Failure::Exchange(
+                            "the backend answered 101 to a request that offered no upgrade".into(),
+                        ));
+                    }
                     // The connection now belongs to the tunnel.
                     return Ok(rsp.map(Streamed::from));
                 }
-                Ok(rsp) => return Ok(rsp.map(|body| Streamed::leased(body, lease))),
+                Ok(rsp) => {
+                    if kind == Exchange::Upgrade {
+                        lease.forbid_reuse();
+                    }
+                    return Ok(rsp.map(|body| Streamed::leased(body, lease)));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if lease.reused() && tries < UNSENT_TRIES => req = unsent,
                     _ => return Err(Failure::Exchange(e.into_error().into())),
@@ -133,12 +185,59 @@ impl Passthrough {
                 self.metrics.backend_error(BackendErrorKind::Connect);
                 Error::BackendConnect(error::chain(&*e))
             }
-            Failure::Exchange(e) => {
-                self.metrics.backend_error(BackendErrorKind::Failed);
-                Error::BackendFailed(error::chain(&*e))
-            }
+            Failure::Exchange(e) => match client_body_failure(&*e) {
+                Some(stalled) => Error::ClientBody { stalled },
+                None => {
+                    self.metrics.backend_error(BackendErrorKind::Failed);
+                    Error::BackendFailed(error::chain(&*e))
+                }
+            },
         }
     }
+}
+
+/// Whether an exchange offers an upgrade.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    Plain,
+    Upgrade,
+}
+
+/// Makes the framing fields say what is sent: a body the proxy replaced must not keep the
+/// client's `Content-Length` (hyper sends a user's `Content-Length` as it is, even over an empty
+/// body), and `Transfer-Encoding` is hyper's to write. A streamed body keeps the length the
+/// client declared, which hyper holds it to.
+fn frame_as_sent(req: &mut Request<Body>) {
+    let length = match req.body() {
+        Body::Empty => 0,
+        Body::Full(Some(b)) => b.len() as u64,
+        Body::Full(None) => 0,
+        Body::Incoming(_) | Body::Idle(_) => return,
+    };
+    let h = req.headers_mut();
+    h.remove(header::TRANSFER_ENCODING);
+    if length > 0 || h.contains_key(header::CONTENT_LENGTH) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+}
+
+/// Whether an exchange failed because the client's request body did (`Some(true)` when it
+/// stalled for `server.body_idle_timeout`): hyper reports a failing request body as a user error
+/// with the body's error as its cause. That is the client's doing, not the backend's.
+fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    let hyper = e.downcast_ref::<hyper::Error>()?;
+    let cause = std::error::Error::source(hyper)?;
+    if !hyper.is_user() {
+        return None;
+    }
+    let mut cur = Some(cause);
+    while let Some(c) = cur {
+        if c.is::<crate::body::BodyIdleTimeout>() {
+            return Some(true);
+        }
+        cur = c.source();
+    }
+    Some(false)
 }
 
 /// The request target as the backend gets it: origin form (RFC 9112 §3.2.1), the bytes of the
@@ -192,18 +291,30 @@ impl Replay {
 pub struct Outgoing {
     body: Body,
     sent: Option<oneshot::Sender<()>>,
+    /// `server.underscores_in_headers`, for the trailers.
+    keep_underscores: bool,
 }
 
 impl Outgoing {
     /// Wraps the body of `req`; the receiver resolves once the body has ended.
-    pub(crate) fn watch(req: Request<Body>) -> (Request<Outgoing>, oneshot::Receiver<()>) {
+    pub(crate) fn watch(
+        req: Request<Body>,
+        keep_underscores: bool,
+    ) -> (Request<Outgoing>, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let mut sent = Some(tx);
         if hyper::body::Body::is_end_stream(req.body()) {
             // Nothing to send: the clock starts now.
             let _ = sent.take().map(|tx| tx.send(()));
         }
-        (req.map(|body| Outgoing { body, sent }), rx)
+        (
+            req.map(|body| Outgoing {
+                body,
+                sent,
+                keep_underscores,
+            }),
+            rx,
+        )
     }
 
     fn done(&mut self) {
@@ -222,10 +333,17 @@ impl hyper::body::Body for Outgoing {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.body).poll_frame(cx);
-        match &r {
+        let mut r = Pin::new(&mut this.body).poll_frame(cx);
+        match &mut r {
             Poll::Ready(None) => this.done(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.done(),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_mut() {
+                    headers::filter_trailers(trailers, this.keep_underscores);
+                }
+                if this.body.is_end_stream() || frame.is_trailers() {
+                    this.done();
+                }
+            }
             _ => {}
         }
         r

@@ -12,6 +12,17 @@
 //! - repeated slashes are merged, `.` and `..` segments resolved (RFC 3986 §5.2.4), a trailing
 //!   slash dropped;
 //! - ASCII letters are lowercased, because case-insensitive backends exist.
+//!
+//! Some backends fold still more onto a path, and [`folded_forms`] gives those readings, so that
+//! a spelling which is not the capture path but would reach its handler is refused rather than
+//! passed through (`capture.strict_paths`):
+//!
+//! - a `.ext` suffix on the last segment (Rails' `(.:format)`, Spring's old suffix matching);
+//! - trailing dots, whitespace and NULs on a segment (Windows file semantics, old Java);
+//! - `%uXXXX` escapes (IIS);
+//! - non-ASCII letters that case-insensitive matching in Java, .NET or Go folds to ASCII
+//!   (`ı` U+0131 and `İ` U+0130 to `i`, `ſ` U+017F to `s`, the Kelvin sign U+212A to `k`) and
+//!   full-width forms (U+FF01–U+FF5E, which IIS's best-fit mapping reads as ASCII).
 
 /// Returns the normal form of a request target's path (a query, if present, is ignored).
 pub fn normalize(target: &[u8]) -> String {
@@ -46,6 +57,109 @@ pub fn normalize(target: &[u8]) -> String {
     out
 }
 
+/// Whether `target` has anything [`folded_forms`] would read differently from [`normalize`]: a
+/// `%`, a `.` or a non-ASCII byte in its path. Most paths have none, and skip the folding.
+pub fn might_fold(target: &[u8]) -> bool {
+    target
+        .iter()
+        .take_while(|&&b| b != b'?' && b != b'#')
+        .any(|&b| b == b'%' || b == b'.' || b >= 0x80)
+}
+
+/// The normal forms of what lenient backends read `target`'s path as: with every segment's
+/// trailing dots and whitespace cut, and that plus the last segment's `.ext` suffix cut.
+pub fn folded_forms(target: &[u8]) -> Vec<String> {
+    let path = match target.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) => &target[..i],
+        None => target,
+    };
+    let decoded = decode_lenient(path);
+    let folded: String = decoded.chars().map(fold_char).collect();
+    let mut segments: Vec<&str> = Vec::new();
+    for raw in folded.split(['/', '\\']) {
+        let segment = match raw.find(';') {
+            Some(i) => &raw[..i],
+            None => raw,
+        };
+        let segment = if segment.bytes().all(|b| b == b'.') {
+            segment
+        } else {
+            segment.trim_end_matches(|c: char| c == '.' || c == '\0' || c.is_whitespace())
+        };
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let join = |segments: &[&str]| {
+        let mut out = String::new();
+        for s in segments {
+            out.push('/');
+            out.push_str(s);
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    };
+    let mut forms = vec![join(&segments)];
+    if let Some(last) = segments.last_mut() {
+        if let Some(i) = last.rfind('.').filter(|&i| i > 0) {
+            *last = &last[..i];
+            forms.push(join(&segments));
+        }
+    }
+    forms
+}
+
+/// `%XX` and `%uXXXX` decoded once, then read as UTF-8 (invalid sequences replaced).
+fn decode_lenient(input: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(input.len());
+    let mut out = String::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' && i + 5 < input.len() && matches!(input[i + 1], b'u' | b'U') {
+            let code = input[i + 2..i + 6]
+                .iter()
+                .try_fold(0u32, |acc, &b| hex(b).map(|h| acc << 4 | u32::from(h)));
+            if let Some(c) = code.and_then(char::from_u32) {
+                out.push_str(&String::from_utf8_lossy(&std::mem::take(&mut bytes)));
+                out.push(c);
+                i += 6;
+                continue;
+            }
+        }
+        if input[i] == b'%' && i + 2 < input.len() {
+            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
+                bytes.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        bytes.push(input[i]);
+        i += 1;
+    }
+    out.push_str(&String::from_utf8_lossy(&bytes));
+    out
+}
+
+/// The ASCII letter a lenient case-insensitive match reads `c` as, else `c` lowercased.
+fn fold_char(c: char) -> char {
+    match c {
+        '\u{0131}' | '\u{0130}' => 'i',
+        '\u{017F}' => 's',
+        '\u{212A}' => 'k',
+        '\u{FF01}'..='\u{FF5E}' => {
+            char::from_u32(c as u32 - 0xFEE0).map_or(c, |a| a.to_ascii_lowercase())
+        }
+        c if c.is_ascii() => c.to_ascii_lowercase(),
+        c => c.to_lowercase().next().unwrap_or(c),
+    }
+}
+
 fn percent_decode_once(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
@@ -74,7 +188,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{folded_forms, might_fold, normalize};
 
     #[test]
     fn spellings_of_one_path_normalize_alike() {
@@ -116,6 +230,54 @@ mod tests {
         assert_eq!(normalize(b"/"), "/");
         assert_eq!(normalize(b""), "/");
         assert_eq!(normalize(b"*"), "/*");
+    }
+
+    #[test]
+    fn lenient_spellings_fold_onto_the_path() {
+        let want = "/api/liveness/capture".to_owned();
+        for spelling in [
+            "/api/liveness/capture.json",
+            "/api/liveness/capture.",
+            "/api/liveness/capture..",
+            "/api/liveness/capture%20",
+            "/api/liveness/capture%09",
+            "/api/liveness/capture%00",
+            "/api/liveness/captur%u0065",
+            "/api/liveness/%U0063apture",
+            "/api/l%C4%B1veness/capture",
+            "/api/liveness/capture.json?x=1",
+            "/api./liveness/capture",
+            "/api/liveness/%EF%BD%83apture",
+            "/api/liveness/capture;a=b.json",
+        ] {
+            assert!(
+                folded_forms(spelling.as_bytes()).contains(&want),
+                "{spelling}: {:?}",
+                folded_forms(spelling.as_bytes())
+            );
+        }
+        assert!(folded_forms("/api/liveness/caſture".as_bytes())
+            .contains(&"/api/liveness/casture".to_owned()));
+        assert!(folded_forms("/api/liveneſſ/capture".as_bytes())
+            .contains(&"/api/liveness/capture".to_owned()));
+        assert!(folded_forms("/api/\u{212A}".as_bytes()).contains(&"/api/k".to_owned()));
+    }
+
+    #[test]
+    fn lenient_forms_keep_other_paths_apart() {
+        for other in [
+            "/api/liveness/captures",
+            "/api/liveness/capture/x",
+            "/static/app.js",
+        ] {
+            assert!(
+                !folded_forms(other.as_bytes()).contains(&"/api/liveness/capture".to_owned()),
+                "{other}"
+            );
+        }
+        assert!(!might_fold(b"/api/liveness/capture"));
+        assert!(might_fold(b"/api/liveness/capture.json"));
+        assert!(!might_fold(b"/api/x?a=b.c%20"));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Lease {
     sender: Sender,
     pool: Arc<Inner>,
     reused: bool,
+    /// Whether the connection may serve another exchange once this one is complete.
+    reusable: bool,
 }
 
 impl Pool {
@@ -91,6 +93,7 @@ impl Pool {
             sender,
             pool: self.inner.clone(),
             reused,
+            reusable: true,
         })
     }
 
@@ -112,10 +115,23 @@ impl Lease {
         self.reused
     }
 
-    /// Gives the connection back after a complete exchange.
+    /// Marks the connection as one that must close after this exchange: the backend may read
+    /// what follows on it differently from the proxy (an upgrade it did not take).
+    pub fn forbid_reuse(&mut self) {
+        self.reusable = false;
+    }
+
+    /// Gives the connection back after a complete exchange. hyper reports it ready only once
+    /// both messages are done: the request body sent to its end and the response read to its
+    /// end; a request body that failed half-way closes it instead.
     pub fn release(self) {
-        let Lease { sender, pool, .. } = self;
-        if sender.is_closed() {
+        let Lease {
+            sender,
+            pool,
+            reusable,
+            ..
+        } = self;
+        if !reusable || sender.is_closed() {
             return;
         }
         if sender.is_ready() {
@@ -260,6 +276,7 @@ mod tests {
                 .header("host", "backend")
                 .body(Body::Empty)
                 .unwrap(),
+            false,
         );
         let rsp = lease.sender().send_request(req).await.unwrap();
         let body = rsp.into_body().collect().await.unwrap().to_bytes();

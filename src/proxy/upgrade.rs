@@ -2,8 +2,10 @@
 //!
 //! After the backend answers 101, both upgraded streams are spliced with
 //! `tokio::io::copy_bidirectional`, which also passes half-closes along. A tunnel that carries no
-//! byte in either direction for `server.tunnel_idle_timeout` is closed, and all tunnels are closed
-//! when the shutdown deadline passes. HTTP/2 has no `Upgrade` (RFC 9113 §8.6): such requests are
+//! byte in either direction for `server.tunnel_idle_timeout` is closed, one that has lived for
+//! `server.tunnel_max_lifetime` is closed however busy (nothing inside a tunnel is inspected, so
+//! its life and reach stay bounded), and all tunnels are closed when the shutdown deadline
+//! passes. Only the protocols of `server.upgrade_protocols` get here (`proxy::dispatch`). HTTP/2 has no `Upgrade` (RFC 9113 §8.6): such requests are
 //! never tunnelled from an HTTP/2 client.
 
 use std::pin::Pin;
@@ -29,6 +31,8 @@ pub struct Tunnels {
     pub cancel: CancellationToken,
     /// Close a tunnel after this long without traffic.
     pub idle_timeout: Duration,
+    /// Close a tunnel after this long in any case; zero = never.
+    pub max_lifetime: Duration,
     pub metrics: Metrics,
 }
 
@@ -56,6 +60,7 @@ impl Tunnels {
                     Err(e) => format!("failed: {e}"),
                 },
                 _ = activity.idle_for(this.idle_timeout) => "idle timeout".to_owned(),
+                _ = lifetime(this.max_lifetime) => "maximum lifetime".to_owned(),
                 _ = this.cancel.cancelled() => "shutdown deadline".to_owned(),
             };
             gauge.dec();
@@ -68,6 +73,14 @@ impl Tunnels {
             );
         });
     }
+}
+
+/// Resolves after `max`; never when `max` is zero.
+async fn lifetime(max: Duration) {
+    if max.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(max).await;
 }
 
 /// Last time a tunnel moved a byte, in milliseconds since it started.

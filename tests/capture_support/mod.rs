@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::config::Config;
 use oz_capture_proxy::oz_sim::{self, CallRecord, OzSim, ReceivedUpload, SimConfig};
 use oz_capture_proxy::server;
@@ -317,11 +318,22 @@ pub fn oz_token(extra: &str) -> String {
     format!("oz:\n  url: \"http://{{oz}}\"\n  auth:\n    token: \"{TOKEN}\"\n{extra}")
 }
 
-/// One forward route on [`CAPTURE`] with `wait_for_result: 5s`, plus `extra` capture lines.
+/// One forward route on [`CAPTURE`] with `wait_for_result: 5s` and `unchecked_images: strip`,
+/// plus `extra` capture lines. The sample captures carry both best frames, as the Web SDK's do,
+/// and Oz gets at most one, so under the default (`refuse`) every one would be refused.
 pub fn forward_route(extra: &str) -> String {
     format!(
-        "capture:\n  wait_for_result: \"5s\"\n{extra}  routes:\n    - path: \"{CAPTURE}\"\n      on_result: forward\n"
+        "capture:\n  wait_for_result: \"5s\"\n  unchecked_images: strip\n{extra}  routes:\n    - path: \"{CAPTURE}\"\n      on_result: forward\n"
     )
+}
+
+/// `capture` as the backend gets it from a route with `unchecked_images: strip` and
+/// `best_frame: none`: both best frames `null`, every other byte as sent.
+pub fn best_frames_nulled(capture: &SampleCapture) -> Vec<u8> {
+    let mut c = capture.clone();
+    c.best_frame = None;
+    c.best_frame_png = None;
+    c.to_json()
 }
 
 impl Stack {

@@ -16,6 +16,8 @@ use super::{within, within_for};
 /// Builds a [`Proxy`].
 pub struct ProxyBuilder {
     settings: BTreeMap<String, String>,
+    /// YAML appended as it is, for what dotted keys cannot say (lists such as `capture.routes`).
+    tail: String,
 }
 
 /// A proxy in front of the backend at `backend`.
@@ -31,7 +33,10 @@ pub fn proxy(backend: SocketAddr) -> ProxyBuilder {
     ] {
         settings.insert(k.to_owned(), v);
     }
-    ProxyBuilder { settings }
+    ProxyBuilder {
+        settings,
+        tail: String::new(),
+    }
 }
 
 impl ProxyBuilder {
@@ -41,9 +46,15 @@ impl ProxyBuilder {
         self
     }
 
+    /// Appends top-level YAML sections (not set by dotted keys) to the document.
+    pub fn yaml_tail(mut self, yaml: &str) -> Self {
+        self.tail.push_str(yaml);
+        self
+    }
+
     /// The YAML document these settings make.
     pub fn yaml(&self) -> String {
-        render(&self.settings)
+        format!("{}{}", render(&self.settings), self.tail)
     }
 
     /// Loads the config and starts the proxy.

@@ -21,6 +21,11 @@
 //! unpaired `\u` surrogate) fails the frame when it is decoded. A syntax error inside a frame is reported with the
 //! frame's field and index. Unknown fields are skipped: SDK versions add fields. A field given
 //! twice is refused, so the proxy and the backend can never read different values from one body.
+//! For the same reason a key that differs from a known field only in letter case (`FRAME_LIST`,
+//! `Best_Frame`, `frame_liſt` with a long s) is refused rather than skipped: Go's `encoding/json`
+//! and ASP.NET Core match keys without case, so a backend would bind it to the field the proxy
+//! did not check. Keys are compared as serde_json hands them over, escapes undone, so
+//! `"frame\u005flist"` is `frame_list` (and a second `frame_list`, a duplicate).
 //!
 //! serde_json reads a skeleton of the body (`skim`): the body with every long string (in
 //! practice, the frames) cut out after a faster scan has checked it, or the body itself when
@@ -89,7 +94,7 @@ fn parse_skeleton<'b>(sk: &Skeleton<'b>, max_frames: usize) -> Result<Capture<'b
     let top = RootSeed { ctx: &ctx }
         .deserialize(&mut de)
         .and_then(|top| de.end().map(|()| top))
-        .map_err(|e| json_error(&e, sk, ctx.failure.get(), ctx.reading.get()))?;
+        .map_err(|e| json_error(&e, sk, ctx.failure.take(), ctx.reading.get()))?;
     Ok(in_body(assemble(top, max_frames)?, sk))
 }
 
@@ -140,6 +145,23 @@ fn assemble(mut top: Fields<'_>, max_frames: usize) -> Result<Capture<'_>, Error
                              from `from_virtual_camera.frame_list`)"
                         .into(),
                 });
+            }
+            // Nothing reads a top-level best frame in this shape, so it would never reach Oz,
+            // yet a backend that looks for it there would find it.
+            for (present, field) in [
+                (top.best_frame.is_some(), Field::BestFrame),
+                (top.best_frame_png.is_some(), Field::BestFramePng),
+            ] {
+                if present {
+                    return Err(Error::BadField {
+                        field: field.name().into(),
+                        reason: format!(
+                            "must be null when `from_virtual_camera` is set (the best frame is \
+                             read from `{}`)",
+                            field.vc_path()
+                        ),
+                    });
+                }
             }
             (*vc, top.additional_info, true)
         }
@@ -219,6 +241,20 @@ fn json_error(
             field: field.into(),
             reason: format!("appears more than once ({at})"),
         },
+        Some(Failure::CaseVariant { key, level, field }) => Error::BadField {
+            // The key as sent (escapes undone) names it: it can only be made of the letters of
+            // a known field, so it is short and quotes nothing the client meant as data.
+            field: match level {
+                Level::Top => key.into(),
+                Level::VirtualCamera => format!("{}.{key}", Field::FromVirtualCamera.name()),
+            },
+            reason: format!(
+                "differs from `{}` only in letter case ({at}); refused because readers that \
+                 match keys without case (Go's encoding/json, ASP.NET Core) would take it for \
+                 that field",
+                level.path(field)
+            ),
+        },
         Some(Failure::RootNotObject { found }) => Error::BadJson {
             detail: format!("expected a JSON object, found {found} ({at})"),
         },
@@ -293,7 +329,7 @@ impl Ctx {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 enum Failure {
     WrongType {
         field: &'static str,
@@ -307,6 +343,12 @@ enum Failure {
     },
     Duplicate {
         field: &'static str,
+    },
+    /// A key that is `field` of `level` but for letter case.
+    CaseVariant {
+        key: Box<str>,
+        level: Level,
+        field: Field,
     },
     RootNotObject {
         found: Found,
@@ -368,7 +410,8 @@ impl Level {
     }
 }
 
-/// The fields the proxy knows; anything else is skipped.
+/// The fields the proxy knows; anything else is skipped, unless it is one of these in another
+/// letter case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Field {
     Action,
@@ -384,6 +427,32 @@ enum Field {
 }
 
 impl Field {
+    const ALL: [Field; 10] = [
+        Field::Action,
+        Field::AdditionalInfo,
+        Field::BestFrame,
+        Field::BestFramePng,
+        Field::BestFrameBoundingBox,
+        Field::BestFrameLandmarks,
+        Field::FrameList,
+        Field::FrameBoundingBoxList,
+        Field::FrameLandmarks,
+        Field::FromVirtualCamera,
+    ];
+
+    /// The length of the longest name, in bytes and in characters (names are ASCII).
+    const LONGEST_NAME: usize = {
+        let (mut i, mut longest) = (0, 0);
+        while i < Field::ALL.len() {
+            let len = Field::ALL[i].name().len();
+            if len > longest {
+                longest = len;
+            }
+            i += 1;
+        }
+        longest
+    };
+
     fn from_key(key: &str) -> Option<Field> {
         Some(match key {
             "action" => Field::Action,
@@ -400,7 +469,23 @@ impl Field {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The field `key` is if letter case is ignored, as readers that bind keys without case
+    /// compare them: character by character, each one folded on its own (simple case folding:
+    /// Go's `bytes.EqualFold`, .NET's `OrdinalIgnoreCase`, Java's `equalsIgnoreCase`; never
+    /// `ß` for `ss`). Only keys that are not a field as spelt get here.
+    fn from_key_ignoring_case(key: &str) -> Option<Field> {
+        let mut folded = [0u8; Field::LONGEST_NAME];
+        let mut len = 0;
+        for c in key.chars() {
+            // A key longer than every name, or with a character that folds to no ASCII letter,
+            // is no field in any case.
+            *folded.get_mut(len)? = fold_to_ascii(c)?;
+            len += 1;
+        }
+        Field::from_key(std::str::from_utf8(&folded[..len]).ok()?)
+    }
+
+    const fn name(self) -> &'static str {
         match self {
             Field::Action => "action",
             Field::AdditionalInfo => "additional_info",
@@ -433,6 +518,25 @@ impl Field {
 
     fn bit(self) -> u16 {
         1 << (self as u16)
+    }
+}
+
+/// `c` in lower case if that is ASCII, else `None`. Besides ASCII itself, four characters fold
+/// to an ASCII letter in some reader that ignores key case, and the names are all ASCII, so
+/// this is all the folding a key needs to be compared with them. From UnicodeData.txt and
+/// CaseFolding.txt (`tests::the_fold_table_is_every_case_mapping_into_ascii` checks it against
+/// Rust's tables):
+/// - `ſ` U+017F (long s) and `K` U+212A (Kelvin sign) fold to `s` and `k` (Go's
+///   `unicode.SimpleFold`, Java);
+/// - `ı` U+0131 (dotless i) upper-cases to `I`, and `İ` U+0130 (I with dot) lower-cases to `i`
+///   (Java's `equalsIgnoreCase` tries both; Go leaves both alone, so this is stricter than Go).
+fn fold_to_ascii(c: char) -> Option<u8> {
+    match c {
+        '\0'..='\x7f' => Some((c as u8).to_ascii_lowercase()),
+        '\u{17f}' => Some(b's'),
+        '\u{212a}' => Some(b'k'),
+        '\u{130}' | '\u{131}' => Some(b'i'),
+        _ => None,
     }
 }
 

@@ -15,9 +15,10 @@
 //! What it hands back (a frame's literal, `action`) is mapped back to the same text in the body
 //! by where it sits in the skeleton, and error positions are mapped back to the body's line and
 //! column. A string is copied as is, and left to serde_json, whenever cutting it could change
-//! what serde_json does: short strings (a known key is never long, even spelled with `\u`
-//! escapes), strings with a `\u` escape of a UTF-16 surrogate (serde_json checks the pairing
-//! when it unescapes), and strings that are not UTF-8 (serde_json only checks that for some).
+//! what serde_json does: short strings (a key that is a known field in any letter case is never
+//! long, even spelt with `\u` escapes), strings with a `\u` escape of a UTF-16 surrogate
+//! (serde_json checks the pairing when it unescapes), and strings that are not UTF-8
+//! (serde_json only checks that for some).
 //! The first invalid string ends the skeleton: its opening quote and the few bytes from the
 //! error on are kept, so serde_json meets the same error, unless it stops earlier, as it would
 //! in the body.
@@ -33,10 +34,13 @@ use memchr::{memchr, memchr2};
 
 use crate::capture::block::{Masks, BLOCK};
 
-/// The shortest string text (between the quotes) that is cut. A known key spelled entirely in
-/// `\u` escapes (`from_virtual_camera`, 19 × 6 bytes) is shorter, so keys always reach
-/// serde_json as sent.
-pub(super) const MIN_CUT: usize = 128;
+/// The shortest string text (between the quotes) that is cut. A key that is a known field, in
+/// any letter case, is shorter even spelt entirely in `\u` escapes (`frame_bounding_box_list`,
+/// 23 × 6 bytes; every character that folds to one of a name's is in the BMP), so such keys
+/// always reach serde_json as sent, to be matched, refused as a case variant or as a duplicate.
+pub(super) const MIN_CUT: usize = 160;
+
+const _: () = assert!(MIN_CUT > 6 * super::Field::LONGEST_NAME);
 
 /// How many bytes from the point of an invalid string are kept for serde_json to fail on: a
 /// backslash and the five bytes of the longest escape, `u` and four hex digits, fit.

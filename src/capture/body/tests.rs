@@ -433,6 +433,227 @@ fn duplicate_fields_are_refused() {
 }
 
 #[test]
+fn a_key_spelt_plainly_and_with_escapes_is_a_duplicate() {
+    let body = r#"{"action":"a","frame_list":["f"],"additional_info":"i","frame\u005flist":["g"]}"#;
+    let (f, r) = bad_field(body);
+    assert_eq!(f, "frame_list");
+    assert!(r.starts_with("appears more than once"), "{r}");
+    let body = r#"{"action":"a","from_virtual_camera":{"\u0066rame_list":["f"],"additional_info":"i","frame_list":["g"]}}"#;
+    assert_eq!(bad_field(body).0, "from_virtual_camera.frame_list");
+    // Spelt with escapes alone, it is the field.
+    let body = r#"{"\u0061ction":"a","frame\u005flist":["f"],"additional_info":"i"}"#;
+    let c = parse(body.as_bytes()).expect("valid");
+    assert_eq!((c.action.as_ref(), c.frames.len()), ("a", 1));
+}
+
+/// Keys that are a known field but for letter case, and the field path their error names.
+const CASE_VARIANTS: [(&str, &str, &str); 16] = [
+    (r#""FRAME_LIST":["x"]"#, "FRAME_LIST", "frame_list"),
+    (r#""Frame_List":null"#, "Frame_List", "frame_list"),
+    (
+        r#""Additional_Info":"j""#,
+        "Additional_Info",
+        "additional_info",
+    ),
+    (r#""Best_Frame":"x""#, "Best_Frame", "best_frame"),
+    (
+        r#""BEST_FRAME_PNG":null"#,
+        "BEST_FRAME_PNG",
+        "best_frame_png",
+    ),
+    (r#""Action":"b""#, "Action", "action"),
+    (
+        r#""From_Virtual_Camera":null"#,
+        "From_Virtual_Camera",
+        "from_virtual_camera",
+    ),
+    (
+        r#""frame_Landmarks":[]"#,
+        "frame_Landmarks",
+        "frame_landmarks",
+    ),
+    // Long s for `s`, Kelvin sign for `k`, dotless i and I with dot for `i`: raw and escaped.
+    (
+        "\"frame_li\u{17f}t\":[\"x\"]",
+        "frame_li\u{17f}t",
+        "frame_list",
+    ),
+    (
+        r#""frame_li\u017ft":["x"]"#,
+        "frame_li\u{17f}t",
+        "frame_list",
+    ),
+    (
+        "\"best_frame_landmar\u{212a}s\":{}",
+        "best_frame_landmar\u{212a}s",
+        "best_frame_landmarks",
+    ),
+    (
+        "\"frame_l\u{131}st\":[\"x\"]",
+        "frame_l\u{131}st",
+        "frame_list",
+    ),
+    (
+        r#""additional_\u0130nfo":"j""#,
+        "additional_\u{130}nfo",
+        "additional_info",
+    ),
+    // Escapes are undone before keys are compared.
+    (r#""FRAME\u005fLIST":["x"]"#, "FRAME_LIST", "frame_list"),
+    (r#""\u0042est_frame":"x""#, "Best_frame", "best_frame"),
+    (
+        r#""\u0046\u0052\u0041\u004D\u0045\u005F\u0042\u004F\u0055\u004E\u0044\u0049\u004E\u0047\u005F\u0042\u004F\u0058\u005F\u004C\u0049\u0053\u0054":[]"#,
+        "FRAME_BOUNDING_BOX_LIST",
+        "frame_bounding_box_list",
+    ),
+];
+
+#[test]
+fn a_known_field_in_another_letter_case_is_refused_and_named() {
+    for (entry, key, known) in CASE_VARIANTS {
+        let top = format!(r#"{{"action":"a","frame_list":["f"],"additional_info":"i",{entry}}}"#);
+        let (field, reason) = bad_field(&top);
+        assert_eq!(field, key, "{top}");
+        assert!(
+            reason.starts_with(&format!(
+                "differs from `{known}` only in letter case (line 1, column "
+            )),
+            "{top}: {reason}"
+        );
+        // Before the known field too: the key is refused when it is read.
+        let first = format!(r#"{{{entry},"action":"a","frame_list":["f"],"additional_info":"i"}}"#);
+        assert_eq!(bad_field(&first).0, key, "{first}");
+        // Under `from_virtual_camera`, but for the fields that only live at the top level.
+        let vc = format!(
+            r#"{{"action":"a","from_virtual_camera":{{"frame_list":["f"],"additional_info":"i",{entry}}}}}"#
+        );
+        if matches!(known, "action" | "from_virtual_camera") {
+            assert!(parse(vc.as_bytes()).is_ok(), "{vc}");
+        } else {
+            let (field, reason) = bad_field(&vc);
+            assert_eq!(field, format!("from_virtual_camera.{key}"), "{vc}");
+            assert!(
+                reason.starts_with(&format!(
+                    "differs from `from_virtual_camera.{known}` only in letter case"
+                )),
+                "{vc}: {reason}"
+            );
+        }
+    }
+}
+
+#[test]
+fn exact_fields_and_other_unknown_keys_still_pass() {
+    for key in [
+        "sdk_version",
+        "frame_lists",
+        "framelist",
+        "Frame-List",
+        "frame list",
+        "frame_li\u{df}t",
+        "frame_l\u{12b}st",
+        "\u{17f}dk_version",
+        "",
+    ] {
+        let body = format!(
+            r#"{{"action":"a","frame_list":["f"],"additional_info":"i",{}:1,"from_virtual_camera":null}}"#,
+            serde_json::to_string(key).expect("str")
+        );
+        let c = parse(body.as_bytes()).unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!((c.action.as_ref(), c.frames.len()), ("a", 1));
+    }
+    let body = sample_capture_json(2, true, "video_selfie_blank");
+    assert!(parse(&body).is_ok());
+}
+
+/// A key fully spelt in `\u` escapes is too short to be cut from the skeleton, even the
+/// longest name, so it is matched (and checked) in a body whose frames are cut.
+#[test]
+fn escaped_keys_reach_the_parser_in_a_cut_body() {
+    let escaped: String = "frame_bounding_box_list"
+        .bytes()
+        .map(|b| format!("\\u{b:04x}"))
+        .collect();
+    let plain =
+        String::from_utf8(sample_capture_json(3, false, "video_selfie_blank")).expect("UTF-8");
+    let body = plain.replacen(
+        "\"frame_bounding_box_list\":[",
+        &format!("\"{escaped}\":7,\"x\":["),
+        1,
+    );
+    assert!(
+        matches!(skim(body.as_bytes(), MIN_CUT).text, Cow::Owned(_)),
+        "cut"
+    );
+    let (field, reason) = bad_field(&body);
+    assert_eq!(field, "frame_bounding_box_list");
+    assert!(
+        reason.starts_with("expected an array or null, found a number"),
+        "{reason}"
+    );
+    let kelvin = escaped.replacen("\\u0062", "\\u0042", 1);
+    let body = plain.replacen("\"frame_bounding_box_list\"", &format!("\"{kelvin}\""), 1);
+    assert_eq!(bad_field(&body).0, "frame_Bounding_box_list");
+}
+
+#[test]
+fn the_fold_table_is_every_case_mapping_into_ascii() {
+    let single = |s: String| {
+        let mut cs = s.chars();
+        cs.next().filter(|_| cs.next().is_none())
+    };
+    for c in (0..=0x10FFFF)
+        .filter_map(char::from_u32)
+        .filter(|c| !c.is_ascii())
+    {
+        let lower = c.to_lowercase().to_string();
+        let upper = c.to_uppercase().to_string();
+        // Simple mappings only, but `İ`'s lower case is `i` and a combining dot.
+        let ascii = [single(lower.clone()), single(upper), lower.chars().next()]
+            .into_iter()
+            .flatten()
+            .find(char::is_ascii_alphabetic)
+            .filter(|_| c.to_lowercase().count() == 1 || c == '\u{130}');
+        assert_eq!(
+            fold_to_ascii(c),
+            ascii.map(|a| a.to_ascii_lowercase() as u8),
+            "U+{:04X}",
+            c as u32
+        );
+    }
+    for b in 0..0x80u8 {
+        assert_eq!(fold_to_ascii(b as char), Some(b.to_ascii_lowercase()));
+    }
+    for field in Field::ALL {
+        assert_eq!(Field::from_key(field.name()), Some(field));
+        assert_eq!(
+            Field::from_key_ignoring_case(&field.name().to_uppercase()),
+            Some(field)
+        );
+    }
+    assert_eq!(Field::LONGEST_NAME, "frame_bounding_box_list".len());
+}
+
+#[test]
+fn top_level_best_frames_must_be_null_in_the_virtual_camera_shape() {
+    for (key, vc_path) in [
+        ("best_frame", "from_virtual_camera.best_frame"),
+        ("best_frame_png", "from_virtual_camera.best_frame_png"),
+    ] {
+        let body = format!(
+            r#"{{"action":"a","{key}":"data:image/jpeg;base64,{SECRET}","from_virtual_camera":{{"frame_list":["f"],"additional_info":"i"}}}}"#
+        );
+        let (field, reason) = bad_field(&body);
+        assert_eq!(field, key);
+        assert!(reason.contains(vc_path), "{reason}");
+        assert!(!reason.contains(SECRET), "{reason}");
+        // null, as the Web SDK sends them, is fine.
+        let body = body.replace(&format!("\"data:image/jpeg;base64,{SECRET}\""), "null");
+        assert!(parse(body.as_bytes()).expect("valid").virtual_camera);
+    }
+}
+
+#[test]
 fn syntax_errors_are_bad_json_with_position() {
     let body = sample_capture_json(2, false, "video_selfie_blank");
     for cut in [1, 40, body.len() / 2, body.len() - 1] {
@@ -512,6 +733,12 @@ fn errors_never_contain_input_values() {
             r#"{{"action":"a","frame_list":["{SECRET}{}"],"additional_info":"i"}}"#,
             '\u{1}'
         ),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"Best_Frame":"{SECRET}","additional_info":"i"}}"#
+        ),
+        format!(
+            r#"{{"action":"a","frame_list":["f"],"additional_info":"i","ADDITIONAL_INFO":"{SECRET}"}}"#
+        ),
     ];
     let mut sample = SampleCapture::new(2, false, "video_selfie_blank");
     sample.additional_info = Some(format!("{SECRET} env"));
@@ -567,6 +794,15 @@ fn skeleton_parse_matches_whole_body_parse() {
     long_action.escape_slashes = true;
     let mut bodies = skeleton_samples();
     bodies.push(long_action.to_json());
+    let plain = String::from_utf8(bodies[0].clone()).expect("UTF-8");
+    // Keys shorter than the 40 bytes `assert_same_as_whole` cuts from (`MIN_CUT` is longer than
+    // any of them).
+    for (entry, _, _) in CASE_VARIANTS {
+        let key = entry.split(':').next().expect("a key");
+        if key.len() < 40 {
+            bodies.push(plain.replacen("\"best_frame\"", key, 1).into_bytes());
+        }
+    }
     for body in bodies {
         assert_same_as_whole(&body);
     }

@@ -71,16 +71,24 @@ fn read_fields<'de, A: MapAccess<'de>>(
     let mut out = Fields::default();
     let mut seen = 0u16;
     while let Some(key) = map.next_key_seed(KeySeed)? {
+        let (field, case_variant) = match key {
+            Key::Field(field) => (Some(field), None),
+            Key::CaseVariant(field, key) => (Some(field), Some(key)),
+            Key::Other => (None, None),
+        };
         // `action` lives only at the top level, and `from_virtual_camera` does not nest: at
-        // the other level they are unknown fields like any other.
-        let field = match (level, key) {
+        // the other level they are unknown fields like any other, in any case.
+        let field = match (level, field) {
             (Level::VirtualCamera, Some(Field::Action | Field::FromVirtualCamera)) => None,
-            (_, k) => k,
+            (_, f) => f,
         };
         let Some(field) = field else {
             map.next_value::<IgnoredAny>()?;
             continue;
         };
+        if let Some(key) = case_variant {
+            return Err(ctx.fail(Failure::CaseVariant { key, level, field }));
+        }
         let path = level.path(field);
         if seen & field.bit() != 0 {
             return Err(ctx.fail(Failure::Duplicate { field: path }));
@@ -152,11 +160,20 @@ impl Found {
     }
 }
 
-/// A map key, matched without allocating.
+/// A map key as read: a known field, a known field in another letter case, or anything else.
+enum Key {
+    Field(Field),
+    /// The key as sent (escapes undone), to name it in the error.
+    CaseVariant(Field, Box<str>),
+    Other,
+}
+
+/// A map key, matched without allocating (but for a case variant, which is refused). serde_json
+/// undoes escapes in a key before it gets here.
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Option<Field>;
+    type Value = Key;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
@@ -164,14 +181,21 @@ impl<'de> DeserializeSeed<'de> for KeySeed {
 }
 
 impl Visitor<'_> for KeySeed {
-    type Value = Option<Field>;
+    type Value = Key;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(Field::from_key(key))
+        // Fields spelt as known are nearly every key, so folding is left for the rest.
+        Ok(match Field::from_key(key) {
+            Some(field) => Key::Field(field),
+            None => match Field::from_key_ignoring_case(key) {
+                Some(field) => Key::CaseVariant(field, key.into()),
+                None => Key::Other,
+            },
+        })
     }
 }
 
