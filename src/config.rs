@@ -269,7 +269,8 @@ pub struct OzAuthConfig {
     /// A service token (`X-Forensic-Access-Token`).
     #[serde(default)]
     pub token: String,
-    /// File holding the token (e.g. a mounted Secret); read at load time.
+    /// File holding the token (e.g. a mounted Secret); read at load time, and again on every
+    /// reload poll (a changed token is used without touching the config file).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// Login e-mail for `POST /api/authorize/auth/`.
@@ -278,7 +279,8 @@ pub struct OzAuthConfig {
     /// Login password.
     #[serde(default)]
     pub password: String,
-    /// File holding the password; read at load time.
+    /// File holding the password; read at load time and on every reload poll (a changed one
+    /// drops the session and logs in again).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Renew a login token this long before it expires.
@@ -313,6 +315,35 @@ impl OzAuthConfig {
     pub fn uses_static_token(&self) -> bool {
         !self.token.is_empty()
     }
+
+    /// Reads `token_file` and `password_file` again, as loading does, for the reload poll.
+    pub fn secret_files_now(&self) -> SecretFiles {
+        let read = |file: &Option<PathBuf>, key: &str| {
+            file.as_ref().map(|path| read_secret(path, key).ok())
+        };
+        SecretFiles {
+            token: read(&self.token_file, "oz.auth.token_file"),
+            password: read(&self.password_file, "oz.auth.password_file"),
+        }
+    }
+
+    /// Whether `files` hold exactly the secrets this config was loaded with.
+    pub fn loaded_from(&self, files: &SecretFiles) -> bool {
+        let same = |read: &Option<Option<String>>, loaded: &str| match read {
+            None => true,
+            Some(Some(value)) => value == loaded,
+            Some(None) => false,
+        };
+        same(&files.token, &self.token) && same(&files.password, &self.password)
+    }
+}
+
+/// What the secret files named in `oz.auth` hold at one moment: per file, `None` when none is
+/// configured, `Some(None)` when it cannot be read. Compared, never shown: no `Debug`.
+#[derive(PartialEq, Eq)]
+pub struct SecretFiles {
+    token: Option<Option<String>>,
+    password: Option<Option<String>>,
 }
 
 /// Capture routes and the defaults of their settings.
@@ -881,6 +912,13 @@ impl Config {
             if r.max_frames == 0 {
                 return Err(Error::invalid(key("max_frames"), "must be at least 1"));
             }
+            // More could never run: an Oz answer listing more is refused (oz::MAX_ANALYSES).
+            if r.analyses.len() > crate::oz::MAX_ANALYSES {
+                return Err(Error::invalid(
+                    key("analyses"),
+                    format!("at most {} analyses per capture", crate::oz::MAX_ANALYSES),
+                ));
+            }
             for (j, a) in r.analyses.iter().enumerate() {
                 if a.is_empty() || !a.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
                     return Err(Error::invalid(
@@ -1239,6 +1277,45 @@ mod tests {
         );
         let e = Config::from_yaml(&yaml, &env(&[])).unwrap_err().to_string();
         assert!(e.contains("capture.routes[1].path"), "{e}");
+    }
+
+    #[test]
+    fn secret_files_are_compared_with_what_was_loaded() {
+        let dir = std::env::temp_dir();
+        let token = dir.join(format!("oz-config-{}-token", std::process::id()));
+        std::fs::write(&token, "t1\n").unwrap();
+        let c = Config::from_yaml(
+            &format!(
+                "{MINIMAL}oz:\n  auth:\n    token_file: \"{}\"\n",
+                token.display()
+            ),
+            &env(&[]),
+        )
+        .unwrap();
+        let auth = &c.oz.auth;
+        assert!(auth.loaded_from(&auth.secret_files_now()));
+        std::fs::write(&token, "t1").unwrap();
+        assert!(auth.loaded_from(&auth.secret_files_now()), "only a newline");
+        std::fs::write(&token, "t2\n").unwrap();
+        let rotated = auth.secret_files_now();
+        assert!(!auth.loaded_from(&rotated));
+        assert!(rotated == auth.secret_files_now());
+        std::fs::remove_file(&token).unwrap();
+        assert!(!auth.loaded_from(&auth.secret_files_now()), "unreadable");
+        let none = OzAuthConfig::default();
+        assert!(none.loaded_from(&none.secret_files_now()), "no files named");
+    }
+
+    #[test]
+    fn more_analyses_than_a_capture_may_use_are_refused() {
+        let list = vec!["quality"; crate::oz::MAX_ANALYSES + 1].join(",");
+        let e = Config::from_yaml(
+            &format!("{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n"),
+            &env(&[("OZ_PROXY__CAPTURE__ANALYSES", &list)]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture.routes[0].analyses"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! The hot path never looks a label set up: every (route kind, status class) counter and every
 //! histogram is resolved once here and kept as a cheap clone of an atomic, so recording a
-//! passthrough request is a handful of atomic adds. Families with open label sets (Oz error
-//! codes) are only touched on the capture path. Served as text by `crate::admin` at `/metrics`.
+//! passthrough request is a handful of atomic adds. The Oz error family is only touched on the
+//! capture path; its `code` values come from a fixed set (`oz::transport` maps whatever Oz sends
+//! onto it), so no peer can grow the number of series. Served as text by `crate::admin` at
+//! `/metrics`.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -14,7 +16,7 @@
 //! | `oz_proxy_captures_total` | counter | `outcome` |
 //! | `oz_proxy_capture_bytes_total` | counter | `direction` (`in`: client bodies, `out`: uploads to Oz) |
 //! | `oz_proxy_oz_request_duration_seconds` | histogram | `endpoint` |
-//! | `oz_proxy_oz_errors_total` | counter | `endpoint`, `code` |
+//! | `oz_proxy_oz_errors_total` | counter | `endpoint`, `code` (a fixed set, `other` for the rest) |
 //! | `oz_proxy_config_reloads_total` | counter | `result` (`applied`, `rejected`) |
 //! | `oz_proxy_process_resident_memory_bytes` | gauge | — |
 
@@ -145,7 +147,8 @@ struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OzErrorLabels {
     endpoint: &'static str,
-    code: String,
+    /// `&'static str`, so only values written in this crate can become a label.
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -366,8 +369,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a failed Oz call; `code` is Oz's `error_code`, an HTTP status, `timeout` or `unreachable`.
-    pub fn oz_error(&self, endpoint: &'static str, code: String) {
+    /// Counts a failed Oz call; `code` is a documented Oz `error_code`, a registered HTTP status,
+    /// `other`, `auth`, `timeout`, `unreachable`, `bad_response` or `result_timeout`.
+    pub fn oz_error(&self, endpoint: &'static str, code: &'static str) {
         self.inner
             .oz_errors
             .get_or_create(&OzErrorLabels { endpoint, code })
@@ -429,7 +433,7 @@ mod tests {
         let m = Metrics::register(&mut registry);
         m.request_done(RouteKind::Passthrough, Some(204), Duration::from_millis(2));
         m.capture_done(CaptureOutcome::Declined);
-        m.oz_error("folders", "7".into());
+        m.oz_error("folders", "7");
         let text = render(&registry);
         assert!(
             text.contains(

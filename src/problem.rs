@@ -225,6 +225,17 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
             "Oz API answer unreadable",
             format!("Oz API sent an unreadable answer to {endpoint}"),
         ),
+        // An answer the proxy will not act on is classed with the unreadable ones; the detail
+        // says which limit, never what Oz sent.
+        E::TooManyAnalyses { endpoint, .. } => Problem::new(
+            S::BAD_GATEWAY,
+            "oz_bad_response",
+            "Oz API answer unreadable",
+            format!(
+                "Oz API listed more analyses in its answer to {endpoint} than one capture may use"
+            ),
+        )
+        .with("limit", oz::client::MAX_ANALYSES),
     }
 }
 

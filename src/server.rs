@@ -38,7 +38,7 @@ use crate::proxy::headers::{Forwarding, Peer};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::upgrade::Tunnels;
 use crate::proxy::Proxy;
-use crate::reload::{self, ConfigSource};
+use crate::reload::{self, ConfigSource, Watched};
 use crate::telemetry::AccessLog;
 
 /// The two bound listeners. Bound before anything else runs, so a port clash fails fast.
@@ -92,7 +92,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     let readiness = Readiness::default();
     let task = tokio::spawn(run_with(
         config,
-        source,
+        source.map(ConfigSource::watched),
         listeners,
         shutdown.clone(),
         readiness.clone(),
@@ -118,7 +118,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     run_with(
         config,
-        source,
+        source.map(ConfigSource::watched),
         listeners,
         shutdown,
         Readiness::default(),
@@ -131,7 +131,7 @@ pub async fn run(
 /// synchronously).
 async fn run_with(
     config: Config,
-    source: Option<ConfigSource>,
+    source: Option<Watched>,
     listeners: Listeners,
     shutdown: CancellationToken,
     readiness: Readiness,

@@ -931,3 +931,80 @@ async fn metrics_count_captures_bytes_and_oz_calls() {
     );
     stack.stop().await;
 }
+
+/// Oz does not decide how much work one capture makes: an answer that lists 20,000 analyses
+/// which never finish gets a clear 502 after a bounded number of Oz calls, not a poll of each.
+#[tokio::test]
+async fn an_answer_listing_thousands_of_analyses_gets_a_bounded_number_of_oz_calls() {
+    let stack = Stack::forward().await;
+    stack.oz().set_unfinished_analyses(20_000);
+    let rsp = stack
+        .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+        .await;
+    let doc = rsp.problem(502, "oz_bad_response");
+    let detail = doc["detail"].as_str().unwrap();
+    assert!(detail.contains("analyses"), "{doc}");
+    assert!(
+        !detail.contains("PROCESSING") && !detail.contains('-'),
+        "quotes Oz: {doc}"
+    );
+    assert!(stack.backend.seen().is_empty());
+    let calls = stack.oz().calls();
+    assert!(
+        calls.len() <= 2 + oz_capture_proxy::oz::MAX_POLLS,
+        "{} Oz calls for one capture",
+        calls.len()
+    );
+    assert_eq!(doc["limit"], oz_capture_proxy::oz::MAX_ANALYSES, "{doc}");
+    assert!(
+        stack.calls_to("get_analysis").is_empty(),
+        "an answer over the limit is not polled at all"
+    );
+    stack.stop().await;
+}
+
+/// `oz_errors_total{code}` takes only codes Oz documents: 50 codes it invents add one series,
+/// `other`, however many there are.
+#[tokio::test]
+async fn error_codes_oz_invents_share_one_metric_series() {
+    use std::hash::{BuildHasher, Hasher};
+    let stack = Stack::forward().await;
+    let series = |m: &MetricsText| m.lines_of("oz_proxy_oz_errors_total{").count();
+    let before = series(&stack.metrics().await);
+    let mut codes = std::collections::BTreeSet::new();
+    while codes.len() < 50 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(codes.len());
+        // Above every code oz-api.md §5 lists (0–11, 13, 14).
+        codes.insert(100 + (h.finish() % 1_000_000_000) as i64);
+    }
+    for &code in &codes {
+        stack
+            .oz()
+            .fail_next_with_code(Endpoint::Folders, 400, 1, code);
+        let rsp = stack
+            .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+            .await;
+        rsp.problem(502, "oz_error");
+    }
+    let m = stack.metrics().await;
+    assert!(series(&m) <= before + 1, "{}", m.0);
+    assert_eq!(
+        m.value(r#"oz_proxy_oz_errors_total{endpoint="folders",code="other"}"#),
+        50.0
+    );
+    // A code Oz documents keeps its own series.
+    stack.oz().fail_next_with_code(Endpoint::Folders, 400, 1, 4);
+    stack
+        .post(CAPTURE, sample_capture_json(2, false, "video_selfie_blank"))
+        .await
+        .problem(502, "oz_error");
+    assert_eq!(
+        stack
+            .metrics()
+            .await
+            .value(r#"oz_proxy_oz_errors_total{endpoint="folders",code="4"}"#),
+        1.0
+    );
+    stack.stop().await;
+}

@@ -908,6 +908,95 @@ async fn unfinished_analyses_in_the_folder_answer_are_polled_not_restarted() {
     .await;
 }
 
+/// A stand-in that starts `n` analyses which never finish, and answers every poll PROCESSING.
+async fn never_final_oz(n: usize) -> FakeOz {
+    FakeOz::start(handler(move |s| {
+        match (s.method.as_str(), s.path.as_str()) {
+            ("POST", "/api/folders/") => folder_answer("f-n"),
+            ("POST", "/api/folders/f-n/analyses/") => {
+                let all: Vec<Value> = (0..n)
+                    .map(|i| analysis(&format!("a-{i}"), "PROCESSING"))
+                    .collect();
+                json_reply(201, Value::Array(all))
+            }
+            ("GET", p) if p.starts_with("/api/analyses/") => {
+                json_reply(200, analysis(&p["/api/analyses/".len()..], "PROCESSING"))
+            }
+            _ => not_found(s),
+        }
+    }))
+    .await
+}
+
+fn polls(oz: &FakeOz) -> usize {
+    oz.seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.starts_with("/api/analyses/"))
+        .count()
+}
+
+#[tokio::test]
+async fn polls_per_capture_are_capped_whatever_the_wait() {
+    use oz_capture_proxy::oz::{MAX_ANALYSES, MAX_POLLS};
+    within(async {
+        let oz = never_final_oz(MAX_ANALYSES).await;
+        let (c, _) = client(&config(oz.url()));
+        // A wait far longer than the test may take: only the poll cap can end this check.
+        let v = c
+            .check(&upload(), &quality(), Duration::from_secs(3600), "req")
+            .await
+            .unwrap();
+        assert_eq!(v.resolution, Resolution::Processing);
+        assert_eq!(v.analyses.len(), MAX_ANALYSES);
+        assert_eq!(polls(&oz), MAX_POLLS);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
+    use oz_capture_proxy::oz::MAX_ANALYSES;
+    within(async {
+        let oz = never_final_oz(MAX_ANALYSES + 1).await;
+        let (c, registry) = client(&config(oz.url()));
+        let err = c
+            .check(&upload(), &quality(), Duration::from_secs(5), "req")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyAnalyses { endpoint: "analyses", listed } if listed == MAX_ANALYSES + 1),
+            "{err:?}"
+        );
+        assert_eq!(polls(&oz), 0);
+        let text = metrics::render(&registry);
+        assert!(
+            text.contains(r#"oz_proxy_oz_errors_total{endpoint="analyses",code="bad_response"} 1"#),
+            "{text}"
+        );
+
+        // The same in the upload answer (single-request mode): nothing is polled or started.
+        let flood: Vec<Value> = (0..=MAX_ANALYSES)
+            .map(|i| analysis(&format!("a-{i}"), "PROCESSING"))
+            .collect();
+        let oz = FakeOz::start(handler(move |s| {
+            assert!(s.is("POST", "/api/folders/"), "only the upload is expected");
+            json_reply(201, json!({"folder_id": "f-f", "analyses": flood.clone()}))
+        }))
+        .await;
+        let (c, _) = client(&config(oz.url()));
+        let err = c
+            .check(&upload(), &quality(), Duration::from_secs(5), "req")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyAnalyses { endpoint: "folders", .. }),
+            "{err:?}"
+        );
+        assert_eq!(oz.seen().len(), 1);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn unpollable_analysis_id_fails_at_once() {
     within(async {

@@ -917,6 +917,61 @@ async fn faults_json_expires_tokens_and_fails_calls() {
 }
 
 #[tokio::test]
+async fn faults_json_floods_with_unfinished_analyses_and_sends_any_error_code() {
+    let s = start(config()).await;
+    let token = s.login().await;
+    let r = s
+        .post_json(
+            "/_sim/faults",
+            None,
+            &json!({
+                "fail_next": {"endpoint": "folders", "status": 400, "error_code": 987_654},
+                "unfinished_analyses": 3,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["unfinished_analyses"], 3);
+    assert_eq!(r.json()["fail_next"]["folders"]["error_code"], 987_654);
+    s.upload("/api/folders/", &token, &form_type(), &capture_body(1))
+        .await
+        .oz_error(400, 987_654);
+
+    let folder = create_folder(&s, &token).await;
+    let folder_id = folder["folder_id"].as_str().unwrap();
+    let started = s
+        .post_json(
+            &format!("/api/folders/{folder_id}/analyses/"),
+            Some(&token),
+            &json!({"analyses": [{"type": "quality"}]}),
+        )
+        .await
+        .json();
+    let started = started.as_array().unwrap();
+    assert_eq!(started.len(), 4, "the one asked for and 3 more");
+    // The extra ones are real analyses that never finish, however often they are read.
+    let extra = started[3]["analysis_id"].as_str().unwrap();
+    for _ in 0..5 {
+        let j = s
+            .get(&format!("/api/analyses/{extra}"), &token)
+            .await
+            .json();
+        assert_eq!(j["resolution_status"], "PROCESSING", "{j}");
+    }
+    // One answer only: the next start lists just what it was asked for.
+    let again = s
+        .post_json(
+            &format!("/api/folders/{folder_id}/analyses/"),
+            Some(&token),
+            &json!({"analyses": [{"type": "quality"}]}),
+        )
+        .await
+        .json();
+    assert_eq!(again.as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn injected_latency_delays_the_answer_at_least_that_long() {
     let s = start(config()).await;
     let token = s.login().await;

@@ -1,4 +1,8 @@
-//! Config reload: a good change is applied, a bad one refused, and traffic never stops.
+//! Config reload: a good change is applied, a bad one refused, and traffic never stops; a file
+//! that would drop or weaken a capture route is refused too. Harness for the capture cases:
+//! `capture_support` (the real proxy, the Oz simulator and a recording backend).
+
+mod capture_support;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -276,4 +280,265 @@ async fn reload_that_leaves_oz_settings_alone_keeps_the_login_token() {
         .unwrap();
     let _ = stop_sim.send(());
     let _ = std::fs::remove_file(&path);
+}
+
+// === capture routes across reloads ===
+
+use capture_support as cs;
+use oz_capture_proxy::capture::testdata::sample_capture_json;
+
+/// The simulator, a recording backend, and the proxy started from a config file it polls.
+struct ReloadStack {
+    sim: cs::Sim,
+    backend: cs::Backend,
+    proxy: server::Running,
+    client: cs::Client,
+    path: PathBuf,
+}
+
+impl ReloadStack {
+    /// `body` holds the `oz:` and `capture:` sections (`{oz}`, `{backend}` replaced); the
+    /// listeners, a 20 ms reload poll and no drain delay come first.
+    async fn start(name: &str, sim: oz_capture_proxy::oz_sim::SimConfig, body: &str) -> Self {
+        let sim = cs::Sim::start(sim).await;
+        let backend = cs::Backend::start().await;
+        let path = temp_path(name);
+        let stack_text = Self::text(&sim, &backend, body);
+        std::fs::write(&path, &stack_text).unwrap();
+        let env = Default::default();
+        let proxy = server::start(
+            Config::load(&path, &env).unwrap(),
+            Some(ConfigSource {
+                path: path.clone(),
+                env,
+            }),
+        )
+        .await
+        .unwrap();
+        let client = cs::Client::new(proxy.traffic_addr, false);
+        ReloadStack {
+            sim,
+            backend,
+            proxy,
+            client,
+            path,
+        }
+    }
+
+    fn text(sim: &cs::Sim, backend: &cs::Backend, body: &str) -> String {
+        format!(
+            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{{backend}}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\n{body}"
+        )
+        .replace("{oz}", &sim.addr.to_string())
+        .replace("{backend}", &backend.addr.to_string())
+    }
+
+    /// The full config text for `body`, as `start` wrote it.
+    fn config(&self, body: &str) -> String {
+        Self::text(&self.sim, &self.backend, body)
+    }
+
+    /// Rewrites the config file in place, as `cat > file` would.
+    fn rewrite(&self, text: &str) {
+        std::fs::write(&self.path, text).unwrap();
+    }
+
+    async fn capture(&self, path: &str) -> cs::Reply {
+        self.client
+            .post(path, sample_capture_json(2, false, "video_selfie_blank"))
+            .await
+    }
+
+    /// The value of `oz_proxy_config_reloads_total{result}`.
+    async fn reloads(&self, result: &str) -> f64 {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let rsp = client
+            .get(
+                format!("http://{}/metrics", self.proxy.admin_addr)
+                    .parse()
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let text = rsp.into_body().collect().await.unwrap().to_bytes();
+        let series = format!("oz_proxy_config_reloads_total{{result=\"{result}\"}} ");
+        String::from_utf8_lossy(&text)
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits until the reload counter `result` exceeds `above`.
+    async fn wait_reloads(&self, result: &str, above: f64) {
+        cs::within(&format!("a reload counted as {result}"), async {
+            while self.reloads(result).await <= above {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
+    async fn stop(self) {
+        self.proxy.shutdown();
+        cs::within("proxy stop", self.proxy.wait()).await.unwrap();
+        self.sim.stop().await;
+        self.backend.stop().await;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The backend's last request carried a verdict from Oz.
+fn assert_checked(stack: &ReloadStack, backend_requests: usize, uploads: usize) {
+    let seen = stack.backend.seen();
+    assert_eq!(seen.len(), backend_requests);
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("x-oz-resolution"), Some("SUCCESS"));
+    assert!(last.header("x-oz-folder-id").is_some());
+    assert_eq!(stack.sim.sim.accepted_uploads().len(), uploads);
+}
+
+#[tokio::test]
+async fn a_file_cut_before_its_capture_routes_is_refused_and_captures_stay_checked() {
+    let body = format!("{}{}", cs::oz_token(""), cs::forward_route(""));
+    let stack = ReloadStack::start("cut", cs::sim_config(), &body).await;
+    let full = stack.config(&body);
+
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 1, 1);
+
+    // `cat > file` mid-write: everything before `capture:` is there, and it is a valid config.
+    let cut = &full[..full.find("capture:").unwrap()];
+    Config::from_yaml(cut, &Default::default()).expect("the cut file is a valid config");
+    stack.rewrite(cut);
+    stack.wait_reloads("rejected", 0.0).await;
+    assert_eq!(stack.reloads("applied").await, 0.0);
+
+    // The route is still a capture route: Oz checks the capture and the backend gets the verdict.
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 2, 2);
+
+    // The writer finishes, with one route more: adding is allowed.
+    let more = format!("{body}    - path: \"/api/liveness/capture2\"\n      on_result: forward\n");
+    stack.rewrite(&stack.config(&more));
+    stack.wait_reloads("applied", 0.0).await;
+    stack
+        .capture("/api/liveness/capture2")
+        .await
+        .assert_from_backend();
+    assert_checked(&stack, 3, 3);
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 4, 4);
+
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_weakens_a_capture_route_is_refused() {
+    let body = format!(
+        "{}capture:\n  wait_for_result: \"5s\"\n  analyses: [\"quality\"]\n  routes:\n    - path: \"{}\"\n      on_result: forward\n",
+        cs::oz_token(""),
+        cs::CAPTURE
+    );
+    let stack = ReloadStack::start("weaken", cs::sim_config(), &body).await;
+
+    // on_oz_error: forward lets a capture Oz never checked reach the backend.
+    let weaker = format!("{body}      on_oz_error: forward\n");
+    stack.rewrite(&stack.config(&weaker));
+    stack.wait_reloads("rejected", 0.0).await;
+
+    // Stronger (a longer wait) is applied.
+    stack.rewrite(&stack.config(&body.replace("\"5s\"", "\"6s\"")));
+    stack.wait_reloads("applied", 0.0).await;
+
+    // Oz fails: the route still rejects, so the backend gets nothing.
+    stack
+        .sim
+        .sim
+        .fail_next(oz_capture_proxy::oz_sim::Endpoint::Folders, 503, 1);
+    let r = stack.capture(cs::CAPTURE).await;
+    r.problem(502, "oz_error");
+    assert!(stack.backend.seen().is_empty());
+
+    stack.stop().await;
+}
+
+// === secret files ===
+
+/// A file holding a secret, in the temporary directory; removed by `stop` callers.
+fn secret_file(name: &str, value: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("oz-reload-{}-{name}", std::process::id()));
+    // A trailing newline, as mounted Secrets often have; it is not part of the secret.
+    std::fs::write(&path, format!("{value}\n")).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
+    let token_file = secret_file("token", "token-one");
+    let sim = oz_capture_proxy::oz_sim::SimConfig {
+        token: Some("token-one".into()),
+        ..cs::sim_config()
+    };
+    let body = format!(
+        "oz:\n  url: \"http://{{oz}}\"\n  auth:\n    token_file: \"{}\"\n{}",
+        token_file.display(),
+        cs::forward_route("")
+    );
+    let stack = ReloadStack::start("token-file", sim, &body).await;
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+
+    // A half-written config file is refused and stays on disk...
+    let full = stack.config(&body);
+    let cut = full[..full.find("capture:").unwrap()].to_owned();
+    stack.rewrite(&cut);
+    stack.wait_reloads("rejected", 0.0).await;
+
+    // ... when Oz revokes the old token and the Secret is updated in place with the new one.
+    stack.sim.sim.set_service_token(Some("token-two"));
+    std::fs::write(&token_file, "token-two\n").unwrap();
+    stack.wait_reloads("applied", 0.0).await;
+
+    // The config in force (with its route) now runs with the new token.
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 2, 2);
+    assert_eq!(std::fs::read_to_string(&stack.path).unwrap(), cut);
+    assert_eq!(stack.reloads("rejected").await, 1.0);
+
+    stack.stop().await;
+    let _ = std::fs::remove_file(&token_file);
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_drops_the_session_and_logs_in_again() {
+    use oz_capture_proxy::oz_sim::{DEFAULT_EMAIL, DEFAULT_PASSWORD};
+    let password_file = secret_file("password", DEFAULT_PASSWORD);
+    let body = format!(
+        "oz:\n  url: \"http://{{oz}}\"\n  auth:\n    email: \"{DEFAULT_EMAIL}\"\n    password_file: \"{}\"\n{}",
+        password_file.display(),
+        cs::forward_route("")
+    );
+    let stack = ReloadStack::start("password-file", cs::sim_config(), &body).await;
+    let logins = || {
+        stack
+            .sim
+            .sim
+            .calls()
+            .iter()
+            .filter(|c| c.endpoint.as_deref() == Some("auth") && c.status == 200)
+            .count()
+    };
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_eq!(logins(), 1);
+
+    stack.sim.sim.set_password("password-two");
+    std::fs::write(&password_file, "password-two\n").unwrap();
+    stack.wait_reloads("applied", 0.0).await;
+
+    // The session of the old password is not kept: a new login, with the new password.
+    stack.capture(cs::CAPTURE).await.assert_from_backend();
+    assert_checked(&stack, 2, 2);
+    assert_eq!(logins(), 2);
+
+    stack.stop().await;
+    let _ = std::fs::remove_file(&password_file);
 }

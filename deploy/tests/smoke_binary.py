@@ -382,10 +382,10 @@ def main() -> int:
                                     "oz_proxy_config_reloads_total", {"result": result}) or 0.0
 
             applied0, rejected0 = reloads("applied"), reloads("rejected")
-            # A capture setting: reloadable (listeners, TLS, backend, server limits, forwarding and
-            # logging need a restart).
+            # A stricter capture setting: reloadable (listeners, TLS, backend, server limits,
+            # forwarding and logging need a restart; a weaker capture setting is refused).
             vol.publish(config_yaml(ports, args.backend_host, oz_port, route).replace('wait_for_result: "5s"',
-                                                                                      'wait_for_result: "4s"'))
+                                                                                      'wait_for_result: "6s"'))
             t0 = time.monotonic()
             ok_applied = wait_until(lambda: reloads("applied") > applied0, args.reload_timeout, 0.25)
             t_applied = time.monotonic() - t0

@@ -297,6 +297,10 @@ fn duplicate(e: &Error) -> Error {
             endpoint,
             reason: reason.clone(),
         },
+        Error::TooManyAnalyses { endpoint, listed } => Error::TooManyAnalyses {
+            endpoint,
+            listed: *listed,
+        },
     }
 }
 

@@ -22,6 +22,15 @@
 //!   within the budget (a GET is safe to repeat); 4xx and auth failures end the check with the
 //!   error. If the budget ends during an Oz outage the verdict is PROCESSING, with the failures
 //!   logged and counted in `oz_errors_total`.
+//! - **Oz does not decide how much work one capture makes.** An answer listing more than
+//!   [`MAX_ANALYSES`](super::client::MAX_ANALYSES) analyses is refused where it is read
+//!   (`Error::TooManyAnalyses`, 502 `oz_bad_response`), and one capture makes at most
+//!   [`MAX_POLLS`] polls, however long `wait_for_result` is; when they are spent the verdict is
+//!   PROCESSING, as when the wait runs out. Time bounds the rounds too: the pauses start at
+//!   50–100 ms and reach 1–2 s after five rounds, so a wait of `w` seconds holds at most about
+//!   `5 + w` rounds. With both bounds a capture makes at most 1 upload, 1 start and
+//!   [`MAX_POLLS`] polls (each call possibly preceded by one login or refresh and sent once more
+//!   after a 401 code 7/8, see `client.rs`).
 
 use std::time::Duration;
 
@@ -40,6 +49,13 @@ use crate::config::OzApiMode;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between polls.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Most polls (`GET /api/analyses/{id}`) one capture makes. The default 30 s wait with up to
+/// three analyses needs at most about 100 (33 rounds at the shortest pauses), one analysis can
+/// be polled for two minutes and more; so the cap only bites when an answer lists many
+/// analyses, or on waits of minutes, where it stops the number of analyses from multiplying
+/// the rounds.
+pub const MAX_POLLS: usize = 128;
 
 impl OzClient {
     /// Uploads a capture and obtains its verdict (see the module doc for every branch).
@@ -132,6 +148,7 @@ impl OzClient {
     ) -> Result<Vec<Analysis>, Error> {
         let deadline = Instant::now() + wait;
         let mut backoff = FIRST_BACKOFF;
+        let mut polls_left = MAX_POLLS;
         loop {
             let pending: Vec<usize> = (0..analyses.len())
                 .filter(|&i| !analyses[i].resolution.is_final())
@@ -164,6 +181,14 @@ impl OzClient {
                 );
                 return Ok(analyses);
             };
+            if polls_left == 0 {
+                tracing::info!(
+                    pending = pending.len(),
+                    max_polls = MAX_POLLS,
+                    "oz verdict not final within the polls one capture may make"
+                );
+                return Ok(analyses);
+            }
             tokio::time::sleep(jitter(backoff).min(left)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
 
@@ -174,6 +199,10 @@ impl OzClient {
                 else {
                     break;
                 };
+                let Some(fewer) = polls_left.checked_sub(1) else {
+                    break;
+                };
+                polls_left = fewer;
                 match self.get_analysis_within(&analyses[i].id, Some(left)).await {
                     Ok(a) => analyses[i] = a,
                     Err(e) if transient(&e) => {
@@ -191,7 +220,7 @@ fn transient(e: &Error) -> bool {
     match e {
         Error::Timeout { .. } | Error::Unreachable { .. } | Error::BadResponse { .. } => true,
         Error::Api { status, .. } => *status >= 500 || *status == 429,
-        Error::Auth { .. } | Error::ResultTimeout => false,
+        Error::Auth { .. } | Error::ResultTimeout | Error::TooManyAnalyses { .. } => false,
     }
 }
 

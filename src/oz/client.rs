@@ -35,6 +35,13 @@ use super::upload::UploadBody;
 use crate::config::{OzApiMode, OzConfig};
 use crate::metrics::Metrics;
 
+/// Most analyses one capture takes from an Oz answer (a folder answer or the answer that starts
+/// them). A capture starts one per configured type, a handful (`capture.analyses` is held to the
+/// same limit); an answer listing more is no verdict the proxy can use, and polling each would
+/// let Oz decide how many calls one capture makes (20,000 listed once made 13,208 calls in
+/// 3 s). Such an answer is `Error::TooManyAnalyses`.
+pub const MAX_ANALYSES: usize = 32;
+
 /// A handle to Oz API. Cloning is cheap; clones share the connection pool and the token.
 #[derive(Clone)]
 pub struct OzClient {
@@ -98,6 +105,7 @@ impl OzClient {
             parse_folder(&t.json(endpoint, &body)?).map_err(|r| t.bad_response(endpoint, r))?;
         check_id(&folder.folder_id)
             .map_err(|r| t.bad_response(endpoint, format!("folder_id {r}")))?;
+        self.bounded(endpoint, folder.analyses.len())?;
         tracing::info!(request_id, folder_id = %folder.folder_id, analyses = folder.analyses.len(), "oz folder created");
         Ok(folder)
     }
@@ -122,6 +130,7 @@ impl OzClient {
         let body = self.call(&call, None).await?;
         let t = &self.inner.transport;
         let started = parse_analyses(&t.json(EP, &body)?).map_err(|r| t.bad_response(EP, r))?;
+        self.bounded(EP, started.len())?;
         Ok(started)
     }
 
@@ -161,6 +170,18 @@ impl OzClient {
             found.id = analysis_id.to_owned();
         }
         Ok(found)
+    }
+
+    /// `Err(TooManyAnalyses)`, counted like every other failure, when an answer to `endpoint`
+    /// listed more than [`MAX_ANALYSES`].
+    fn bounded(&self, endpoint: &'static str, listed: usize) -> Result<(), Error> {
+        if listed <= MAX_ANALYSES {
+            return Ok(());
+        }
+        Err(self
+            .inner
+            .transport
+            .counted(endpoint, Error::TooManyAnalyses { endpoint, listed }))
     }
 
     /// A `BadResponse`, counted in `oz_errors_total` like every other failure.

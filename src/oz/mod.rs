@@ -4,7 +4,8 @@
 //!
 //! - [`client`]: [`OzClient`], the endpoints, and the retry rules (folder creation is never
 //!   resent once it may have reached Oz).
-//! - `check`: the whole flow, upload → analyses → poll → [`Verdict`].
+//! - `check`: the whole flow, upload → analyses → poll → [`Verdict`], within [`MAX_ANALYSES`]
+//!   analyses and [`MAX_POLLS`] polls per capture, whatever Oz answers.
 //! - `auth`: static token or login, renewal before expiry and on 401 codes 7/8, single flight.
 //! - `transport`: one call: timeout, error mapping, metrics, the connect retry.
 //! - [`tls`]: rustls with the aws-lc-rs provider, webpki roots plus `oz.ca_file`.
@@ -22,7 +23,8 @@ pub mod types;
 pub mod upload;
 pub mod verdict;
 
-pub use client::OzClient;
+pub use check::MAX_POLLS;
+pub use client::{OzClient, MAX_ANALYSES};
 pub use error::Error;
 pub use tls::BuildError;
 pub use types::{Analysis, Folder};

@@ -6,7 +6,8 @@
 //! status, become `Error::Auth`; everything else `Error::Api`. Connect failures and broken
 //! connections become `Error::Unreachable`; running past the time budget `Error::Timeout`.
 //! Every call records `oz_call(endpoint, elapsed)`, and failures `oz_error(endpoint, code)` with
-//! Oz's `error_code`, else the HTTP status, else `timeout`, `unreachable` or `bad_response`.
+//! Oz's `error_code`, else the HTTP status, else `timeout`, `unreachable` or `bad_response`;
+//! codes and statuses outside the documented ones are `other` (see `metric_code`).
 //!
 //! Retries here are only the ones that cannot duplicate work: a failed *connect* (no byte of
 //! the request left this process) is tried once more after a short jittered pause, for every
@@ -172,7 +173,11 @@ impl Transport {
 
     /// A `BadResponse` for a 2xx answer whose content does not fit, counted and logged.
     pub fn bad_response(&self, endpoint: &'static str, reason: String) -> Error {
-        let e = Error::BadResponse { endpoint, reason };
+        self.counted(endpoint, Error::BadResponse { endpoint, reason })
+    }
+
+    /// `e`, found in a 2xx answer from `endpoint`, counted and logged like a failed call.
+    pub fn counted(&self, endpoint: &'static str, e: Error) -> Error {
         self.failed(endpoint, &e);
         e
     }
@@ -285,8 +290,11 @@ fn classify(endpoint: &'static str, status: StatusCode, body: &[u8]) -> Error {
     }
 }
 
-/// The `code` label of `oz_errors_total`.
-fn metric_code(e: &Error) -> String {
+/// The `code` label of `oz_errors_total`: a fixed set, whatever Oz sends. Oz's `error_code` is
+/// kept when oz-api.md §5 documents it (0–11, 13, 14), the HTTP status when it is a registered
+/// 4xx or 5xx; anything else is `other`, so an Oz (or a proxy in front of it) that invents codes
+/// adds one series, not one per code.
+fn metric_code(e: &Error) -> &'static str {
     match e {
         Error::Api {
             error_code: Some(c),
@@ -294,14 +302,41 @@ fn metric_code(e: &Error) -> String {
         }
         | Error::Auth {
             error_code: Some(c),
-        } => c.to_string(),
-        Error::Api { status, .. } => status.to_string(),
-        Error::Auth { error_code: None } => "auth".into(),
-        Error::Timeout { .. } => "timeout".into(),
-        Error::Unreachable { .. } => "unreachable".into(),
-        Error::BadResponse { .. } => "bad_response".into(),
-        Error::ResultTimeout => "result_timeout".into(),
+        } => known_error_code(*c),
+        Error::Api { status, .. } => known_status(*status),
+        Error::Auth { error_code: None } => "auth",
+        Error::Timeout { .. } => "timeout",
+        Error::Unreachable { .. } => "unreachable",
+        Error::BadResponse { .. } | Error::TooManyAnalyses { .. } => "bad_response",
+        Error::ResultTimeout => "result_timeout",
     }
+}
+
+/// Oz error codes oz-api.md §5 lists: 0–11, and 13, 14 for OzCapsula.
+fn known_error_code(code: i64) -> &'static str {
+    // Indexed by code; 12 is not documented and goes to `other` like every unknown one.
+    const CODES: [&str; 15] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14",
+    ];
+    match code {
+        0..=11 | 13 | 14 => CODES[code as usize],
+        _ => "other",
+    }
+}
+
+/// The 4xx and 5xx statuses in the IANA HTTP Status Code Registry.
+fn known_status(status: u16) -> &'static str {
+    const STATUSES: [&str; 37] = [
+        "400", "401", "402", "403", "404", "405", "406", "407", "408", "409", "410", "411", "412",
+        "413", "414", "415", "416", "417", "421", "422", "425", "426", "428", "429", "431", "451",
+        "500", "501", "502", "503", "504", "505", "506", "507", "508", "510", "511",
+    ];
+    let text = status.to_string();
+    STATUSES
+        .iter()
+        .find(|s| **s == text)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// `d` with "equal jitter": between d/2 and d, so many proxies that saw the same failure do
@@ -380,7 +415,20 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(metric_code(&api(400, Some(3))), "3");
+        assert_eq!(metric_code(&api(400, Some(14))), "14");
+        assert_eq!(metric_code(&api(400, Some(12))), "other", "not documented");
+        assert_eq!(metric_code(&api(400, Some(-1))), "other");
+        assert_eq!(metric_code(&api(400, Some(987_654_321))), "other");
         assert_eq!(metric_code(&api(502, None)), "502");
+        assert_eq!(metric_code(&api(429, None)), "429");
+        assert_eq!(metric_code(&api(599, None)), "other");
+        assert_eq!(metric_code(&api(999, None)), "other");
+        assert_eq!(
+            metric_code(&Error::Auth {
+                error_code: Some(70_000)
+            }),
+            "other"
+        );
         assert_eq!(metric_code(&Error::Timeout { endpoint: "poll" }), "timeout");
         assert_eq!(
             metric_code(&Error::Unreachable {

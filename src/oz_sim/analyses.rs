@@ -97,7 +97,19 @@ pub(crate) fn start(
         polls_until_final: st.cfg.polls_until_final,
         finished: false,
     };
-    let created = new_analyses(folder, reqs, outcome)?;
+    let mut created = new_analyses(folder, reqs, outcome)?;
+    if let Some(n) = st.faults.take_unfinished_analyses() {
+        let never = Outcome {
+            polls_until_final: u32::MAX,
+            ..outcome
+        };
+        let quality = AnalysisRequest {
+            kind: AnalysisType::Quality,
+            source_media: None,
+            params: Value::Object(Default::default()),
+        };
+        created.extend(new_analyses(folder, vec![quality; n as usize], never)?);
+    }
     let out: Vec<Value> = created.iter().map(|a| a.to_json(&folder.media)).collect();
     for a in created {
         folder.analyses.push(a.id.clone());

@@ -182,6 +182,13 @@ impl Sessions {
         Ok(self.issue_replacing(Some(owner)))
     }
 
+    /// Accepts `token` as the static service token from now on, instead of the old one (which
+    /// then answers error_code 7, as a revoked token does); `None` accepts none.
+    pub fn set_service_token(&mut self, token: Option<String>) {
+        self.service_token = token.filter(|t| !t.is_empty());
+        self.service_expired = false;
+    }
+
     /// Marks every token issued so far, and the static one, as expired.
     pub fn expire_all(&mut self) {
         self.service_expired = true;

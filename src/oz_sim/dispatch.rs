@@ -15,9 +15,11 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, ErrorCode};
+use super::faults::Failure;
 use super::records::CallRecord;
 use super::routes::{self, Miss, Route};
 use super::state::OzSim;
+use super::wire::json_rsp;
 use super::{analyses, folders, introspect, login};
 
 /// The answer type of every handler.
@@ -66,7 +68,7 @@ async fn serve_route(sim: &OzSim, route: Route, req: Request<Incoming>) -> (Rsp,
     }
     let injected = sim.lock().faults.take_failure(endpoint);
     let rsp = match injected {
-        Some(status) => injected_failure(status).into_rsp(),
+        Some(failure) => injected_failure(failure),
         None => call(sim, route, &parts, body)
             .await
             .unwrap_or_else(ApiError::into_rsp),
@@ -124,17 +126,21 @@ pub(crate) async fn read_body(
     }
 }
 
-/// The answer to an injected failure: Oz's generic server error (oz-api.md §5).
-fn injected_failure(status: u16) -> ApiError {
-    let status = StatusCode::from_u16(status)
+/// The answer to an injected failure: Oz's error body (oz-api.md §5) with the failure's code,
+/// by default 0 and Oz's generic server error message.
+fn injected_failure(failure: Failure) -> Rsp {
+    let status = StatusCode::from_u16(failure.status)
         .ok()
         .filter(|s| s.is_client_error() || s.is_server_error())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    ApiError::new(
+    let mut body = ApiError::new(
         status,
         ErrorCode::Unknown,
         "Unknown server side error occurred",
     )
+    .body();
+    body["error_code"] = failure.error_code.into();
+    json_rsp(status, &body)
 }
 
 fn miss_rsp(miss: Miss, method: &Method, path: &str) -> Rsp {
@@ -182,14 +188,8 @@ mod tests {
 
     #[test]
     fn injected_status_must_be_an_error() {
-        assert_eq!(
-            injected_failure(503).status,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            injected_failure(200).status,
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        assert_eq!(injected_failure(503).code, ErrorCode::Unknown);
+        let failure = |status, error_code| injected_failure(Failure { status, error_code });
+        assert_eq!(failure(503, 0).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(failure(200, 0).status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

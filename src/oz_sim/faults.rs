@@ -1,8 +1,10 @@
-//! Fault injection: failed answers and latency per endpoint, and the JSON control body of
-//! `POST /_sim/faults`.
+//! Fault injection: failed answers and latency per endpoint, an answer that floods a client with
+//! analyses, and the JSON control body of `POST /_sim/faults`.
 //!
 //! Injected failures carry the Oz error body with `error_code` 0, "Unknown server side error
-//! occurred" (oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends.
+//! occurred" (oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends;
+//! a failure may name another `error_code`, any integer, to see what a client does with codes
+//! it has never heard of.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -84,33 +86,66 @@ impl FromStr for Endpoint {
     }
 }
 
+/// An injected failure: the answer's status and Oz `error_code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub status: u16,
+    pub error_code: i64,
+}
+
 /// Pending failures and latencies, per endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
-    /// Status to answer with and how many more requests get it.
-    fail_next: HashMap<Endpoint, (u16, u32)>,
+    /// The failure to answer with and how many more requests get it.
+    fail_next: HashMap<Endpoint, (Failure, u32)>,
     latency: HashMap<Endpoint, Duration>,
+    /// Analyses that never finish, added to the next answer that starts analyses.
+    unfinished_analyses: Option<u32>,
 }
 
 impl Faults {
-    /// Answer the next `count` requests on `endpoint` with `status`; replaces a pending failure.
+    /// Answer the next `count` requests on `endpoint` with `status` and `error_code` 0;
+    /// replaces a pending failure.
     pub fn fail_next(&mut self, endpoint: Endpoint, status: u16, count: u32) {
+        self.fail_next_with_code(endpoint, status, count, 0);
+    }
+
+    /// Like [`Faults::fail_next`], with any Oz `error_code` in the answer.
+    pub fn fail_next_with_code(
+        &mut self,
+        endpoint: Endpoint,
+        status: u16,
+        count: u32,
+        error_code: i64,
+    ) {
         if count == 0 {
             self.fail_next.remove(&endpoint);
         } else {
-            self.fail_next.insert(endpoint, (status, count));
+            let failure = Failure { status, error_code };
+            self.fail_next.insert(endpoint, (failure, count));
         }
     }
 
     /// Takes one pending failure for `endpoint`, if any.
-    pub fn take_failure(&mut self, endpoint: Endpoint) -> Option<u16> {
-        let (status, left) = self.fail_next.get_mut(&endpoint)?;
-        let status = *status;
+    pub fn take_failure(&mut self, endpoint: Endpoint) -> Option<Failure> {
+        let (failure, left) = self.fail_next.get_mut(&endpoint)?;
+        let failure = *failure;
         *left -= 1;
         if *left == 0 {
             self.fail_next.remove(&endpoint);
         }
-        Some(status)
+        Some(failure)
+    }
+
+    /// The next answer to `POST /api/folders/{id}/analyses/` also lists `n` analyses that stay
+    /// `PROCESSING` however often they are read (stored, so polling them works); 0 removes it.
+    pub fn set_unfinished_analyses(&mut self, n: u32) {
+        self.unfinished_analyses = (n > 0).then_some(n);
+    }
+
+    /// Takes the pending number of never-finishing analyses, if any.
+    pub fn take_unfinished_analyses(&mut self) -> Option<u32> {
+        self.unfinished_analyses.take()
     }
 
     /// Delay every answer on `endpoint` by `latency`; zero removes it.
@@ -137,10 +172,10 @@ impl Faults {
         let fail_next: serde_json::Map<String, Value> = self
             .fail_next
             .iter()
-            .map(|(e, (status, count))| {
+            .map(|(e, (failure, count))| {
                 (
                     e.name().to_owned(),
-                    json!({"status": status, "count": count}),
+                    json!({"status": failure.status, "error_code": failure.error_code, "count": count}),
                 )
             })
             .collect();
@@ -149,7 +184,11 @@ impl Faults {
             .iter()
             .map(|(e, d)| (e.name().to_owned(), json!(d.as_millis() as u64)))
             .collect();
-        json!({"fail_next": fail_next, "latency_ms": latency_ms})
+        json!({
+            "fail_next": fail_next,
+            "latency_ms": latency_ms,
+            "unfinished_analyses": self.unfinished_analyses.unwrap_or(0),
+        })
     }
 }
 
@@ -157,8 +196,9 @@ impl Faults {
 /// so a typo does not silently inject nothing.
 ///
 /// ```json
-/// {"fail_next": {"endpoint": "folders", "status": 503, "count": 1},
-///  "latency_ms": {"folders": 2000}, "expire_tokens": true, "verdict": "DECLINED"}
+/// {"fail_next": {"endpoint": "folders", "status": 503, "count": 1, "error_code": 0},
+///  "latency_ms": {"folders": 2000}, "expire_tokens": true, "verdict": "DECLINED",
+///  "unfinished_analyses": 20000}
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +219,8 @@ pub(crate) struct FaultRequest {
     pub polls_until_final: Option<u32>,
     /// Switch single-request mode (oz-api.md §3.3).
     pub single_request: Option<bool>,
+    /// The next answer that starts analyses also lists this many that never finish.
+    pub unfinished_analyses: Option<u32>,
 }
 
 /// One `fail_next` rule.
@@ -189,6 +231,9 @@ pub(crate) struct FailNext {
     pub status: u16,
     #[serde(default = "one")]
     pub count: u32,
+    /// The Oz `error_code` of the answer; 0 (unknown server error) when absent.
+    #[serde(default)]
+    pub error_code: i64,
 }
 
 fn one() -> u32 {
@@ -230,10 +275,19 @@ mod tests {
     fn failures_count_down_per_endpoint() {
         let mut f = Faults::default();
         f.fail_next(Endpoint::Folders, 503, 2);
+        let outage = Failure {
+            status: 503,
+            error_code: 0,
+        };
         assert_eq!(f.take_failure(Endpoint::Auth), None);
-        assert_eq!(f.take_failure(Endpoint::Folders), Some(503));
-        assert_eq!(f.take_failure(Endpoint::Folders), Some(503));
+        assert_eq!(f.take_failure(Endpoint::Folders), Some(outage));
+        assert_eq!(f.take_failure(Endpoint::Folders), Some(outage));
         assert_eq!(f.take_failure(Endpoint::Folders), None);
+        f.fail_next_with_code(Endpoint::GetAnalysis, 400, 1, 987_654);
+        assert_eq!(
+            f.take_failure(Endpoint::GetAnalysis).map(|f| f.error_code),
+            Some(987_654)
+        );
     }
 
     #[test]

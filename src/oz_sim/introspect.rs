@@ -6,7 +6,8 @@
 //! - `GET /_sim/calls`: method, path, endpoint, status and injected delay of each Oz call.
 //! - `GET /_sim/faults`: pending failures, latencies, verdict, polls and mode.
 //! - `POST /_sim/faults`: change them; the body is described at [`super::faults`].
-//!   Injected failures answer with Oz's generic error, `error_code` 0 (oz-api.md §5).
+//!   Injected failures answer with Oz's generic error, `error_code` 0 (oz-api.md §5), or the
+//!   `error_code` the rule names.
 //!
 //! These paths need no token: they are the simulator's own controls, not Oz endpoints.
 
@@ -82,7 +83,7 @@ fn set_faults(sim: &OzSim, body: &[u8]) -> Result<Rsp, ApiError> {
         .map(|f| {
             let endpoint: Endpoint = f.endpoint.parse().map_err(ApiError::value)?;
             check_fault_status(f.status).map_err(ApiError::value)?;
-            Ok((endpoint, f.status, f.count))
+            Ok((endpoint, f.status, f.count, f.error_code))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let latency = req
@@ -105,8 +106,9 @@ fn set_faults(sim: &OzSim, body: &[u8]) -> Result<Rsp, ApiError> {
         if req.clear {
             st.faults.clear();
         }
-        for (endpoint, status, count) in fail_next {
-            st.faults.fail_next(endpoint, status, count);
+        for (endpoint, status, count, error_code) in fail_next {
+            st.faults
+                .fail_next_with_code(endpoint, status, count, error_code);
         }
         for (endpoint, d) in latency {
             st.faults.set_latency(endpoint, d);
@@ -122,6 +124,9 @@ fn set_faults(sim: &OzSim, body: &[u8]) -> Result<Rsp, ApiError> {
         }
         if let Some(on) = req.single_request {
             st.cfg.single_request = on;
+        }
+        if let Some(n) = req.unfinished_analyses {
+            st.faults.set_unfinished_analyses(n);
         }
     }
     Ok(json_rsp(StatusCode::OK, &faults_view(sim)))

@@ -125,6 +125,25 @@ impl OzSim {
         self.lock().faults.fail_next(endpoint, status, count);
     }
 
+    /// Like [`OzSim::fail_next`], with `error_code` (any integer) in the error body.
+    pub fn fail_next_with_code(
+        &self,
+        endpoint: Endpoint,
+        status: u16,
+        count: u32,
+        error_code: i64,
+    ) {
+        self.lock()
+            .faults
+            .fail_next_with_code(endpoint, status, count, error_code);
+    }
+
+    /// The next answer to `POST /api/folders/{id}/analyses/` also lists `n` analyses that stay
+    /// `PROCESSING` however often they are polled: an Oz that makes a client do unbounded work.
+    pub fn set_unfinished_analyses(&self, n: u32) {
+        self.lock().faults.set_unfinished_analyses(n);
+    }
+
     /// Delay every answer on `endpoint` by `latency` (after the body is read); zero removes it.
     pub fn set_latency(&self, endpoint: Endpoint, latency: Duration) {
         self.lock().faults.set_latency(endpoint, latency);
@@ -139,6 +158,21 @@ impl OzSim {
     /// on. Refresh still works for login sessions; new logins get fresh tokens.
     pub fn expire_all_tokens(&self) {
         self.lock().sessions.expire_all();
+    }
+
+    /// Rotates the static service token: `token` is accepted from now on, the old one answers
+    /// error_code 7 (invalid), as a revoked token does. `None` accepts login tokens only.
+    pub fn set_service_token(&self, token: Option<&str>) {
+        self.lock()
+            .sessions
+            .set_service_token(token.map(str::to_owned));
+    }
+
+    /// Changes the password login accepts from now on. Sessions already issued stay valid (the
+    /// simulator does not tie them to the password), so a client that keeps its session token
+    /// after its password file changed is not caught by a refused call, only by its logins.
+    pub fn set_password(&self, password: &str) {
+        self.lock().cfg.password = password.to_owned();
     }
 
     /// Verdict of analyses started from now on.
