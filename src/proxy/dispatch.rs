@@ -182,7 +182,8 @@ struct Inner {
 }
 
 /// Where a request goes once its head is clean.
-enum Route {
+#[derive(Debug)]
+pub enum Route {
     Capture(Arc<CaptureRoute>),
     /// A tunnel for the allowed protocols of the offer, as forwarded in `Upgrade`.
     Upgrade(HeaderValue),
@@ -219,7 +220,7 @@ impl Proxy {
     }
 
     /// Handles one request from `peer`. Never fails: failures become problem responses.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: Peer) -> Response<ObservedBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<ObservedBody> {
         let me = &*self.inner;
         let mut obs = Observation::start(
             &me.metrics,
@@ -228,36 +229,29 @@ impl Proxy {
             req.uri().path_and_query().cloned(),
         );
 
-        let http1 = req.version() <= Version::HTTP_11;
-        // An error answered before the body has been read ends the connection (HTTP/1).
-        let unread_body = http1 && !req.body().is_end_stream();
-        // Framing is judged on the headers as received, before anything is removed.
-        let route = check_request(&mut req, &me.rules).and_then(|()| {
-            headers::strip_forged(req.headers_mut(), me.rules.keep_underscores);
-            self.route(&req)
-        });
-        // Hop-by-hop removal comes before the proxy adds its own fields: otherwise a client could
-        // name `X-Forwarded-For` or `X-Request-Id` in `Connection` and have them stripped.
-        let offer = match &route {
-            Ok(Route::Upgrade(offer)) => Some(offer.clone()),
-            _ => None,
+        let (mut head, body) = req.into_parts();
+        let has_body = !body.is_end_stream();
+        let http1 = head.version <= Version::HTTP_11;
+        let filtered = {
+            let live = me.live.load();
+            request_filter(
+                &mut head,
+                has_body,
+                &me.rules,
+                &live.routes,
+                &me.forwarding,
+                &peer,
+            )
         };
-        headers::strip_hop_by_hop(req.headers_mut(), offer.is_some());
-        if let Some(offer) = offer {
-            req.headers_mut().insert(header::UPGRADE, offer);
-        }
-        host_from_target(&mut req);
-        if req.version() == Version::HTTP_2 {
-            join_cookies(req.headers_mut());
-        }
-        let request_id = me.forwarding.apply(req.headers_mut(), &peer);
-        obs.set_request_id(request_id.clone());
-        let id = request_id
+        let req = Request::from_parts(head, body);
+        obs.set_request_id(filtered.request_id.clone());
+        let id = filtered
+            .request_id
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
 
-        let result = match route {
+        let result = match filtered.route {
             Err(e) => Err(e),
             Ok(Route::Capture(route)) => {
                 obs.set_kind(RouteKind::Capture);
@@ -274,57 +268,21 @@ impl Proxy {
             Ok(Route::Passthrough) => self.passthrough(req).await,
         };
 
-        let rsp = result.unwrap_or_else(|e| {
+        let mut rsp = result.unwrap_or_else(|e| {
             log_failure(&e, id);
             let mut rsp = problem::respond(&e, id);
-            if unread_body && e.may_leave_body_unread() {
+            // An error answered before the body has been read ends the connection (HTTP/1).
+            if http1 && has_body && e.may_leave_body_unread() {
                 rsp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             rsp
         });
-        let mut rsp = rsp;
         if http1 && me.draining.is_cancelled() && rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
             rsp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         obs.finish(rsp)
-    }
-
-    /// Decides the route of a request whose head passed [`check_request`].
-    fn route(&self, req: &Request<Incoming>) -> Result<Route, Error> {
-        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let has_body = !req.body().is_end_stream();
-        match self.inner.live.load().routes.hit(req.method(), target, has_body) {
-            Hit::Capture(route) => return Ok(Route::Capture(route.clone())),
-            Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
-            Hit::Spelling => {
-                return Err(Error::BadRequest(
-                    "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
-                ))
-            }
-            // Never an upgrade on a capture path: nothing inside a tunnel is checked.
-            Hit::Bodiless => return Ok(Route::Passthrough),
-            Hit::Miss => {}
-        }
-        if req.version() != Version::HTTP_11 || !headers::is_upgrade_request(req.headers()) {
-            return Ok(Route::Passthrough);
-        }
-        // Protocols not on the allow-list are not offered to the backend; with none left the
-        // request is an ordinary one (a server may ignore `Upgrade`, RFC 9110 §7.8).
-        let Some(offer) =
-            headers::allowed_upgrade(req.headers(), &self.inner.rules.upgrade_protocols)
-        else {
-            return Ok(Route::Passthrough);
-        };
-        // An upgrade request is sent without a body: one that declares a body would leave its
-        // bytes on the backend connection to be read as the next request (request smuggling).
-        if has_body {
-            return Err(Error::BadRequest(
-                "an upgrade request must not carry a body (Content-Length above 0 or Transfer-Encoding)",
-            ));
-        }
-        Ok(Route::Upgrade(offer))
     }
 
     /// Forwards a request whose headers the request filter has already rewritten.
@@ -371,6 +329,87 @@ impl Proxy {
     }
 }
 
+/// What the request filter decided about one head.
+pub struct Filtered {
+    /// Where the request goes, or why it is refused.
+    pub route: Result<Route, Error>,
+    /// The request id as forwarded (the client's when acceptable, else a fresh one).
+    pub request_id: Option<HeaderValue>,
+}
+
+/// The request filter: everything the proxy decides from a request head alone, and the head
+/// rewritten as the backend will get it. Refusals still get the forwarding headers and a request
+/// id, so that the problem answer names one. A pure function of the head (no I/O), so a fuzz
+/// target can hold it to the same invariants as the bypass suite.
+pub fn request_filter(
+    head: &mut http::request::Parts,
+    has_body: bool,
+    rules: &RequestRules,
+    routes: &RouteTable,
+    forwarding: &Forwarding,
+    peer: &Peer,
+) -> Filtered {
+    // Framing is judged on the headers as received, before anything is removed.
+    let route = check_request(head, rules).and_then(|()| {
+        headers::strip_forged(&mut head.headers, rules.keep_underscores);
+        route(head, has_body, rules, routes)
+    });
+    // Hop-by-hop removal comes before the proxy adds its own fields: otherwise a client could
+    // name `X-Forwarded-For` or `X-Request-Id` in `Connection` and have them stripped.
+    let offer = match &route {
+        Ok(Route::Upgrade(offer)) => Some(offer.clone()),
+        _ => None,
+    };
+    headers::strip_hop_by_hop(&mut head.headers, offer.is_some());
+    if let Some(offer) = offer {
+        head.headers.insert(header::UPGRADE, offer);
+    }
+    host_from_target(head);
+    if head.version == Version::HTTP_2 {
+        join_cookies(&mut head.headers);
+    }
+    let request_id = forwarding.apply(&mut head.headers, peer);
+    Filtered { route, request_id }
+}
+
+/// Decides the route of a head that passed [`check_request`].
+fn route(
+    head: &http::request::Parts,
+    has_body: bool,
+    rules: &RequestRules,
+    routes: &RouteTable,
+) -> Result<Route, Error> {
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    match routes.hit(&head.method, target, has_body) {
+        Hit::Capture(route) => return Ok(Route::Capture(route.clone())),
+        Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
+        Hit::Spelling => {
+            return Err(Error::BadRequest(
+                "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
+            ))
+        }
+        // Never an upgrade on a capture path: nothing inside a tunnel is checked.
+        Hit::Bodiless => return Ok(Route::Passthrough),
+        Hit::Miss => {}
+    }
+    if head.version != Version::HTTP_11 || !headers::is_upgrade_request(&head.headers) {
+        return Ok(Route::Passthrough);
+    }
+    // Protocols not on the allow-list are not offered to the backend; with none left the
+    // request is an ordinary one (a server may ignore `Upgrade`, RFC 9110 §7.8).
+    let Some(offer) = headers::allowed_upgrade(&head.headers, &rules.upgrade_protocols) else {
+        return Ok(Route::Passthrough);
+    };
+    // An upgrade request is sent without a body: one that declares a body would leave its
+    // bytes on the backend connection to be read as the next request (request smuggling).
+    if has_body {
+        return Err(Error::BadRequest(
+            "an upgrade request must not carry a body (Content-Length above 0 or Transfer-Encoding)",
+        ));
+    }
+    Ok(Route::Upgrade(offer))
+}
+
 /// Strips hop-by-hop fields from a backend response and makes it ours; its body is cut when the
 /// backend stalls for `body_idle`.
 pub(crate) fn response_filter(
@@ -392,23 +431,18 @@ pub(crate) fn response_filter(
 
 /// Refuses what must never be forwarded: every request that the proxy and a backend could read
 /// two ways. Collapses repeated identical `Content-Length` fields, as hyper does on HTTP/1.
-fn check_request(req: &mut Request<Incoming>, rules: &RequestRules) -> Result<(), Error> {
-    if req.method() == Method::CONNECT {
+fn check_request(req: &mut http::request::Parts, rules: &RequestRules) -> Result<(), Error> {
+    if req.method == Method::CONNECT {
         return Err(Error::MethodNotAllowed);
     }
     // RFC 9110 §9.1: methods are case-sensitive, so `post` is not POST; but Werkzeug and Django
     // upper-case it and run their POST view. nginx refuses such methods too.
-    if req
-        .method()
-        .as_str()
-        .bytes()
-        .any(|b| b.is_ascii_lowercase())
-    {
+    if req.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
         return Err(Error::BadRequest(
             "a method must be written in upper case (backends disagree on what `post` means)",
         ));
     }
-    let uri = req.uri();
+    let uri = &req.uri;
     // RFC 9112 §3.2.3: the authority form is only for CONNECT. Forwarding `GET host:443` as
     // `GET /` with that Host would make up a request the client never sent.
     if uri.scheme().is_none() && uri.authority().is_some() {
@@ -424,14 +458,14 @@ fn check_request(req: &mut Request<Incoming>, rules: &RequestRules) -> Result<()
             "a request target must not start with `//`: backends read it as a host name",
         ));
     }
-    if req.version() == Version::HTTP_2 {
-        check_h2_head_limits(req.headers(), rules)?;
+    if req.version == Version::HTTP_2 {
+        check_h2_head_limits(&req.headers, rules)?;
     }
     // RFC 9112 §6.1: a message with both is a smuggling attempt. On HTTP/1 hyper never lets one
     // through: it frames the request by Transfer-Encoding alone, drops Content-Length and closes
     // the connection after the response (the RFC's other permitted answer), so the backend gets
     // one clean chunked request. This guards every other way in.
-    let h = req.headers_mut();
+    let h = &mut req.headers;
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(Error::BadRequest(
             "a request must not carry both Content-Length and Transfer-Encoding",
@@ -495,11 +529,11 @@ fn collapse_content_length(h: &mut http::HeaderMap) -> Result<(), Error> {
 /// - HTTP/1.1: exactly one (RFC 9112 §3.2; an absolute-form target then replaces it);
 /// - HTTP/1.0: at most one (a missing one becomes the backend's own authority);
 /// - HTTP/2: `:authority`, which becomes `Host` (RFC 9113 §8.3.1), else exactly one `host`.
-fn check_host(req: &Request<Incoming>) -> Result<(), Error> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+fn check_host(req: &http::request::Parts) -> Result<(), Error> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
-    let valid = match req.version() {
-        Version::HTTP_2 if req.uri().authority().is_some() => true,
+    let valid = match req.version {
+        Version::HTTP_2 if req.uri.authority().is_some() => true,
         Version::HTTP_10 | Version::HTTP_09 => match (first, second) {
             (None, _) => true,
             (Some(host), None) => valid_host(host),
@@ -527,8 +561,8 @@ fn valid_host(v: &HeaderValue) -> bool {
 /// HTTP/1.1, where the recipient must ignore `Host` and use the target's authority (RFC 9112
 /// §3.2.2), and `:authority` on HTTP/2, which an intermediary must use as `Host` when it makes
 /// an HTTP/1.1 request (RFC 9113 §8.3.1). Userinfo is never part of `Host`.
-fn host_from_target(req: &mut Request<Incoming>) {
-    let Some(authority) = req.uri().authority() else {
+fn host_from_target(req: &mut http::request::Parts) {
+    let Some(authority) = req.uri.authority() else {
         return;
     };
     let value = match authority.as_str().rsplit_once('@') {
@@ -536,7 +570,7 @@ fn host_from_target(req: &mut Request<Incoming>) {
         Some((_, host)) => HeaderValue::from_str(host),
     };
     if let Ok(v) = value {
-        req.headers_mut().insert(header::HOST, v);
+        req.headers.insert(header::HOST, v);
     }
 }
 
