@@ -126,6 +126,11 @@ pub struct ServerConfig {
     /// A streamed request or response body that sends nothing for this long is cut.
     #[serde(default = "defaults::body_idle_timeout", with = "de::duration")]
     pub body_idle_timeout: Duration,
+    /// Most client connections open at once; beyond it new ones wait in the listen backlog
+    /// until one closes (each pause counted in `oz_proxy_connection_limit_reached_total`). Bounds the memory
+    /// and file descriptors a flood of connections can take.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
     /// Idle timeout of an upgraded (WebSocket) tunnel.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
     pub tunnel_idle_timeout: Duration,
@@ -577,6 +582,7 @@ impl Default for ServerConfig {
             max_headers: defaults::max_headers(),
             body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
+            max_connections: defaults::max_connections(),
             tunnel_max_lifetime: defaults::tunnel_max_lifetime(),
             upgrade_protocols: defaults::upgrade_protocols(),
             underscores_in_headers: false,
@@ -748,6 +754,12 @@ impl Config {
             return Err(Error::invalid(
                 "server.max_header_bytes",
                 "must be at least 8192 (the smallest head limit the HTTP/1 server can enforce)",
+            ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(Error::invalid(
+                "server.max_connections",
+                "must be at least 1",
             ));
         }
         if self.server.max_headers == 0 {
@@ -1022,6 +1034,9 @@ mod defaults {
     }
     pub fn tunnel_idle_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn max_connections() -> usize {
+        10_000
     }
     pub fn tunnel_max_lifetime() -> Duration {
         Duration::from_secs(3600)

@@ -187,6 +187,8 @@ struct Inner {
     oz_errors: Family<OzErrorLabels, Counter>,
     reloads_applied: Counter,
     reloads_rejected: Counter,
+    connections_open: Gauge,
+    connection_waits: Counter,
 }
 
 impl Metrics {
@@ -306,6 +308,19 @@ impl Metrics {
         let reloads_rejected =
             reload_family.get_or_create_owned(&ResultLabels { result: "rejected" });
 
+        let connections_open = Gauge::default();
+        reg.register(
+            "connections_open",
+            "Client connections open on the traffic listener",
+            connections_open.clone(),
+        );
+        let connection_waits = Counter::default();
+        reg.register(
+            "connection_limit_reached",
+            "Times the traffic listener stopped accepting because server.max_connections connections were open",
+            connection_waits.clone(),
+        );
+
         reg.register_collector(Box::new(ProcessCollector));
 
         Metrics {
@@ -321,6 +336,8 @@ impl Metrics {
                 oz_errors,
                 reloads_applied,
                 reloads_rejected,
+                connections_open,
+                connection_waits,
             }),
         }
     }
@@ -376,6 +393,16 @@ impl Metrics {
             .oz_errors
             .get_or_create(&OzErrorLabels { endpoint, code })
             .inc();
+    }
+
+    /// The gauge of open traffic connections.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.inner.connections_open
+    }
+
+    /// Counts a pause of the listener at `server.max_connections`.
+    pub fn connection_waited(&self) {
+        self.inner.connection_waits.inc();
     }
 
     /// Counts a config reload.

@@ -186,7 +186,7 @@ async fn run_with(
             config.clone(),
             live,
             passthrough,
-            metrics,
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -209,6 +209,7 @@ async fn run_with(
         tls,
         &config.server,
         config.forwarding.preserve_header_case,
+        metrics,
         Drain {
             readiness: &readiness,
             delay: config.shutdown.drain_delay,
@@ -270,6 +271,7 @@ async fn serve_traffic(
     tls: Option<TlsAcceptor>,
     cfg: &ServerConfig,
     preserve_header_case: bool,
+    metrics: Metrics,
     shutdown: Drain<'_>,
 ) -> GracefulShutdown {
     let builder = Arc::new(http_builder(cfg, preserve_header_case));
@@ -282,7 +284,21 @@ async fn serve_traffic(
         tokio::time::sleep(drain_delay).await;
     };
     tokio::pin!(drain);
+    // One permit per open connection: at `server.max_connections` the loop stops accepting and
+    // new connections wait in the kernel's backlog until one closes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                metrics.connection_waited();
+                tokio::select! {
+                    biased;
+                    _ = &mut drain => break,
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                }
+            }
+        };
         tokio::select! {
             biased;
             _ = &mut drain => break,
@@ -296,6 +312,8 @@ async fn serve_traffic(
                     };
                     let watcher = graceful.watcher();
                     let cut = shutdown.cut.clone();
+                    let open = metrics.connections_open().clone();
+                    open.inc();
                     shutdown.conns.spawn(async move {
                         tokio::select! {
                             _ = conn.serve(stream, peer, watcher) => {}
@@ -303,6 +321,8 @@ async fn serve_traffic(
                                 tracing::debug!(peer = %peer, "connection cut at the drain deadline");
                             }
                         }
+                        open.dec();
+                        drop(slot);
                     });
                 }
                 Err(e) => {

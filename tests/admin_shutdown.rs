@@ -304,3 +304,45 @@ async fn connections_that_send_nothing_are_closed_after_the_header_read_timeout(
     assert_eq!(conn.read_response(false).await.status, 200);
     assert!(conn.read_to_end().await.is_empty());
 }
+
+/// At `server.max_connections` the listener stops accepting: a further connection waits in the
+/// backlog and is served as soon as an open one closes; the pause is counted.
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("server.max_connections", 2)
+        .start()
+        .await;
+    let mut open = Vec::new();
+    for i in 0..2 {
+        let mut conn = RawConn::connect(proxy.traffic).await;
+        conn.send(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(conn.read_response(false).await.status, 200);
+        open.push(conn);
+    }
+    within("the listener to pause at the limit", async {
+        while proxy
+            .metric("oz_proxy_connection_limit_reached_total")
+            .await
+            < 1.0
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(proxy.metric("oz_proxy_connections_open").await, 2.0);
+
+    let mut waiting = RawConn::connect(proxy.traffic).await;
+    waiting
+        .send(b"GET /third HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    // Not served while both slots are taken (a bounded look, not a synchronization).
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(300), waiting.read_head()).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    drop(open.pop());
+    let rsp = waiting.read_response(false).await;
+    assert_eq!(rsp.status, 200, "served once a slot is free");
+}
