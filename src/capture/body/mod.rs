@@ -21,10 +21,11 @@
 //! unpaired `\u` surrogate) fails the frame when it is decoded. A syntax error inside a frame is reported with the
 //! frame's field and index. Unknown fields are skipped: SDK versions add fields. A field given
 //! twice is refused, so the proxy and the backend can never read different values from one body.
-//! For the same reason a key that differs from a known field only in letter case (`FRAME_LIST`,
-//! `Best_Frame`, `frame_liſt` with a long s) is refused rather than skipped: Go's `encoding/json`
-//! and ASP.NET Core match keys without case, so a backend would bind it to the field the proxy
-//! did not check. Keys are compared as serde_json hands them over, escapes undone, so
+//! For the same reason a key that differs from a known field only in letter case or word
+//! separators (`FRAME_LIST`, `Best_Frame`, `frame_liſt` with a long s, `bestFrame`,
+//! `best-frame`) is refused rather than skipped: Go's `encoding/json` and ASP.NET Core match
+//! keys without case, and camelCase alias generators bind `bestFrame`, so a backend would bind it
+//! to the field the proxy did not check. Keys are compared as serde_json hands them over, escapes undone, so
 //! `"frame\u005flist"` is `frame_list` (and a second `frame_list`, a duplicate).
 //!
 //! serde_json reads a skeleton of the body (`skim`): the body with every long string (in
@@ -249,9 +250,9 @@ fn json_error(
                 Level::VirtualCamera => format!("{}.{key}", Field::FromVirtualCamera.name()),
             },
             reason: format!(
-                "differs from `{}` only in letter case ({at}); refused because readers that \
-                 match keys without case (Go's encoding/json, ASP.NET Core) would take it for \
-                 that field",
+                "differs from `{}` only in letter case or word separators ({at}); refused \
+                 because readers that match keys loosely (Go's encoding/json, ASP.NET Core, \
+                 camelCase aliases) would take it for that field",
                 level.path(field)
             ),
         },
@@ -469,20 +470,32 @@ impl Field {
         })
     }
 
-    /// The field `key` is if letter case is ignored, as readers that bind keys without case
-    /// compare them: character by character, each one folded on its own (simple case folding:
-    /// Go's `bytes.EqualFold`, .NET's `OrdinalIgnoreCase`, Java's `equalsIgnoreCase`; never
-    /// `ß` for `ss`). Only keys that are not a field as spelt get here.
-    fn from_key_ignoring_case(key: &str) -> Option<Field> {
+    /// The field `key` is if letter case and word separators are ignored, as readers that
+    /// bind keys loosely compare them: letter case folded character by character (simple case
+    /// folding: Go's `bytes.EqualFold`, .NET's `OrdinalIgnoreCase`, Java's
+    /// `equalsIgnoreCase`; never `ß` for `ss`), and `_` and `-` left out, since camelCase and
+    /// kebab-case aliases (`bestFrame`, `best-frame`: Pydantic's `to_camel` alias generator,
+    /// Rails' `deep_transform_keys(&:underscore)`, Jackson's `@JsonAlias`) bind to the same
+    /// field. Only keys that are not a field as spelt get here.
+    fn from_key_loosely(key: &str) -> Option<Field> {
         let mut folded = [0u8; Field::LONGEST_NAME];
         let mut len = 0;
         for c in key.chars() {
+            if matches!(c, '_' | '-') {
+                continue;
+            }
             // A key longer than every name, or with a character that folds to no ASCII letter,
-            // is no field in any case.
+            // is no field in any spelling.
             *folded.get_mut(len)? = fold_to_ascii(c)?;
             len += 1;
         }
-        Field::from_key(std::str::from_utf8(&folded[..len]).ok()?)
+        let folded = &folded[..len];
+        Field::ALL.into_iter().find(|f| {
+            f.name()
+                .bytes()
+                .filter(|&b| b != b'_')
+                .eq(folded.iter().copied())
+        })
     }
 
     const fn name(self) -> &'static str {

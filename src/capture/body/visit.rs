@@ -191,7 +191,7 @@ impl Visitor<'_> for KeySeed {
         // Fields spelt as known are nearly every key, so folding is left for the rest.
         Ok(match Field::from_key(key) {
             Some(field) => Key::Field(field),
-            None => match Field::from_key_ignoring_case(key) {
+            None => match Field::from_key_loosely(key) {
                 Some(field) => Key::CaseVariant(field, key.into()),
                 None => Key::Other,
             },
