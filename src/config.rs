@@ -131,6 +131,10 @@ pub struct ServerConfig {
     /// and file descriptors a flood of connections can take.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// An HTTP/2 connection that moves no byte either way for this long is closed; `0s` = never.
+    /// (HTTP/1 keep-alive connections close at `header_read_timeout` between requests.)
+    #[serde(default = "defaults::http2_idle_timeout", with = "de::duration")]
+    pub http2_idle_timeout: Duration,
     /// Idle timeout of an upgraded (WebSocket) tunnel.
     #[serde(default = "defaults::tunnel_idle_timeout", with = "de::duration")]
     pub tunnel_idle_timeout: Duration,
@@ -583,6 +587,7 @@ impl Default for ServerConfig {
             body_idle_timeout: defaults::body_idle_timeout(),
             tunnel_idle_timeout: defaults::tunnel_idle_timeout(),
             max_connections: defaults::max_connections(),
+            http2_idle_timeout: defaults::http2_idle_timeout(),
             tunnel_max_lifetime: defaults::tunnel_max_lifetime(),
             upgrade_protocols: defaults::upgrade_protocols(),
             underscores_in_headers: false,
@@ -754,6 +759,13 @@ impl Config {
             return Err(Error::invalid(
                 "server.max_header_bytes",
                 "must be at least 8192 (the smallest head limit the HTTP/1 server can enforce)",
+            ));
+        }
+        let h2_idle = self.server.http2_idle_timeout;
+        if !h2_idle.is_zero() && h2_idle <= self.backend.timeout {
+            return Err(Error::invalid(
+                "server.http2_idle_timeout",
+                "must be 0s or longer than backend.timeout: no byte moves while the backend thinks",
             ));
         }
         if self.server.max_connections == 0 {
@@ -1033,6 +1045,9 @@ mod defaults {
         Duration::from_secs(60)
     }
     pub fn tunnel_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn http2_idle_timeout() -> Duration {
         Duration::from_secs(300)
     }
     pub fn max_connections() -> usize {

@@ -309,6 +309,7 @@ async fn serve_traffic(
                         proxy: proxy.clone(),
                         tls: tls.clone(),
                         handshake_timeout: cfg.header_read_timeout,
+                        http2_idle_timeout: cfg.http2_idle_timeout,
                     };
                     let watcher = graceful.watcher();
                     let cut = shutdown.cut.clone();
@@ -361,6 +362,8 @@ struct Conn {
     proxy: Proxy,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    /// `server.http2_idle_timeout`.
+    http2_idle_timeout: Duration,
 }
 
 impl Conn {
@@ -381,7 +384,8 @@ impl Conn {
             Some(acceptor) => {
                 match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let io = FirstByteDeadline::new(tls, self.handshake_timeout);
+                        let io =
+                            ClientIo::new(tls, self.handshake_timeout, self.http2_idle_timeout);
                         let conn = self
                             .builder
                             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -398,7 +402,7 @@ impl Conn {
                 }
             }
             None => {
-                let io = FirstByteDeadline::new(stream, self.handshake_timeout);
+                let io = ClientIo::new(stream, self.handshake_timeout, self.http2_idle_timeout);
                 let conn = self
                     .builder
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -413,27 +417,46 @@ impl Conn {
 }
 
 pin_project_lite::pin_project! {
-    /// A connection that fails its first read if no byte arrives within the deadline. hyper's
-    /// header read timeout starts once HTTP/1 has been told apart from HTTP/2, which takes the
-    /// first bytes: without this a connection that never sends one is held forever (a file
-    /// descriptor per silent connection). After the first byte it is the stream itself.
-    struct FirstByteDeadline<T> {
+    /// A client connection with the two deadlines hyper does not keep for us:
+    /// - its first read fails if no byte arrives within `server.header_read_timeout`: hyper's
+    ///   header read timeout starts once HTTP/1 has been told apart from HTTP/2, which takes the
+    ///   first bytes, so a connection that never sends one would be held forever (a file
+    ///   descriptor per silent connection);
+    /// - once it has shown itself as HTTP/2 (its first bytes are the preface), a read fails when
+    ///   no byte has moved either way for `server.http2_idle_timeout`: an HTTP/2 connection has
+    ///   no header timeout between requests. HTTP/1 keep-alive connections are closed by hyper's
+    ///   header read timeout between requests.
+    struct ClientIo<T> {
         #[pin]
         io: T,
-        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+        first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+        http2_idle: Duration,
+        idle: Option<Idle>,
     }
 }
 
-impl<T> FirstByteDeadline<T> {
-    fn new(io: T, limit: Duration) -> Self {
-        FirstByteDeadline {
+/// The idle deadline of an HTTP/2 connection; the timer is only re-armed when it fires.
+struct Idle {
+    last: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> ClientIo<T> {
+    fn new(io: T, first_byte: Duration, http2_idle: Duration) -> Self {
+        ClientIo {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            first_byte: Some(Box::pin(tokio::time::sleep(first_byte))),
+            http2_idle,
+            idle: None,
         }
     }
 }
 
-impl<T: AsyncRead> AsyncRead for FirstByteDeadline<T> {
+fn timed_out(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what)
+}
+
+impl<T: AsyncRead> AsyncRead for ClientIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -442,29 +465,65 @@ impl<T: AsyncRead> AsyncRead for FirstByteDeadline<T> {
         let this = self.project();
         let before = buf.filled().len();
         let r = this.io.poll_read(cx, buf);
-        if let Some(deadline) = this.deadline {
+        let got = buf.filled().len() > before;
+        if let Some(deadline) = this.first_byte {
             match r {
-                Poll::Ready(_) if buf.filled().len() > before => *this.deadline = None,
+                Poll::Ready(_) if got => {
+                    *this.first_byte = None;
+                    let http2 = buf.filled()[before..].starts_with(b"PRI ");
+                    if http2 && !this.http2_idle.is_zero() {
+                        let last = tokio::time::Instant::now();
+                        *this.idle = Some(Idle {
+                            last,
+                            timer: Box::pin(tokio::time::sleep_until(last + *this.http2_idle)),
+                        });
+                    }
+                    return r;
+                }
                 Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
+                    return Poll::Ready(Err(timed_out(
                         "no request byte within server.header_read_timeout",
                     )));
                 }
-                _ => {}
+                _ => return r,
+            }
+        }
+        if let Some(idle) = this.idle {
+            if got {
+                idle.last = tokio::time::Instant::now();
+            } else if r.is_pending() {
+                loop {
+                    if idle.timer.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                    let deadline = idle.last + *this.http2_idle;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Poll::Ready(Err(timed_out(
+                            "no HTTP/2 traffic for server.http2_idle_timeout",
+                        )));
+                    }
+                    idle.timer.as_mut().reset(deadline);
+                }
             }
         }
         r
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for FirstByteDeadline<T> {
+impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let r = this.io.poll_write(cx, buf);
+        if let (Some(idle), Poll::Ready(Ok(n))) = (this.idle, &r) {
+            if *n > 0 {
+                idle.last = tokio::time::Instant::now();
+            }
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -472,7 +531,14 @@ impl<T: AsyncWrite> AsyncWrite for FirstByteDeadline<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let r = this.io.poll_write_vectored(cx, bufs);
+        if let (Some(idle), Poll::Ready(Ok(n))) = (this.idle, &r) {
+            if *n > 0 {
+                idle.last = tokio::time::Instant::now();
+            }
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

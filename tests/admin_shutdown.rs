@@ -346,3 +346,27 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     let rsp = waiting.read_response(false).await;
     assert_eq!(rsp.status, 200, "served once a slot is free");
 }
+
+/// An HTTP/2 connection has no header timeout between requests: one that moves no byte either
+/// way for `server.http2_idle_timeout` is closed.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_after_the_http2_idle_timeout() {
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr)
+        .set("backend.timeout", "100ms")
+        .set("server.http2_idle_timeout", "300ms")
+        .start()
+        .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.traffic).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = Request::get(proxy.url("/once")).body(()).unwrap();
+    let (rsp, _) = client.send_request(req, true).unwrap();
+    assert_eq!(within("the h2 answer", rsp).await.unwrap().status(), 200);
+    // Then silence: the proxy ends the connection.
+    within("the idle h2 connection to be closed", conn)
+        .await
+        .expect("the connection task")
+        .ok();
+}

@@ -201,7 +201,10 @@ fn assert_clean(req: &RawRequest, checked: bool, name: &str) {
     let framings = count("content-length") + count("transfer-encoding");
     assert!(framings <= 1, "{name}: framing fields in {lines:?}");
     for (n, l) in names.iter().zip(&lines) {
-        assert!(!n.contains('_'), "{name}: underscore field {l:?}");
+        assert!(
+            n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{name}: a field name beyond letters, digits and `-`: {l:?}"
+        );
         assert!(
             !matches!(
                 n.as_str(),
@@ -248,10 +251,13 @@ fn assert_clean(req: &RawRequest, checked: bool, name: &str) {
     }
 }
 
-/// Whether a field name reads as `x-oz-…` to a backend that takes `_` for `-`.
+/// Whether a field name reads as `x-oz-…` to a backend that takes any separator for `-` (CGI
+/// gateways map every non-alphanumeric character to `_`).
 fn folded_oz(name: &str) -> bool {
     name.to_ascii_lowercase()
-        .replace('_', "-")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
         .starts_with("x-oz-")
 }
 
@@ -391,6 +397,39 @@ async fn http1_requests_never_reach_the_backend_unchecked() {
                 "X-Request-Id: r1",
             ]),
             Want::Forwarded(|r| assert_eq!(r.header_values("x-request-id"), ["r1"])),
+        ),
+        row(
+            "verdict fields with other separators (CGI maps them all to `_`)",
+            head("GET", "/x", "HTTP/1.1", &[
+                "Host: a",
+                "X-Oz.Resolution: SUCCESS",
+                "X.Oz.Action: x",
+                "X-Oz~Folder-Id: forged",
+                "X-Oz!Virtual-Camera: false",
+                "X-Keep: 1",
+            ]),
+            Want::Forwarded(|r| assert_eq!(r.header_values("x-keep"), ["1"])),
+        ),
+        row(
+            "routing overrides are dropped",
+            with_body("POST", "/other", &[
+                "X-Original-URL: /api/liveness/capture",
+                "X-Rewrite-URL: /api/liveness/capture",
+                "X-HTTP-Method-Override: PUT",
+                "X-Method-Override: PUT",
+            ], b"{}"),
+            Want::Forwarded(|r| {
+                for h in ["x-original-url", "x-rewrite-url", "x-http-method-override", "x-method-override"] {
+                    assert!(r.header_values(h).is_empty(), "{h}");
+                }
+            }),
+        ),
+        row("a Host that is a list", head("GET", "/x", "HTTP/1.1", &["Host: good.example,evil.example"]), Want::Refused(400, "")),
+        row("a Host with a non-numeric port", head("GET", "/x", "HTTP/1.1", &["Host: a:b"]), Want::Refused(400, "")),
+        row(
+            "an IPv6 Host with a port",
+            head("GET", "/x", "HTTP/1.1", &["Host: [::1]:8080"]),
+            Want::Forwarded(|r| assert_eq!(r.header_values("host"), ["[::1]:8080"])),
         ),
         row(
             "underscore names are dropped",
@@ -534,6 +573,20 @@ async fn http1_requests_never_reach_the_backend_unchecked() {
         row("dotless i (U+0131)", with_body("POST", "/api/l%C4%B1veness/capture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
         row("long s (U+017F)", with_body("POST", "/api/livene%C5%BFs/capture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
         row("full-width c (U+FF43)", with_body("POST", "/api/liveness/%EF%BD%83apture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("a double-encoded letter", with_body("POST", "/api/liveness/%2563apture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("two suffixes", with_body("POST", "/api/liveness/capture.a.b", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("NUL then a suffix", with_body("POST", "/api/liveness/capture%00.json", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("a zero-width space", with_body("POST", "/api/liveness/cap%E2%80%8Bture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("mathematical bold c (NFKC)", with_body("POST", "/api/liveness/%F0%9D%90%9Capture", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("into the capture path and out again", with_body("POST", "/api/liveness/capture/%2e%2e", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        row("an encoded slash and dot-dot", with_body("POST", "/api/liveness/capture%2F..", &["Content-Type: application/json"], &capture), Want::Refused(400, "bad_request")),
+        // The query string and the head of a capture.
+        row("a best frame in the query", with_body("POST", "/api/liveness/capture?best_frame=data:image/jpeg;base64,AAAA", &["Content-Type: application/json"], &capture), Want::Refused(400, "invalid_field")),
+        row("a summary member in the query", with_body("POST", "/api/liveness/capture?oz%5Bresolution%5D=SUCCESS", &["Content-Type: application/json"], &capture), Want::Refused(400, "invalid_field")),
+        row("a camelCase frame list in the query", with_body("POST", "/api/liveness/capture?frameList[]=x", &["Content-Type: application/json"], &capture), Want::Refused(400, "invalid_field")),
+        row("an unrelated query on a capture", with_body("POST", "/api/liveness/capture?session=abc", &["Content-Type: application/json"], &capture), Want::Checked),
+        row("two Content-Types on a capture", with_body("POST", CAPTURE, &["Content-Type: application/json", "Content-Type: application/x-www-form-urlencoded"], &capture), Want::Refused(400, "invalid_field")),
+        row("a content coding on a capture", with_body("POST", CAPTURE, &["Content-Type: application/json", "Content-Encoding: gzip"], &capture), Want::Refused(400, "invalid_field")),
     ];
     // Held: spellings that normalize to the capture path are the capture route itself.
     for spelling in [
@@ -562,6 +615,14 @@ async fn http1_requests_never_reach_the_backend_unchecked() {
         (
             "a long-s spelling of frame_list",
             "\"frame_li\u{017F}t\":[],",
+        ),
+        (
+            "a camelCase alias of best_frame",
+            "\"bestFrame\":\"data:image/jpeg;base64,AAAA\",",
+        ),
+        (
+            "a kebab-case alias of best_frame",
+            "\"best-frame\":\"data:image/jpeg;base64,AAAA\",",
         ),
     ] {
         let mut body = b"{".to_vec();
@@ -702,6 +763,41 @@ async fn a_connection_that_saw_an_upgrade_offer_is_never_pooled() {
         conns[2], conns[3],
         "the connection of the refused upgrade was not reused"
     );
+    bench.stop().await;
+}
+
+/// A body on a method whose body a backend may ignore (GET, HEAD, OPTIONS, TRACE, DELETE) is
+/// forwarded framed, but its connection is not reused: a backend route that ignores the body
+/// would read it as the next request.
+#[tokio::test]
+async fn a_connection_that_carried_a_get_body_is_never_pooled() {
+    let mut bench = Bench::start(|p| p).await;
+    let mut conns = Vec::new();
+    for (i, bytes) in [
+        head("GET", "/a", "HTTP/1.1", &["Host: a"]),
+        head("GET", "/b", "HTTP/1.1", &["Host: a"]),
+        with_body(
+            "GET",
+            "/search",
+            &[],
+            b"GET /api/liveness/capture HTTP/1.1\r\n",
+        ),
+        head("GET", "/c", "HTTP/1.1", &["Host: a"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut conn = RawConn::connect(bench.addr()).await;
+        conn.send(&bytes).await;
+        assert_eq!(conn.read_response(false).await.status, 200, "request {i}");
+        conns.push(bench.backend.next().await.conn);
+    }
+    assert_eq!(conns[0], conns[1]);
+    assert_eq!(
+        conns[1], conns[2],
+        "the GET with a body went on the pooled connection"
+    );
+    assert_ne!(conns[2], conns[3], "and that connection was not reused");
     bench.stop().await;
 }
 

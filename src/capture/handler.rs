@@ -158,6 +158,7 @@ impl CaptureService {
         req: Request<Incoming>,
         request_id: &str,
     ) -> Result<Response<Body>, Error> {
+        check_head(&req)?;
         let mode = mode_of(req.headers())?;
         let declared = declared_length(req.headers())?;
         if declared.is_some_and(|n| n > route.max_body_bytes) {
@@ -322,6 +323,16 @@ impl CaptureService {
         headers::strip_hop_by_hop(&mut parts.headers, false);
         // The body is already here; the backend must not wait for a `100 Continue` dance.
         parts.headers.remove(header::EXPECT);
+        let replaced = !matches!(
+            (&route.forward_body, &raw),
+            (ForwardBody::Original, Some((_, images))) if images.is_empty()
+        );
+        if replaced {
+            // A digest of the body as sent would not match the body as forwarded.
+            for name in ["content-md5", "digest", "content-digest", "repr-digest"] {
+                parts.headers.remove(name);
+            }
+        }
         let body = match route.forward_body {
             ForwardBody::Original => {
                 match raw.expect("run keeps the body when the route forwards it as it came") {
@@ -463,6 +474,35 @@ fn outcome_of(r: Resolution) -> CaptureOutcome {
         Resolution::Failed => CaptureOutcome::Failed,
         Resolution::Processing => CaptureOutcome::Processing,
     }
+}
+
+/// Refuses a capture head that the proxy and the backend could read two ways: a query that
+/// names a capture field (`capture::body::check_query`), more than one `Content-Type` (the
+/// proxy reads the first, gunicorn the last, which could make the backend parse the checked
+/// JSON as a form), and a content coding the proxy would not undo before checking the body.
+fn check_head(req: &Request<Incoming>) -> Result<(), CaptureError> {
+    if let Some(query) = req.uri().query() {
+        crate::capture::body::check_query(query)?;
+    }
+    let h = req.headers();
+    if h.get_all(header::CONTENT_TYPE).iter().nth(1).is_some() {
+        return Err(CaptureError::BadField {
+            field: "Content-Type".into(),
+            reason: "appears more than once".into(),
+        });
+    }
+    let coded = h.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|c| {
+            !c.trim_ascii().is_empty() && !c.trim_ascii().eq_ignore_ascii_case(b"identity")
+        })
+    });
+    if coded {
+        return Err(CaptureError::BadField {
+            field: "Content-Encoding".into(),
+            reason: "must be absent or identity: the capture is checked as sent".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The capture mode from `Content-Type` (parameters such as `charset` are ignored).

@@ -100,10 +100,12 @@ impl RouteTable {
         self.by_path.get(&path::normalize(target.as_bytes()))
     }
 
-    /// What a request with `method` on `target`, carrying a body or not, is to the capture
-    /// routes.
-    pub fn hit(&self, method: &Method, target: &str, has_body: bool) -> Hit<'_> {
-        if self.by_path.is_empty() {
+    /// What a request with `method` on `target`, carrying a body or not and asking for an
+    /// upgrade or not, is to the capture routes.
+    pub fn hit(&self, method: &Method, target: &str, has_body: bool, upgrade: bool) -> Hit<'_> {
+        // A request that is neither a capture method nor carries a body nor asks for a tunnel
+        // cannot carry a capture: the common GET skips the path work.
+        if self.by_path.is_empty() || !(has_body || upgrade || self.methods.contains(method)) {
             return Hit::Miss;
         }
         if let Some(route) = self.by_path.get(&path::normalize(target.as_bytes())) {
@@ -119,9 +121,11 @@ impl RouteTable {
         }
         if self.strict_paths
             && path::might_fold(target.as_bytes())
-            && path::folded_forms(target.as_bytes())
-                .iter()
-                .any(|f| self.by_path.contains_key(f))
+            && path::folded_forms(target.as_bytes()).iter().any(|f| {
+                self.by_path.contains_key(f)
+                    || (f.contains(path::WILDCARD)
+                        && self.by_path.keys().any(|p| path::matches_folded(f, p)))
+            })
         {
             return Hit::Spelling;
         }
@@ -380,7 +384,8 @@ fn route(
     routes: &RouteTable,
 ) -> Result<Route, Error> {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    match routes.hit(&head.method, target, has_body) {
+    let upgrade = head.version == Version::HTTP_11 && headers::is_upgrade_request(&head.headers);
+    match routes.hit(&head.method, target, has_body, upgrade) {
         Hit::Capture(route) => return Ok(Route::Capture(route.clone())),
         Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
         Hit::Spelling => {
@@ -392,7 +397,7 @@ fn route(
         Hit::Bodiless => return Ok(Route::Passthrough),
         Hit::Miss => {}
     }
-    if head.version != Version::HTTP_11 || !headers::is_upgrade_request(&head.headers) {
+    if !upgrade {
         return Ok(Route::Passthrough);
     }
     // Protocols not on the allow-list are not offered to the backend; with none left the
@@ -551,10 +556,45 @@ fn check_host(req: &http::request::Parts) -> Result<(), Error> {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2); userinfo has no place in Host.
+///
+/// Stricter than the RFC's `reg-name` on purpose: no sub-delims (`good,evil` is one host to the
+/// URI grammar and a list to Express and Werkzeug's ProxyFix, which take different ends of it),
+/// no percent-encoding, and a port of digits only.
 fn valid_host(v: &HeaderValue) -> bool {
-    !v.is_empty()
-        && !v.as_bytes().contains(&b'@')
-        && http::uri::Authority::try_from(v.as_bytes()).is_ok()
+    let b = v.as_bytes();
+    let (host, port) = match b.first() {
+        Some(b'[') => match b.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let literal = &b[1..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.'));
+                if !ok {
+                    return false;
+                }
+                (&b[..=end], &b[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match b.iter().position(|&c| c == b':') {
+            Some(i) => (&b[..i], &b[i..]),
+            None => (b, &b[b.len()..]),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && (host[0] == b'['
+            || host
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_' | b'~')));
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    };
+    host_ok && port_ok
 }
 
 /// Sets `Host` from the request target when the target carries an authority: absolute-form on

@@ -40,22 +40,45 @@ fn always_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Whether a field name, with `_` read as `-` (names are lowercase already), starts with
-/// `x-oz-`: the spellings a backend may take for a verdict field.
+/// Whether a field name, with any character but a letter or digit read as `-` (names are
+/// lowercase already), starts with `x-oz-`: the spellings a backend may take for a verdict field.
+/// CGI gateways map every such character to `_` (lighttpd's `http_cgi_encode_varname`, Apache
+/// 2.2's `mod_cgi`), so `X-Oz.Resolution` and `X~Oz!Action` read as verdict fields there.
 pub fn is_oz_field(name: &str) -> bool {
     let b = name.as_bytes();
     b.len() >= OZ_PREFIX.len()
         && b[..OZ_PREFIX.len()]
             .iter()
             .zip(OZ_PREFIX.as_bytes())
-            .all(|(&c, &want)| c == want || (want == b'-' && c == b'_'))
+            .all(|(&c, &want)| c == want || (want == b'-' && !c.is_ascii_alphanumeric()))
 }
 
-/// Whether a client field must not reach the backend under any spelling: a verdict field, or
-/// (unless `keep_underscores`) any name with an `_`.
+/// Request fields that make some frameworks route or dispatch a request as another one
+/// (Symfony and Zend's `X-Original-URL` / `X-Rewrite-URL`, IIS's URL Rewrite, method overrides
+/// of Rails, Laravel, Express' method-override and ASP.NET): a passthrough request must not be
+/// able to turn into a capture, or a capture into something else, past the proxy's checks.
+fn is_routing_override(name: &str) -> bool {
+    matches!(
+        name,
+        "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-uri"
+            | "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+    )
+}
+
+/// Whether a client field must not reach the backend under any spelling: a verdict field, a
+/// routing override, or a name with a character other than a letter, digit or `-` (as nginx's
+/// `ignore_invalid_headers`; `_` only when `keep_underscores`).
 fn is_forged(name: &HeaderName, keep_underscores: bool) -> bool {
     let s = name.as_str();
-    is_oz_field(s) || (!keep_underscores && s.contains('_'))
+    is_oz_field(s)
+        || is_routing_override(s)
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || (keep_underscores && b == b'_'))
 }
 
 /// Fields a trailer must not carry (RFC 9110 §6.5.1: framing, routing, request modifiers,

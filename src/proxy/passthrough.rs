@@ -85,7 +85,19 @@ impl Passthrough {
 
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Streamed>, Error> {
-        self.send_as(req, Exchange::Plain).await
+        // A body on a method whose body has no defined meaning (RFC 9110 §9.3) is framed and
+        // sent, but a backend route may ignore it and read it as the next request: its
+        // connection is not reused.
+        let kind = if matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::DELETE
+        ) && !matches!(req.body(), Body::Empty)
+        {
+            Exchange::Unpooled
+        } else {
+            Exchange::Plain
+        };
+        self.send_as(req, kind).await
     }
 
     /// Sends an upgrade offer (no body, `Upgrade` already filtered). A 101 hands the connection
@@ -151,7 +163,7 @@ impl Passthrough {
             let mut lease = self.pool.checkout().await.map_err(Failure::Connect)?;
             match lease.sender().try_send_request(req).await {
                 Ok(rsp) if rsp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                    if kind == Exchange::Plain {
+                    if kind != Exchange::Upgrade {
                         // What follows on this connection is no longer HTTP/1.1 as the proxy
                         // reads it; it is closed with the lease.
                         return Err(Failure::Exchange(
@@ -162,7 +174,7 @@ impl Passthrough {
                     return Ok(rsp.map(Streamed::from));
                 }
                 Ok(rsp) => {
-                    if kind == Exchange::Upgrade {
+                    if kind != Exchange::Plain {
                         lease.forbid_reuse();
                     }
                     return Ok(rsp.map(|body| Streamed::leased(body, lease)));
@@ -196,10 +208,14 @@ impl Passthrough {
     }
 }
 
-/// Whether an exchange offers an upgrade.
+/// What an exchange is to the connection it goes on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Exchange {
+    /// An ordinary exchange: the connection is pooled again once both messages are complete.
     Plain,
+    /// A body on a method whose body a backend may ignore: the connection closes afterwards.
+    Unpooled,
+    /// An upgrade offer: the connection goes to the tunnel, or closes.
     Upgrade,
 }
 

@@ -66,34 +66,34 @@ pub fn might_fold(target: &[u8]) -> bool {
         .any(|&b| b == b'%' || b == b'.' || b >= 0x80)
 }
 
-/// The normal forms of what lenient backends read `target`'s path as: with every segment's
-/// trailing dots and whitespace cut, and that plus the last segment's `.ext` suffix cut.
+/// The normal forms of what lenient backends read `target`'s path as:
+/// - percent-decoded until nothing changes (backends that decode twice read `%2563` as `c`);
+/// - each segment cut at a NUL and its trailing dots and whitespace cut;
+/// - the last segment also without its extension, cut at the last and at the first `.`
+///   (`capture.json`, Spring's `capture.*` suffix pattern for `capture.a.b`);
+/// - the path as it stood before each `.` or `..` segment, for backends that route by prefix
+///   before they resolve dot segments (`/capture/%2e%2e`);
+/// - non-ASCII letters folded as [`fold_char`] says, invisible format characters dropped, and
+///   every other non-ASCII character left as [`WILDCARD`], which [`matches_folded`] lets stand
+///   for any one character: NFKC and best-fit mappings fold many of them to ASCII.
 pub fn folded_forms(target: &[u8]) -> Vec<String> {
     let path = match target.iter().position(|&b| b == b'?' || b == b'#') {
         Some(i) => &target[..i],
         None => target,
     };
-    let decoded = decode_lenient(path);
-    let folded: String = decoded.chars().map(fold_char).collect();
-    let mut segments: Vec<&str> = Vec::new();
-    for raw in folded.split(['/', '\\']) {
-        let segment = match raw.find(';') {
-            Some(i) => &raw[..i],
-            None => raw,
-        };
-        let segment = if segment.bytes().all(|b| b == b'.') {
-            segment
-        } else {
-            segment.trim_end_matches(|c: char| c == '.' || c == '\0' || c.is_whitespace())
-        };
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
+    let mut decoded = decode_lenient(path);
+    // Bounded: each round shortens the text by two bytes per escape at least.
+    for _ in 0..4 {
+        if !decoded.contains('%') {
+            break;
         }
+        let again = decode_lenient(decoded.as_bytes());
+        if again == decoded {
+            break;
+        }
+        decoded = again;
     }
+    let folded: String = decoded.chars().filter_map(fold_char).collect();
     let join = |segments: &[&str]| {
         let mut out = String::new();
         for s in segments {
@@ -105,14 +105,56 @@ pub fn folded_forms(target: &[u8]) -> Vec<String> {
         }
         out
     };
-    let mut forms = vec![join(&segments)];
-    if let Some(last) = segments.last_mut() {
-        if let Some(i) = last.rfind('.').filter(|&i| i > 0) {
-            *last = &last[..i];
-            forms.push(join(&segments));
+    let mut forms = Vec::new();
+    let mut segments: Vec<&str> = Vec::new();
+    for raw in folded.split(['/', '\\']) {
+        let segment = match raw.find([';', '\0']) {
+            Some(i) => &raw[..i],
+            None => raw,
+        };
+        let segment = if segment.bytes().all(|b| b == b'.') {
+            segment
+        } else {
+            segment.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        };
+        match segment {
+            "" => {}
+            "." | ".." => {
+                forms.push(join(&segments));
+                if segment == ".." {
+                    segments.pop();
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    forms.push(join(&segments));
+    if let Some(last) = segments.last().copied() {
+        for cut in [last.rfind('.'), last.find('.')].into_iter().flatten() {
+            if cut > 0 {
+                let n = segments.len();
+                segments[n - 1] = &last[..cut];
+                forms.push(join(&segments));
+            }
         }
     }
     forms
+}
+
+/// The character a folded form holds for a non-ASCII character it cannot name.
+pub const WILDCARD: char = '\u{FFFD}';
+
+/// Whether a folded form reads as `path` (a normal form of a route), with a [`WILDCARD`]
+/// standing for any one character.
+pub fn matches_folded(form: &str, path: &str) -> bool {
+    if !form.contains(WILDCARD) {
+        return form == path;
+    }
+    form.chars().count() == path.chars().count()
+        && form
+            .chars()
+            .zip(path.chars())
+            .all(|(f, p)| f == p || f == WILDCARD)
 }
 
 /// `%XX` and `%uXXXX` decoded once, then read as UTF-8 (invalid sequences replaced).
@@ -146,18 +188,22 @@ fn decode_lenient(input: &[u8]) -> String {
     out
 }
 
-/// The ASCII letter a lenient case-insensitive match reads `c` as, else `c` lowercased.
-fn fold_char(c: char) -> char {
-    match c {
+/// What a lenient case-insensitive match reads `c` as: ASCII lowercased; `ı`, `İ`, `ſ`, the
+/// Kelvin sign and full-width forms as their ASCII letters; invisible format characters (zero
+/// width space and joiners, word joiner, BOM, soft hyphen) as nothing; anything else non-ASCII
+/// as [`WILDCARD`].
+fn fold_char(c: char) -> Option<char> {
+    Some(match c {
+        c if c.is_ascii() => c.to_ascii_lowercase(),
         '\u{0131}' | '\u{0130}' => 'i',
         '\u{017F}' => 's',
         '\u{212A}' => 'k',
         '\u{FF01}'..='\u{FF5E}' => {
-            char::from_u32(c as u32 - 0xFEE0).map_or(c, |a| a.to_ascii_lowercase())
+            char::from_u32(c as u32 - 0xFEE0).map_or(WILDCARD, |a| a.to_ascii_lowercase())
         }
-        c if c.is_ascii() => c.to_ascii_lowercase(),
-        c => c.to_lowercase().next().unwrap_or(c),
-    }
+        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}' => return None,
+        _ => WILDCARD,
+    })
 }
 
 fn percent_decode_once(input: &[u8]) -> Vec<u8> {
@@ -188,7 +234,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{folded_forms, might_fold, normalize};
+    use super::{folded_forms, matches_folded, might_fold, normalize};
 
     #[test]
     fn spellings_of_one_path_normalize_alike() {
@@ -261,6 +307,38 @@ mod tests {
         assert!(folded_forms("/api/liveneſſ/capture".as_bytes())
             .contains(&"/api/liveness/capture".to_owned()));
         assert!(folded_forms("/api/\u{212A}".as_bytes()).contains(&"/api/k".to_owned()));
+    }
+
+    #[test]
+    fn second_round_spellings_fold_onto_the_path() {
+        let route = "/api/liveness/capture";
+        for spelling in [
+            "/api/liveness/%2563apture",
+            "/api/liveness/%25%36%33apture",
+            "/api/liveness/capture.a.b",
+            "/api/liveness/capture%00.json",
+            "/api/liveness/cap%E2%80%8Bture",
+            "/api/liveness/capture%C2%AD",
+            "/api/liveness/capture/%2e%2e",
+            "/api/liveness/capture%2F..",
+            "/api/liveness/capture/../x",
+            "/api/liveness/%F0%9D%90%9Capture",
+            "/api/liveness/%E1%B6%9Capture",
+        ] {
+            let forms = folded_forms(spelling.as_bytes());
+            assert!(
+                forms.iter().any(|f| matches_folded(f, route)),
+                "{spelling}: {forms:?}"
+            );
+        }
+        assert!(!matches_folded(
+            "/api/liveness/\u{FFFD}apture",
+            "/api/liveness/captures"
+        ));
+        assert!(!matches_folded(
+            "/api/liveness/capture",
+            "/api/liveness/capturf"
+        ));
     }
 
     #[test]

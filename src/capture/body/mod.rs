@@ -85,6 +85,87 @@ pub fn parse_capture(body: &[u8], max_frames: usize) -> Result<Capture<'_>, Erro
 }
 
 /// Parses a body's skeleton and maps what it found back to the body.
+/// Names a backend may read from the query string of a capture request as if they were part of
+/// what the proxy checked: the capture fields, and the members of the `forward_body: summary`
+/// document. Rails merges query parameters into `params` (the query wins), Laravel's `input()`
+/// falls back to the query for a key the body lacks.
+const QUERY_SHADOWS: [&str; 8] = [
+    "oz",
+    "virtual_camera",
+    "frame_count",
+    "folder_id",
+    "resolution",
+    "analyses",
+    "verdict",
+    "verdict_token",
+];
+
+/// Refuses a capture request whose query string carries a key that a backend could merge with
+/// the body's fields: a capture field or a summary member, in any letter case or word
+/// separators, percent-encoded or not, with or without a `[…]` or `.…` suffix
+/// (`best_frame`, `frameList[]`, `oz[resolution]`). Other keys (`?session=…`) pass.
+pub fn check_query(query: &str) -> Result<(), Error> {
+    for pair in query.split(['&', ';']) {
+        let raw_key = pair.split('=').next().unwrap_or_default();
+        let key = decode_query_key(raw_key);
+        let stem = key.split(['[', '.']).next().unwrap_or_default();
+        let compact: String = stem.chars().filter(|&c| c != ' ').collect();
+        let shadowed = Field::from_key_loosely(&compact)
+            .map(Field::name)
+            .or_else(|| {
+                QUERY_SHADOWS
+                    .into_iter()
+                    .find(|name| loosely_equal(stem, name))
+            });
+        if let Some(name) = shadowed {
+            return Err(Error::BadField {
+                field: format!("query.{stem}"),
+                reason: format!(
+                    "the query string names `{name}`; refused because frameworks that merge \
+                     query parameters with the body would read it as part of the checked capture"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` decoded once and `+` read as a space, as form decoders do; invalid UTF-8 replaced.
+fn decode_query_key(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Whether `key` is `name` once letter case, `_`, `-` and spaces are ignored.
+fn loosely_equal(key: &str, name: &str) -> bool {
+    let folded = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .map(fold_to_ascii);
+    let name = name.bytes().filter(|&b| b != b'_').map(Some);
+    folded.eq(name)
+}
+
 fn parse_skeleton<'b>(sk: &Skeleton<'b>, max_frames: usize) -> Result<Capture<'b>, Error> {
     let ctx = Ctx {
         max_frames,

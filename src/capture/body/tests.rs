@@ -453,7 +453,11 @@ const CASE_VARIANTS: [(&str, &str, &str); 21] = [
     (r#""bestFrame":"x""#, "bestFrame", "best_frame"),
     (r#""frameList":["x"]"#, "frameList", "frame_list"),
     (r#""best-frame":"x""#, "best-frame", "best_frame"),
-    (r#""additionalinfo":"j""#, "additionalinfo", "additional_info"),
+    (
+        r#""additionalinfo":"j""#,
+        "additionalinfo",
+        "additional_info",
+    ),
     (r#""BestFramePNG":null"#, "BestFramePNG", "best_frame_png"),
     (r#""FRAME_LIST":["x"]"#, "FRAME_LIST", "frame_list"),
     (r#""Frame_List":null"#, "Frame_List", "frame_list"),
