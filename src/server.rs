@@ -452,6 +452,16 @@ impl<T> ClientIo<T> {
     }
 }
 
+/// Notes a write that moved bytes as HTTP/2 activity.
+fn wrote(idle: &mut Option<Idle>, r: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+    if let (Some(idle), Poll::Ready(Ok(n))) = (idle, &r) {
+        if *n > 0 {
+            idle.last = tokio::time::Instant::now();
+        }
+    }
+    r
+}
+
 fn timed_out(what: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, what)
 }
@@ -517,13 +527,7 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
-        let r = this.io.poll_write(cx, buf);
-        if let (Some(idle), Poll::Ready(Ok(n))) = (this.idle, &r) {
-            if *n > 0 {
-                idle.last = tokio::time::Instant::now();
-            }
-        }
-        r
+        wrote(this.idle, this.io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -532,13 +536,7 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
-        let r = this.io.poll_write_vectored(cx, bufs);
-        if let (Some(idle), Poll::Ready(Ok(n))) = (this.idle, &r) {
-            if *n > 0 {
-                idle.last = tokio::time::Instant::now();
-            }
-        }
-        r
+        wrote(this.idle, this.io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

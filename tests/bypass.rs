@@ -726,21 +726,15 @@ async fn upgrade_with_a_body_cannot_smuggle_a_request_onto_a_pooled_connection()
     bench.stop().await;
 }
 
-/// An upgrade the backend did not take leaves its connection closed, not pooled: what follows on
-/// it may be read by the backend as part of the upgrade. Every other exchange reuses it.
-#[tokio::test]
-async fn a_connection_that_saw_an_upgrade_offer_is_never_pooled() {
-    let mut bench = Bench::start(|p| p).await;
+/// Sends two plain GETs, `probe`, then one more GET, each on a client connection of its own,
+/// and checks on which backend connection each arrived: the plain exchanges leave their
+/// connection pooled, `probe` goes on it, and the request after `probe` must not.
+async fn assert_connection_retired_after(bench: &mut Bench, probe: Vec<u8>, what: &str) {
     let mut conns = Vec::new();
     for (i, bytes) in [
         head("GET", "/a", "HTTP/1.1", &["Host: a"]),
         head("GET", "/b", "HTTP/1.1", &["Host: a"]),
-        head(
-            "GET",
-            "/chat",
-            "HTTP/1.1",
-            &["Host: a", "Connection: Upgrade", "Upgrade: websocket"],
-        ),
+        probe,
         head("GET", "/c", "HTTP/1.1", &["Host: a"]),
     ]
     .into_iter()
@@ -755,14 +749,22 @@ async fn a_connection_that_saw_an_upgrade_offer_is_never_pooled() {
         conns[0], conns[1],
         "a complete exchange leaves its connection pooled"
     );
-    assert_eq!(
-        conns[1], conns[2],
-        "the upgrade offer went on the pooled connection"
+    assert_eq!(conns[1], conns[2], "{what} went on the pooled connection");
+    assert_ne!(conns[2], conns[3], "the connection of {what} was reused");
+}
+
+/// An upgrade the backend did not take leaves its connection closed, not pooled: what follows on
+/// it may be read by the backend as part of the upgrade.
+#[tokio::test]
+async fn a_connection_that_saw_an_upgrade_offer_is_never_pooled() {
+    let mut bench = Bench::start(|p| p).await;
+    let offer = head(
+        "GET",
+        "/chat",
+        "HTTP/1.1",
+        &["Host: a", "Connection: Upgrade", "Upgrade: websocket"],
     );
-    assert_ne!(
-        conns[2], conns[3],
-        "the connection of the refused upgrade was not reused"
-    );
+    assert_connection_retired_after(&mut bench, offer, "the refused upgrade").await;
     bench.stop().await;
 }
 
@@ -772,32 +774,13 @@ async fn a_connection_that_saw_an_upgrade_offer_is_never_pooled() {
 #[tokio::test]
 async fn a_connection_that_carried_a_get_body_is_never_pooled() {
     let mut bench = Bench::start(|p| p).await;
-    let mut conns = Vec::new();
-    for (i, bytes) in [
-        head("GET", "/a", "HTTP/1.1", &["Host: a"]),
-        head("GET", "/b", "HTTP/1.1", &["Host: a"]),
-        with_body(
-            "GET",
-            "/search",
-            &[],
-            b"GET /api/liveness/capture HTTP/1.1\r\n",
-        ),
-        head("GET", "/c", "HTTP/1.1", &["Host: a"]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut conn = RawConn::connect(bench.addr()).await;
-        conn.send(&bytes).await;
-        assert_eq!(conn.read_response(false).await.status, 200, "request {i}");
-        conns.push(bench.backend.next().await.conn);
-    }
-    assert_eq!(conns[0], conns[1]);
-    assert_eq!(
-        conns[1], conns[2],
-        "the GET with a body went on the pooled connection"
+    let get_with_body = with_body(
+        "GET",
+        "/search",
+        &[],
+        b"GET /api/liveness/capture HTTP/1.1\r\n",
     );
-    assert_ne!(conns[2], conns[3], "and that connection was not reused");
+    assert_connection_retired_after(&mut bench, get_with_body, "the GET with a body").await;
     bench.stop().await;
 }
 
