@@ -989,11 +989,16 @@ fn scrub(message: &str) -> String {
     if !sensitive {
         return message.to_owned();
     }
-    // config's messages quote the offending value (`invalid type: string "…"`); drop all of them.
+    // config's messages quote the offending value (`invalid type: string "…"`) as Rust's `{:?}`
+    // writes it, with `\"` and `\\` inside; drop every quoted run, escapes and all (a secret with
+    // a `"` in it once ended the run early and printed its rest).
     let mut out = String::with_capacity(message.len());
     let mut in_quote = false;
+    let mut escaped = false;
     for ch in message.chars() {
         match ch {
+            _ if escaped => escaped = false,
+            '\\' if in_quote => escaped = true,
             '"' if !in_quote => {
                 in_quote = true;
                 out.push_str("\"<redacted>");
@@ -1252,6 +1257,38 @@ mod tests {
             assert!(e.contains("oz"), "{e}");
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    // Found by fuzz/fuzz_targets/config_loader.rs. Messages quote a value with `{:?}`, which
+    // writes a `"` inside it as `\"`; the scrubber took that for the closing quote and printed
+    // the rest of the secret.
+    #[test]
+    fn a_secret_with_a_quote_never_appears_in_errors() {
+        let mut leaks = Vec::new();
+        for (yaml, vars) in [
+            (
+                format!("{MINIMAL}oz:\n  auth: \"tok\\\"hunter2\"\n"),
+                vec![],
+            ),
+            (
+                format!("{MINIMAL}oz:\n  auth:\n    token: [\"\\\"hunter2\"]\n"),
+                vec![],
+            ),
+            (
+                MINIMAL.to_owned(),
+                vec![("OZ_PROXY__OZ__AUTH", "tok\"hunter2")],
+            ),
+            (MINIMAL.to_owned(), vec![("OZ_PROXY__OZ", "\"hunter2")]),
+            (MINIMAL.to_owned(), vec![("OZ_PROXY__OZ", "a\\\"hunter2")]),
+        ] {
+            let e = Config::from_yaml(&yaml, &env(&vars))
+                .unwrap_err()
+                .to_string();
+            if e.contains("hunter2") {
+                leaks.push(e);
+            }
+        }
+        assert!(leaks.is_empty(), "{leaks:#?}");
     }
 
     #[test]
