@@ -12,7 +12,7 @@
 //! | phase | fault |
 //! |---|---|
 //! | baseline | none |
-//! | backend killed, restarted | every backend connection dropped mid-flight, the listener closed; the backend comes back on the same port |
+//! | backend killed, restarted | the backend turns slow (so answers are in flight), then every backend connection is dropped mid-flight and the listener closed; it comes back on the same port |
 //! | backend slow | every answer 300 ms late, 1 MiB bodies with 20 ms between 64 KiB chunks |
 //! | Oz 5xx | uploads answered 503, then analysis starts answered 500 |
 //! | Oz hangs past oz.timeout | uploads answered after `oz.timeout` + 1 s |
@@ -20,9 +20,10 @@
 //! | reload: valid change | `max_frames` lowered and a forward route added; half the forward captures then use it |
 //! | reload: invalid, weakening | a file that is not YAML, then a valid one without the respond route (refused by design), then the valid one back |
 //!
-//! Then SIGTERM: `/ready` is polled every 50 ms on the admin port until the process exits, the
-//! traffic keeps going (refused connections once the listener has closed), and the exit status
-//! and drain time are recorded.
+//! Then SIGTERM: the backend turns slow (so requests are in flight when the listener closes),
+//! `/ready` is polled every 50 ms on the admin port until the process exits, the traffic keeps
+//! going (refused connections once the listener has closed), and the exit status and drain time
+//! are recorded.
 //!
 //! Options: `--duration SECS` (120) of traffic before SIGTERM, `--rate N` (100) requests per second
 //! in total, `--bin PATH` (the binary Cargo built for this profile: `target/release` under
@@ -273,11 +274,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .pool_max_idle_per_host(0)
         .build_http();
     let mut driver_checks: Vec<(String, bool, String)> = Vec::new();
-    let ready = admin_get(&admin_client, proxy.admin, "/ready").await;
+    // The ready line is logged just before /ready turns 200, so /ready is polled (at most 5 s).
+    let ready = loop {
+        let r = admin_get(&admin_client, proxy.admin, "/ready").await;
+        if matches!(r, Ok((200, _))) || t0.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     driver_checks.push((
-        "/ready 200 before SIGTERM".into(),
+        "/ready 200 after start".into(),
         matches!(ready, Ok((200, _))),
-        format!("{ready:?}"),
+        format!(
+            "{ready:?} {:.0} ms after the ready line",
+            t0.elapsed().as_secs_f64() * 1000.0
+        ),
     ));
 
     // RSS and fds, once a second, until the process is gone.
@@ -354,13 +365,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let note = match kind {
             PhaseKind::Baseline => "no fault".to_owned(),
             PhaseKind::BackendKill => {
-                kills.push(Instant::now());
+                // Slow first, so that answers are in flight when it dies; and it dies while a
+                // 1 MiB answer is mid-body, if one comes within a second.
+                backend.shared.slow.store(true, Ordering::Relaxed);
+                let kill_at = start + slice.mul_f64(0.15).min(Duration::from_secs(1));
+                sleep_until(kill_at).await;
+                let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+                while backend.shared.streaming.load(Ordering::SeqCst) == 0
+                    && tokio::time::Instant::now() < give_up
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let mid_body = backend.shared.streaming.load(Ordering::SeqCst);
+                let killed = tokio::time::Instant::now();
+                kills.push(killed.into_std());
                 backend.kill().await;
+                backend.shared.slow.store(false, Ordering::Relaxed);
                 sleep_until(fault_end).await;
                 backend.restart().await?;
                 format!(
-                    "backend killed at {:.1} s, listening again at {:.1} s",
+                    "backend slow from {:.1} s, killed at {:.1} s with {mid_body} 1 MiB answers mid-body, listening again at {:.1} s",
                     at(start),
+                    at(killed),
                     t0.elapsed().as_secs_f64()
                 )
             }
@@ -496,7 +522,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         });
     }
 
-    // SIGTERM while the traffic runs.
+    // SIGTERM while the traffic runs. The backend answers slowly from now on, so that requests are
+    // in flight when the listener closes and the drain has to wait for them.
+    backend.shared.slow.store(true, Ordering::Relaxed);
     let sigterm = Instant::now();
     proxy.terminate();
     log(t0, "SIGTERM");
@@ -544,7 +572,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         fault_end: end,
         end,
         note: format!(
-            "SIGTERM at {:.1} s",
+            "SIGTERM at {:.1} s, backend slow from then on",
             sigterm.duration_since(t0).as_secs_f64()
         ),
     });

@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -76,6 +76,8 @@ pub struct Shared {
     pub slow: AtomicBool,
     /// Answers delayed so far.
     pub slowed: AtomicU64,
+    /// 1 MiB answer bodies being sent right now (a kill waits for one, so it cuts one mid-body).
+    pub streaming: Arc<AtomicUsize>,
     /// The random block bodies are cut from, and the hashes of the bodies `/pt/get` serves.
     data: Bytes,
     hashes: HashMap<(usize, usize), String>,
@@ -110,6 +112,7 @@ impl Backend {
             violations: Mutex::new(Vec::new()),
             slow: AtomicBool::new(false),
             slowed: AtomicU64::new(0),
+            streaming: Arc::new(AtomicUsize::new(0)),
             data,
             hashes,
         });
@@ -365,6 +368,7 @@ async fn handle(
                 exact: !chunked,
                 gap: slow.then_some(SLOW_GAP),
                 sleep: None,
+                _streaming: (len == LARGE).then(|| Streaming::new(&shared.streaming)),
             });
             set(&mut rsp, "x-soak-hash", sum);
             set(&mut rsp, "x-soak-len", &len.to_string());
@@ -414,6 +418,7 @@ pub struct RspBody {
     exact: bool,
     gap: Option<Duration>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    _streaming: Option<Streaming>,
 }
 
 impl RspBody {
@@ -423,7 +428,25 @@ impl RspBody {
             exact: true,
             gap: None,
             sleep: None,
+            _streaming: None,
         }
+    }
+}
+
+/// Counts a 1 MiB body from the moment its answer is handed to hyper until hyper drops it (sent,
+/// or its connection gone).
+struct Streaming(Arc<AtomicUsize>);
+
+impl Streaming {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Streaming(count.clone())
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
