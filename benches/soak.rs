@@ -12,7 +12,7 @@
 //! | phase | fault |
 //! |---|---|
 //! | baseline | none |
-//! | backend killed, restarted | the backend turns slow (so answers are in flight), then every backend connection is dropped mid-flight and the listener closed; it comes back on the same port |
+//! | backend killed, restarted | the backend turns slow (so answers are in flight), and dies once two 1 MiB answers are mid-body: every backend connection dropped, the listener closed; it comes back on the same port |
 //! | backend slow | every answer 300 ms late, 1 MiB bodies with 20 ms between 64 KiB chunks |
 //! | Oz 5xx | uploads answered 503, then analysis starts answered 500 |
 //! | Oz hangs past oz.timeout | uploads answered after `oz.timeout` + 1 s |
@@ -365,13 +365,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let note = match kind {
             PhaseKind::Baseline => "no fault".to_owned(),
             PhaseKind::BackendKill => {
-                // Slow first, so that answers are in flight when it dies; and it dies while a
-                // 1 MiB answer is mid-body, if one comes within a second.
+                // Slow first, so that answers are in flight when it dies, and two 1 MiB answers of
+                // our own (Content-Length and chunked) mid-body: the kill waits for them (at most
+                // 2 s). Their clients must see the bodies cut, never complete.
                 backend.shared.slow.store(true, Ordering::Relaxed);
-                let kill_at = start + slice.mul_f64(0.15).min(Duration::from_secs(1));
-                sleep_until(kill_at).await;
-                let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
-                while backend.shared.streaming.load(Ordering::SeqCst) == 0
+                let probes = [false, true].map(|chunked| {
+                    let framing = if chunked { "chunked" } else { "length" };
+                    tokio::spawn(traffic::probe(
+                        ctx.clone(),
+                        format!("g1m-kill-{framing}"),
+                        chunked,
+                    ))
+                });
+                let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
+                while backend.shared.streaming.load(Ordering::SeqCst) < 2
                     && tokio::time::Instant::now() < give_up
                 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -381,6 +388,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 kills.push(killed.into_std());
                 backend.kill().await;
                 backend.shared.slow.store(false, Ordering::Relaxed);
+                for p in probes {
+                    let _ = p.await;
+                }
+                let cut = ctx
+                    .records
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.id.starts_with("g1m-kill-"))
+                    .map(|r| format!("{}: {:?}", r.id, r.outcome))
+                    .collect::<Vec<_>>();
+                driver_checks.push((
+                    "the backend died with 1 MiB answers mid-body (probes cut, not complete)"
+                        .into(),
+                    mid_body >= 2 && cut.len() == 2 && cut.iter().all(|c| c.contains("Reset(")),
+                    format!("{mid_body} mid-body at the kill; {}", cut.join("; ")),
+                ));
                 sleep_until(fault_end).await;
                 backend.restart().await?;
                 format!(

@@ -7,10 +7,12 @@
 //! | refused | the connection was refused: the listener had closed |
 //! | reset unseen | connected, but no answer, and neither the backend nor Oz ever saw the request (safe to retry) |
 //! | cut by kill | no complete answer, the backend had the request, and the backend was killed while it was in flight |
-//! | lost | anything else: a wrong or truncated answer presented as complete, a reset after the backend or Oz had the request with no kill to explain it, a hang |
+//! | lost | anything else: a wrong or truncated answer presented as complete (a capture forwarded without a verdict shows here too: the backend echoes the verdict it got), a reset after the backend or Oz had the request with no kill to explain it, a hang; and, whatever the client saw, a non-idempotent request the backend got twice, or a respond-route or invalid capture that reached it |
 //!
 //! Duplicates, captures forwarded without a verdict and forged verdicts come from the backend's
-//! records, which are matched with the client's by request id.
+//! records, which are matched with the client's by request id. An idempotent request the backend
+//! got twice is reported, not lost: the proxy retries a bodiless idempotent request once when a
+//! reused backend connection fails (README, *What the backend and the client see*).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -220,6 +222,24 @@ pub fn report(f: &Facts) -> (String, bool) {
                 r.id,
                 crate::traffic::HANG
             )),
+        })
+        .zip(&f.records)
+        .map(|(fin, r)| {
+            // What the backend saw overrides what the client saw: a non-idempotent request it got
+            // twice, or a capture it must never get, is lost whatever the answer was.
+            let times = f.seen.get(&r.id).map_or(0, |s| s.count);
+            if times > 1 && !r.class.idempotent() {
+                Final::Lost(format!(
+                    "{} {}: the backend got it {times} times",
+                    r.class.name(),
+                    r.id
+                ))
+            } else if times > 0 && matches!(r.class, Class::CaptureRespond | Class::CaptureInvalid)
+            {
+                Final::Lost(format!("{} {}: reached the backend", r.class.name(), r.id))
+            } else {
+                fin
+            }
         })
         .collect();
 

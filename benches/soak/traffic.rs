@@ -222,9 +222,9 @@ pub async fn worker(
             match class {
                 Class::WsEcho => (ws_session(&ctx, &id, &mut rng).await, None),
                 Class::H2Get1k | Class::H2Post1m => {
-                    http_request(&h2, &ctx, class, &id, &mut rng).await
+                    http_request(&h2, &ctx, class, &id, &mut rng, None).await
                 }
-                _ => http_request(&h1, &ctx, class, &id, &mut rng).await,
+                _ => http_request(&h1, &ctx, class, &id, &mut rng, None).await,
             }
         };
         let (outcome, conn_close) = tokio::time::timeout(HANG, run)
@@ -284,12 +284,35 @@ enum Expect {
     Invalid,
 }
 
+/// One GET of 1 MiB outside the workers' pace, on a connection of its own, recorded like theirs:
+/// the kill phase sends two (one framed by `Content-Length`, one chunked) so that the backend dies
+/// while both are mid-body.
+pub async fn probe(ctx: Arc<Ctx>, id: String, chunked: bool) {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let start = Instant::now();
+    let run = http_request(&client, &ctx, Class::H1Get1m, &id, &mut rng, Some(chunked));
+    let (outcome, conn_close) = tokio::time::timeout(HANG, run)
+        .await
+        .unwrap_or((Outcome::Hang, None));
+    ctx.records.lock().unwrap().push(Record {
+        id,
+        class: Class::H1Get1m,
+        start,
+        end: Instant::now(),
+        outcome,
+        conn_close,
+    });
+}
+
+/// Sends one request of `class`; `chunked` picks the framing of a 1 MiB answer (random if `None`).
 async fn http_request(
     client: &HttpClient,
     ctx: &Ctx,
     class: Class,
     id: &str,
     rng: &mut fastrand::Rng,
+    chunked: Option<bool>,
 ) -> (Outcome, Option<bool>) {
     let base = format!("http://{}", ctx.proxy);
     let mut req = Request::builder()
@@ -302,7 +325,7 @@ async fn http_request(
             } else {
                 SMALL
             };
-            let chunked = class == Class::H1Get1m && rng.bool();
+            let chunked = class == Class::H1Get1m && chunked.unwrap_or_else(|| rng.bool());
             let at = rng.usize(0..OFFSETS);
             req = req.method("GET").uri(format!(
                 "{base}/pt/get?len={len}&at={at}&chunked={}",
