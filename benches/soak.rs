@@ -369,21 +369,24 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 // our own (Content-Length and chunked) mid-body: the kill waits for them (at most
                 // 2 s). Their clients must see the bodies cut, never complete.
                 backend.shared.slow.store(true, Ordering::Relaxed);
+                let ids = ["g1m-kill-length", "g1m-kill-chunked"];
                 let probes = [false, true].map(|chunked| {
-                    let framing = if chunked { "chunked" } else { "length" };
                     tokio::spawn(traffic::probe(
                         ctx.clone(),
-                        format!("g1m-kill-{framing}"),
+                        ids[usize::from(chunked)].to_owned(),
                         chunked,
                     ))
                 });
                 let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
-                while backend.shared.streaming.load(Ordering::SeqCst) < 2
-                    && tokio::time::Instant::now() < give_up
-                {
+                let probes_streaming = || {
+                    let set = backend.shared.streaming.lock().unwrap();
+                    ids.iter().all(|id| set.contains(*id))
+                };
+                while !probes_streaming() && tokio::time::Instant::now() < give_up {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                let mid_body = backend.shared.streaming.load(Ordering::SeqCst);
+                let probes_mid_body = probes_streaming();
+                let mid_body = backend.shared.streaming.lock().unwrap().len();
                 let killed = tokio::time::Instant::now();
                 kills.push(killed.into_std());
                 backend.kill().await;
@@ -402,7 +405,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 driver_checks.push((
                     "the backend died with 1 MiB answers mid-body (probes cut, not complete)"
                         .into(),
-                    mid_body >= 2 && cut.len() == 2 && cut.iter().all(|c| c.contains("Reset(")),
+                    probes_mid_body && cut.len() == 2 && cut.iter().all(|c| c.contains("Reset(")),
                     format!("{mid_body} mid-body at the kill; {}", cut.join("; ")),
                 ));
                 sleep_until(fault_end).await;
@@ -625,7 +628,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "Soak: {:.0} s of traffic at {} req/s, then SIGTERM; proxy {} ({} driver build), {} CPUs",
             args.duration.as_secs_f64(),
             args.rate,
-            args.bin.display(),
+            std::env::current_dir()
+                .ok()
+                .and_then(|d| args.bin.strip_prefix(d).ok())
+                .unwrap_or(&args.bin)
+                .display(),
             profile,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
         ),

@@ -18,12 +18,12 @@
 //! connection task and WebSocket echo drops its socket at once, mid-request or mid-body, as a
 //! crashed process would. The records survive, so requests seen before the kill still count.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -76,8 +76,8 @@ pub struct Shared {
     pub slow: AtomicBool,
     /// Answers delayed so far.
     pub slowed: AtomicU64,
-    /// 1 MiB answer bodies being sent right now (a kill waits for one, so it cuts one mid-body).
-    pub streaming: Arc<AtomicUsize>,
+    /// Ids of the 1 MiB answers being sent right now (the kill waits for its probes to be here).
+    pub streaming: Arc<Mutex<HashSet<String>>>,
     /// The random block bodies are cut from, and the hashes of the bodies `/pt/get` serves.
     data: Bytes,
     hashes: HashMap<(usize, usize), String>,
@@ -112,7 +112,7 @@ impl Backend {
             violations: Mutex::new(Vec::new()),
             slow: AtomicBool::new(false),
             slowed: AtomicU64::new(0),
-            streaming: Arc::new(AtomicUsize::new(0)),
+            streaming: Arc::new(Mutex::new(HashSet::new())),
             data,
             hashes,
         });
@@ -368,7 +368,7 @@ async fn handle(
                 exact: !chunked,
                 gap: slow.then_some(SLOW_GAP),
                 sleep: None,
-                _streaming: (len == LARGE).then(|| Streaming::new(&shared.streaming)),
+                _streaming: (len == LARGE).then(|| Streaming::new(&shared.streaming, &id)),
             });
             set(&mut rsp, "x-soak-hash", sum);
             set(&mut rsp, "x-soak-len", &len.to_string());
@@ -433,20 +433,20 @@ impl RspBody {
     }
 }
 
-/// Counts a 1 MiB body from the moment its answer is handed to hyper until hyper drops it (sent,
-/// or its connection gone).
-struct Streaming(Arc<AtomicUsize>);
+/// Lists a 1 MiB body's id from the moment its answer is handed to hyper until hyper drops it
+/// (sent, or its connection gone).
+struct Streaming(Arc<Mutex<HashSet<String>>>, String);
 
 impl Streaming {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Streaming(count.clone())
+    fn new(set: &Arc<Mutex<HashSet<String>>>, id: &str) -> Self {
+        set.lock().unwrap().insert(id.to_owned());
+        Streaming(set.clone(), id.to_owned())
     }
 }
 
 impl Drop for Streaming {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.lock().unwrap().remove(&self.1);
     }
 }
 
