@@ -317,7 +317,7 @@ pub fn report(f: &Facts) -> (String, bool) {
         "0 duplicates of a non-idempotent request at the backend",
         dup_non_idem.is_empty(),
         format!(
-            "{} non-idempotent ids seen twice or more ({}); idempotent ids seen twice: {dup_idem}",
+            "{} non-idempotent ids seen twice or more. {}; idempotent ids seen twice: {dup_idem}",
             dup_non_idem.len(),
             examples(&dup_non_idem)
         ),
@@ -633,6 +633,9 @@ pub fn report(f: &Facts) -> (String, bool) {
     let mut all = true;
     for (what, ok, detail) in &checks {
         all &= ok;
+        // "3. a; b" with examples, "0" without.
+        let detail = detail.replace(". ;", ";");
+        let detail = detail.trim_end().trim_end_matches('.');
         let _ = writeln!(
             out,
             "- {} {what}: {detail}",
