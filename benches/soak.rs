@@ -69,7 +69,7 @@ use tokio_util::sync::CancellationToken;
 use backend::Backend;
 use proxy::{config_yaml, write_atomically, ProxyProcess, Variant, DRAIN_DEADLINE, DRAIN_DELAY};
 use report::{Facts, Phase, PhaseKind};
-use traffic::{Ctx, HttpClient, Outcome};
+use traffic::{Class, Ctx, HttpClient, Outcome};
 
 struct Args {
     duration: Duration,
@@ -373,8 +373,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 let probes = [false, true].map(|chunked| {
                     tokio::spawn(traffic::probe(
                         ctx.clone(),
+                        Class::H1Get1m,
                         ids[usize::from(chunked)].to_owned(),
-                        chunked,
+                        Some(chunked),
                     ))
                 });
                 let give_up = tokio::time::Instant::now() + Duration::from_secs(2);
@@ -505,6 +506,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 ));
                 if ok {
                     ctx.extra_route.store(true, Ordering::Relaxed);
+                    // One capture on the new route now, whatever the workers' dice say.
+                    traffic::probe(
+                        ctx.clone(),
+                        Class::CaptureForward,
+                        format!("{}reload-probe", traffic::EXTRA_PREFIX),
+                        None,
+                    )
+                    .await;
                 }
                 format!("max_frames 300 → 200, route /api/liveness/extra added; applied {applied0} → {applied}")
             }
@@ -517,6 +526,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 sleep_until(start + (fault_end - start) / 2).await;
                 write_atomically(&config, &yaml(Variant::Weakened))?;
                 let r2 = wait_metric(&admin_client, proxy.admin, REJECTED, rejected0 + 2.0).await;
+                // The file on disk has no respond route now; the proxy must still answer one.
+                traffic::probe(
+                    ctx.clone(),
+                    Class::CaptureRespond,
+                    "crs-weakened-probe".into(),
+                    None,
+                )
+                .await;
                 sleep_until(fault_end).await;
                 let applied0 = metric(&admin_client, proxy.admin, APPLIED)
                     .await
@@ -555,18 +572,22 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let sigterm = Instant::now();
     proxy.terminate();
     log(t0, "SIGTERM");
+    // `/ready` every 50 ms until the process exits (or the driver gives up waiting for that).
+    let stop_polling = CancellationToken::new();
     let poller = tokio::spawn({
         let client = admin_client.clone();
         let admin = proxy.admin;
         let mut exit = proxy.exit_watch();
+        let stop_polling = stop_polling.clone();
         async move {
             let mut polls = Vec::new();
-            while exit.borrow_and_update().is_none() {
+            while exit.borrow_and_update().is_none() && !stop_polling.is_cancelled() {
                 let r = admin_get(&client, admin, "/ready").await.map(|(s, _)| s);
                 polls.push((Instant::now(), r));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     _ = exit.changed() => {}
+                    _ = stop_polling.cancelled() => {}
                 }
             }
             polls
@@ -575,6 +596,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let limit = DRAIN_DELAY + DRAIN_DEADLINE + Duration::from_secs(10);
     let exit = tokio::time::timeout(limit, proxy.exited()).await.ok();
     log(t0, format_args!("proxy exited: {:?}", exit.map(|e| e.0)));
+    stop_polling.cancel();
     let ready_polls = tokio::time::timeout(Duration::from_secs(10), poller)
         .await
         .ok()

@@ -185,13 +185,20 @@ impl ProxyProcess {
     }
 
     /// Kills the process if it is still running, waits until all its output is read and
-    /// written out, and returns the lines that mention a panic.
+    /// written out (at most 5 s: a process it left behind may hold the pipes open), and returns
+    /// the lines that mention a panic.
     pub fn finish(mut self) -> Vec<String> {
         if self.exited.borrow().is_none() {
             signal(self.pid, "KILL");
         }
+        let deadline = Instant::now() + Duration::from_secs(5);
         for r in std::mem::take(&mut self.readers) {
-            let _ = r.join();
+            while !r.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if r.is_finished() {
+                let _ = r.join();
+            }
         }
         std::mem::take(&mut *self.panics.lock().unwrap())
     }

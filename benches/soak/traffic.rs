@@ -284,20 +284,20 @@ enum Expect {
     Invalid,
 }
 
-/// One GET of 1 MiB outside the workers' pace, on a connection of its own, recorded like theirs:
-/// the kill phase sends two (one framed by `Content-Length`, one chunked) so that the backend dies
-/// while both are mid-body.
-pub async fn probe(ctx: Arc<Ctx>, id: String, chunked: bool) {
+/// One request outside the workers' pace, on a connection of its own, recorded like theirs: the
+/// kill phase sends two 1 MiB GETs (`chunked` picks the framing) so that the backend dies while
+/// both are mid-body, the valid reload one capture on the route it adds.
+pub async fn probe(ctx: Arc<Ctx>, class: Class, id: String, chunked: Option<bool>) {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let mut rng = fastrand::Rng::with_seed(7);
     let start = Instant::now();
-    let run = http_request(&client, &ctx, Class::H1Get1m, &id, &mut rng, Some(chunked));
+    let run = http_request(&client, &ctx, class, &id, &mut rng, chunked);
     let (outcome, conn_close) = tokio::time::timeout(HANG, run)
         .await
         .unwrap_or((Outcome::Hang, None));
     ctx.records.lock().unwrap().push(Record {
         id,
-        class: Class::H1Get1m,
+        class,
         start,
         end: Instant::now(),
         outcome,
