@@ -12,13 +12,13 @@
 //! | phase | fault |
 //! |---|---|
 //! | baseline | none |
-//! | backend killed, restarted | the backend turns slow (so answers are in flight), and dies once two 1 MiB answers are mid-body: every backend connection dropped, the listener closed; it comes back on the same port |
+//! | backend killed, restarted | the backend turns slow (so answers are in flight), and dies once two 1 MiB GETs the driver sent itself are mid-body: every backend connection dropped, the listener closed; it comes back on the same port |
 //! | backend slow | every answer 300 ms late, 1 MiB bodies with 20 ms between 64 KiB chunks |
 //! | Oz 5xx | uploads answered 503, then analysis starts answered 500 |
 //! | Oz hangs past oz.timeout | uploads answered after `oz.timeout` + 1 s |
 //! | Oz tokens expire | every Oz token expired once a second (the proxy logs in with a password) |
-//! | reload: valid change | `max_frames` lowered and a forward route added; half the forward captures then use it |
-//! | reload: invalid, weakening | a file that is not YAML, then a valid one without the respond route (refused by design), then the valid one back |
+//! | reload: valid change | `max_frames` lowered and a forward route added; a probe capture, then half the forward captures use it |
+//! | reload: invalid, weakening | a file that is not YAML, then a valid one without the respond route (refused by design; a probe capture on the respond route meanwhile), then the valid one back |
 //!
 //! Then SIGTERM: the backend turns slow (so requests are in flight when the listener closes),
 //! `/ready` is polled every 50 ms on the admin port until the process exits, the traffic keeps
