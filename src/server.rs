@@ -191,15 +191,17 @@ async fn run_with(
         ));
     }
 
+    let traffic_addr = listeners.traffic.local_addr()?;
+    // Ready first, then say so: whoever reads the line may probe `/ready` at once.
+    readiness.set_ready();
     tracing::info!(
-        listen = %listeners.traffic.local_addr()?,
+        listen = %traffic_addr,
         admin_listen = %admin_addr,
         backend = %config.backend.url,
         tls = tls.is_some(),
         capture_routes = config.capture.routes.len(),
         "oz-capture-proxy ready"
     );
-    readiness.set_ready();
 
     // Every connection task, so the drain deadline can cut them and wait until they are gone.
     let conns = TaskTracker::new();
