@@ -35,6 +35,8 @@ def med(values):
 def fmt(v, digits=1, thousands=True):
     if v is None:
         return "—"
+    if abs(v) < 0.5 * 10 ** -digits:
+        v = 0.0
     if digits == 0:
         return f"{v:,.0f}" if thousands else f"{v:.0f}"
     return f"{v:,.{digits}f}" if thousands else f"{v:.{digits}f}"
@@ -78,9 +80,9 @@ def memory(meta, rs, out):
     out.append("")
     if "proxy" in per and "nginx" in per:
         out.append(
-            "proxy/nginx, KiB per connection: pass 1 "
-            f"{fmt(ratio(per['proxy'].get(1), per['nginx'].get(1)), 2)}, pass 2 "
-            f"{fmt(ratio(per['proxy'].get(2), per['nginx'].get(2)), 2)}. RSS in MiB (nginx: "
+            "proxy/nginx, KiB per connection, first pass: "
+            f"{fmt(ratio(per['proxy'].get(1), per['nginx'].get(1)), 1)}×. Pass 2 opens as many "
+            "again on the same process after the first ones closed. RSS in MiB (nginx: "
             f"master + worker); timeouts {meta['mem_timeout']} so that nothing is closed; nginx "
             f"`worker_connections {meta['nginx_worker_connections']:,}` (preallocated at start, in "
             f"its RSS before). Errors: "
@@ -172,14 +174,16 @@ def flood(meta, rs, out):
         f"{meta['stall_body']:,} of {2 * meta['stall_body']:,} body bytes, then nothing; a cut "
         f"connection is replaced at once. Medians of {rounds} round(s) of {meta['duration_s']} s, "
         f"measured from {meta['flood_warmup']} s after the flood started. Latency in ms; core = "
-        f"the SUT's CPU time / wall time over the measured run; peak RSS in MiB."
+        f"the SUT's CPU time / wall time over the measured run; peak RSS in MiB, per round (the same "
+        f"SUT processes serve every round, so memory kept from an earlier flood shows in later "
+        f"rounds)."
     )
     out.append("")
     out.append(
         "| flood | SUT | req/s | p50 | p99 | p99.9 | max | errors | p99 per round | p99 vs no flood "
-        "| SUT core | peak RSS |"
+        "| SUT core | peak RSS per round |"
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|")
     m = {}
     for s in scen:
         for p in ("proxy", "nginx"):
@@ -195,7 +199,7 @@ def flood(meta, rs, out):
                 "max": med([r.get("max_us") for r in rr]),
                 "errors": sum((r.get("errors") or 0) + (r.get("status_errors") or 0) for r in rr),
                 "core": med([r.get("core_use") for r in rr]),
-                "rss": med([r.get("rss_peak_kb") for r in rr]),
+                "rss": " / ".join(fmt(mib(r.get("rss_peak_kb")), 0) for r in rr),
                 "per_round": " / ".join(fmt(ms(r.get("p99_us")), 2) for r in rr),
             }
             m[(s, p)] = d
@@ -210,7 +214,7 @@ def flood(meta, rs, out):
                 f"| {FLOODS.get(s, s)} | {NAMES[p]} | {fmt(d['rps'], 0)} | {fmt(ms(d['p50']), 3)} | "
                 f"{fmt(ms(d['p99']), 3)} | {fmt(ms(d['p999']), 3)} | {fmt(ms(d['max']), 1)} | "
                 f"{d['errors']} | {d['per_round']} | {'—' if vs is None else fmt(vs, 2) + '×'} | "
-                f"{fmt(d['core'], 2)} | {fmt(mib(d['rss']))} |"
+                f"{fmt(d['core'], 2)} | {d['rss']} |"
             )
     out.append("")
     out.append("| flood | p50 proxy/nginx | p99 proxy/nginx | p99.9 proxy/nginx |")

@@ -95,12 +95,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
         wait "$client" || true
         python3 - "$prefix.client.json" "$b" "$r" "$rc" "$t_term" "$t_exit" "$prefix.proxy.log" \
             "$(bin_path "$b")" >>"$OUT/results.jsonl" <<'EOF'
-import json, sys
+import json, re, sys
 c = json.load(open(sys.argv[1]))
 b, r, rc, t_term, t_exit, plog, path = sys.argv[2:]
 t_term, t_exit = float(t_term), float(t_exit)
 after = [a for a in c["answers"] if a[0] >= t_term]
 log = open(plog, errors="replace").read()
+# The proxy logs how many connections were open when its listener closed.
+m = re.search(r'"message":"listener closed, draining","open_connections":(\d+)', log)
 kinds = {}
 for l in c["lost"]:
     k = f"{l['kind']} ({l['stage']}, {'new' if l['first_on_connection'] else 'reused'} connection)"
@@ -114,6 +116,7 @@ print(json.dumps(dict(
     refused=c["refused"], connect_errors=c["connect_errors"], connects=c["connects"],
     lost=len(c["lost"]), lost_kinds=kinds,
     lost_after_term_s=[round(l["t"] - t_term, 3) for l in c["lost"]],
+    open_at_listener_close=int(m.group(1)) if m else None,
     drained=("drained, exiting" in log), deadline_passed=("drain deadline passed" in log))))
 EOF
         tail -n1 "$OUT/results.jsonl" | python3 -c '
@@ -138,19 +141,23 @@ for l in open(loadf):
     print("Load: " + l.rstrip())
 print()
 print("| binary | round | answered | answered after SIGTERM | of which `Connection: close` | "
-      "refused at connect (attempts) | **lost** | lost: kind (stage, connection) | lost at (s after SIGTERM) | exit code | SIGTERM → exit (s) |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|")
+      "refused at connect (attempts) | other connect errors | connections open at listener close | **lost** | "
+      "lost: kind (stage, connection) | lost at (s after SIGTERM) | exit code | SIGTERM → exit (s) |")
+print("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|")
 for d in sorted(rows, key=lambda d: (d["binary"] != "old", d["round"])):
     kinds = ", ".join(f"{v} × {k}" for k, v in d["lost_kinds"].items()) or "—"
     at = ", ".join(f"{t:.2f}" for t in sorted(d["lost_after_term_s"])[:6])
     if len(d["lost_after_term_s"]) > 6:
         at += ", …"
     print(f"| {d['binary']} | {d['round']} | {d['answered']:,} | {d['answered_after_term']:,} | "
-          f"{d['close_answers_after_term']:,} | {d['refused']:,} | **{d['lost']}** | {kinds} | "
+          f"{d['close_answers_after_term']:,} | {d['refused']:,} | "
+          f"{', '.join(f'{v} × {k}' for k, v in d['connect_errors'].items()) or '—'} | "
+          f"{'—' if d['open_at_listener_close'] is None else d['open_at_listener_close']} | "
+          f"**{d['lost']}** | {kinds} | "
           f"{at or '—'} | {d['exit_code']} | {d['term_to_exit_s']:.2f} |")
 print()
-print("| binary | runs | lost per run | lost, median | exit codes | SIGTERM → exit (s), median | non-2xx answers |")
-print("|---|---:|---|---:|---|---:|---:|")
+print("| binary | runs | lost per run | lost, median | lost / connections open at listener close | exit codes | SIGTERM → exit (s), median | non-2xx answers |")
+print("|---|---:|---|---:|---:|---|---:|---:|")
 for b in ("old", "new"):
     rs = [d for d in rows if d["binary"] == b]
     if not rs:
@@ -159,6 +166,7 @@ for b in ("old", "new"):
     non2xx = sum(v for d in rs for s, v in d["statuses"].items() if not s.startswith("2"))
     print(f"| {b} ({rs[0]['path']}) | {len(rs)} | {' / '.join(str(d['lost']) for d in rs)} | "
           f"{statistics.median(d['lost'] for d in rs):g} | "
+          f"{sum(d['lost'] for d in rs)} / {sum(d['open_at_listener_close'] or 0 for d in rs)} | "
           f"{', '.join(sorted(set(str(d['exit_code']) for d in rs)))} | "
           f"{statistics.median(d['term_to_exit_s'] for d in rs):.2f} | {non2xx} |")
 EOF
