@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Floods and slow clients: oz-capture-proxy vs an nginx reverse proxy, side by side, in one run.
 #
-#   benches/flood.sh                # full run, about 13 minutes on 2 cores
-#   QUICK=1 benches/flood.sh        # about 4 minutes: shorter flood runs, one round
+#   benches/flood.sh                # full run, about 11.5 minutes on 2 cores
+#   QUICK=1 benches/flood.sh        # about 3 minutes: 5 s flood runs, one round
 #
 # Parts (PARTS, space-separated, default all four, in this order):
 #   memory     memory per idle keep-alive connection: IDLE_CONNS (10,000) connections that each

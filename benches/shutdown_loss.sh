@@ -4,8 +4,8 @@
 # at connect (the listener is closed: legitimate, the pod is out of the endpoints) or lost (sent
 # on an open connection, no complete answer). Old and new binaries alternate, round after round.
 #
-#   benches/shutdown_loss.sh                                  # this worktree's binary, 5 rounds
-#   OLD_BIN=/path/to/old/oz-capture-proxy benches/shutdown_loss.sh   # old and new, alternating
+#   benches/shutdown_loss.sh                                  # this worktree's binary, 5 rounds, ~35 s
+#   OLD_BIN=/path/to/old/oz-capture-proxy benches/shutdown_loss.sh   # old and new, alternating, ~70 s
 #   QUICK=1 ...                                               # 2 rounds
 #
 # Each round starts a fresh proxy (release binary run directly with a config file,
