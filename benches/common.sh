@@ -112,7 +112,8 @@ wait_http() { # URL [seconds]
 nginx_user_line() { [[ $(id -u) == 0 ]] && echo "user root;" || true; }
 
 # start_backend CPU PORT H2PORT: static nginx serving $tmp/www/{1k,1m}, no access log, one
-# worker, keep-alive without a request cap. Sets BACKEND_PID.
+# worker, keep-alive without a request cap. Sets BACKEND_PID. $BACKEND_EXTRA (optional) is added
+# inside its server block (benches/flood.sh adds a location that reads a whole request body).
 start_backend() {
     local cpu=$1 port=$2 h2port=$3
     mkdir -p "$tmp/www" "$tmp/backend"
@@ -138,6 +139,7 @@ http {
         listen 127.0.0.1:$port backlog=4096;
         listen 127.0.0.1:$h2port http2;
         root $tmp/www;
+${BACKEND_EXTRA:-}
     }
 }
 EOF
