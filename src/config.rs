@@ -127,7 +127,9 @@ pub struct ServerConfig {
     #[serde(default = "defaults::body_idle_timeout", with = "de::duration")]
     pub body_idle_timeout: Duration,
     /// Most client connections open at once; beyond it new ones wait in the listen backlog
-    /// until one closes (each pause counted in `oz_proxy_connection_limit_reached_total`). Bounds the memory
+    /// until one closes (each pause counted in `oz_proxy_connection_limit_reached_total`). An
+    /// idle keep-alive connection holds about 27 KiB (BENCHMARKS.md), so the default bounds
+    /// that to about 55 MiB. Bounds the memory
     /// and file descriptors a flood of connections can take.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
@@ -1056,7 +1058,7 @@ mod defaults {
         Duration::from_secs(300)
     }
     pub fn max_connections() -> usize {
-        10_000
+        2048
     }
     pub fn tunnel_max_lifetime() -> Duration {
         Duration::from_secs(3600)

@@ -50,14 +50,30 @@ pub struct Listeners {
 impl Listeners {
     /// Binds `listen` and `admin_listen`.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
-        let traffic = TcpListener::bind(cfg.listen)
-            .await
+        let traffic = listen(cfg.listen)
             .with_context(|| format!("cannot bind listen address {}", cfg.listen))?;
         let admin = TcpListener::bind(cfg.admin_listen)
             .await
             .with_context(|| format!("cannot bind admin_listen address {}", cfg.admin_listen))?;
         Ok(Listeners { traffic, admin })
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted (capped by `somaxconn`): where
+/// they wait while `server.max_connections` are open. tokio's `bind` asks for 128.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A traffic listener on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's own `bind`: a restarted proxy can bind while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A proxy started in the background (tests, `demo`).
@@ -205,7 +221,7 @@ async fn run_with(
 
     // Every connection task, so the drain deadline can cut them and wait until they are gone.
     let conns = TaskTracker::new();
-    let graceful = serve_traffic(
+    let (graceful, unheard) = serve_traffic(
         listeners.traffic,
         proxy,
         tls,
@@ -231,6 +247,10 @@ async fn run_with(
     tokio::pin!(deadline);
     let drained = tokio::select! {
         _ = async {
+            // Connections accepted just before the listener closed get their first bytes read
+            // before HTTP/1 connections are told to close; one that never sends is closed at
+            // header_read_timeout anyway, and the drain deadline bounds it all.
+            let _ = tokio::time::timeout(config.server.header_read_timeout, unheard.heard()).await;
             graceful.shutdown().await;
             tunnels.tracker.wait().await;
         } => true,
@@ -275,9 +295,10 @@ async fn serve_traffic(
     preserve_header_case: bool,
     metrics: Metrics,
     shutdown: Drain<'_>,
-) -> GracefulShutdown {
+) -> (GracefulShutdown, Arc<Unheard>) {
     let builder = Arc::new(http_builder(cfg, preserve_header_case));
     let graceful = GracefulShutdown::new();
+    let unheard = Arc::new(Unheard::default());
     let drain_delay = shutdown.delay;
     let drain = async {
         shutdown.signal.cancelled().await;
@@ -286,6 +307,30 @@ async fn serve_traffic(
         tokio::time::sleep(drain_delay).await;
     };
     tokio::pin!(drain);
+    let spawn = |stream: TcpStream, peer: SocketAddr, slot: tokio::sync::OwnedSemaphorePermit| {
+        let conn = Conn {
+            builder: builder.clone(),
+            proxy: proxy.clone(),
+            tls: tls.clone(),
+            handshake_timeout: cfg.header_read_timeout,
+            http2_idle_timeout: cfg.http2_idle_timeout,
+            unheard: UnheardGuard::new(&unheard),
+        };
+        let watcher = graceful.watcher();
+        let cut = shutdown.cut.clone();
+        let open = metrics.connections_open().clone();
+        open.inc();
+        shutdown.conns.spawn(async move {
+            tokio::select! {
+                _ = conn.serve(stream, peer, watcher) => {}
+                _ = cut.cancelled() => {
+                    tracing::debug!(peer = %peer, "connection cut at the drain deadline");
+                }
+            }
+            open.dec();
+            drop(slot);
+        });
+    };
     // One permit per open connection: at `server.max_connections` the loop stops accepting and
     // new connections wait in the kernel's backlog until one closes.
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
@@ -305,29 +350,7 @@ async fn serve_traffic(
             biased;
             _ = &mut drain => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let conn = Conn {
-                        builder: builder.clone(),
-                        proxy: proxy.clone(),
-                        tls: tls.clone(),
-                        handshake_timeout: cfg.header_read_timeout,
-                        http2_idle_timeout: cfg.http2_idle_timeout,
-                    };
-                    let watcher = graceful.watcher();
-                    let cut = shutdown.cut.clone();
-                    let open = metrics.connections_open().clone();
-                    open.inc();
-                    shutdown.conns.spawn(async move {
-                        tokio::select! {
-                            _ = conn.serve(stream, peer, watcher) => {}
-                            _ = cut.cancelled() => {
-                                tracing::debug!(peer = %peer, "connection cut at the drain deadline");
-                            }
-                        }
-                        open.dec();
-                        drop(slot);
-                    });
-                }
+                Ok((stream, peer)) => spawn(stream, peer, slot),
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning on the accept loop.
                     tracing::warn!(error = %e, "accept failed");
@@ -336,7 +359,72 @@ async fn serve_traffic(
             },
         }
     }
-    graceful
+    // Connections the kernel has already completed are served, not reset with the listener:
+    // their clients connected while the proxy was still listening.
+    while let Ok(slot) = slots.clone().try_acquire_owned() {
+        match now_or_never(listener.accept()) {
+            Some(Ok((stream, peer))) => spawn(stream, peer, slot),
+            _ => break,
+        }
+    }
+    (graceful, unheard)
+}
+
+/// The output of `fut` if it is ready at its first poll.
+fn now_or_never<F: Future>(fut: F) -> Option<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Connections accepted whose first byte has not arrived. When the listener closes, HTTP/1
+/// connections are told to shut down, and hyper closes one whose request it has not read yet:
+/// the drain waits for these first, so that a client that connected just before the close gets
+/// its answer instead of an EOF.
+#[derive(Default)]
+struct Unheard {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Unheard {
+    /// Resolves once no accepted connection waits for its first byte.
+    async fn heard(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One connection counted in [`Unheard`] until its first byte (or its end).
+struct UnheardGuard(Arc<Unheard>);
+
+impl UnheardGuard {
+    fn new(unheard: &Arc<Unheard>) -> Self {
+        unheard
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        UnheardGuard(unheard.clone())
+    }
+}
+
+impl Drop for UnheardGuard {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 fn http_builder(cfg: &ServerConfig, preserve_header_case: bool) -> auto::Builder<TokioExecutor> {
@@ -366,6 +454,8 @@ struct Conn {
     handshake_timeout: Duration,
     /// `server.http2_idle_timeout`.
     http2_idle_timeout: Duration,
+    /// Counts the connection as unheard until its first byte.
+    unheard: UnheardGuard,
 }
 
 impl Conn {
@@ -386,8 +476,12 @@ impl Conn {
             Some(acceptor) => {
                 match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        let io =
-                            ClientIo::new(tls, self.handshake_timeout, self.http2_idle_timeout);
+                        let io = ClientIo::new(
+                            tls,
+                            self.handshake_timeout,
+                            self.http2_idle_timeout,
+                            self.unheard,
+                        );
                         let conn = self
                             .builder
                             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -404,7 +498,12 @@ impl Conn {
                 }
             }
             None => {
-                let io = ClientIo::new(stream, self.handshake_timeout, self.http2_idle_timeout);
+                let io = ClientIo::new(
+                    stream,
+                    self.handshake_timeout,
+                    self.http2_idle_timeout,
+                    self.unheard,
+                );
                 let conn = self
                     .builder
                     .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -432,6 +531,7 @@ pin_project_lite::pin_project! {
         #[pin]
         io: T,
         first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+        unheard: Option<UnheardGuard>,
         http2_idle: Duration,
         idle: Option<Idle>,
     }
@@ -444,10 +544,11 @@ struct Idle {
 }
 
 impl<T> ClientIo<T> {
-    fn new(io: T, first_byte: Duration, http2_idle: Duration) -> Self {
+    fn new(io: T, first_byte: Duration, http2_idle: Duration, unheard: UnheardGuard) -> Self {
         ClientIo {
             io,
             first_byte: Some(Box::pin(tokio::time::sleep(first_byte))),
+            unheard: Some(unheard),
             http2_idle,
             idle: None,
         }
@@ -482,6 +583,7 @@ impl<T: AsyncRead> AsyncRead for ClientIo<T> {
             match r {
                 Poll::Ready(_) if got => {
                     *this.first_byte = None;
+                    *this.unheard = None;
                     let http2 = buf.filled()[before..].starts_with(b"PRI ");
                     if http2 && !this.http2_idle.is_zero() {
                         let last = tokio::time::Instant::now();

@@ -370,3 +370,32 @@ async fn idle_http2_connections_are_closed_after_the_http2_idle_timeout() {
         .expect("the connection task")
         .ok();
 }
+
+/// A client that connected just before the listener closed, and sends its request just after,
+/// gets an answer (with `Connection: close`), not an EOF: the drain waits briefly for the first
+/// bytes of connections it has accepted, and accepts what the kernel had already completed.
+#[tokio::test]
+async fn a_client_that_connected_just_before_the_listener_closed_gets_its_answer() {
+    let backend = backend().start().await;
+    let proxy = proxy(backend.addr).start().await;
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(RawConn::connect(proxy.traffic).await);
+    }
+    proxy.shutdown();
+    // Once a new connection is refused, the listener is closed.
+    within("the listener to close", async {
+        while tokio::net::TcpStream::connect(proxy.traffic).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    for conn in &mut conns {
+        conn.send(b"GET /late HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    }
+    for conn in &mut conns {
+        let rsp = conn.read_response(false).await;
+        assert_eq!(rsp.status, 200);
+        assert_eq!(rsp.header_values("connection"), ["close"], "{}", rsp.head);
+    }
+}
