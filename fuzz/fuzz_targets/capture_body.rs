@@ -14,12 +14,12 @@ fuzz_target!(|data: &[u8]| {
         file_key: "video1",
         max_frames: 16,
         max_frame_bytes: 64 * 1024,
-        best_frame: if data.first().is_some_and(|b| b & 1 == 1) {
-        refuse_unchecked_images: false,
-            BestFrame::Jpeg
-        } else {
-            BestFrame::None
+        best_frame: match data.first().map(|b| b % 3) {
+            Some(1) => BestFrame::Jpeg,
+            Some(2) => BestFrame::Png,
+            _ => BestFrame::None,
         },
+        refuse_unchecked_images: data.get(1).is_some_and(|b| b & 1 == 1),
         request_id: "fuzz",
         folder_meta_data: &meta,
         boundary: Some("fuzzboundary"),
@@ -30,6 +30,6 @@ fuzz_target!(|data: &[u8]| {
             .upload
             .content_type
             .starts_with("multipart/form-data; boundary="));
-        assert!(p.upload.content_length() as usize > p.zip_len);
+        assert!(p.upload.content_length() as usize > p.media_len);
     }
 });
