@@ -6,11 +6,12 @@
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 60, every target)
 #
-# The repository is left untouched: the corpus grows in a scratch directory ($FUZZ_WORK, a new
-# temporary one by default; set it to keep a corpus between runs), crashes are written there.
+# The repository is left untouched: the corpus grows in a scratch directory, crashes are written
+# there. Set FUZZ_WORK to keep it between runs; by default it is a new temporary directory,
+# removed after a run without failures.
 # Needs the nightly toolchain (installed with rustup if missing) and cargo-fuzz (installed from
 # crates.io if missing). Builds with AddressSanitizer, cargo-fuzz's default; the first build
-# takes about 9 minutes on 2 cores.
+# takes about 6 minutes on 2 cores (9 beside other builds), later ones seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-60}
@@ -20,7 +21,12 @@ if [ $# -gt 0 ]; then
 else
   targets=(capture_body data_url path_normalize request_head multipart_roundtrip config_loader)
 fi
-work=${FUZZ_WORK:-$(mktemp -d -t oz-fuzz.XXXXXX)}
+work=${FUZZ_WORK:-}
+scratch=false
+if [ -z "$work" ]; then
+  work=$(mktemp -d -t oz-fuzz.XXXXXX)
+  scratch=true
+fi
 mkdir -p "$work"
 
 rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
@@ -79,3 +85,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED: ${failed[*]} (logs and inputs in $work)"
   exit 1
 fi
+if $scratch; then rm -rf "$work"; fi
