@@ -8,8 +8,7 @@
 //! earlier `Content-Length` dropped by a `Transfer-Encoding`); inputs hyper answers with 400 or
 //! 431 never reach the filter and are skipped. Each head is filtered with and without a body,
 //! under the default rules and with `server.underscores_in_headers`, and again as HTTP/2
-//! requests (the connection-specific fields dropped, as h2 refuses them; `:authority` from
-//! `Host`, and without one).
+//! requests (see [`h2`]: `:authority` from `Host`, and without one).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -65,12 +64,16 @@ fn fixture() -> &'static Fixture {
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
-    let Some(head) = parse_like_hyper(data, f.max_headers, f.max_header_bytes) else {
+    let Some((head, fields)) = parse_like_hyper(data, f.max_headers, f.max_header_bytes) else {
         return;
     };
-    for variant in [Some(head.clone()), h2(&head, true), h2(&head, false)]
-        .into_iter()
-        .flatten()
+    for variant in [
+        Some(head.clone()),
+        h2(&head, &fields, true),
+        h2(&head, &fields, false),
+    ]
+    .into_iter()
+    .flatten()
     {
         for rules in [&f.rules, &f.underscores] {
             for has_body in [false, true] {
@@ -207,12 +210,12 @@ fn named_in_connection(h: &HeaderMap, name: &str) -> bool {
 }
 
 /// The request head hyper's HTTP/1 server would hand the service, or `None` where it answers
-/// 400 or 431 itself (hyper 1.x, `proto/h1/role.rs`, `Server::parse`).
+/// 400 or 431 itself (hyper 1.x, `proto/h1/role.rs`, `Server::parse`); and the fields as sent.
 fn parse_like_hyper(
     data: &[u8],
     max_headers: usize,
     max_header_bytes: usize,
-) -> Option<http::request::Parts> {
+) -> Option<(http::request::Parts, Vec<(HeaderName, HeaderValue)>)> {
     let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut slots);
     let httparse::Status::Complete(len) = req.parse(data).ok()? else {
@@ -229,10 +232,12 @@ fn parse_like_hyper(
     let uri = Uri::try_from(target.as_bytes()).ok()?;
     let http11 = req.version? == 1;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut fields = Vec::with_capacity(req.headers.len());
     let (mut con_len, mut is_cl, mut is_te, mut is_te_chunked) = (None, false, false, false);
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(h.value).ok()?;
+        fields.push((name.clone(), value.clone()));
         if name == header::TRANSFER_ENCODING {
             if !http11 {
                 return None;
@@ -276,28 +281,45 @@ fn parse_like_hyper(
         Version::HTTP_10
     };
     *request.headers_mut() = headers;
-    Some(request.into_parts().0)
+    Some((request.into_parts().0, fields))
 }
 
-/// The same request as an HTTP/2 client could send it: without the connection-specific fields
-/// h2 refuses (RFC 9113 §8.2.2), and with `:authority` from `Host` when `with_authority`.
-fn h2(head: &http::request::Parts, with_authority: bool) -> Option<http::request::Parts> {
-    let mut headers = head.headers.clone();
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    if headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| v.as_bytes() != b"trailers")
-    {
-        headers.remove(header::TE);
+/// The same request as an HTTP/2 client could send it, as h2 0.4 hands it to hyper: the fields
+/// as sent, without the connection-specific ones h2 refuses (RFC 9113 §8.2.2; dropped here
+/// rather than the input skipped), repeated `Content-Length` fields kept when they agree (h2
+/// refuses them otherwise, and any that is not digits), and `:authority` from `Host` when
+/// `with_authority`.
+fn h2(
+    head: &http::request::Parts,
+    fields: &[(HeaderName, HeaderValue)],
+    with_authority: bool,
+) -> Option<http::request::Parts> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut content_length = None;
+    for (name, value) in fields {
+        let connection_specific = [
+            header::CONNECTION,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+        ]
+        .contains(name)
+            || (name == header::TE && value != "trailers");
+        if connection_specific {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            let v = value.as_bytes();
+            if v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            if content_length.is_some_and(|first| first != v) {
+                return None;
+            }
+            content_length = Some(v);
+        }
+        headers.append(name.clone(), value.clone());
     }
     let path = head.uri.path_and_query()?.clone();
     let uri = if with_authority {
