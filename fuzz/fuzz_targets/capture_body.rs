@@ -1,5 +1,6 @@
 //! Any bytes through the whole frames transform: it may refuse them, never panic, and what it
-//! accepts must be a well-formed upload.
+//! accepts must be an upload the simulated Oz API accepts too (its own parser, `oz_sim`), with
+//! every frame in it.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -7,6 +8,7 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use oz_capture_proxy::capture::{prepare_frames_upload, TransformOptions};
 use oz_capture_proxy::config::BestFrame;
+use oz_capture_proxy::oz_sim::{read_upload, SimConfig};
 
 fuzz_target!(|data: &[u8]| {
     let meta = BTreeMap::new();
@@ -14,12 +16,12 @@ fuzz_target!(|data: &[u8]| {
         file_key: "video1",
         max_frames: 16,
         max_frame_bytes: 64 * 1024,
-        best_frame: if data.first().is_some_and(|b| b & 1 == 1) {
-        refuse_unchecked_images: false,
-            BestFrame::Jpeg
-        } else {
-            BestFrame::None
+        best_frame: match data.first().map(|b| b % 3) {
+            Some(1) => BestFrame::Jpeg,
+            Some(2) => BestFrame::Png,
+            _ => BestFrame::None,
         },
+        refuse_unchecked_images: data.get(1).is_some_and(|b| b & 1 == 1),
         request_id: "fuzz",
         folder_meta_data: &meta,
         boundary: Some("fuzzboundary"),
@@ -30,6 +32,19 @@ fuzz_target!(|data: &[u8]| {
             .upload
             .content_type
             .starts_with("multipart/form-data; boundary="));
-        assert!(p.upload.content_length() as usize > p.zip_len);
+        assert!(p.upload.content_length() as usize > p.media_len);
+        let rec = read_upload(
+            &p.upload.content_type,
+            &p.upload.to_vec(),
+            &SimConfig::default(),
+        );
+        assert!(rec.accepted(), "the simulator refused it: {:?}", rec.error);
+        let media = rec.part("video1").expect("the media part");
+        assert_eq!(media.bytes.len(), p.media_len);
+        if media.content_type.as_deref() == Some("application/zip") {
+            assert_eq!(rec.zip_entries.len(), p.frame_count);
+        } else {
+            assert_eq!(p.frame_count, 1);
+        }
     }
 });

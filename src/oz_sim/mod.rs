@@ -59,3 +59,4 @@ pub use faults::Endpoint;
 pub use records::{CallRecord, ReceivedPart, ReceivedUpload};
 pub use server::serve;
 pub use state::OzSim;
+pub use upload::read_upload;

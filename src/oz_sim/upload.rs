@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use hyper::header::{HeaderMap, CONTENT_LENGTH};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -89,6 +89,27 @@ pub(crate) fn check_upload(
             "Content-Type is {other:?}; expected multipart/form-data or application/octet-stream"
         ))),
     }
+}
+
+/// Checks a `POST /api/folders/` body as the simulator does, with no server and no state: the
+/// record says what it read (parts, `payload`, ZIP entries) and, when it refuses the upload, why
+/// (`status`, `error`); `status` is 200 when every check passes, and no folder is made. Lets the
+/// fuzz target `multipart_roundtrip` read the proxy's uploads back with this independent parser.
+pub fn read_upload(content_type: &str, body: &[u8], cfg: &SimConfig) -> ReceivedUpload {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(CONTENT_TYPE, v);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut rec = ReceivedUpload::new("folders", "/api/folders/");
+    match check_upload(&headers, body, cfg, &mut rec) {
+        Ok(_) => rec.status = StatusCode::OK.as_u16(),
+        Err(e) => {
+            rec.status = e.status.as_u16();
+            rec.error = Some(e.message);
+        }
+    }
+    rec
 }
 
 /// An OzCapsula container is opaque (oz-api.md §4.7): only emptiness can be checked.
