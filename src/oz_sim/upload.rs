@@ -420,3 +420,48 @@ fn check_keys_are_files(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::capture::testdata::{sample_capture_json, sample_frames};
+    use crate::capture::{prepare_frames_upload, TransformOptions};
+    use crate::config::BestFrame;
+
+    #[test]
+    fn read_upload_reads_the_proxys_upload_and_says_why_it_refuses_one() {
+        let meta = BTreeMap::new();
+        let opts = TransformOptions {
+            file_key: "video1",
+            max_frames: 8,
+            max_frame_bytes: 64 * 1024,
+            best_frame: BestFrame::None,
+            refuse_unchecked_images: false,
+            request_id: "r1",
+            folder_meta_data: &meta,
+            boundary: None,
+        };
+        let body = sample_capture_json(3, false, "video_selfie_blank");
+        let p = prepare_frames_upload(&body, &opts).unwrap();
+        let rec = read_upload(
+            &p.upload.content_type,
+            &p.upload.to_vec(),
+            &SimConfig::default(),
+        );
+        assert!(rec.accepted(), "{:?}", rec.error);
+        let frames: Vec<Vec<u8>> = rec.zip_entries.iter().map(|(_, b)| b.clone()).collect();
+        assert_eq!(frames, sample_frames(3));
+        assert_eq!(rec.payload.unwrap()["folder:meta_data"]["request_id"], "r1");
+
+        let rec = read_upload(
+            "multipart/form-data; boundary=b",
+            b"--b--",
+            &SimConfig::default(),
+        );
+        assert!(!rec.accepted());
+        assert_eq!(rec.status, 400);
+        assert!(rec.error.unwrap().contains("payload"));
+    }
+}
