@@ -165,6 +165,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .iter()
         .flat_map(connection_tokens)
         .filter(|t| !is_removed_anyway(t))
+        // `Host` is the request's routing, not a property of this hop: a client that names it
+        // would have the backend see the proxy's idea of the host instead of its own.
+        .filter(|t| !t.eq_ignore_ascii_case(b"host"))
         .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     remove_where(headers, |name| {
@@ -532,6 +535,18 @@ mod tests {
             fields,
             [("x-a", "1"), ("x-b", "2"), ("x-b", "3"), ("x-d", "6")]
         );
+    }
+
+    #[test]
+    fn connection_cannot_remove_host() {
+        let mut h = map(&[
+            ("host", "app.example"),
+            ("connection", "Host, x-a"),
+            ("x-a", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["host"]);
     }
 
     #[test]
