@@ -274,7 +274,7 @@ pub enum OzApiMode {
 }
 
 /// Either a static token or login credentials. Secrets belong in the environment or in files.
-#[derive(Clone, Default, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OzAuthConfig {
     /// A service token (`X-Forensic-Access-Token`).
@@ -622,6 +622,20 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Json,
             level: defaults::log_level(),
+        }
+    }
+}
+
+impl Default for OzAuthConfig {
+    fn default() -> Self {
+        Self {
+            token: String::new(),
+            token_file: None,
+            email: String::new(),
+            password: String::new(),
+            password_file: None,
+            // As YAML gets it: a derived `Default` renewed tokens 0 s before they expired.
+            renew_before: defaults::token_renew_before(),
         }
     }
 }
@@ -1385,6 +1399,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("capture.routes[0].analyses"), "{e}");
+    }
+
+    #[test]
+    fn built_defaults_are_the_yaml_defaults() {
+        let yaml = Config::from_yaml(MINIMAL, &env(&[])).unwrap();
+        assert_eq!(
+            OzAuthConfig::default().renew_before,
+            yaml.oz.auth.renew_before
+        );
+        assert_eq!(OzConfig::default(), yaml.oz);
+        assert_eq!(ServerConfig::default(), yaml.server);
+        assert_eq!(ForwardingConfig::default(), yaml.forwarding);
     }
 
     #[test]
