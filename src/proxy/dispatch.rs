@@ -92,14 +92,6 @@ impl RouteTable {
         }
     }
 
-    /// The capture route that `target` (path and query, raw) hits, if any, whatever the method.
-    pub fn lookup(&self, target: &str) -> Option<&Arc<CaptureRoute>> {
-        if self.by_path.is_empty() {
-            return None;
-        }
-        self.by_path.get(&path::normalize(target.as_bytes()))
-    }
-
     /// What a request with `method` on `target`, carrying a body or not and asking for an
     /// upgrade or not, is to the capture routes.
     pub fn hit(&self, method: &Method, target: &str, has_body: bool, upgrade: bool) -> Hit<'_> {

@@ -196,13 +196,8 @@ fn is_removed_anyway(token: &[u8]) -> bool {
     .any(|known| token.eq_ignore_ascii_case(known.as_bytes()))
 }
 
-/// Removes every `x-oz-*` field so no client can forge a verdict.
-pub fn strip_oz_headers(headers: &mut HeaderMap) {
-    remove_where(headers, |name| name.as_str().starts_with(OZ_PREFIX));
-}
-
-/// Removes every field a client may not send on: `x-oz-*` in any spelling with `_` for `-`,
-/// and, unless `keep_underscores`, every name with an `_`. Then rewrites `Trailer` so it names
+/// Removes every field a client may not send on (see [`is_forged`]: `x-oz-*` in any spelling,
+/// routing overrides, names beyond letters, digits and `-`, and `_` unless `keep_underscores`). Then rewrites `Trailer` so it names
 /// no field the trailer rules would remove.
 pub fn strip_forged(headers: &mut HeaderMap, keep_underscores: bool) {
     remove_where(headers, |name| is_forged(name, keep_underscores));
@@ -493,7 +488,7 @@ mod tests {
             ("x-third", "3"),
         ]);
         strip_hop_by_hop(&mut h, false);
-        strip_oz_headers(&mut h);
+        strip_forged(&mut h, false);
         let fields: Vec<_> = h
             .iter()
             .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
@@ -581,7 +576,7 @@ mod tests {
             ("X-Oz-Folder-Id", "f"),
             ("x-ozone", "keep"),
         ]);
-        strip_oz_headers(&mut h);
+        strip_forged(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-ozone"]);
     }
