@@ -1,7 +1,8 @@
 //! Every failure the proxy turns into its own response, in one enum.
 //!
 //! Each module keeps its own error type (`capture::Error`, `oz::Error`); this enum gathers them
-//! with the passthrough failures so that `crate::problem` can map all of them in one `match`.
+//! with the passthrough failures so that `crate::problem` can classify all of them in one place
+//! (status, code, log level, metric outcome). It says what failed, never how to treat it.
 
 use crate::{capture, oz};
 
@@ -34,9 +35,6 @@ pub enum Error {
     /// `CONNECT` and other methods a reverse proxy does not serve.
     #[error("method not allowed through this proxy")]
     MethodNotAllowed,
-    /// The proxy is shutting down and takes no new captures.
-    #[error("the proxy is shutting down")]
-    Draining,
     /// A capture was refused.
     #[error(transparent)]
     Capture(#[from] capture::Error),
@@ -45,34 +43,11 @@ pub enum Error {
     Oz(#[from] oz::Error),
 }
 
-impl Error {
-    /// Whether the request body may still be unread when this error is answered: the proxy
-    /// refused the request before reading it, or a passthrough failed part-way. The connection
-    /// cannot carry another request then, and the answer says so (`Connection: close`) rather
-    /// than leaving the client to find it closed under its next request. A capture has read its
-    /// whole body before any other refusal.
-    pub fn may_leave_body_unread(&self) -> bool {
-        use capture::Error as C;
-        match self {
-            Error::Capture(c) => matches!(
-                c,
-                C::UnsupportedMediaType | C::BodyTooLarge { .. } | C::BodyRead(_) | C::Busy
-            ),
-            Error::Oz(_) => false,
-            _ => true,
+impl From<capture::Failure> for Error {
+    fn from(f: capture::Failure) -> Self {
+        match f {
+            capture::Failure::Refused(e) => Error::Capture(e),
+            capture::Failure::Oz(e) => Error::Oz(e),
         }
     }
-}
-
-/// An error and its sources on one line, for logs and problem details: hyper and hyper-util say
-/// little in their own `Display` ("client error (Connect)") and the cause is in the sources.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(source) = cur {
-        out.push_str(": ");
-        out.push_str(&source.to_string());
-        cur = source.source();
-    }
-    out
 }

@@ -26,6 +26,7 @@ pub mod capture;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod error_chain;
 pub mod metrics;
 pub mod oz;
 pub mod oz_sim;

@@ -1,13 +1,17 @@
-//! The one place where failures become `application/problem+json` responses (RFC 9457).
+//! The one place where failures are classified, and become `application/problem+json` responses
+//! (RFC 9457).
 //!
-//! Every variant of `crate::Error` is listed below with its status and a stable `code`; clients and
-//! dashboards rely on the codes, so they are never renamed. Details never contain request data.
+//! [`classify`] decides everything the proxy does with a `crate::Error`: its status and stable
+//! `code` (clients and dashboards rely on the codes, so they are never renamed), the level it is
+//! logged at, the capture outcome it counts as, and whether the connection may still hold unread
+//! request bytes. Details never contain request data.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::Body;
 use crate::error::Error;
+use crate::metrics::CaptureOutcome;
 use crate::{capture, oz};
 
 /// Seconds a client is asked to wait after a 503.
@@ -40,8 +44,68 @@ impl Problem {
     }
 }
 
+/// How the proxy treats one failure.
+pub struct Class {
+    /// What the client is told.
+    pub problem: Problem,
+    /// The level of its log line.
+    pub severity: Severity,
+    /// What it counts as in `oz_proxy_captures_total`, for a failure on a capture route.
+    pub capture_outcome: Option<CaptureOutcome>,
+    /// Whether the request body may still be unread when it is answered: the proxy refused the
+    /// request before reading it, or a passthrough failed part-way. The connection cannot carry
+    /// another request then, and the answer says so (`Connection: close`) rather than leaving
+    /// the client to find it closed under its next request. A capture has read its whole body
+    /// before any other refusal.
+    pub may_leave_body_unread: bool,
+}
+
+/// Who should look at a failure, which decides its log level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// The client's mistake (debug): not the operator's problem.
+    Refusal,
+    /// The backend or Oz failed (warn): the operator's problem.
+    Upstream,
+    /// The proxy itself failed (error): a bug.
+    Bug,
+}
+
+/// Classifies a failure: the one place that decides how the proxy treats it.
+pub fn classify(err: &Error) -> Class {
+    use capture::Error as C;
+    let severity = match err {
+        Error::BackendConnect(_)
+        | Error::BackendTimeout
+        | Error::BackendFailed(_)
+        | Error::Oz(_) => Severity::Upstream,
+        Error::Capture(C::Internal) => Severity::Bug,
+        _ => Severity::Refusal,
+    };
+    let capture_outcome = match err {
+        Error::Capture(C::Busy) => Some(CaptureOutcome::Overloaded),
+        Error::Capture(_) => Some(CaptureOutcome::Rejected),
+        Error::Oz(_) => Some(CaptureOutcome::OzError),
+        _ => None,
+    };
+    let may_leave_body_unread = match err {
+        Error::Capture(c) => matches!(
+            c,
+            C::UnsupportedMediaType | C::BodyTooLarge { .. } | C::BodyRead(_) | C::Busy
+        ),
+        Error::Oz(_) => false,
+        _ => true,
+    };
+    Class {
+        problem: problem_for(err),
+        severity,
+        capture_outcome,
+        may_leave_body_unread,
+    }
+}
+
 /// Maps a failure to its problem. The single `match` of the crate that decides statuses.
-pub fn problem_for(err: &Error) -> Problem {
+fn problem_for(err: &Error) -> Problem {
     use StatusCode as S;
     let detail = err.to_string();
     match err {
@@ -88,9 +152,6 @@ pub fn problem_for(err: &Error) -> Problem {
             "Method not allowed",
             detail,
         ),
-        Error::Draining => {
-            Problem::new(S::SERVICE_UNAVAILABLE, "draining", "Shutting down", detail)
-        }
         Error::Capture(c) => capture_problem(c, detail),
         Error::Oz(o) => oz_problem(o, detail),
     }
@@ -239,9 +300,10 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
     }
 }
 
-/// Builds the response for `err`. `request_id` lets an operator find the matching log line.
-pub fn respond(err: &Error, request_id: &str) -> Response<Body> {
-    let mut rsp = render(problem_for(err), request_id);
+/// Builds the response for `err`, classified as `class`. `request_id` lets an operator find the
+/// matching log line.
+pub fn respond(err: &Error, class: Class, request_id: &str) -> Response<Body> {
+    let mut rsp = render(class.problem, request_id);
     // RFC 9110 §15.5.6: a 405 names the methods the target supports.
     if let Error::CaptureMethod { allow } = err {
         rsp.headers_mut().insert(header::ALLOW, allow.clone());
@@ -289,7 +351,8 @@ mod tests {
 
     #[test]
     fn busy_gets_retry_after_and_code() {
-        let rsp = respond(&Error::Capture(capture::Error::Busy), "r1");
+        let err = Error::Capture(capture::Error::Busy);
+        let rsp = respond(&err, classify(&err), "r1");
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rsp.headers()[header::RETRY_AFTER], "1");
         assert_eq!(

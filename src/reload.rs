@@ -69,7 +69,6 @@ use crate::config::{
     BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode, SecretFiles,
 };
 use crate::metrics::Metrics;
-use crate::proxy::passthrough::Passthrough;
 use crate::proxy::{Live, RouteTable};
 
 /// Where the config came from, so it can be read again the same way.
@@ -102,24 +101,22 @@ impl ConfigSource {
 /// Builds the swappable part of the proxy from `config`.
 pub fn build_live(
     config: &Config,
-    passthrough: &Passthrough,
     metrics: &Metrics,
     previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
     let routes = config.capture.effective_routes();
-    let capture = if routes.is_empty() {
-        None
-    } else {
-        Some(CaptureService::new(
-            config,
-            passthrough.clone(),
-            metrics.clone(),
-            previous.and_then(|p| p.capture.as_ref()),
-        )?)
-    };
+    if routes.is_empty() {
+        return Ok(Live { captures: None });
+    }
+    let service = CaptureService::new(
+        config,
+        metrics.clone(),
+        previous
+            .and_then(|p| p.captures.as_ref())
+            .map(|c| &**c.service()),
+    )?;
     Ok(Live {
-        routes: RouteTable::new(routes, &config.capture),
-        capture,
+        captures: Some(RouteTable::new(routes, &config.capture).served_by(Arc::new(service))),
     })
 }
 
@@ -129,7 +126,6 @@ pub async fn watch(
     watched: Watched,
     mut current: Config,
     live: Arc<ArcSwap<Live>>,
-    passthrough: Passthrough,
     metrics: Metrics,
     stop: CancellationToken,
 ) {
@@ -177,7 +173,6 @@ pub async fn watch(
         let reloader = Reloader {
             source: &source,
             live: &live,
-            passthrough: &passthrough,
             metrics: &metrics,
         };
         if let Some(new) = reloader.reload(&text, cause, &current) {
@@ -192,7 +187,6 @@ pub async fn watch(
 struct Reloader<'a> {
     source: &'a ConfigSource,
     live: &'a ArcSwap<Live>,
-    passthrough: &'a Passthrough,
     metrics: &'a Metrics,
 }
 
@@ -230,12 +224,7 @@ impl Reloader<'_> {
             );
             return None;
         }
-        match build_live(
-            &new,
-            self.passthrough,
-            self.metrics,
-            Some(&self.live.load()),
-        ) {
+        match build_live(&new, self.metrics, Some(&self.live.load())) {
             Ok(built) => {
                 warn_restart_only(current, &new);
                 self.live.store(Arc::new(built));

@@ -164,10 +164,7 @@ async fn run_with(
         metrics.clone(),
     );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
-        &config,
-        &passthrough,
-        &metrics,
-        None,
+        &config, &metrics, None,
     )?));
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),
@@ -177,7 +174,7 @@ async fn run_with(
         metrics: metrics.clone(),
     };
     let proxy = Proxy::new(
-        passthrough.clone(),
+        passthrough,
         Forwarding::from_config(&config.forwarding),
         RequestRules::from_config(&config.server),
         metrics.clone(),
@@ -201,7 +198,6 @@ async fn run_with(
             source,
             config.clone(),
             live,
-            passthrough,
             metrics.clone(),
             shutdown.clone(),
         ));

@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
                     &mut parts,
                     has_body,
                     rules,
-                    &f.routes,
+                    Some(&f.routes),
                     &f.forwarding,
                     &f.peer,
                 );

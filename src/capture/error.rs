@@ -60,3 +60,13 @@ pub enum Error {
     #[error("internal error while processing the capture")]
     Internal,
 }
+
+/// Why a capture ended without an outcome: the proxy refused it, or Oz failed it. The proxy's
+/// `crate::Error` takes both apart again; `crate::problem` classifies them.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Refused(#[from] Error),
+    #[error(transparent)]
+    Oz(#[from] crate::oz::Error),
+}

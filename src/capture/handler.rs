@@ -1,5 +1,7 @@
-//! The capture handler: orchestrates one capture from request to verdict. It only orchestrates;
-//! parsing and packing live in `capture::transform`, Oz calls in `oz`.
+//! The capture handler: orchestrates one capture from request to verdict, and says what comes
+//! of it as an [`Outcome`]. It only orchestrates; parsing and packing (the body filter) live in
+//! `capture::transform`, Oz calls in `oz`, and every byte to or from the backend goes through
+//! `proxy::dispatch`, which sends a forwarded capture the way it sends any other request.
 //!
 //! 1. The content type picks the mode (`application/json` → frames, `application/octet-stream` →
 //!    OzCapsula container, anything else → 415) before any body is read.
@@ -9,10 +11,11 @@
 //! 3. The body is read under the limit and `capture.body_timeout`.
 //! 4. The transform runs on the capture threads (`capture::pool`) under the concurrency limit.
 //! 5. Oz: upload, analyses, verdict (`oz::OzClient::check`).
-//! 6. Forward mode sends the backend the original request plus `X-Oz-*`; respond mode answers the
-//!    client. A capture that failed is never forwarded as if checked: with `on_oz_error: forward`
-//!    it goes with `X-Oz-Resolution: ERROR`, otherwise the client gets 502/504 and the backend
-//!    nothing. Nor is an image Oz did not see: a best frame the upload left out is refused in
+//! 6. Forward mode gives back the request the backend is to get, the original plus `X-Oz-*`
+//!    ([`Outcome::Forward`]); respond mode the client's answer ([`Outcome::Respond`]). A capture
+//!    that failed is never forwarded as if checked: with `on_oz_error: forward` it goes with
+//!    `X-Oz-Resolution: ERROR`, otherwise it ends as a [`Failure`] (502/504 to the client) and the
+//!    backend gets nothing. Nor is an image Oz did not see: a best frame the upload left out is refused in
 //!    step 4 or, with `unchecked_images: strip`, nulled in the body the backend gets.
 
 use std::collections::BTreeMap;
@@ -24,21 +27,17 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::body::Body;
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::pool::TransformPool;
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
-use crate::capture::Error as CaptureError;
+use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
     CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode, UncheckedImages,
 };
-use crate::error::Error;
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
-use crate::proxy::headers;
-use crate::proxy::passthrough::Passthrough;
 
 /// Verdict headers for the backend (DESIGN.md, "What the backend receives").
 pub mod oz_headers {
@@ -54,7 +53,6 @@ pub struct CaptureService {
     oz: OzClient,
     /// The settings `oz` was built from, to keep it across reloads that leave them alone.
     oz_config: OzConfig,
-    passthrough: Passthrough,
     metrics: Metrics,
     limiter: Limiter,
     /// `(memory_budget_bytes, max_concurrent)` the limiter was built with.
@@ -63,9 +61,17 @@ pub struct CaptureService {
     /// leave its size and priority alone.
     pool: Arc<TransformPool>,
     body_timeout: Duration,
-    /// `server.body_idle_timeout` for the backend's answer in forward mode.
-    body_idle: Option<Duration>,
     folder_meta_data: Arc<BTreeMap<String, String>>,
+}
+
+/// What comes of a checked capture.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Respond mode: the client's answer.
+    Respond(Response<Bytes>),
+    /// Forward mode: the request the backend gets, with the verdict headers and the body as
+    /// `forward_body` says. Its head is the one the request filter made.
+    Forward(Request<Bytes>),
 }
 
 /// What the client sent, once read and checked.
@@ -91,7 +97,6 @@ impl CaptureService {
     /// same budget, and its transform pool when `max_concurrent` and `transform_priority` did not.
     pub fn new(
         config: &Config,
-        passthrough: Passthrough,
         metrics: Metrics,
         previous: Option<&CaptureService>,
     ) -> anyhow::Result<Self> {
@@ -122,42 +127,24 @@ impl CaptureService {
         Ok(CaptureService {
             oz,
             oz_config: config.oz.clone(),
-            passthrough,
             metrics,
             limiter,
             limits,
             pool,
             body_timeout: config.capture.body_timeout,
-            body_idle: (!config.server.body_idle_timeout.is_zero())
-                .then_some(config.server.body_idle_timeout),
             folder_meta_data: Arc::new(config.capture.folder_meta_data.clone()),
         })
     }
 
-    /// Handles one capture request (method already checked to be POST).
+    /// Checks one capture request (its head already through the request filter, its method a
+    /// capture method). A capture with a verdict is counted in the metrics here; a [`Failure`]
+    /// is counted where it is classified, by the caller.
     pub async fn handle(
         &self,
         route: &CaptureRoute,
         req: Request<Incoming>,
         request_id: &str,
-    ) -> Result<Response<Body>, Error> {
-        let result = self.run(route, req, request_id).await;
-        if let Err(e) = &result {
-            self.metrics.capture_done(match e {
-                Error::Capture(CaptureError::Busy) => CaptureOutcome::Overloaded,
-                Error::Capture(_) => CaptureOutcome::Rejected,
-                _ => CaptureOutcome::OzError,
-            });
-        }
-        result
-    }
-
-    async fn run(
-        &self,
-        route: &CaptureRoute,
-        req: Request<Incoming>,
-        request_id: &str,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Outcome, Failure> {
         check_head(&req)?;
         let mode = mode_of(req.headers())?;
         let declared = declared_length(req.headers())?;
@@ -263,8 +250,10 @@ impl CaptureService {
             frame_count,
         };
         match route.on_result {
-            OnResult::Respond => Ok(respond(route.result_mode, &facts)),
-            OnResult::Forward => self.forward(route, parts, raw, &facts).await,
+            OnResult::Respond => Ok(Outcome::Respond(respond(route.result_mode, &facts))),
+            OnResult::Forward => Ok(Outcome::Forward(
+                self.forward_request(route, parts, raw, &facts).await?,
+            )),
         }
     }
 
@@ -277,7 +266,7 @@ impl CaptureService {
         raw: Bytes,
         request_id: &str,
         reserved: Arc<MemoryPermit>,
-    ) -> Result<Prepared, Error> {
+    ) -> Result<Prepared, Failure> {
         let permit = self.limiter.start_transform()?;
         let file_key = route.file_key.clone();
         let (max_frames, max_frame_bytes, best_frame) =
@@ -311,16 +300,15 @@ impl CaptureService {
         })
     }
 
-    /// Sends the checked request to the backend with the verdict headers. `raw` is the body as
-    /// it came and the best frames in it that Oz did not get, when the route forwards it.
-    async fn forward(
+    /// The checked request as the backend gets it, with the verdict headers. `raw` is the body
+    /// as it came and the best frames in it that Oz did not get, when the route forwards it.
+    async fn forward_request(
         &self,
         route: &CaptureRoute,
         mut parts: http::request::Parts,
         raw: Option<(Bytes, Vec<UncheckedImage>)>,
         facts: &Facts<'_>,
-    ) -> Result<Response<Body>, Error> {
-        headers::strip_hop_by_hop(&mut parts.headers, false);
+    ) -> Result<Request<Bytes>, CaptureError> {
         // The body is already here; the backend must not wait for a `100 Continue` dance.
         parts.headers.remove(header::EXPECT);
         let replaced = !matches!(
@@ -360,15 +348,7 @@ impl CaptureService {
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
         set_verdict_headers(&mut parts.headers, facts);
-        let rsp = self
-            .passthrough
-            .send(Request::from_parts(parts, Body::full(body)))
-            .await?;
-        Ok(crate::proxy::dispatch::response_filter(
-            rsp,
-            false,
-            self.body_idle,
-        ))
+        Ok(Request::from_parts(parts, body))
     }
 }
 
@@ -434,7 +414,7 @@ fn analyses_json(verdict: Option<&Verdict>) -> serde_json::Value {
 }
 
 /// The respond-mode answer, shaped like the Web SDK's `result_mode` names it.
-fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Body> {
+fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Bytes> {
     let state = match facts.verdict.map(|v| v.resolution) {
         Some(Resolution::Processing) => "processing",
         _ => "finished",
@@ -453,7 +433,7 @@ fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Body> {
             "analyses": analyses_json(facts.verdict),
         }),
     };
-    let mut rsp = Response::new(Body::full(
+    let mut rsp = Response::new(Bytes::from(
         serde_json::to_vec(&doc).expect("a json! value always serializes"),
     ));
     *rsp.status_mut() = StatusCode::OK;
@@ -610,9 +590,6 @@ mod tests {
             frame_count: Some(3),
         };
         let rsp = respond(ResultMode::Safe, &facts);
-        let Body::Full(Some(b)) = rsp.into_body() else {
-            panic!("full body")
-        };
-        assert_eq!(&b[..], br#"{"state":"finished"}"#);
+        assert_eq!(&rsp.body()[..], br#"{"state":"finished"}"#);
     }
 }

@@ -24,5 +24,5 @@ pub mod transform;
 pub mod trim;
 pub mod zip;
 
-pub use error::Error;
+pub use error::{Error, Failure};
 pub use transform::{prepare_frames_upload, PreparedUpload, TransformOptions};

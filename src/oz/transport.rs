@@ -197,13 +197,13 @@ impl Transport {
                 // folder; once only, since a host that refuses twice is down.
                 Err(e) if e.is_connect() && !retried => {
                     retried = true;
-                    tracing::debug!(endpoint = call.endpoint, error = %crate::error::chain(&e), "oz connect failed, retrying once");
+                    tracing::debug!(endpoint = call.endpoint, error = %crate::error_chain::chain(&e), "oz connect failed, retrying once");
                     tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
                 }
                 Err(e) => {
                     return Err(Error::Unreachable {
                         endpoint: call.endpoint,
-                        reason: crate::error::chain(&e),
+                        reason: crate::error_chain::chain(&e),
                     })
                 }
             }
@@ -221,7 +221,7 @@ impl Transport {
                 } else {
                     Error::Unreachable {
                         endpoint: call.endpoint,
-                        reason: format!("answer cut short: {}", crate::error::chain(&*e)),
+                        reason: format!("answer cut short: {}", crate::error_chain::chain(&*e)),
                     }
                 }
             })?

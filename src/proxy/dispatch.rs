@@ -11,8 +11,12 @@
 //!    `proxy::path`) goes to `capture`; another method with a body there gets 405; a spelling
 //!    that some framework folds onto a capture path gets 400 (`capture.strict_paths`); an
 //!    HTTP/1.1 upgrade to an allowed protocol goes to the tunnel; everything else is passthrough;
-//! 3. upstream request filter: the backend URI, then the backend client;
-//! 4. response filter: hop-by-hop removal on the way back; failures become problem responses.
+//! 3. request body filter: a capture is checked by `capture` (Oz's verdict), which answers the
+//!    client itself or gives back the request the backend is to get; any other body streams;
+//! 4. upstream request: the one place a request goes to the backend (`proxy::passthrough`), for
+//!    passthrough and checked captures alike;
+//! 5. response filter: hop-by-hop removal on the way back; failures are classified once
+//!    (`crate::problem`) and become problem responses, log lines and metrics.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,11 +28,11 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{Body, Streamed};
-use crate::capture::handler::CaptureService;
+use crate::capture::handler::{CaptureService, Outcome};
 use crate::config::{CaptureConfig, CaptureRoute, ServerConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
-use crate::problem;
+use crate::problem::{self, Severity};
 use crate::proxy::headers::{self, Forwarding, Peer};
 use crate::proxy::observe::{Observation, ObservedBody};
 use crate::proxy::passthrough::Passthrough;
@@ -36,8 +40,9 @@ use crate::proxy::path;
 use crate::proxy::upgrade::Tunnels;
 use crate::telemetry::AccessLog;
 
-/// Capture routes by normalized path, and the rules of capture paths.
-pub struct RouteTable {
+/// Capture routes by normalized path, the rules of capture paths, and `service`, what runs a
+/// capture (the capture service in the proxy; nothing where only routing is asked about).
+pub struct RouteTable<S = ()> {
     by_path: HashMap<String, Arc<CaptureRoute>>,
     /// `capture.methods`.
     methods: Vec<Method>,
@@ -45,6 +50,7 @@ pub struct RouteTable {
     allow: HeaderValue,
     /// `capture.strict_paths`.
     strict_paths: bool,
+    service: S,
 }
 
 /// What a request target and method are to the capture routes.
@@ -89,7 +95,26 @@ impl RouteTable {
             methods,
             allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
             strict_paths: capture.strict_paths,
+            service: (),
         }
+    }
+
+    /// The same routes, run by `service`.
+    pub fn served_by<S>(self, service: S) -> RouteTable<S> {
+        RouteTable {
+            by_path: self.by_path,
+            methods: self.methods,
+            allow: self.allow,
+            strict_paths: self.strict_paths,
+            service,
+        }
+    }
+}
+
+impl<S> RouteTable<S> {
+    /// What runs the captures of these routes.
+    pub fn service(&self) -> &S {
+        &self.service
     }
 
     /// What a request with `method` on `target`, carrying a body or not and asking for an
@@ -150,10 +175,13 @@ impl RequestRules {
     }
 }
 
-/// What a config reload may swap: routes and everything the capture path uses.
+/// The capture routes with the service that runs them: one cannot be had without the other.
+pub type Captures = RouteTable<Arc<CaptureService>>;
+
+/// What a config reload may swap: the capture routes and their service, or none (passthrough
+/// only).
 pub struct Live {
-    pub routes: RouteTable,
-    pub capture: Option<CaptureService>,
+    pub captures: Option<Captures>,
 }
 
 /// The proxy service shared by all connections. Cloning is cheap.
@@ -177,10 +205,13 @@ struct Inner {
     draining: CancellationToken,
 }
 
-/// Where a request goes once its head is clean.
+/// Where a request goes once its head is clean; a capture goes with what runs it.
 #[derive(Debug)]
-pub enum Route {
-    Capture(Arc<CaptureRoute>),
+pub enum Route<S = ()> {
+    Capture {
+        route: Arc<CaptureRoute>,
+        service: S,
+    },
     /// A tunnel for the allowed protocols of the offer, as forwarded in `Upgrade`.
     Upgrade(HeaderValue),
     Passthrough,
@@ -228,17 +259,14 @@ impl Proxy {
         let (mut head, body) = req.into_parts();
         let has_body = !body.is_end_stream();
         let http1 = head.version <= Version::HTTP_11;
-        let filtered = {
-            let live = me.live.load();
-            request_filter(
-                &mut head,
-                has_body,
-                &me.rules,
-                &live.routes,
-                &me.forwarding,
-                &peer,
-            )
-        };
+        let filtered = request_filter(
+            &mut head,
+            has_body,
+            &me.rules,
+            me.live.load().captures.as_ref(),
+            &me.forwarding,
+            &peer,
+        );
         let req = Request::from_parts(head, body);
         obs.set_request_id(filtered.request_id.clone());
         let id = filtered
@@ -249,26 +277,29 @@ impl Proxy {
 
         let result = match filtered.route {
             Err(e) => Err(e),
-            Ok(Route::Capture(route)) => {
+            Ok(Route::Capture { route, service }) => {
                 obs.set_kind(RouteKind::Capture);
-                let live = me.live.load_full();
-                match &live.capture {
-                    Some(capture) => capture.handle(&route, req, id).await,
-                    None => Err(Error::Capture(crate::capture::Error::Internal)),
-                }
+                self.capture(&service, &route, req, id).await
             }
             Ok(Route::Upgrade(offer)) => {
                 obs.set_kind(RouteKind::Upgrade);
                 self.upgrade(req, offer).await
             }
-            Ok(Route::Passthrough) => self.passthrough(req).await,
+            Ok(Route::Passthrough) => {
+                let (parts, body) = req.into_parts();
+                let body = Body::streamed(body, me.body_idle);
+                self.upstream_request(Request::from_parts(parts, body))
+                    .await
+            }
         };
 
         let mut rsp = result.unwrap_or_else(|e| {
-            log_failure(&e, id);
-            let mut rsp = problem::respond(&e, id);
+            let class = problem::classify(&e);
+            log_failure(&e, class.severity, id);
+            let may_leave_body_unread = class.may_leave_body_unread;
+            let mut rsp = problem::respond(&e, class, id);
             // An error answered before the body has been read ends the connection (HTTP/1).
-            if http1 && has_body && e.may_leave_body_unread() {
+            if http1 && has_body && may_leave_body_unread {
                 rsp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
@@ -281,16 +312,34 @@ impl Proxy {
         obs.finish(rsp)
     }
 
-    /// Forwards a request whose headers the request filter has already rewritten.
-    async fn passthrough(&self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let (parts, body) = req.into_parts();
-        let body = Body::streamed(body, self.inner.body_idle);
-        let rsp = self
-            .inner
-            .passthrough
-            .send(Request::from_parts(parts, body))
-            .await?;
+    /// The upstream request: sends a request whose head the request filter has already
+    /// rewritten (and, for a capture, whose body it has checked) to the backend, and passes the
+    /// answer through the response filter.
+    async fn upstream_request(&self, req: Request<Body>) -> Result<Response<Body>, Error> {
+        let rsp = self.inner.passthrough.send(req).await?;
         Ok(response_filter(rsp, false, self.inner.body_idle))
+    }
+
+    /// Has `service` check a capture, then answers the client or forwards the checked request
+    /// upstream. A failed capture is counted in the metrics here, by its classification.
+    async fn capture(
+        &self,
+        service: &CaptureService,
+        route: &CaptureRoute,
+        req: Request<Incoming>,
+        request_id: &str,
+    ) -> Result<Response<Body>, Error> {
+        match service.handle(route, req, request_id).await {
+            Ok(Outcome::Respond(rsp)) => Ok(rsp.map(Body::full)),
+            Ok(Outcome::Forward(req)) => self.upstream_request(req.map(Body::full)).await,
+            Err(failure) => {
+                let err = Error::from(failure);
+                if let Some(outcome) = problem::classify(&err).capture_outcome {
+                    self.inner.metrics.capture_done(outcome);
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Offers the upgrade to the backend and splices the two connections once it has accepted
@@ -326,9 +375,9 @@ impl Proxy {
 }
 
 /// What the request filter decided about one head.
-pub struct Filtered {
+pub struct Filtered<S = ()> {
     /// Where the request goes, or why it is refused.
-    pub route: Result<Route, Error>,
+    pub route: Result<Route<S>, Error>,
     /// The request id as forwarded (the client's when acceptable, else a fresh one).
     pub request_id: Option<HeaderValue>,
 }
@@ -337,14 +386,14 @@ pub struct Filtered {
 /// rewritten as the backend will get it. Refusals still get the forwarding headers and a request
 /// id, so that the problem answer names one. A pure function of the head (no I/O), so a fuzz
 /// target can hold it to the same invariants as the bypass suite.
-pub fn request_filter(
+pub fn request_filter<S: Clone>(
     head: &mut http::request::Parts,
     has_body: bool,
     rules: &RequestRules,
-    routes: &RouteTable,
+    routes: Option<&RouteTable<S>>,
     forwarding: &Forwarding,
     peer: &Peer,
-) -> Filtered {
+) -> Filtered<S> {
     // Framing is judged on the headers as received, before anything is removed.
     let route = check_request(head, rules).and_then(|()| {
         headers::strip_forged(&mut head.headers, rules.keep_underscores);
@@ -368,26 +417,34 @@ pub fn request_filter(
     Filtered { route, request_id }
 }
 
-/// Decides the route of a head that passed [`check_request`].
-fn route(
+/// Decides the route of a head that passed [`check_request`]; without `routes` there are no
+/// capture routes.
+fn route<S: Clone>(
     head: &http::request::Parts,
     has_body: bool,
     rules: &RequestRules,
-    routes: &RouteTable,
-) -> Result<Route, Error> {
+    routes: Option<&RouteTable<S>>,
+) -> Result<Route<S>, Error> {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let upgrade = head.version == Version::HTTP_11 && headers::is_upgrade_request(&head.headers);
-    match routes.hit(&head.method, target, has_body, upgrade) {
-        Hit::Capture(route) => return Ok(Route::Capture(route.clone())),
-        Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
-        Hit::Spelling => {
-            return Err(Error::BadRequest(
-                "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
-            ))
+    if let Some(table) = routes {
+        match table.hit(&head.method, target, has_body, upgrade) {
+            Hit::Capture(route) => {
+                return Ok(Route::Capture {
+                    route: route.clone(),
+                    service: table.service.clone(),
+                })
+            }
+            Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),
+            Hit::Spelling => {
+                return Err(Error::BadRequest(
+                    "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
+                ))
+            }
+            // Never an upgrade on a capture path: nothing inside a tunnel is checked.
+            Hit::Bodiless => return Ok(Route::Passthrough),
+            Hit::Miss => {}
         }
-        // Never an upgrade on a capture path: nothing inside a tunnel is checked.
-        Hit::Bodiless => return Ok(Route::Passthrough),
-        Hit::Miss => {}
     }
     if !upgrade {
         return Ok(Route::Passthrough);
@@ -407,9 +464,9 @@ fn route(
     Ok(Route::Upgrade(offer))
 }
 
-/// Strips hop-by-hop fields from a backend response and makes it ours; its body is cut when the
-/// backend stalls for `body_idle`.
-pub(crate) fn response_filter(
+/// The response filter: strips hop-by-hop fields from a backend response and makes it ours; its
+/// body is cut when the backend stalls for `body_idle`.
+fn response_filter(
     rsp: Response<Streamed>,
     upgraded: bool,
     body_idle: Option<Duration>,
@@ -621,18 +678,13 @@ fn join_cookies(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Client mistakes are not the operator's problem; upstream failures are.
-fn log_failure(err: &Error, request_id: &str) {
-    match err {
-        Error::BackendConnect(_)
-        | Error::BackendTimeout
-        | Error::BackendFailed(_)
-        | Error::Oz(_) => {
+/// Logs a failure at the level its classification gives it.
+fn log_failure(err: &Error, severity: Severity, request_id: &str) {
+    match severity {
+        Severity::Upstream => {
             tracing::warn!(error = %err, request_id, "request failed upstream")
         }
-        Error::Capture(crate::capture::Error::Internal) => {
-            tracing::error!(error = %err, request_id, "capture failed")
-        }
-        _ => tracing::debug!(error = %err, request_id, "request refused"),
+        Severity::Bug => tracing::error!(error = %err, request_id, "capture failed"),
+        Severity::Refusal => tracing::debug!(error = %err, request_id, "request refused"),
     }
 }

@@ -35,7 +35,8 @@ use super::headers;
 use super::pool::Pool;
 use crate::body::{Body, BoxError, Streamed};
 use crate::config::BackendConfig;
-use crate::error::{self, Error};
+use crate::error::Error;
+use crate::error_chain;
 use crate::metrics::{BackendErrorKind, Metrics};
 
 /// How often a request that never left is moved to another pooled connection before giving up:
@@ -123,7 +124,7 @@ impl Passthrough {
         let replay = Replay::capture(&req);
         match self.try_send(req, kind).await {
             Err(Failure::Exchange(e)) if replay.is_some() => {
-                tracing::debug!(error = %error::chain(&*e), "retrying idempotent request once after a failed exchange");
+                tracing::debug!(error = %error_chain::chain(&*e), "retrying idempotent request once after a failed exchange");
                 let req = replay.expect("checked above").into_request();
                 self.try_send(req, kind).await.map_err(|f| self.classify(f))
             }
@@ -195,13 +196,13 @@ impl Passthrough {
             }
             Failure::Connect(e) => {
                 self.metrics.backend_error(BackendErrorKind::Connect);
-                Error::BackendConnect(error::chain(&*e))
+                Error::BackendConnect(error_chain::chain(&*e))
             }
             Failure::Exchange(e) => match client_body_failure(&*e) {
                 Some(stalled) => Error::ClientBody { stalled },
                 None => {
                     self.metrics.backend_error(BackendErrorKind::Failed);
-                    Error::BackendFailed(error::chain(&*e))
+                    Error::BackendFailed(error_chain::chain(&*e))
                 }
             },
         }
