@@ -1,8 +1,11 @@
 //! The one body type that flows through the proxy, in both directions.
 //!
 //! An enum rather than a boxed trait object, so the passthrough hot path neither allocates nor
-//! dispatches dynamically: a streamed `Incoming` from either peer, or bytes the proxy made itself
-//! (problem responses, admin answers, a buffered capture forwarded to the backend).
+//! dispatches dynamically: a body streamed from a peer, or bytes the proxy made itself (problem
+//! responses, admin answers, a buffered capture forwarded to the backend). What streams is a type
+//! parameter: a client's `Incoming` by default, and in `proxy` a backend body that gives its
+//! connection back to the pool when it ends (`proxy::pool::Leased`), which this ground-floor
+//! module need not know.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -10,30 +13,26 @@ use std::time::Duration;
 
 use std::future::Future;
 
-use std::fmt;
-
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
-
-use crate::proxy::pool::Lease;
 
 /// Errors a body can yield while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request or response body.
+/// A request or response body; `S` is what streams.
 #[derive(Debug)]
-pub enum Body {
+pub enum Body<S = Incoming> {
     /// No body at all.
     Empty,
     /// A complete body in memory; `None` once it has been yielded.
     Full(Option<Bytes>),
     /// A body streamed from a client or from the backend.
-    Incoming(Streamed),
+    Streamed(S),
     /// A streamed body that fails if no byte arrives for a while.
-    Idle(IdleBody),
+    Idle(IdleBody<S>),
 }
 
-impl Body {
+impl<S> Body<S> {
     /// A body made of `bytes`.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b = bytes.into();
@@ -45,12 +44,11 @@ impl Body {
     }
 }
 
-impl Body {
+impl<S: Stream> Body<S> {
     /// A streamed body, cut with an error when the peer sends nothing for `idle`
     /// (`server.body_idle_timeout`): a stalled upload or download must not hold a connection on
     /// each side forever. `None` streams without a limit.
-    pub fn streamed(body: impl Into<Streamed>, idle: Option<Duration>) -> Self {
-        let body = body.into();
+    pub fn streamed(body: S, idle: Option<Duration>) -> Self {
         if hyper::body::Body::is_end_stream(&body) {
             return Body::Empty;
         }
@@ -61,100 +59,20 @@ impl Body {
                 last: tokio::time::Instant::now(),
                 timer: Box::pin(tokio::time::sleep(idle)),
             }),
-            None => Body::Incoming(body),
+            None => Body::Streamed(body),
         }
     }
 }
 
-/// A body streamed from a peer. From the backend it holds the connection's lease, and gives the
-/// connection back to the pool as soon as the body has been read to its end; dropped before that,
-/// the connection is closed, as its rest of the response is still on the wire.
-pub struct Streamed {
-    body: Incoming,
-    lease: Option<Lease>,
-}
+/// What a [`Body`] can stream: a peer's body, as hyper gives it.
+pub trait Stream: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin {}
 
-impl Streamed {
-    /// A backend response body on the connection `lease`.
-    pub fn leased(body: Incoming, lease: Lease) -> Self {
-        Streamed {
-            body,
-            lease: Some(lease),
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release();
-        }
-    }
-}
-
-impl From<Incoming> for Streamed {
-    fn from(body: Incoming) -> Self {
-        Streamed { body, lease: None }
-    }
-}
-
-impl Drop for Streamed {
-    fn drop(&mut self) {
-        // A body with nothing left (HEAD, 204, 304, `Content-Length: 0`, or read to the end
-        // without the final poll) leaves a connection ready for the next exchange.
-        if self.lease.is_some() && hyper::body::Body::is_end_stream(&self.body) {
-            self.release();
-        }
-    }
-}
-
-impl fmt::Debug for Streamed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Streamed")
-            .field("body", &self.body)
-            .field("leased", &self.lease.is_some())
-            .finish()
-    }
-}
-
-impl hyper::body::Body for Streamed {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.body).poll_frame(cx);
-        if this.lease.is_some() {
-            match &r {
-                Poll::Ready(None) => this.release(),
-                // Trailers are the last frame; the final `None` may never be asked for.
-                Poll::Ready(Some(Ok(frame)))
-                    if frame.is_trailers() || this.body.is_end_stream() =>
-                {
-                    this.release()
-                }
-                // The exchange failed half-way: the connection must not serve another.
-                Poll::Ready(Some(Err(_))) => drop(this.lease.take()),
-                _ => {}
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
+impl<T: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Unpin> Stream for T {}
 
 /// A streamed body with an idle timeout.
 #[derive(Debug)]
-pub struct IdleBody {
-    inner: Streamed,
+pub struct IdleBody<S> {
+    inner: S,
     idle: Duration,
     /// When the last frame arrived; the timer is only re-armed when it fires, not per frame.
     last: tokio::time::Instant,
@@ -166,7 +84,7 @@ pub struct IdleBody {
 #[error("no body data for {0:?} (server.body_idle_timeout)")]
 pub struct BodyIdleTimeout(pub Duration);
 
-impl IdleBody {
+impl<S: Stream> IdleBody<S> {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = hyper::body::Body::poll_frame(Pin::new(&mut self.inner), cx) {
             self.last = tokio::time::Instant::now();
@@ -185,11 +103,11 @@ impl IdleBody {
 
 impl From<Incoming> for Body {
     fn from(b: Incoming) -> Self {
-        Body::Incoming(b.into())
+        Body::Streamed(b)
     }
 }
 
-impl hyper::body::Body for Body {
+impl<S: Stream> hyper::body::Body for Body<S> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -200,7 +118,7 @@ impl hyper::body::Body for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Body::Idle(b) => b.poll_frame(cx),
         }
     }
@@ -209,7 +127,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Incoming(b) => b.is_end_stream(),
+            Body::Streamed(b) => b.is_end_stream(),
             Body::Idle(b) => b.inner.is_end_stream(),
         }
     }
@@ -218,7 +136,7 @@ impl hyper::body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Incoming(b) => b.size_hint(),
+            Body::Streamed(b) => b.size_hint(),
             Body::Idle(b) => b.inner.size_hint(),
         }
     }

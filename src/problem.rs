@@ -302,7 +302,7 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
 
 /// Builds the response for `err`, classified as `class`. `request_id` lets an operator find the
 /// matching log line.
-pub fn respond(err: &Error, class: Class, request_id: &str) -> Response<Body> {
+pub fn respond<S>(err: &Error, class: Class, request_id: &str) -> Response<Body<S>> {
     let mut rsp = render(class.problem, request_id);
     // RFC 9110 §15.5.6: a 405 names the methods the target supports.
     if let Error::CaptureMethod { allow } = err {
@@ -312,7 +312,7 @@ pub fn respond(err: &Error, class: Class, request_id: &str) -> Response<Body> {
 }
 
 /// Renders a problem as `application/problem+json`.
-pub fn render(p: Problem, request_id: &str) -> Response<Body> {
+pub fn render<S>(p: Problem, request_id: &str) -> Response<Body<S>> {
     let mut doc = serde_json::Map::new();
     doc.insert(
         "type".into(),
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn busy_gets_retry_after_and_code() {
         let err = Error::Capture(capture::Error::Busy);
-        let rsp = respond(&err, classify(&err), "r1");
+        let rsp: Response<Body> = respond(&err, classify(&err), "r1");
         assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rsp.headers()[header::RETRY_AFTER], "1");
         assert_eq!(

@@ -27,7 +27,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{Body, Streamed};
+use crate::body::Body;
 use crate::capture::handler::{CaptureService, Outcome};
 use crate::config::{CaptureConfig, CaptureRoute, ServerConfig};
 use crate::error::Error;
@@ -37,7 +37,9 @@ use crate::proxy::headers::{self, Forwarding, Peer};
 use crate::proxy::observe::{Observation, ObservedBody};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::path;
+use crate::proxy::pool::Leased;
 use crate::proxy::upgrade::Tunnels;
+use crate::proxy::ResponseBody;
 use crate::telemetry::AccessLog;
 
 /// Capture routes by normalized path, the rules of capture paths, and `service`, what runs a
@@ -315,7 +317,7 @@ impl Proxy {
     /// The upstream request: sends a request whose head the request filter has already
     /// rewritten (and, for a capture, whose body it has checked) to the backend, and passes the
     /// answer through the response filter.
-    async fn upstream_request(&self, req: Request<Body>) -> Result<Response<Body>, Error> {
+    async fn upstream_request(&self, req: Request<Body>) -> Result<Response<ResponseBody>, Error> {
         let rsp = self.inner.passthrough.send(req).await?;
         Ok(response_filter(rsp, false, self.inner.body_idle))
     }
@@ -328,7 +330,7 @@ impl Proxy {
         route: &CaptureRoute,
         req: Request<Incoming>,
         request_id: &str,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Response<ResponseBody>, Error> {
         match service.handle(route, req, request_id).await {
             Ok(Outcome::Respond(rsp)) => Ok(rsp.map(Body::full)),
             Ok(Outcome::Forward(req)) => self.upstream_request(req.map(Body::full)).await,
@@ -349,7 +351,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         offer: HeaderValue,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Response<ResponseBody>, Error> {
         let client_side = hyper::upgrade::on(&mut req);
         let (parts, _empty) = req.into_parts();
         let mut rsp = self
@@ -467,10 +469,10 @@ fn route<S: Clone>(
 /// The response filter: strips hop-by-hop fields from a backend response and makes it ours; its
 /// body is cut when the backend stalls for `body_idle`.
 fn response_filter(
-    rsp: Response<Streamed>,
+    rsp: Response<Leased>,
     upgraded: bool,
     body_idle: Option<Duration>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let (mut parts, body) = rsp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgraded);
     // We speak HTTP/1.1 (or 2) to the client whatever the backend spoke (RFC 9110 §2.5).

@@ -3,9 +3,14 @@
 pub mod dispatch;
 pub mod headers;
 pub mod observe;
+pub mod outgoing;
 pub mod passthrough;
 pub mod path;
 pub mod pool;
 pub mod upgrade;
 
 pub use dispatch::{Live, Proxy, RouteTable};
+
+/// A response as the proxy sends it to a client: made by the proxy, or streamed from the backend
+/// on a leased connection.
+pub type ResponseBody = crate::body::Body<pool::Leased>;

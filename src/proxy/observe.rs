@@ -15,8 +15,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 use hyper::body::{Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::body::BoxError;
 use crate::metrics::{Metrics, RouteKind};
+use crate::proxy::ResponseBody;
 use crate::telemetry::{AccessLine, AccessLog};
 
 /// One request being observed.
@@ -69,7 +70,7 @@ impl Observation {
     }
 
     /// Wraps the response body so the observation ends with it.
-    pub fn finish(mut self, rsp: http::Response<Body>) -> http::Response<ObservedBody> {
+    pub fn finish(mut self, rsp: http::Response<ResponseBody>) -> http::Response<ObservedBody> {
         self.status = Some(rsp.status().as_u16());
         rsp.map(|body| ObservedBody {
             body,
@@ -102,7 +103,7 @@ impl Drop for Observation {
 
 /// A response body that counts its bytes and ends the observation when dropped.
 pub struct ObservedBody {
-    body: Body,
+    body: ResponseBody,
     observation: Observation,
 }
 

@@ -20,20 +20,14 @@
 //! request body has been handed over completely (as Envoy's route timeout does): a client that
 //! uploads slowly is not a slow backend, and must not get a 504 half-way through its upload.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use bytes::Bytes;
 
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Frame, SizeHint};
-use tokio::sync::oneshot;
 
-use super::headers;
-use super::pool::Pool;
-use crate::body::{Body, BoxError, Streamed};
+use super::outgoing::Outgoing;
+use super::pool::{Leased, Pool};
+use crate::body::{Body, BoxError};
 use crate::config::BackendConfig;
 use crate::error::Error;
 use crate::error_chain;
@@ -85,7 +79,7 @@ impl Passthrough {
     }
 
     /// Sends `req` (headers already rewritten) and returns the backend's response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Streamed>, Error> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Leased>, Error> {
         // A body on a method whose body has no defined meaning (RFC 9110 §9.3) is framed and
         // sent, but a backend route may ignore it and read it as the next request: its
         // connection is not reused.
@@ -103,7 +97,7 @@ impl Passthrough {
 
     /// Sends an upgrade offer (no body, `Upgrade` already filtered). A 101 hands the connection
     /// to the caller; any other answer is relayed and its connection closed afterwards.
-    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Streamed>, Error> {
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Leased>, Error> {
         self.send_as(req, Exchange::Upgrade).await
     }
 
@@ -111,7 +105,7 @@ impl Passthrough {
         &self,
         mut req: Request<Body>,
         kind: Exchange,
-    ) -> Result<Response<Streamed>, Error> {
+    ) -> Result<Response<Leased>, Error> {
         *req.uri_mut() = origin_form(req.uri());
         frame_as_sent(&mut req);
         // The backend speaks HTTP/1.1 whatever the client spoke, and HTTP/1.1 requires Host
@@ -136,7 +130,7 @@ impl Passthrough {
         &self,
         req: Request<Body>,
         kind: Exchange,
-    ) -> Result<Response<Streamed>, Failure> {
+    ) -> Result<Response<Leased>, Failure> {
         let (req, sent) = Outgoing::watch(req, self.keep_underscores);
         let exchange = self.exchange(req, kind);
         tokio::pin!(exchange);
@@ -157,7 +151,7 @@ impl Passthrough {
         &self,
         mut req: Request<Outgoing>,
         kind: Exchange,
-    ) -> Result<Response<Streamed>, Failure> {
+    ) -> Result<Response<Leased>, Failure> {
         let mut tries = 0;
         loop {
             tries += 1;
@@ -172,13 +166,13 @@ impl Passthrough {
                         ));
                     }
                     // The connection now belongs to the tunnel.
-                    return Ok(rsp.map(Streamed::from));
+                    return Ok(rsp.map(Leased::from));
                 }
                 Ok(rsp) => {
                     if kind != Exchange::Plain {
                         lease.forbid_reuse();
                     }
-                    return Ok(rsp.map(|body| Streamed::leased(body, lease)));
+                    return Ok(rsp.map(|body| Leased::on(lease, body)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if lease.reused() && tries < UNSENT_TRIES => req = unsent,
@@ -229,7 +223,7 @@ fn frame_as_sent(req: &mut Request<Body>) {
         Body::Empty => 0,
         Body::Full(Some(b)) => b.len() as u64,
         Body::Full(None) => 0,
-        Body::Incoming(_) | Body::Idle(_) => return,
+        Body::Streamed(_) | Body::Idle(_) => return,
     };
     let h = req.headers_mut();
     h.remove(header::TRANSFER_ENCODING);
@@ -301,76 +295,5 @@ impl Replay {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = self.headers;
         req
-    }
-}
-
-/// The request body as sent to the backend: says when it has been handed over completely.
-pub struct Outgoing {
-    body: Body,
-    sent: Option<oneshot::Sender<()>>,
-    /// `server.underscores_in_headers`, for the trailers.
-    keep_underscores: bool,
-}
-
-impl Outgoing {
-    /// Wraps the body of `req`; the receiver resolves once the body has ended.
-    pub(crate) fn watch(
-        req: Request<Body>,
-        keep_underscores: bool,
-    ) -> (Request<Outgoing>, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let mut sent = Some(tx);
-        if hyper::body::Body::is_end_stream(req.body()) {
-            // Nothing to send: the clock starts now.
-            let _ = sent.take().map(|tx| tx.send(()));
-        }
-        (
-            req.map(|body| Outgoing {
-                body,
-                sent,
-                keep_underscores,
-            }),
-            rx,
-        )
-    }
-
-    fn done(&mut self) {
-        if let Some(tx) = self.sent.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl hyper::body::Body for Outgoing {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let mut r = Pin::new(&mut this.body).poll_frame(cx);
-        match &mut r {
-            Poll::Ready(None) => this.done(),
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_mut() {
-                    headers::filter_trailers(trailers, this.keep_underscores);
-                }
-                if this.body.is_end_stream() || frame.is_trailers() {
-                    this.done();
-                }
-            }
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }

@@ -3,19 +3,24 @@
 //!
 //! Built on `hyper::client::conn::http1` rather than hyper-util's pooled client. The backend is
 //! one origin, so the pool is one stack behind a mutex, with no key to hash; and a connection
-//! comes back from the end of its response body ([`Lease::release`], called by
-//! `body::Streamed`), where hyper-util spawns a task on every request to wait for that moment.
+//! comes back from the end of its response body ([`Lease::release`], called by [`Leased`]), where hyper-util spawns a task on every request to wait for that moment.
 //! Last in, first out: the warmest connection is reused and the surplus ages out after
 //! `backend.pool_idle_timeout`, so the proxy, not the backend, closes idle connections.
 
+use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::passthrough::Outgoing;
+use super::outgoing::Outgoing;
 use crate::body::BoxError;
 
 type Sender = SendRequest<Outgoing>;
@@ -150,6 +155,93 @@ impl Lease {
     }
 }
 
+/// A backend response body. On a pooled exchange it holds the connection's lease, and gives the
+/// connection back to the pool as soon as the body has been read to its end; dropped before that,
+/// the connection is closed, as its rest of the response is still on the wire. It streams inside
+/// the proxy's `Body` (`crate::body`), which need not know about leases.
+pub struct Leased {
+    body: Incoming,
+    lease: Option<Lease>,
+}
+
+impl Leased {
+    /// A backend response body on the connection `lease`.
+    pub fn on(lease: Lease, body: Incoming) -> Self {
+        Leased {
+            body,
+            lease: Some(lease),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl From<Incoming> for Leased {
+    /// A body on a connection that is not given back (an upgrade offer, an unpooled exchange).
+    fn from(body: Incoming) -> Self {
+        Leased { body, lease: None }
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, 304, `Content-Length: 0`, or read to the end
+        // without the final poll) leaves a connection ready for the next exchange.
+        if self.lease.is_some() && hyper::body::Body::is_end_stream(&self.body) {
+            self.release();
+        }
+    }
+}
+
+impl fmt::Debug for Leased {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Leased")
+            .field("body", &self.body)
+            .field("leased", &self.lease.is_some())
+            .finish()
+    }
+}
+
+impl hyper::body::Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if this.lease.is_some() {
+            match &r {
+                Poll::Ready(None) => this.release(),
+                // Trailers are the last frame; the final `None` may never be asked for.
+                Poll::Ready(Some(Ok(frame)))
+                    if frame.is_trailers() || this.body.is_end_stream() =>
+                {
+                    this.release()
+                }
+                // The exchange failed half-way: the connection must not serve another.
+                Poll::Ready(Some(Err(_))) => drop(this.lease.take()),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Inner {
     fn take_idle(&self) -> Option<Sender> {
         let now = Instant::now();
@@ -261,7 +353,7 @@ mod tests {
                 tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
                     TokioIo::new(stream),
                     service_fn(|_req| async {
-                        Ok::<_, Infallible>(Response::new(Body::full("ok")))
+                        Ok::<_, Infallible>(Response::new(Body::<Incoming>::full("ok")))
                     }),
                 ));
             }
