@@ -9,7 +9,8 @@
 //! - `auth`: static token or login, renewal before expiry and on 401 codes 7/8, single flight.
 //! - `transport`: one call: timeout, error mapping, metrics, the connect retry.
 //! - [`tls`]: rustls with the aws-lc-rs provider, webpki roots plus `oz.ca_file`.
-//! - [`types`], [`verdict`]: what is read out of Oz answers, and how verdicts combine.
+//! - [`types`], [`resolution`], [`verdict`]: what is read out of Oz answers, the verdict values
+//!   and how they combine, and a capture's verdict.
 //! - `body`, [`upload`]: request bodies; [`error`]: why a call failed.
 
 mod auth;
@@ -17,6 +18,7 @@ mod body;
 mod check;
 pub mod client;
 pub mod error;
+pub mod resolution;
 pub mod tls;
 mod transport;
 pub mod types;
@@ -26,7 +28,8 @@ pub mod verdict;
 pub use check::MAX_POLLS;
 pub use client::{OzClient, MAX_ANALYSES};
 pub use error::Error;
+pub use resolution::Resolution;
 pub use tls::BuildError;
 pub use types::{Analysis, Folder};
 pub use upload::UploadBody;
-pub use verdict::{Resolution, Verdict};
+pub use verdict::Verdict;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::verdict::Resolution;
+use super::resolution::Resolution;
 
 /// Longest Oz `error_message` kept for logs; Oz text is not ours to repeat at length.
 pub const MAX_ERROR_MESSAGE_CHARS: usize = 200;

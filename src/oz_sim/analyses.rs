@@ -13,11 +13,12 @@ use hyper::{Response, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::body::json_body;
 use super::config::Verdict;
 use super::error::ApiError;
 use super::objects::{parse_analysis_requests, Analysis, AnalysisRequest, AnalysisType, Folder};
 use super::state::OzSim;
-use super::wire::{json_body, json_rsp, unix_now};
+use super::wire::{json_rsp, unix_now};
 
 /// How new analyses behave: the verdict and poll count in force when they start.
 #[derive(Clone, Copy, Debug)]

@@ -8,22 +8,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_LENGTH};
+use hyper::header::{HeaderValue, ALLOW};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 
+use super::body::read_body;
 use super::error::{ApiError, ErrorCode};
 use super::faults::Failure;
 use super::records::CallRecord;
 use super::routes::{self, Miss, Route};
 use super::state::OzSim;
-use super::wire::json_rsp;
+use super::wire::{json_rsp, Rsp};
 use super::{analyses, folders, introspect, login};
-
-/// The answer type of every handler.
-pub(crate) type Rsp = Response<Full<Bytes>>;
 
 /// Answers one request.
 pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>) -> Rsp {
@@ -94,35 +91,6 @@ async fn call(sim: &OzSim, route: Route, parts: &Parts, body: Bytes) -> Result<R
         Route::GetFolder(f) => {
             folders::get(sim, &f, query_flag(parts.uri.query(), "with_analyses"))
         }
-    }
-}
-
-/// Reads a whole body, refusing one larger than `limit` with 413.
-pub(crate) async fn read_body(
-    body: Incoming,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::InvalidValue,
-            format!("request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::structure(format!(
-            "request body could not be read: {e}"
-        ))),
     }
 }
 

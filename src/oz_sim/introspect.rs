@@ -17,12 +17,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{json, Value};
 
+use super::body::read_body;
 use super::config::Verdict;
-use super::dispatch::{read_body, Rsp};
 use super::error::ApiError;
 use super::faults::{check_fault_status, Endpoint, FaultRequest};
 use super::state::OzSim;
-use super::wire::json_rsp;
+use super::wire::{json_rsp, Rsp};
 
 /// Largest `/_sim/faults` body read.
 const MAX_CONTROL_BODY: usize = 64 * 1024;

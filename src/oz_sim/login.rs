@@ -11,9 +11,10 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::auth::Issued;
+use super::body::json_body;
 use super::error::{ApiError, ErrorCode};
 use super::state::OzSim;
-use super::wire::{json_body, json_rsp};
+use super::wire::json_rsp;
 
 /// The one user every simulator has.
 const USER_ID: &str = "00000000-0000-4000-8000-00000000051a";

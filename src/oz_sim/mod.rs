@@ -36,6 +36,7 @@
 
 mod analyses;
 mod auth;
+mod body;
 pub mod config;
 mod dispatch;
 mod error;

@@ -1,5 +1,5 @@
-//! Small HTTP helpers shared by the simulator's handlers: JSON answers, JSON request bodies,
-//! content-type essences and timestamps.
+//! Small HTTP helpers shared by the simulator's handlers: JSON answers, content-type essences
+//! and timestamps. Request bodies are read in `body`.
 //!
 //! JSON endpoints (oz-api.md §1.1, §3.1) are sent as `application/json`; the simulator insists on
 //! that header, as a form-parsing server would not find JSON fields otherwise.
@@ -12,7 +12,8 @@ use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
-use super::error::ApiError;
+/// The answer type of every handler.
+pub(crate) type Rsp = Response<Full<Bytes>>;
 
 /// A JSON answer with `status`.
 pub fn json_rsp(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -36,25 +37,6 @@ pub fn essence(content_type: &str) -> String {
 /// The request's `Content-Type` as text, if present and visible ASCII.
 pub fn content_type(headers: &HeaderMap) -> Option<&str> {
     headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
-}
-
-/// Parses a JSON request body, which must be labelled `application/json`.
-pub fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    match content_type(headers).map(essence) {
-        Some(ct) if ct == "application/json" => {}
-        Some(ct) => {
-            return Err(ApiError::kind(format!(
-                "Content-Type is {ct:?}; this endpoint takes application/json"
-            )))
-        }
-        None => {
-            return Err(ApiError::kind(
-                "Content-Type is missing; this endpoint takes application/json",
-            ))
-        }
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::structure(format!("request body is not valid JSON: {e}")))
 }
 
 /// Seconds since the Unix epoch, with a fractional part. Oz documents its time filters as
