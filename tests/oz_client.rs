@@ -3,7 +3,10 @@
 //! Each test starts its own hyper server on 127.0.0.1:0 with a handler made for that test
 //! (these are not the simulator in `oz_sim`, on purpose: a bug shared by both would hide).
 //! Servers record every request they get and stop when dropped. Every test body runs under
-//! `within`, so a hang fails the test instead of stalling the suite; nothing sleeps to wait.
+//! `support::within`, so a hang fails the test instead of stalling the suite; nothing sleeps to
+//! wait.
+
+mod support;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +28,8 @@ use oz_capture_proxy::metrics::{self, Metrics};
 use oz_capture_proxy::oz::{Error, OzClient, Resolution, UploadBody};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use support::raw::{RawAction, RawBackend};
+use support::within;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -185,13 +190,6 @@ async fn accept_loop(
     }
 }
 
-/// Runs a test body, failing it if it takes more than 10 s (it should take well under 1 s).
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .expect("test did not finish within 10 s")
-}
-
 const STATIC_TOKEN: &str = "static-service-token";
 
 fn config(url: http::Uri) -> OzConfig {
@@ -263,7 +261,7 @@ fn analysis(id: &str, status: &str) -> Value {
 
 #[tokio::test]
 async fn static_token_is_sent_with_the_upload() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|s| {
             if s.is("POST", "/api/folders/") {
                 folder_answer("f-1")
@@ -284,7 +282,7 @@ async fn static_token_is_sent_with_the_upload() {
 
 #[tokio::test]
 async fn upload_arrives_with_exact_content_length_and_the_chunks_as_sent() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|_| folder_answer("f-1"))).await;
         let (c, _) = client(&config(oz.url()));
         let up = upload();
@@ -394,7 +392,7 @@ fn tokens_used(oz: &FakeOz) -> Vec<String> {
 
 #[tokio::test]
 async fn login_token_is_reused_across_calls() {
-    within(async {
+    within("the test body", async {
         // No expire_date: the 15-minute default applies, far beyond renew_before.
         let state = AuthOz::new(None);
         let st = state.clone();
@@ -412,7 +410,7 @@ async fn login_token_is_reused_across_calls() {
 
 #[tokio::test]
 async fn token_is_renewed_before_it_expires() {
-    within(async {
+    within("the test body", async {
         // The token lives 30 s but renew_before is 60 s: it is due at once after login, so the
         // next call refreshes it, and the refreshed one (1 h) is then kept.
         let state = AuthOz::new(Some(json!(format!("{:.3}", unix_now() + 30.0))));
@@ -431,7 +429,7 @@ async fn token_is_renewed_before_it_expires() {
 
 #[tokio::test]
 async fn failed_refresh_falls_back_to_login() {
-    within(async {
+    within("the test body", async {
         let state = AuthOz::new(Some(json!(unix_now() + 30.0)));
         state.refresh_status.store(503, Ordering::SeqCst);
         let st = state.clone();
@@ -448,7 +446,7 @@ async fn failed_refresh_falls_back_to_login() {
 
 #[tokio::test]
 async fn expired_token_is_renewed_once_for_concurrent_calls() {
-    within(async {
+    within("the test body", async {
         const CALLS: usize = 5;
         let state = AuthOz::new(None);
         // Requests with the stale token are held until all CALLS have arrived, so every call
@@ -494,7 +492,7 @@ async fn expired_token_is_renewed_once_for_concurrent_calls() {
 
 #[tokio::test]
 async fn refused_static_token_is_an_auth_error() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|_| {
             json_reply(
                 401,
@@ -524,7 +522,7 @@ async fn refused_static_token_is_an_auth_error() {
 
 #[tokio::test]
 async fn refused_credentials_are_an_auth_error() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|s| {
             if s.is("POST", "/api/authorize/auth/") {
                 json_reply(401, json!({"error_code": 7, "error_message": "bad credentials for svc@example.com"}))
@@ -547,7 +545,7 @@ async fn refused_credentials_are_an_auth_error() {
 
 #[tokio::test]
 async fn oz_error_body_becomes_an_api_error_and_a_metric() {
-    within(async {
+    within("the test body", async {
         let long = format!("Invalid structure: {}", "x".repeat(1000));
         let oz = FakeOz::start(handler(move |_| {
             json_reply(
@@ -589,7 +587,7 @@ async fn oz_error_body_becomes_an_api_error_and_a_metric() {
 
 #[tokio::test]
 async fn folder_creation_is_not_resent_after_a_5xx() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|_| {
             json_reply(
                 503,
@@ -607,7 +605,7 @@ async fn folder_creation_is_not_resent_after_a_5xx() {
 
 #[tokio::test]
 async fn slow_oz_gives_timeout_without_resending_the_upload() {
-    within(async {
+    within("the test body", async {
         // The handler never answers; the server drops it when the test ends.
         let oz = FakeOz::start(async_handler(|_| std::future::pending::<Reply>())).await;
         let mut cfg = config(oz.url());
@@ -631,61 +629,19 @@ async fn slow_oz_gives_timeout_without_resending_the_upload() {
 
 /// A server that reads each request in full, then hangs up without answering: the upload
 /// reached "Oz", and the client cannot know whether a folder was created.
-struct HangUp {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+async fn hang_up() -> RawBackend {
+    RawBackend::start(|_, _| RawAction::Close).await
 }
 
-impl Drop for HangUp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl HangUp {
-    async fn start() -> HangUp {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let mut r = BufReader::new(tcp);
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).await.is_ok() {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        }
-                        break;
-                    }
-                }
-                // Dropping `r` closes the connection with no answer.
-            }
-        });
-        HangUp {
-            addr,
-            requests,
-            task,
-        }
-    }
+/// How many requests `backend` has read in full so far.
+fn requests(backend: &mut RawBackend) -> usize {
+    std::iter::from_fn(|| backend.try_next()).count()
 }
 
 #[tokio::test]
 async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
-    within(async {
-        let oz = HangUp::start().await;
+    within("the test body", async {
+        let mut oz = hang_up().await;
         let (c, _) = client(&config(format!("http://{}", oz.addr).parse().unwrap()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         assert!(
@@ -698,14 +654,14 @@ async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
             ),
             "{err:?}"
         );
-        assert_eq!(oz.requests.load(Ordering::SeqCst), 1, "sent exactly once");
+        assert_eq!(requests(&mut oz), 1, "sent exactly once");
     })
     .await;
 }
 
 #[tokio::test]
 async fn refused_connection_is_unreachable() {
-    within(async {
+    within("the test body", async {
         // A port that was just free: bind, note it, release it.
         let addr = TcpListener::bind("127.0.0.1:0")
             .await
@@ -749,7 +705,7 @@ fn quality() -> Vec<String> {
 
 #[tokio::test]
 async fn analyses_are_started_and_polled_until_final() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|n| {
             // The older `analyse_id` spelling and a lowercase status, as some versions send.
             let status = if n < 3 { "PROCESSING" } else { "success" };
@@ -778,7 +734,7 @@ async fn analyses_are_started_and_polled_until_final() {
 
 #[tokio::test]
 async fn polling_goes_on_after_a_5xx() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|n| match n {
             1 => json_reply(
                 502,
@@ -800,7 +756,7 @@ async fn polling_goes_on_after_a_5xx() {
 
 #[tokio::test]
 async fn verdict_is_processing_when_wait_for_result_runs_out() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "PROCESSING"))).await;
         let (c, _) = client(&config(oz.url()));
         let started = tokio::time::Instant::now();
@@ -822,7 +778,7 @@ async fn verdict_is_processing_when_wait_for_result_runs_out() {
 
 #[tokio::test]
 async fn zero_wait_starts_analyses_but_does_not_poll() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "SUCCESS"))).await;
         let (c, _) = client(&config(oz.url()));
         let v = c
@@ -838,7 +794,7 @@ async fn zero_wait_starts_analyses_but_does_not_poll() {
 
 #[tokio::test]
 async fn no_analyses_configured_starts_none() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "SUCCESS"))).await;
         let (c, _) = client(&config(oz.url()));
         let v = c
@@ -854,7 +810,7 @@ async fn no_analyses_configured_starts_none() {
 
 #[tokio::test]
 async fn final_analyses_in_the_folder_answer_are_used_as_is() {
-    within(async {
+    within("the test body", async {
         // Single-request mode: the upload answer already carries the results.
         let oz = FakeOz::start(handler(|s| {
             if s.is("POST", "/api/folders/") {
@@ -886,7 +842,7 @@ async fn final_analyses_in_the_folder_answer_are_used_as_is() {
 
 #[tokio::test]
 async fn unfinished_analyses_in_the_folder_answer_are_polled_not_restarted() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|s| match (s.method.as_str(), s.path.as_str()) {
             ("POST", "/api/folders/") => json_reply(
                 201,
@@ -938,7 +894,7 @@ fn polls(oz: &FakeOz) -> usize {
 #[tokio::test]
 async fn polls_per_capture_are_capped_whatever_the_wait() {
     use oz_capture_proxy::oz::{MAX_ANALYSES, MAX_POLLS};
-    within(async {
+    within("the test body", async {
         let oz = never_final_oz(MAX_ANALYSES).await;
         let (c, _) = client(&config(oz.url()));
         // A wait far longer than the test may take: only the poll cap can end this check.
@@ -956,7 +912,7 @@ async fn polls_per_capture_are_capped_whatever_the_wait() {
 #[tokio::test]
 async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
     use oz_capture_proxy::oz::MAX_ANALYSES;
-    within(async {
+    within("the test body", async {
         let oz = never_final_oz(MAX_ANALYSES + 1).await;
         let (c, registry) = client(&config(oz.url()));
         let err = c
@@ -999,7 +955,7 @@ async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
 
 #[tokio::test]
 async fn unpollable_analysis_id_fails_at_once() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|s| {
             assert!(s.is("POST", "/api/folders/"), "only the upload is expected");
             json_reply(
@@ -1021,7 +977,7 @@ async fn unpollable_analysis_id_fails_at_once() {
 
 #[tokio::test]
 async fn instant_mode_posts_to_instant_folders_and_uses_the_answer() {
-    within(async {
+    within("the test body", async {
         let oz = FakeOz::start(handler(|s| {
             if s.is("POST", "/api/instant/folders/") {
                 json_reply(200, json!({
@@ -1108,7 +1064,7 @@ fn test_pki(name: &str) -> TestPki {
 
 #[tokio::test]
 async fn https_works_with_a_private_ca_file() {
-    within(async {
+    within("the test body", async {
         let pki = test_pki("ok");
         let oz = FakeOz::start_with(
             handler(|_| folder_answer("f-tls")),
@@ -1133,7 +1089,7 @@ async fn https_works_with_a_private_ca_file() {
 
 #[tokio::test]
 async fn https_without_the_ca_file_is_refused() {
-    within(async {
+    within("the test body", async {
         let pki = test_pki("refused");
         let oz = FakeOz::start_with(
             handler(|_| folder_answer("f-tls")),
