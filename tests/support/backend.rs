@@ -3,7 +3,9 @@
 //! Each request is recorded once its body has been read: method, raw target, version, headers in
 //! arrival order, and the body (kept in memory only up to [`KEEP_BODY`]; beyond that only its
 //! length and, if a [`Pattern`] was given, whether it matched). The answer comes from a closure
-//! that sees the recorded request and returns a [`Reply`]. If that closure panics, the request
+//! that sees the recorded request and returns a [`Reply`] (or a future of one, for a stand-in
+//! that must wait on something). With [`BackendBuilder::tls`] the backend speaks TLS and offers
+//! HTTP/2 as well, as a real HTTPS service such as Oz does. If that closure panics, the request
 //! gets a 500 and the panic is raised again in the test when the [`Backend`] is dropped, so the
 //! test fails at the real cause rather than at a puzzling status.
 //!
@@ -20,6 +22,7 @@
 //! printout. Sharing the loop alone would move code into the library for no behaviour gained.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -30,11 +33,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::pattern::{Pattern, PatternCheck};
 use super::{within, ws};
@@ -48,6 +52,8 @@ pub struct Recorded {
     pub method: Method,
     /// Path and query exactly as received (or the whole target, if not origin-form).
     pub target: String,
+    /// The path alone (also of an absolute-form target, as HTTP/2 requests carry).
+    pub path: String,
     pub version: Version,
     pub headers: HeaderMap,
     /// The body, if it was at most [`KEEP_BODY`] bytes.
@@ -187,26 +193,48 @@ impl Default for Gate {
     }
 }
 
-type Handler = dyn Fn(&Recorded) -> Reply + Send + Sync;
+/// The answer to one request, once it is ready.
+type ReplyFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+type Handler = dyn Fn(&Recorded) -> ReplyFuture + Send + Sync;
 
 /// Builds a [`Backend`].
 pub struct BackendBuilder {
     handler: Arc<Handler>,
     pattern: Option<Pattern>,
+    tls: Option<TlsAcceptor>,
 }
 
 /// A backend that answers `200 ok` to everything.
 pub fn backend() -> BackendBuilder {
     BackendBuilder {
-        handler: Arc::new(|_| Reply::text("ok")),
+        handler: Arc::new(|_| Box::pin(std::future::ready(Reply::text("ok")))),
         pattern: None,
+        tls: None,
     }
 }
 
 impl BackendBuilder {
     /// Answers with `f(request)`.
     pub fn reply(mut self, f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        self.handler = Arc::new(f);
+        self.handler = Arc::new(move |r| Box::pin(std::future::ready(f(r))));
+        self
+    }
+
+    /// Answers with what `f(request)` resolves to, for a stand-in that waits before answering
+    /// (on a barrier, say, or forever).
+    pub fn reply_async<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Recorded) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        self.handler = Arc::new(move |r| Box::pin(f(r.clone())));
+        self
+    }
+
+    /// Serves over TLS with `acceptor`, HTTP/1.1 or HTTP/2 as ALPN settles.
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
         self
     }
 
@@ -236,9 +264,11 @@ impl BackendBuilder {
             progress: progress_tx,
             panicked: panicked.clone(),
         });
-        let task = tokio::spawn(accept_loop(listener, shared));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let task = tokio::spawn(accept_loop(listener, shared, self.tls));
         Backend {
             addr,
+            scheme,
             requests: rx,
             log,
             count,
@@ -266,6 +296,7 @@ struct Shared {
 /// A running recording backend. Stops when dropped.
 pub struct Backend {
     pub addr: SocketAddr,
+    scheme: &'static str,
     requests: mpsc::UnboundedReceiver<Recorded>,
     log: Arc<Mutex<Vec<Recorded>>>,
     count: watch::Receiver<usize>,
@@ -275,6 +306,13 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// `http://{addr}`, or `https://` with TLS.
+    pub fn uri(&self) -> http::Uri {
+        format!("{}://{}", self.scheme, self.addr)
+            .parse()
+            .expect("a valid URI")
+    }
+
     /// The next request the backend finished reading.
     pub async fn next(&mut self) -> Recorded {
         within("the backend to receive a request", self.requests.recv())
@@ -342,7 +380,7 @@ impl Drop for Backend {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     // Connection tasks live in the set, so aborting this task stops them too.
     let mut conns = JoinSet::new();
     loop {
@@ -351,15 +389,27 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(_) => continue,
         };
         let shared = shared.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(req, shared).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            match tls {
+                None => {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
         });
         while conns.try_join_next().is_some() {}
     }
@@ -387,6 +437,7 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Rep
     let recorded = Recorded {
         method: parts.method,
         target: parts.uri.to_string(),
+        path: parts.uri.path().to_owned(),
         version: parts.version,
         headers: parts.headers,
         body: if len <= KEEP_BODY {
@@ -402,6 +453,10 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Rep
     shared.log.lock().unwrap().push(recorded.clone());
     shared.count.send_modify(|c| *c += 1);
     let _ = shared.recorded.send(recorded);
+    let reply = match reply {
+        Ok(reply) => CatchUnwind(reply).await,
+        Err(panic) => Err(panic),
+    };
     let reply = match reply {
         Ok(reply) => reply,
         Err(panic) => {
@@ -439,6 +494,22 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Rep
         rsp.headers_mut().append(k, v);
     }
     rsp
+}
+
+/// Resolves to the inner future's output, or to the panic payload if polling it panicked.
+struct CatchUnwind(ReplyFuture);
+
+impl Future for CatchUnwind {
+    type Output = std::thread::Result<Reply>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// Echoes WebSocket frames the way a server does: unmasked, same opcode and payload.
