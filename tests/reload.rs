@@ -214,61 +214,12 @@ async fn reload_that_leaves_oz_settings_alone_keeps_the_login_token() {
 // === capture routes across reloads ===
 
 use oz_capture_proxy::capture::testdata::sample_capture_json;
-use support::sim::Sim;
-use support::stack::{self as cs, legacy_backend};
+use support::stack::{self as cs, Stack};
 
-/// The simulator, the recording backend, and the proxy started from a config file it polls.
-struct ReloadStack {
-    sim: Sim,
-    backend: Backend,
-    proxy: Proxy,
-    client: cs::Client,
-    /// Holds the config file; removed on drop.
-    _dir: TempDir,
-    path: PathBuf,
-}
-
-impl ReloadStack {
-    /// `body` holds the `oz:` and `capture:` sections (`{oz}`, `{backend}` replaced); the
-    /// listeners, a 20 ms reload poll and no drain delay come first.
-    async fn start(name: &str, sim: oz_capture_proxy::oz_sim::SimConfig, body: &str) -> Self {
-        let sim = Sim::start(sim).await;
-        let backend = legacy_backend().await;
-        let dir = TempDir::new(&format!("reload-{name}"));
-        let path = dir.write("config.yaml", Self::text(&sim, &backend, body));
-        let proxy = start_from_file(&path).await;
-        let client = cs::Client::new(proxy.traffic, false);
-        ReloadStack {
-            sim,
-            backend,
-            proxy,
-            client,
-            _dir: dir,
-            path,
-        }
-    }
-
-    fn text(sim: &Sim, backend: &Backend, body: &str) -> String {
-        format!(
-            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{{backend}}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\n{body}"
-        )
-        .replace("{oz}", &sim.addr.to_string())
-        .replace("{backend}", &backend.addr.to_string())
-    }
-
-    /// The full config text for `body`, as `start` wrote it.
-    fn config(&self, body: &str) -> String {
-        Self::text(&self.sim, &self.backend, body)
-    }
-
-    /// Rewrites the config file in place, as `cat > file` would.
-    fn rewrite(&self, text: &str) {
-        std::fs::write(&self.path, text).unwrap();
-    }
-
+/// What the capture cases do with a stack started from its config file.
+impl Stack {
     async fn capture(&self, path: &str) -> cs::Reply {
-        self.client
-            .post(path, sample_capture_json(2, false, "video_selfie_blank"))
+        self.post(path, sample_capture_json(2, false, "video_selfie_blank"))
             .await
     }
 
@@ -285,16 +236,10 @@ impl ReloadStack {
     async fn wait_reloads(&self, result: &str, above: f64) {
         wait_reloads(&self.proxy, result, above).await
     }
-
-    async fn stop(self) {
-        self.proxy.stop().await;
-        self.sim.stop().await;
-        self.backend.stop().await;
-    }
 }
 
 /// The backend's last request carried a verdict from Oz.
-fn assert_checked(stack: &ReloadStack, backend_requests: usize, uploads: usize) {
+fn assert_checked(stack: &Stack, backend_requests: usize, uploads: usize) {
     let seen = stack.backend.seen();
     assert_eq!(seen.len(), backend_requests);
     let last = seen.last().unwrap();
@@ -306,7 +251,7 @@ fn assert_checked(stack: &ReloadStack, backend_requests: usize, uploads: usize) 
 #[tokio::test]
 async fn a_file_cut_before_its_capture_routes_is_refused_and_captures_stay_checked() {
     let body = format!("{}{}", cs::oz_token(""), cs::forward_route(""));
-    let stack = ReloadStack::start("cut", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
     let full = stack.config(&body);
 
     stack.capture(cs::CAPTURE).await.assert_from_backend();
@@ -345,7 +290,7 @@ async fn a_reload_that_weakens_a_capture_route_is_refused() {
         cs::oz_token(""),
         cs::CAPTURE
     );
-    let stack = ReloadStack::start("weaken", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
 
     // on_oz_error: forward lets a capture Oz never checked reach the backend.
     let weaker = format!("{body}      on_oz_error: forward\n");
@@ -390,7 +335,7 @@ async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
         token_file.display(),
         cs::forward_route("")
     );
-    let stack = ReloadStack::start("token-file", sim, &body).await;
+    let stack = Stack::start_from_file(sim, &body).await;
     stack.capture(cs::CAPTURE).await.assert_from_backend();
 
     // A half-written config file is refused and stays on disk...
@@ -407,7 +352,7 @@ async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
     // The config in force (with its route) now runs with the new token.
     stack.capture(cs::CAPTURE).await.assert_from_backend();
     assert_checked(&stack, 2, 2);
-    assert_eq!(std::fs::read_to_string(&stack.path).unwrap(), cut);
+    assert_eq!(std::fs::read_to_string(stack.config_path()).unwrap(), cut);
     assert_eq!(stack.reloads("rejected").await, 1.0);
 
     stack.stop().await;
@@ -423,7 +368,7 @@ async fn a_rotated_password_file_drops_the_session_and_logs_in_again() {
         password_file.display(),
         cs::forward_route("")
     );
-    let stack = ReloadStack::start("password-file", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
     let logins = || {
         stack
             .sim

@@ -22,7 +22,6 @@
 //! message instead of hanging; nothing sleeps to synchronize.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
-#![allow(unused_imports)] // Re-exports for convenience, likewise.
 
 pub mod backend;
 pub mod bin;

@@ -8,6 +8,7 @@
 //! received, and ends with [`Stack::stop`], which stops all three and waits for them.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -16,13 +17,17 @@ use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::oz_sim::{CallRecord, OzSim, ReceivedUpload, SimConfig};
 use serde_json::Value;
 
-pub use super::backend::Backend;
 use super::backend::{backend, targets, Reply as BackendReply};
+use super::bin::TempDir;
 use super::client::{self, HttpClient};
+// The capture suites `use support::stack::*`: the pieces they use with a stack come with it.
+pub use super::backend::Backend;
 pub use super::proxy::Proxy;
+use super::proxy::{proxy, start_from_file, ProxyBuilder};
+#[allow(unused_imports)] // Not every suite sends raw bytes.
 pub use super::raw::{raw_exchange, raw_head, raw_request, RawConn, RawResponse};
 pub use super::sim::Sim;
-pub use super::{within, WAIT};
+pub use super::within;
 
 /// The static service token the default stack uses.
 pub const TOKEN: &str = "capture-tests-service-token";
@@ -119,6 +124,14 @@ pub struct Stack {
     pub sim: Sim,
     pub backend: Backend,
     client: Client,
+    /// The config file, for a stack started with [`Stack::start_from_file`].
+    file: Option<ConfigFile>,
+}
+
+/// A config file the proxy reloads, in a directory removed with it.
+struct ConfigFile {
+    _dir: TempDir,
+    path: PathBuf,
 }
 
 /// The `oz:` section for a static token, with `extra` lines (indented two spaces) appended.
@@ -151,20 +164,60 @@ impl Stack {
     pub async fn start(sim: SimConfig, yaml: &str) -> Stack {
         let sim = Sim::start(sim).await;
         let backend = legacy_backend().await;
-        let yaml = yaml
-            .replace("{oz}", &sim.addr.to_string())
-            .replace("{backend}", &backend.addr.to_string());
-        let proxy = super::proxy::proxy(backend.addr)
-            .yaml_tail(&yaml)
-            .start()
-            .await;
+        let proxy = Stack::builder(&sim, &backend, yaml).start().await;
+        Stack::assemble(proxy, sim, backend, None)
+    }
+
+    /// Like [`Stack::start`], but the proxy reads its config from a file and polls it every
+    /// 20 ms, as `main --config FILE` does; [`Stack::rewrite`] changes the file.
+    pub async fn start_from_file(sim: SimConfig, yaml: &str) -> Stack {
+        let sim = Sim::start(sim).await;
+        let backend = legacy_backend().await;
+        let dir = TempDir::new("stack");
+        let path = dir.write("config.yaml", Stack::text(&sim, &backend, yaml));
+        let proxy = start_from_file(&path).await;
+        Stack::assemble(proxy, sim, backend, Some(ConfigFile { _dir: dir, path }))
+    }
+
+    fn assemble(proxy: Proxy, sim: Sim, backend: Backend, file: Option<ConfigFile>) -> Stack {
         let client = Client::new(proxy.traffic, false);
         Stack {
             proxy,
             sim,
             backend,
             client,
+            file,
         }
+    }
+
+    /// The proxy settings for `yaml` (placeholders replaced) in front of `sim` and `backend`;
+    /// a reload poll of 20 ms, which only a stack started from a file uses.
+    fn builder(sim: &Sim, backend: &Backend, yaml: &str) -> ProxyBuilder {
+        let yaml = yaml
+            .replace("{oz}", &sim.addr.to_string())
+            .replace("{backend}", &backend.addr.to_string());
+        proxy(backend.addr).yaml_tail(&yaml)
+    }
+
+    fn text(sim: &Sim, backend: &Backend, yaml: &str) -> String {
+        Stack::builder(sim, backend, yaml)
+            .set("reload.interval", "20ms")
+            .yaml()
+    }
+
+    /// The whole config file for `yaml`, as [`Stack::start_from_file`] writes it.
+    pub fn config(&self, yaml: &str) -> String {
+        Stack::text(&self.sim, &self.backend, yaml)
+    }
+
+    /// The config file of a stack started with [`Stack::start_from_file`].
+    pub fn config_path(&self) -> &Path {
+        &self.file.as_ref().expect("started from a file").path
+    }
+
+    /// Rewrites the config file in place, as `cat > file` would.
+    pub fn rewrite(&self, text: &str) {
+        std::fs::write(self.config_path(), text).expect("write the config file");
     }
 
     /// The default stack: static token, one forward route on [`CAPTURE`].
@@ -228,9 +281,7 @@ impl Stack {
 
     /// The proxy's `/metrics` text from the admin port.
     pub async fn metrics(&self) -> MetricsText {
-        let rsp = self.admin_get("/metrics").await;
-        assert_eq!(rsp.status, StatusCode::OK);
-        MetricsText(String::from_utf8(rsp.body.to_vec()).expect("UTF-8 metrics"))
+        MetricsText(self.proxy.metrics().await)
     }
 
     /// Sends raw bytes to the proxy on a fresh connection (see [`raw_exchange`]).
