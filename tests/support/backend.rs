@@ -19,7 +19,11 @@
 //! 101, a log of every request with its HTTP version — and would have to ship in the binary for
 //! `demo` to use it. The demo's backend does one fixed thing the tests never want: it answers a
 //! JSON document naming the `X-Oz-Resolution` it saw, and keeps only the last request for its
-//! printout. Sharing the loop alone would move code into the library for no behaviour gained.
+//! printout. The nearest test twin, the capture stack's backend ([`super::stack::legacy_backend`]),
+//! answers a fixed body with `X-Backend: yes` that `Reply::assert_from_backend` checks byte for
+//! byte: sharing the demo's would mean either changing those assertions or giving the shipped
+//! stand-in a configurable answer, a test knob. Sharing the accept loop alone would move code
+//! into the library for no behaviour gained.
 
 use std::convert::Infallible;
 use std::future::Future;
