@@ -18,12 +18,12 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use oz_capture_proxy::capture::testdata::sample_capture_json;
-use oz_capture_proxy::oz_sim::{self, OzSim, SimConfig};
+use oz_capture_proxy::oz_sim::{OzSim, SimConfig};
 use support::proxy::{proxy, Proxy};
 use support::raw::{dechunk_with_trailers, RawAction, RawBackend, RawConn, RawRequest};
+use support::sim::Sim;
 use support::within;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 const CAPTURE: &str = "/api/liveness/capture";
 const TOKEN: &str = "bypass-suite-token";
@@ -43,7 +43,7 @@ struct Bench {
     proxy: Proxy,
     backend: RawBackend,
     oz: OzSim,
-    sim_stop: CancellationToken,
+    sim: Sim,
 }
 
 impl Bench {
@@ -58,18 +58,13 @@ impl Bench {
         backend: RawBackend,
         configure: impl FnOnce(support::proxy::ProxyBuilder) -> support::proxy::ProxyBuilder,
     ) -> Bench {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
-        let sim_addr = listener.local_addr().unwrap();
-        let oz = OzSim::new(SimConfig {
+        let sim = Sim::start(SimConfig {
             token: Some(TOKEN.to_owned()),
             polls_until_final: 0,
             ..SimConfig::default()
-        });
-        let sim_stop = CancellationToken::new();
-        let stopped = sim_stop.clone();
-        tokio::spawn(oz_sim::serve(listener, oz.clone(), async move {
-            stopped.cancelled().await
-        }));
+        })
+        .await;
+        let (oz, sim_addr) = (sim.sim.clone(), sim.addr);
         let builder = proxy(backend.addr).yaml_tail(&format!(
             concat!(
                 "oz:\n  url: \"http://{sim}\"\n  auth:\n    token: \"{token}\"\n",
@@ -85,7 +80,7 @@ impl Bench {
             proxy,
             backend,
             oz,
-            sim_stop,
+            sim,
         }
     }
 
@@ -111,7 +106,7 @@ impl Bench {
 
     async fn stop(self) {
         self.proxy.stop().await;
-        self.sim_stop.cancel();
+        drop(self.sim);
     }
 }
 

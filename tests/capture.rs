@@ -2,20 +2,20 @@
 //! the simulated Oz API and on to a recording backend (or back to the client), and the tests
 //! check what each of them received. Bad inputs, limits and overload are in
 //! `capture_inputs.rs`; the log check is alone in `capture_logs.rs` (it owns the global
-//! subscriber). Harness: `capture_support`.
+//! subscriber). Harness: `support::stack`.
 
-mod capture_support;
+mod support;
 
 use std::io::{Cursor, Read as _};
 use std::time::Duration;
 
-use capture_support::*;
 use oz_capture_proxy::capture::testdata::{
     sample_capture_json, sample_capture_json_escaped, sample_frames, sample_jpeg, sample_png,
     SampleCapture, SAMPLE_ADDITIONAL_INFO,
 };
 use oz_capture_proxy::oz_sim::{Endpoint, SimConfig, Verdict};
 use serde_json::{json, Value};
+use support::stack::*;
 
 /// The tags Oz must receive for a frame ZIP captured with `action` (oz-api.md §2.4).
 fn video_tags(action_tag: &str) -> Value {
@@ -74,15 +74,12 @@ async fn both_shapes_are_uploaded_and_forwarded_with_the_virtual_camera_flag() {
             "the backend gets the original body, but for the best frames Oz did not get"
         );
         assert_eq!(
-            seen.header("x-oz-virtual-camera"),
+            seen.get("x-oz-virtual-camera"),
             Some(if vc { "true" } else { "false" })
         );
-        assert_eq!(
-            seen.header("x-oz-folder-id"),
-            Some(upload.folder_id.as_str())
-        );
-        assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
-        assert_eq!(seen.header("x-oz-action"), Some("video_selfie_blank"));
+        assert_eq!(seen.get("x-oz-folder-id"), Some(upload.folder_id.as_str()));
+        assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
+        assert_eq!(seen.get("x-oz-action"), Some("video_selfie_blank"));
     }
     stack.stop().await;
 }
@@ -147,8 +144,8 @@ async fn every_video_action_reaches_oz_with_its_tag() {
         let payload = upload.payload.as_ref().expect("payload");
         assert_eq!(payload["media:tags"]["video1"], video_tags(tag), "{action}");
         let seen = &stack.backend.seen()[i];
-        assert_eq!(seen.header("x-oz-action"), Some(action));
-        assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"), "{action}");
+        assert_eq!(seen.get("x-oz-action"), Some(action));
+        assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"), "{action}");
     }
     stack.stop().await;
 }
@@ -179,7 +176,7 @@ async fn photo_id_actions_reach_oz_as_a_tagged_image() {
             payload["media:meta_data"]["video1"]["additional_info"],
             SAMPLE_ADDITIONAL_INFO
         );
-        assert_eq!(stack.backend.seen()[i].header("x-oz-action"), Some(side));
+        assert_eq!(stack.backend.seen()[i].get("x-oz-action"), Some(side));
     }
     stack.stop().await;
 }
@@ -228,7 +225,7 @@ async fn oz_receives_the_exact_upload() {
 
     let seen = stack.backend.only();
     let request_id = seen
-        .header("x-request-id")
+        .get("x-request-id")
         .expect("the backend got a request id");
     let payload: Value = serde_json::from_slice(&payload_part.bytes).expect("payload is JSON");
     assert_eq!(
@@ -239,10 +236,7 @@ async fn oz_receives_the_exact_upload() {
             "folder:meta_data": {"request_id": request_id, "virtual_camera": false},
         })
     );
-    assert_eq!(
-        seen.header("x-oz-folder-id"),
-        Some(upload.folder_id.as_str())
-    );
+    assert_eq!(seen.get("x-oz-folder-id"), Some(upload.folder_id.as_str()));
     stack.stop().await;
 }
 
@@ -269,18 +263,12 @@ async fn container_goes_to_oz_unchanged() {
 
     let seen = stack.backend.only();
     assert_eq!(seen.body, container);
-    assert_eq!(
-        seen.header("content-type"),
-        Some("application/octet-stream")
-    );
-    assert_eq!(
-        seen.header("x-oz-folder-id"),
-        Some(upload.folder_id.as_str())
-    );
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("content-type"), Some("application/octet-stream"));
+    assert_eq!(seen.get("x-oz-folder-id"), Some(upload.folder_id.as_str()));
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
     // The container is opaque: the proxy cannot know the action or the camera.
-    assert_eq!(seen.header("x-oz-action"), None);
-    assert_eq!(seen.header("x-oz-virtual-camera"), None);
+    assert_eq!(seen.get("x-oz-action"), None);
+    assert_eq!(seen.get("x-oz-virtual-camera"), None);
     stack.stop().await;
 }
 
@@ -353,7 +341,7 @@ async fn declined_verdict_in_forward_and_respond_mode() {
         .await
         .assert_from_backend();
     assert_eq!(
-        stack.backend.only().header("x-oz-resolution"),
+        stack.backend.only().get("x-oz-resolution"),
         Some("DECLINED")
     );
 
@@ -393,14 +381,11 @@ async fn client_cannot_forge_x_oz_headers() {
 
     let seen = stack.backend.only();
     let upload = stack.only_upload();
-    assert_eq!(seen.header("x-oz-resolution"), Some("DECLINED"));
-    assert_eq!(
-        seen.header("x-oz-folder-id"),
-        Some(upload.folder_id.as_str())
-    );
-    assert_eq!(seen.header("x-oz-action"), Some("video_selfie_blank"));
-    assert_eq!(seen.header("x-oz-virtual-camera"), Some("false"));
-    assert_eq!(seen.header("x-oz-extra"), None);
+    assert_eq!(seen.get("x-oz-resolution"), Some("DECLINED"));
+    assert_eq!(seen.get("x-oz-folder-id"), Some(upload.folder_id.as_str()));
+    assert_eq!(seen.get("x-oz-action"), Some("video_selfie_blank"));
+    assert_eq!(seen.get("x-oz-virtual-camera"), Some("false"));
+    assert_eq!(seen.get("x-oz-extra"), None);
     stack.stop().await;
 }
 
@@ -421,9 +406,9 @@ async fn summary_body_replaces_the_frames() {
 
     let seen = stack.backend.only();
     let upload = stack.only_upload();
-    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.get("content-type"), Some("application/json"));
     assert_eq!(
-        seen.header("content-length"),
+        seen.get("content-length"),
         Some(seen.body.len().to_string().as_str())
     );
     let text = String::from_utf8(seen.body.to_vec()).expect("UTF-8 summary");
@@ -443,8 +428,8 @@ async fn summary_body_replaces_the_frames() {
             "frame_count": 5,
         })
     );
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
-    assert_eq!(seen.header("x-oz-virtual-camera"), Some("true"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("x-oz-virtual-camera"), Some("true"));
     stack.stop().await;
 }
 
@@ -524,7 +509,7 @@ async fn expired_login_token_is_renewed_with_one_login() {
     assert_eq!(seen.len(), 2);
     assert!(seen
         .iter()
-        .all(|s| s.header("x-oz-resolution") == Some("SUCCESS")));
+        .all(|s| s.get("x-oz-resolution") == Some("SUCCESS")));
     stack.stop().await;
 }
 
@@ -639,9 +624,9 @@ async fn verdict_not_ready_in_time_is_forwarded_as_processing() {
         .await
         .assert_from_backend();
     let seen = stack.backend.only();
-    assert_eq!(seen.header("x-oz-resolution"), Some("PROCESSING"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("PROCESSING"));
     assert_eq!(
-        seen.header("x-oz-folder-id"),
+        seen.get("x-oz-folder-id"),
         Some(stack.only_upload().folder_id.as_str())
     );
     assert!(!stack.calls_to("get_analysis").is_empty(), "it did poll");
@@ -675,10 +660,10 @@ async fn oz_error_is_forwarded_as_error_when_configured() {
         seen.body,
         best_frames_nulled(&SampleCapture::new(2, true, "video_selfie_eyes"))
     );
-    assert_eq!(seen.header("x-oz-resolution"), Some("ERROR"));
-    assert_eq!(seen.header("x-oz-folder-id"), None);
-    assert_eq!(seen.header("x-oz-action"), Some("video_selfie_eyes"));
-    assert_eq!(seen.header("x-oz-virtual-camera"), Some("true"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("ERROR"));
+    assert_eq!(seen.get("x-oz-folder-id"), None);
+    assert_eq!(seen.get("x-oz-action"), Some("video_selfie_eyes"));
+    assert_eq!(seen.get("x-oz-virtual-camera"), Some("true"));
     assert_eq!(stack.calls_to("folders").len(), 1);
     stack.stop().await;
 }
@@ -703,11 +688,8 @@ async fn instant_api_answers_in_one_call() {
         stack.oz().calls().into_iter().map(|c| c.endpoint).collect();
     assert_eq!(endpoints, [Some("instant_folders".to_owned())]);
     let seen = stack.backend.only();
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
-    assert_eq!(
-        seen.header("x-oz-folder-id"),
-        Some(upload.folder_id.as_str())
-    );
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("x-oz-folder-id"), Some(upload.folder_id.as_str()));
     stack.stop().await;
 }
 
@@ -729,7 +711,7 @@ async fn single_request_answer_is_used_as_is() {
         stack.oz().calls().into_iter().map(|c| c.endpoint).collect();
     assert_eq!(endpoints, [Some("folders".to_owned())]);
     assert_eq!(
-        stack.backend.only().header("x-oz-resolution"),
+        stack.backend.only().get("x-oz-resolution"),
         Some("OPERATOR_REQUIRED")
     );
     stack.stop().await;
@@ -755,7 +737,7 @@ async fn zero_wait_and_no_analyses_forward_processing() {
         .await
         .assert_from_backend();
     assert_eq!(
-        stack.backend.seen()[0].header("x-oz-resolution"),
+        stack.backend.seen()[0].get("x-oz-resolution"),
         Some("PROCESSING")
     );
     assert_eq!(stack.calls_to("start_analyses").len(), 1);
@@ -763,9 +745,9 @@ async fn zero_wait_and_no_analyses_forward_processing() {
 
     stack.post("/no-analyses", body).await.assert_from_backend();
     let seen = &stack.backend.seen()[1];
-    assert_eq!(seen.header("x-oz-resolution"), Some("PROCESSING"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("PROCESSING"));
     assert_eq!(
-        seen.header("x-oz-folder-id"),
+        seen.get("x-oz-folder-id"),
         Some(stack.oz().accepted_uploads()[1].folder_id.as_str())
     );
     assert_eq!(stack.calls_to("start_analyses").len(), 1, "none started");
@@ -815,7 +797,7 @@ async fn concurrent_captures_are_not_mixed_up() {
         let info = fields["additional_info"].as_str().expect("info");
         let upload = uploads
             .iter()
-            .find(|u| Some(u.folder_id.as_str()) == s.header("x-oz-folder-id"))
+            .find(|u| Some(u.folder_id.as_str()) == s.get("x-oz-folder-id"))
             .expect("the folder id names an upload");
         let payload = upload.payload.as_ref().expect("payload");
         assert_eq!(
@@ -824,11 +806,11 @@ async fn concurrent_captures_are_not_mixed_up() {
         );
         assert_eq!(
             payload["folder:meta_data"]["request_id"].as_str(),
-            s.header("x-request-id")
+            s.get("x-request-id")
         );
-        assert_eq!(s.header("x-oz-action"), body["action"].as_str());
+        assert_eq!(s.get("x-oz-action"), body["action"].as_str());
         assert_eq!(
-            s.header("x-oz-virtual-camera"),
+            s.get("x-oz-virtual-camera"),
             Some(if body["from_virtual_camera"].is_object() {
                 "true"
             } else {
@@ -846,7 +828,7 @@ async fn concurrent_captures_are_not_mixed_up() {
 #[tokio::test]
 async fn capture_over_h2c_is_forwarded() {
     let stack = Stack::forward().await;
-    let h2 = Client::new(stack.proxy.traffic_addr, true);
+    let h2 = Client::new(stack.proxy.traffic, true);
     let body = sample_capture_json(2, true, "video_selfie_down");
     let rsp = h2.post(CAPTURE, body.clone()).await;
     rsp.assert_from_backend();
@@ -856,11 +838,11 @@ async fn capture_over_h2c_is_forwarded() {
         best_frames_nulled(&SampleCapture::new(2, true, "video_selfie_down"))
     );
     assert_eq!(seen.target, CAPTURE);
-    assert!(seen.header("host").is_some(), "{:?}", seen.headers);
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
-    assert_eq!(seen.header("x-oz-action"), Some("video_selfie_down"));
+    assert!(seen.get("host").is_some(), "{:?}", seen.headers);
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("x-oz-action"), Some("video_selfie_down"));
     assert_eq!(
-        seen.header("x-oz-folder-id"),
+        seen.get("x-oz-folder-id"),
         Some(stack.only_upload().folder_id.as_str())
     );
 

@@ -1,14 +1,14 @@
 //! End-to-end tests of what a capture route refuses, and when: bad bodies, size limits (with
 //! `Content-Length`, `Expect: 100-continue` and chunked), content types, path spellings, and
-//! overload. Every refusal must leave Oz and the backend untouched. Harness: `capture_support`.
+//! overload. Every refusal must leave Oz and the backend untouched. Harness: `support::stack`.
 
-mod capture_support;
+mod support;
 
-use capture_support::*;
 use oz_capture_proxy::capture::testdata::{
     data_url, sample_capture_json, sample_jpeg, SampleCapture,
 };
 use serde_json::Value;
+use support::stack::*;
 
 /// Routes with small limits next to the default one.
 const FEW_FRAMES: &str = "/capture/few-frames";
@@ -425,10 +425,10 @@ async fn best_frames_oz_does_not_get_are_refused_or_nulled() {
         "{doc}"
     );
     assert_eq!(
-        seen.header("content-length"),
+        seen.get("content-length"),
         Some(seen.body.len().to_string().as_str())
     );
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
     let upload = stack.only_upload();
     let parts: Vec<&str> = upload.parts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(parts, ["video1", "payload"]);
@@ -514,7 +514,7 @@ async fn expect_100_continue_within_the_limit_goes_through() {
     let stack = Stack::forward().await;
     let body = sample_capture_json(2, false, "video_selfie_blank");
     let len = body.len().to_string();
-    let mut conn = RawConn::connect(stack.proxy.traffic_addr).await;
+    let mut conn = RawConn::connect(stack.proxy.traffic).await;
     conn.send(&raw_head(
         "POST",
         CAPTURE,
@@ -525,7 +525,7 @@ async fn expect_100_continue_within_the_limit_goes_through() {
         ],
     ))
     .await;
-    let (line, status, _) = conn.read_head().await;
+    let (line, status, _) = support::raw::parse_head(&conn.read_head().await);
     assert_eq!(status, 100, "{line}");
     conn.send(&body).await;
     let rsp = conn.read_reply().await;
@@ -536,11 +536,11 @@ async fn expect_100_continue_within_the_limit_goes_through() {
         best_frames_nulled(&SampleCapture::new(2, false, "video_selfie_blank"))
     );
     assert_eq!(
-        seen.header("expect"),
+        seen.get("expect"),
         None,
         "the backend gets the body, not the dance"
     );
-    assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"));
+    assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"));
     stack.stop().await;
 }
 
@@ -548,7 +548,7 @@ async fn expect_100_continue_within_the_limit_goes_through() {
 #[tokio::test]
 async fn over_limit_chunked_body_gets_413_while_streaming() {
     let stack = Stack::start(sim_config(), &limits_yaml()).await;
-    let mut conn = RawConn::connect(stack.proxy.traffic_addr).await;
+    let mut conn = RawConn::connect(stack.proxy.traffic).await;
     conn.send(&raw_head(
         "POST",
         TINY,
@@ -605,11 +605,11 @@ async fn chunked_capture_within_the_limit_is_forwarded_with_a_length() {
     let forwarded = best_frames_nulled(&SampleCapture::new(3, true, "video_selfie_left"));
     assert_eq!(seen.body, forwarded);
     assert_eq!(
-        seen.header("content-length"),
+        seen.get("content-length"),
         Some(forwarded.len().to_string().as_str())
     );
-    assert_eq!(seen.header("transfer-encoding"), None);
-    assert_eq!(seen.header("x-oz-virtual-camera"), Some("true"));
+    assert_eq!(seen.get("transfer-encoding"), None);
+    assert_eq!(seen.get("x-oz-virtual-camera"), Some("true"));
     stack.stop().await;
 }
 
@@ -630,8 +630,8 @@ async fn get_on_a_capture_route_passes_through() {
     let seen = stack.backend.only();
     assert_eq!(seen.method, http::Method::GET);
     assert_eq!(seen.target, target);
-    assert_eq!(seen.header("accept"), Some("application/json"));
-    assert_eq!(seen.header("x-oz-resolution"), None);
+    assert_eq!(seen.get("accept"), Some("application/json"));
+    assert_eq!(seen.get("x-oz-resolution"), None);
     assert!(seen.body.is_empty());
     assert!(stack.oz().calls().is_empty());
     stack.stop().await;
@@ -683,7 +683,7 @@ async fn path_spellings_cannot_bypass_the_capture_route() {
         );
         let seen = stack.backend.seen().remove(i);
         assert_eq!(seen.target, path, "forwarded as the client spelled it");
-        assert_eq!(seen.header("x-oz-resolution"), Some("SUCCESS"), "{path}");
+        assert_eq!(seen.get("x-oz-resolution"), Some("SUCCESS"), "{path}");
         assert_eq!(stack.oz().accepted_uploads().len(), i + 1, "{path}");
     }
     stack.stop().await;
@@ -723,7 +723,7 @@ async fn capture_over_the_memory_budget_gets_503() {
     let first = padded(&sample);
     assert_eq!(first.len(), MAX_BODY);
 
-    let mut conn = RawConn::connect(stack.proxy.traffic_addr).await;
+    let mut conn = RawConn::connect(stack.proxy.traffic).await;
     conn.send(&raw_head(
         "POST",
         CAPTURE,
@@ -734,7 +734,7 @@ async fn capture_over_the_memory_budget_gets_503() {
         ],
     ))
     .await;
-    let (line, status, _) = conn.read_head().await;
+    let (line, status, _) = support::raw::parse_head(&conn.read_head().await);
     assert_eq!(status, 100, "{line}");
 
     let rsp = stack.post(CAPTURE, sample.clone()).await;

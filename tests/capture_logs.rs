@@ -7,14 +7,14 @@
 //! logs from tasks on every runtime thread and from the blocking pool, which a thread-local
 //! default would miss; that is why it is alone in this test binary.
 
-mod capture_support;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use capture_support::*;
 use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::oz_sim::{Endpoint, SimConfig};
+use support::stack::*;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 const INFO_MARKER: &str = "ADDINFO-MARKER-5c1e";

@@ -1,47 +1,35 @@
 //! Black-box tests of `oz::OzClient` against small Oz stand-ins written here.
 //!
-//! Each test starts its own hyper server on 127.0.0.1:0 with a handler made for that test
-//! (these are not the simulator in `oz_sim`, on purpose: a bug shared by both would hide).
-//! Servers record every request they get and stop when dropped. Every test body runs under
-//! `within`, so a hang fails the test instead of stalling the suite; nothing sleeps to wait.
+//! Each test starts support's recording backend on 127.0.0.1:0 with a reply closure made for
+//! that test (these are not the simulator in `oz_sim`, on purpose: a bug shared by both would
+//! hide). Stand-ins record every request they get and stop when dropped. Every test body runs under
+//! `support::within`, so a hang fails the test instead of stalling the suite; nothing sleeps to
+//! wait.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Version};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::{StatusCode, Version};
 use oz_capture_proxy::config::{OzApiMode, OzAuthConfig, OzConfig};
 use oz_capture_proxy::metrics::{self, Metrics};
 use oz_capture_proxy::oz::{Error, OzClient, Resolution, UploadBody};
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use support::backend::{backend, Backend, Recorded, Reply};
+use support::raw::{RawAction, RawBackend};
+use support::within;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 // === harness ===
 
-/// A request as the stand-in saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: Method,
-    path: String,
-    version: Version,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Seen {
+/// Reading a request as Oz would.
+impl Recorded {
     fn token(&self) -> Option<String> {
         self.headers
             .get("x-forensic-access-token")
@@ -57,139 +45,24 @@ impl Seen {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
-type Handler = Arc<dyn Fn(Seen) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync>;
-
-/// A handler that answers at once.
-fn handler(f: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Handler {
-    Arc::new(move |s| {
-        let reply = f(&s);
-        Box::pin(async move { reply })
-    })
-}
-
-/// A handler that may wait before answering.
-fn async_handler<F, Fut>(f: F) -> Handler
-where
-    F: Fn(Seen) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Reply> + Send + 'static,
-{
-    Arc::new(move |s| Box::pin(f(s)))
-}
-
-fn json_reply(status: u16, v: Value) -> Reply {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(v.to_string())))
-        .unwrap()
-}
-
-fn not_found(s: &Seen) -> Reply {
-    json_reply(
-        404,
-        json!({"error_code": 10, "error_message": format!("no route {} {}", s.method, s.path)}),
-    )
-}
-
-/// An Oz stand-in listening on 127.0.0.1; stops (with its connections) when dropped.
-struct FakeOz {
-    addr: SocketAddr,
-    scheme: &'static str,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeOz {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FakeOz {
-    async fn start(h: Handler) -> FakeOz {
-        Self::start_with(h, None).await
-    }
-
-    async fn start_with(h: Handler, tls: Option<TlsAcceptor>) -> FakeOz {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let task = tokio::spawn(accept_loop(listener, h, seen.clone(), tls));
-        FakeOz {
-            addr,
-            scheme,
-            seen,
-            task,
-        }
-    }
-
-    fn url(&self) -> http::Uri {
-        format!("{}://{}", self.scheme, self.addr).parse().unwrap()
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
+/// The requests an Oz stand-in got.
+impl Backend {
     fn count(&self, method: &str, path: &str) -> usize {
         self.seen().iter().filter(|s| s.is(method, path)).count()
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    h: Handler,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    tls: Option<TlsAcceptor>,
-) {
-    // Dropping this set (when the task is aborted) aborts every connection task.
-    let mut conns = JoinSet::new();
-    while let Ok((tcp, _)) = listener.accept().await {
-        let (h, seen, tls) = (h.clone(), seen.clone(), tls.clone());
-        conns.spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let (h, seen) = (h.clone(), seen.clone());
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let s = Seen {
-                        method: parts.method,
-                        path: parts.uri.path().to_owned(),
-                        version: parts.version,
-                        headers: parts.headers,
-                        body,
-                    };
-                    seen.lock().unwrap().push(s.clone());
-                    Ok::<_, Infallible>(h(s).await)
-                }
-            });
-            let server = auto::Builder::new(TokioExecutor::new());
-            match tls {
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
-                    }
-                }
-                None => {
-                    let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
-                }
-            }
-        });
-        while conns.try_join_next().is_some() {}
-    }
+fn json_reply(status: u16, v: Value) -> Reply {
+    Reply::status(StatusCode::from_u16(status).unwrap())
+        .header("content-type", "application/json")
+        .body(Bytes::from(v.to_string()))
 }
 
-/// Runs a test body, failing it if it takes more than 10 s (it should take well under 1 s).
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .expect("test did not finish within 10 s")
+fn not_found(s: &Recorded) -> Reply {
+    json_reply(
+        404,
+        json!({"error_code": 10, "error_message": format!("no route {} {}", s.method, s.path)}),
+    )
 }
 
 const STATIC_TOKEN: &str = "static-service-token";
@@ -263,16 +136,18 @@ fn analysis(id: &str, status: &str) -> Value {
 
 #[tokio::test]
 async fn static_token_is_sent_with_the_upload() {
-    within(async {
-        let oz = FakeOz::start(handler(|s| {
-            if s.is("POST", "/api/folders/") {
-                folder_answer("f-1")
-            } else {
-                not_found(s)
-            }
-        }))
-        .await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend()
+            .reply(|s| {
+                if s.is("POST", "/api/folders/") {
+                    folder_answer("f-1")
+                } else {
+                    not_found(s)
+                }
+            })
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let folder = c.create_folder(&upload(), "req-1").await.unwrap();
         assert_eq!(folder.folder_id, "f-1");
         let seen = oz.seen();
@@ -284,9 +159,9 @@ async fn static_token_is_sent_with_the_upload() {
 
 #[tokio::test]
 async fn upload_arrives_with_exact_content_length_and_the_chunks_as_sent() {
-    within(async {
-        let oz = FakeOz::start(handler(|_| folder_answer("f-1"))).await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend().reply(|_| folder_answer("f-1")).start().await;
+        let (c, _) = client(&config(oz.uri()));
         let up = upload();
         c.create_folder(&up, "req-1").await.unwrap();
         let seen = &oz.seen()[0];
@@ -339,13 +214,13 @@ impl AuthOz {
         json_reply(200, body)
     }
 
-    fn token_number(s: &Seen) -> usize {
+    fn token_number(s: &Recorded) -> usize {
         s.token()
             .and_then(|t| t.strip_prefix("tok-").and_then(|n| n.parse().ok()))
             .unwrap_or(0)
     }
 
-    fn answer(&self, s: &Seen) -> Reply {
+    fn answer(&self, s: &Recorded) -> Reply {
         match (s.method.as_str(), s.path.as_str()) {
             ("POST", "/api/authorize/auth/") => {
                 assert_eq!(
@@ -384,7 +259,7 @@ impl AuthOz {
     }
 }
 
-fn tokens_used(oz: &FakeOz) -> Vec<String> {
+fn tokens_used(oz: &Backend) -> Vec<String> {
     oz.seen()
         .iter()
         .filter(|s| s.is("POST", "/api/folders/"))
@@ -394,12 +269,12 @@ fn tokens_used(oz: &FakeOz) -> Vec<String> {
 
 #[tokio::test]
 async fn login_token_is_reused_across_calls() {
-    within(async {
+    within("the test body", async {
         // No expire_date: the 15-minute default applies, far beyond renew_before.
         let state = AuthOz::new(None);
         let st = state.clone();
-        let oz = FakeOz::start(handler(move |s| st.answer(s))).await;
-        let (c, _) = client(&login_config(oz.url()));
+        let oz = backend().reply(move |s| st.answer(s)).start().await;
+        let (c, _) = client(&login_config(oz.uri()));
         for _ in 0..3 {
             c.create_folder(&upload(), "req").await.unwrap();
         }
@@ -412,13 +287,13 @@ async fn login_token_is_reused_across_calls() {
 
 #[tokio::test]
 async fn token_is_renewed_before_it_expires() {
-    within(async {
+    within("the test body", async {
         // The token lives 30 s but renew_before is 60 s: it is due at once after login, so the
         // next call refreshes it, and the refreshed one (1 h) is then kept.
         let state = AuthOz::new(Some(json!(format!("{:.3}", unix_now() + 30.0))));
         let st = state.clone();
-        let oz = FakeOz::start(handler(move |s| st.answer(s))).await;
-        let (c, _) = client(&login_config(oz.url()));
+        let oz = backend().reply(move |s| st.answer(s)).start().await;
+        let (c, _) = client(&login_config(oz.uri()));
         for _ in 0..3 {
             c.create_folder(&upload(), "req").await.unwrap();
         }
@@ -431,12 +306,12 @@ async fn token_is_renewed_before_it_expires() {
 
 #[tokio::test]
 async fn failed_refresh_falls_back_to_login() {
-    within(async {
+    within("the test body", async {
         let state = AuthOz::new(Some(json!(unix_now() + 30.0)));
         state.refresh_status.store(503, Ordering::SeqCst);
         let st = state.clone();
-        let oz = FakeOz::start(handler(move |s| st.answer(s))).await;
-        let (c, _) = client(&login_config(oz.url()));
+        let oz = backend().reply(move |s| st.answer(s)).start().await;
+        let (c, _) = client(&login_config(oz.uri()));
         c.create_folder(&upload(), "req").await.unwrap();
         c.create_folder(&upload(), "req").await.unwrap();
         assert_eq!(state.refreshes.load(Ordering::SeqCst), 1);
@@ -448,26 +323,28 @@ async fn failed_refresh_falls_back_to_login() {
 
 #[tokio::test]
 async fn expired_token_is_renewed_once_for_concurrent_calls() {
-    within(async {
+    within("the test body", async {
         const CALLS: usize = 5;
         let state = AuthOz::new(None);
         // Requests with the stale token are held until all CALLS have arrived, so every call
         // really sees the 401 before anyone renews.
         let barrier = Arc::new(tokio::sync::Barrier::new(CALLS));
         let (st, b) = (state.clone(), barrier.clone());
-        let oz = FakeOz::start(async_handler(move |s| {
-            let (st, b) = (st.clone(), b.clone());
-            async move {
-                let stale = s.is("POST", "/api/folders/")
-                    && AuthOz::token_number(&s) < st.min_valid.load(Ordering::SeqCst);
-                if stale {
-                    b.wait().await;
+        let oz = backend()
+            .reply_async(move |s| {
+                let (st, b) = (st.clone(), b.clone());
+                async move {
+                    let stale = s.is("POST", "/api/folders/")
+                        && AuthOz::token_number(&s) < st.min_valid.load(Ordering::SeqCst);
+                    if stale {
+                        b.wait().await;
+                    }
+                    st.answer(&s)
                 }
-                st.answer(&s)
-            }
-        }))
-        .await;
-        let (c, _) = client(&login_config(oz.url()));
+            })
+            .start()
+            .await;
+        let (c, _) = client(&login_config(oz.uri()));
         c.create_folder(&upload(), "warm-up").await.unwrap();
         // Oz now considers tok-1 expired.
         state.min_valid.store(2, Ordering::SeqCst);
@@ -494,15 +371,17 @@ async fn expired_token_is_renewed_once_for_concurrent_calls() {
 
 #[tokio::test]
 async fn refused_static_token_is_an_auth_error() {
-    within(async {
-        let oz = FakeOz::start(handler(|_| {
-            json_reply(
-                401,
-                json!({"error_code": 7, "error_message": "Token not found"}),
-            )
-        }))
-        .await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend()
+            .reply(|_| {
+                json_reply(
+                    401,
+                    json!({"error_code": 7, "error_message": "Token not found"}),
+                )
+            })
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         assert!(
             matches!(
@@ -524,16 +403,16 @@ async fn refused_static_token_is_an_auth_error() {
 
 #[tokio::test]
 async fn refused_credentials_are_an_auth_error() {
-    within(async {
-        let oz = FakeOz::start(handler(|s| {
+    within("the test body", async {
+        let oz = backend().reply(|s| {
             if s.is("POST", "/api/authorize/auth/") {
                 json_reply(401, json!({"error_code": 7, "error_message": "bad credentials for svc@example.com"}))
             } else {
                 not_found(s)
             }
-        }))
+        }).start()
         .await;
-        let (c, _) = client(&login_config(oz.url()));
+        let (c, _) = client(&login_config(oz.uri()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         assert!(matches!(err, Error::Auth { .. }), "{err:?}");
         let shown = format!("{err} {err:?}");
@@ -547,16 +426,18 @@ async fn refused_credentials_are_an_auth_error() {
 
 #[tokio::test]
 async fn oz_error_body_becomes_an_api_error_and_a_metric() {
-    within(async {
+    within("the test body", async {
         let long = format!("Invalid structure: {}", "x".repeat(1000));
-        let oz = FakeOz::start(handler(move |_| {
-            json_reply(
-                400,
-                json!({"error_code": 3, "error_message": long, "details": null}),
-            )
-        }))
-        .await;
-        let (c, registry) = client(&config(oz.url()));
+        let oz = backend()
+            .reply(move |_| {
+                json_reply(
+                    400,
+                    json!({"error_code": 3, "error_message": long, "details": null}),
+                )
+            })
+            .start()
+            .await;
+        let (c, registry) = client(&config(oz.uri()));
         match c.create_folder(&upload(), "req").await.unwrap_err() {
             Error::Api {
                 endpoint,
@@ -589,15 +470,17 @@ async fn oz_error_body_becomes_an_api_error_and_a_metric() {
 
 #[tokio::test]
 async fn folder_creation_is_not_resent_after_a_5xx() {
-    within(async {
-        let oz = FakeOz::start(handler(|_| {
-            json_reply(
-                503,
-                json!({"error_code": 0, "error_message": "Unknown server side error occurred"}),
-            )
-        }))
-        .await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend()
+            .reply(|_| {
+                json_reply(
+                    503,
+                    json!({"error_code": 0, "error_message": "Unknown server side error occurred"}),
+                )
+            })
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         assert!(matches!(err, Error::Api { status: 503, .. }), "{err:?}");
         assert_eq!(oz.count("POST", "/api/folders/"), 1);
@@ -607,10 +490,13 @@ async fn folder_creation_is_not_resent_after_a_5xx() {
 
 #[tokio::test]
 async fn slow_oz_gives_timeout_without_resending_the_upload() {
-    within(async {
+    within("the test body", async {
         // The handler never answers; the server drops it when the test ends.
-        let oz = FakeOz::start(async_handler(|_| std::future::pending::<Reply>())).await;
-        let mut cfg = config(oz.url());
+        let oz = backend()
+            .reply_async(|_| std::future::pending::<Reply>())
+            .start()
+            .await;
+        let mut cfg = config(oz.uri());
         cfg.timeout = Duration::from_millis(300);
         let (c, registry) = client(&cfg);
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
@@ -631,61 +517,19 @@ async fn slow_oz_gives_timeout_without_resending_the_upload() {
 
 /// A server that reads each request in full, then hangs up without answering: the upload
 /// reached "Oz", and the client cannot know whether a folder was created.
-struct HangUp {
-    addr: SocketAddr,
-    requests: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+async fn hang_up() -> RawBackend {
+    RawBackend::start(|_, _| RawAction::Close).await
 }
 
-impl Drop for HangUp {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl HangUp {
-    async fn start() -> HangUp {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let mut r = BufReader::new(tcp);
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if line == "\r\n" {
-                        let mut body = vec![0; len];
-                        if r.read_exact(&mut body).await.is_ok() {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        }
-                        break;
-                    }
-                }
-                // Dropping `r` closes the connection with no answer.
-            }
-        });
-        HangUp {
-            addr,
-            requests,
-            task,
-        }
-    }
+/// How many requests `backend` has read in full so far.
+fn requests(backend: &mut RawBackend) -> usize {
+    std::iter::from_fn(|| backend.try_next()).count()
 }
 
 #[tokio::test]
 async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
-    within(async {
-        let oz = HangUp::start().await;
+    within("the test body", async {
+        let mut oz = hang_up().await;
         let (c, _) = client(&config(format!("http://{}", oz.addr).parse().unwrap()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         assert!(
@@ -698,14 +542,14 @@ async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
             ),
             "{err:?}"
         );
-        assert_eq!(oz.requests.load(Ordering::SeqCst), 1, "sent exactly once");
+        assert_eq!(requests(&mut oz), 1, "sent exactly once");
     })
     .await;
 }
 
 #[tokio::test]
 async fn refused_connection_is_unreachable() {
-    within(async {
+    within("the test body", async {
         // A port that was just free: bind, note it, release it.
         let addr = TcpListener::bind("127.0.0.1:0")
             .await
@@ -728,19 +572,19 @@ async fn refused_connection_is_unreachable() {
 // === the check flow ===
 
 /// Folders mode stand-in: upload, start, and a poll answered by `poll(n)` for the n-th poll.
-async fn flow_oz(poll: impl Fn(usize) -> Reply + Send + Sync + 'static) -> FakeOz {
+async fn flow_oz(poll: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Backend {
     let polls = AtomicUsize::new(0);
-    FakeOz::start(handler(move |s| {
-        match (s.method.as_str(), s.path.as_str()) {
+    backend()
+        .reply(move |s| match (s.method.as_str(), s.path.as_str()) {
             ("POST", "/api/folders/") => folder_answer("f-9"),
             ("POST", "/api/folders/f-9/analyses/") => {
                 json_reply(201, json!([analysis("a-1", "PROCESSING")]))
             }
             ("GET", "/api/analyses/a-1") => poll(polls.fetch_add(1, Ordering::SeqCst) + 1),
             _ => not_found(s),
-        }
-    }))
-    .await
+        })
+        .start()
+        .await
 }
 
 fn quality() -> Vec<String> {
@@ -749,14 +593,14 @@ fn quality() -> Vec<String> {
 
 #[tokio::test]
 async fn analyses_are_started_and_polled_until_final() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|n| {
             // The older `analyse_id` spelling and a lowercase status, as some versions send.
             let status = if n < 3 { "PROCESSING" } else { "success" };
             json_reply(200, json!({"analyse_id": "a-1", "type": "QUALITY", "state": "FINISHED", "resolution_status": status}))
         })
         .await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &quality(), Duration::from_secs(8), "req")
             .await
@@ -778,7 +622,7 @@ async fn analyses_are_started_and_polled_until_final() {
 
 #[tokio::test]
 async fn polling_goes_on_after_a_5xx() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|n| match n {
             1 => json_reply(
                 502,
@@ -787,7 +631,7 @@ async fn polling_goes_on_after_a_5xx() {
             _ => json_reply(200, analysis("a-1", "DECLINED")),
         })
         .await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &quality(), Duration::from_secs(8), "req")
             .await
@@ -800,9 +644,9 @@ async fn polling_goes_on_after_a_5xx() {
 
 #[tokio::test]
 async fn verdict_is_processing_when_wait_for_result_runs_out() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "PROCESSING"))).await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let started = tokio::time::Instant::now();
         let v = c
             .check(&upload(), &quality(), Duration::from_millis(500), "req")
@@ -822,9 +666,9 @@ async fn verdict_is_processing_when_wait_for_result_runs_out() {
 
 #[tokio::test]
 async fn zero_wait_starts_analyses_but_does_not_poll() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "SUCCESS"))).await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &quality(), Duration::ZERO, "req")
             .await
@@ -838,9 +682,9 @@ async fn zero_wait_starts_analyses_but_does_not_poll() {
 
 #[tokio::test]
 async fn no_analyses_configured_starts_none() {
-    within(async {
+    within("the test body", async {
         let oz = flow_oz(|_| json_reply(200, analysis("a-1", "SUCCESS"))).await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &[], Duration::from_secs(5), "req")
             .await
@@ -854,9 +698,9 @@ async fn no_analyses_configured_starts_none() {
 
 #[tokio::test]
 async fn final_analyses_in_the_folder_answer_are_used_as_is() {
-    within(async {
+    within("the test body", async {
         // Single-request mode: the upload answer already carries the results.
-        let oz = FakeOz::start(handler(|s| {
+        let oz = backend().reply(|s| {
             if s.is("POST", "/api/folders/") {
                 json_reply(201, json!({
                     "folder_id": "f-s",
@@ -869,9 +713,9 @@ async fn final_analyses_in_the_folder_answer_are_used_as_is() {
             } else {
                 not_found(s)
             }
-        }))
+        }).start()
         .await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &quality(), Duration::from_secs(5), "req")
             .await
@@ -886,17 +730,19 @@ async fn final_analyses_in_the_folder_answer_are_used_as_is() {
 
 #[tokio::test]
 async fn unfinished_analyses_in_the_folder_answer_are_polled_not_restarted() {
-    within(async {
-        let oz = FakeOz::start(handler(|s| match (s.method.as_str(), s.path.as_str()) {
-            ("POST", "/api/folders/") => json_reply(
-                201,
-                json!({"folder_id": "f-p", "analyses": [analysis("a-7", "PROCESSING")]}),
-            ),
-            ("GET", "/api/analyses/a-7") => json_reply(200, analysis("a-7", "FAILED")),
-            _ => not_found(s),
-        }))
-        .await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend()
+            .reply(|s| match (s.method.as_str(), s.path.as_str()) {
+                ("POST", "/api/folders/") => json_reply(
+                    201,
+                    json!({"folder_id": "f-p", "analyses": [analysis("a-7", "PROCESSING")]}),
+                ),
+                ("GET", "/api/analyses/a-7") => json_reply(200, analysis("a-7", "FAILED")),
+                _ => not_found(s),
+            })
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let v = c
             .check(&upload(), &quality(), Duration::from_secs(5), "req")
             .await
@@ -909,9 +755,9 @@ async fn unfinished_analyses_in_the_folder_answer_are_polled_not_restarted() {
 }
 
 /// A stand-in that starts `n` analyses which never finish, and answers every poll PROCESSING.
-async fn never_final_oz(n: usize) -> FakeOz {
-    FakeOz::start(handler(move |s| {
-        match (s.method.as_str(), s.path.as_str()) {
+async fn never_final_oz(n: usize) -> Backend {
+    backend()
+        .reply(move |s| match (s.method.as_str(), s.path.as_str()) {
             ("POST", "/api/folders/") => folder_answer("f-n"),
             ("POST", "/api/folders/f-n/analyses/") => {
                 let all: Vec<Value> = (0..n)
@@ -923,12 +769,12 @@ async fn never_final_oz(n: usize) -> FakeOz {
                 json_reply(200, analysis(&p["/api/analyses/".len()..], "PROCESSING"))
             }
             _ => not_found(s),
-        }
-    }))
-    .await
+        })
+        .start()
+        .await
 }
 
-fn polls(oz: &FakeOz) -> usize {
+fn polls(oz: &Backend) -> usize {
     oz.seen()
         .iter()
         .filter(|s| s.method == "GET" && s.path.starts_with("/api/analyses/"))
@@ -938,9 +784,9 @@ fn polls(oz: &FakeOz) -> usize {
 #[tokio::test]
 async fn polls_per_capture_are_capped_whatever_the_wait() {
     use oz_capture_proxy::oz::{MAX_ANALYSES, MAX_POLLS};
-    within(async {
+    within("the test body", async {
         let oz = never_final_oz(MAX_ANALYSES).await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         // A wait far longer than the test may take: only the poll cap can end this check.
         let v = c
             .check(&upload(), &quality(), Duration::from_secs(3600), "req")
@@ -956,9 +802,9 @@ async fn polls_per_capture_are_capped_whatever_the_wait() {
 #[tokio::test]
 async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
     use oz_capture_proxy::oz::MAX_ANALYSES;
-    within(async {
+    within("the test body", async {
         let oz = never_final_oz(MAX_ANALYSES + 1).await;
-        let (c, registry) = client(&config(oz.url()));
+        let (c, registry) = client(&config(oz.uri()));
         let err = c
             .check(&upload(), &quality(), Duration::from_secs(5), "req")
             .await
@@ -978,12 +824,12 @@ async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
         let flood: Vec<Value> = (0..=MAX_ANALYSES)
             .map(|i| analysis(&format!("a-{i}"), "PROCESSING"))
             .collect();
-        let oz = FakeOz::start(handler(move |s| {
+        let oz = backend().reply(move |s| {
             assert!(s.is("POST", "/api/folders/"), "only the upload is expected");
             json_reply(201, json!({"folder_id": "f-f", "analyses": flood.clone()}))
-        }))
+        }).start()
         .await;
-        let (c, _) = client(&config(oz.url()));
+        let (c, _) = client(&config(oz.uri()));
         let err = c
             .check(&upload(), &quality(), Duration::from_secs(5), "req")
             .await
@@ -999,16 +845,18 @@ async fn an_answer_listing_more_analyses_than_a_capture_may_use_is_refused() {
 
 #[tokio::test]
 async fn unpollable_analysis_id_fails_at_once() {
-    within(async {
-        let oz = FakeOz::start(handler(|s| {
-            assert!(s.is("POST", "/api/folders/"), "only the upload is expected");
-            json_reply(
-                201,
-                json!({"folder_id": "f-x", "analyses": [analysis("../admin", "PROCESSING")]}),
-            )
-        }))
-        .await;
-        let (c, _) = client(&config(oz.url()));
+    within("the test body", async {
+        let oz = backend()
+            .reply(|s| {
+                assert!(s.is("POST", "/api/folders/"), "only the upload is expected");
+                json_reply(
+                    201,
+                    json!({"folder_id": "f-x", "analyses": [analysis("../admin", "PROCESSING")]}),
+                )
+            })
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let err = c
             .check(&upload(), &quality(), Duration::from_secs(5), "req")
             .await
@@ -1021,8 +869,8 @@ async fn unpollable_analysis_id_fails_at_once() {
 
 #[tokio::test]
 async fn instant_mode_posts_to_instant_folders_and_uses_the_answer() {
-    within(async {
-        let oz = FakeOz::start(handler(|s| {
+    within("the test body", async {
+        let oz = backend().reply(|s| {
             if s.is("POST", "/api/instant/folders/") {
                 json_reply(200, json!({
                     "folder_id": "i-1",
@@ -1031,9 +879,9 @@ async fn instant_mode_posts_to_instant_folders_and_uses_the_answer() {
             } else {
                 not_found(s)
             }
-        }))
+        }).start()
         .await;
-        let mut cfg = config(oz.url());
+        let mut cfg = config(oz.uri());
         cfg.api = OzApiMode::Instant;
         let (c, registry) = client(&cfg);
         let v = c
@@ -1108,14 +956,14 @@ fn test_pki(name: &str) -> TestPki {
 
 #[tokio::test]
 async fn https_works_with_a_private_ca_file() {
-    within(async {
+    within("the test body", async {
         let pki = test_pki("ok");
-        let oz = FakeOz::start_with(
-            handler(|_| folder_answer("f-tls")),
-            Some(TlsAcceptor::from(pki.server.clone())),
-        )
-        .await;
-        let mut cfg = config(oz.url());
+        let oz = backend()
+            .reply(|_| folder_answer("f-tls"))
+            .tls(TlsAcceptor::from(pki.server.clone()))
+            .start()
+            .await;
+        let mut cfg = config(oz.uri());
         cfg.ca_file = Some(pki.ca_file.clone());
         let (c, _) = client(&cfg);
         let up = upload();
@@ -1133,14 +981,14 @@ async fn https_works_with_a_private_ca_file() {
 
 #[tokio::test]
 async fn https_without_the_ca_file_is_refused() {
-    within(async {
+    within("the test body", async {
         let pki = test_pki("refused");
-        let oz = FakeOz::start_with(
-            handler(|_| folder_answer("f-tls")),
-            Some(TlsAcceptor::from(pki.server.clone())),
-        )
-        .await;
-        let (c, _) = client(&config(oz.url()));
+        let oz = backend()
+            .reply(|_| folder_answer("f-tls"))
+            .tls(TlsAcceptor::from(pki.server.clone()))
+            .start()
+            .await;
+        let (c, _) = client(&config(oz.uri()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
         match err {
             Error::Unreachable { reason, .. } => {

@@ -1,57 +1,33 @@
-//! Black-box tests of the simulated Oz API: each test starts `serve` on 127.0.0.1:0, talks
-//! real HTTP to it (raw HTTP/1.1 over a `TcpStream`, one h2c test through hyper's client),
-//! and stops it. Every wait is under a timeout, only there to turn a hang into a failure.
+//! Black-box tests of the simulated Oz API: each test starts `serve` on 127.0.0.1:0
+//! ([`support::sim::Sim`]), talks real HTTP to it (raw HTTP/1.1 over [`RawConn`], one h2c test
+//! through hyper's client), and stops it. Every wait is under `support::within`, only there to
+//! turn a hang into a failure.
+
+mod support;
 
 use std::io::{Cursor, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use oz_capture_proxy::oz_sim::{serve, Endpoint, OzSim, SimConfig, Verdict};
+use oz_capture_proxy::oz_sim::{Endpoint, SimConfig, Verdict};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use support::raw::RawConn;
+use support::sim::Sim;
+use support::within;
+use tokio::net::TcpStream;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-const WAIT: Duration = Duration::from_secs(10);
 const EMAIL: &str = "tester@example.com";
 const PASSWORD: &str = "correct horse";
 const BOUNDARY: &str = "test-boundary-7MA4YWxkTrZu0gW";
 
 // === harness ===
 
-/// A simulator serving on an ephemeral port.
-struct Running {
-    addr: SocketAddr,
-    sim: OzSim,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
 fn config() -> SimConfig {
     SimConfig {
         email: EMAIL.into(),
         password: PASSWORD.into(),
         ..SimConfig::default()
-    }
-}
-
-async fn start(cfg: SimConfig) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let sim = OzSim::new(cfg);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, sim.clone(), async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        sim,
-        stop,
-        task,
     }
 }
 
@@ -93,29 +69,13 @@ impl Reply {
     }
 }
 
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(WAIT, self.task)
-            .await
-            .expect("server stops in time")
-            .expect("server task did not panic")
-            .expect("serve returns Ok");
-    }
-
+/// Requests to the simulator, as the proxy makes them.
+impl Sim {
     /// Sends raw request bytes on a fresh connection and reads the whole answer.
     async fn raw(&self, request: &[u8]) -> Reply {
-        let addr = self.addr;
-        let request = request.to_vec();
-        timeout(WAIT, async move {
-            let mut stream = TcpStream::connect(addr).await.expect("connect");
-            stream.write_all(&request).await.expect("write request");
-            let mut buf = Vec::new();
-            stream.read_to_end(&mut buf).await.expect("read answer");
-            parse_reply(&buf)
-        })
-        .await
-        .expect("answer in time")
+        let mut conn = RawConn::connect(self.addr).await;
+        conn.send(request).await;
+        parse_reply(&conn.read_to_end().await)
     }
 
     /// Sends a request with a `Content-Length` (always, as the proxy promises one).
@@ -290,7 +250,7 @@ fn capture_body(n: usize) -> Vec<u8> {
     ])
 }
 
-async fn create_folder(s: &Running, token: &str) -> Value {
+async fn create_folder(s: &Sim, token: &str) -> Value {
     let r = s
         .upload("/api/folders/", token, &form_type(), &capture_body(2))
         .await;
@@ -302,7 +262,7 @@ async fn create_folder(s: &Running, token: &str) -> Value {
 
 #[tokio::test]
 async fn login_with_right_credentials_gives_hex_token_pair() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     // Without the trailing slash too: the docs disagree on it (oz-api.md §8.1).
     for path in ["/api/authorize/auth/", "/api/authorize/auth"] {
         let r = s
@@ -334,7 +294,7 @@ async fn login_with_right_credentials_gives_hex_token_pair() {
 
 #[tokio::test]
 async fn login_with_wrong_password_gets_401_oz_error() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let r = s
         .post_json(
             "/api/authorize/auth/",
@@ -352,7 +312,7 @@ async fn login_with_wrong_password_gets_401_oz_error() {
 
 #[tokio::test]
 async fn token_missing_unknown_expired_get_codes_6_7_8() {
-    let s = start(SimConfig {
+    let s = Sim::start(SimConfig {
         token: Some("static-service-token".into()),
         ..config()
     })
@@ -376,7 +336,7 @@ async fn token_missing_unknown_expired_get_codes_6_7_8() {
 
 #[tokio::test]
 async fn token_from_zero_ttl_login_is_expired_at_once() {
-    let s = start(SimConfig {
+    let s = Sim::start(SimConfig {
         token_ttl: Duration::ZERO,
         ..config()
     })
@@ -388,7 +348,7 @@ async fn token_from_zero_ttl_login_is_expired_at_once() {
 
 #[tokio::test]
 async fn refresh_gives_a_new_pair_even_after_expiry() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let r = s
         .post_json(
             "/api/authorize/auth",
@@ -439,7 +399,7 @@ async fn refresh_gives_a_new_pair_even_after_expiry() {
 
 #[tokio::test]
 async fn valid_upload_is_recorded_with_zip_entries_and_payload() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let body = capture_body(3);
     let r = s.upload("/api/folders/", &token, &form_type(), &body).await;
@@ -488,7 +448,7 @@ async fn valid_upload_is_recorded_with_zip_entries_and_payload() {
 
 #[tokio::test]
 async fn upload_without_content_length_gets_411_and_is_recorded_as_chunked() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let body = capture_body(1);
     let mut req = format!(
@@ -513,7 +473,7 @@ async fn upload_without_content_length_gets_411_and_is_recorded_as_chunked() {
 
 #[tokio::test]
 async fn payload_that_is_not_json_gets_400_code_3() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let zip = zip_of(&frames(1));
     let body = form(&[
@@ -534,7 +494,7 @@ async fn payload_that_is_not_json_gets_400_code_3() {
 
 #[tokio::test]
 async fn tags_naming_a_missing_part_get_400_code_4() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let zip = zip_of(&frames(1));
     let mut p = payload("video1");
@@ -557,7 +517,7 @@ async fn tags_naming_a_missing_part_get_400_code_4() {
 
 #[tokio::test]
 async fn sdk_action_used_as_tag_is_refused_with_a_hint() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let zip = zip_of(&frames(1));
     let p = json!({"media:tags": {"video1": ["video_selfie", "video_selfie_best", "orientation_portrait"]}})
@@ -576,7 +536,7 @@ async fn sdk_action_used_as_tag_is_refused_with_a_hint() {
 
 #[tokio::test]
 async fn corrupt_or_empty_zip_gets_400() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let p = payload("video1").to_string();
     let mut zip = zip_of(&frames(2));
@@ -619,7 +579,7 @@ async fn corrupt_or_empty_zip_gets_400() {
 
 #[tokio::test]
 async fn malformed_multipart_gets_400_code_3() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let mut body = capture_body(1);
     // Drop the close delimiter, as a writer that forgets to finish would.
@@ -644,7 +604,7 @@ async fn malformed_multipart_gets_400_code_3() {
 
 #[tokio::test]
 async fn container_upload_is_stored_unchanged() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let blob = b"\x00OZCAPSULA-opaque-bytes\xff".to_vec();
     let r = s
@@ -666,7 +626,7 @@ async fn container_upload_is_stored_unchanged() {
 
 // === analyses and polling (oz-api.md §3) ===
 
-async fn start_quality(s: &Running, token: &str, folder_id: &str) -> String {
+async fn start_quality(s: &Sim, token: &str, folder_id: &str) -> String {
     let r = s
         .post_json(
             &format!("/api/folders/{folder_id}/analyses/"),
@@ -687,7 +647,7 @@ async fn start_quality(s: &Running, token: &str, folder_id: &str) -> String {
 
 #[tokio::test]
 async fn analysis_polls_processing_then_finishes_with_configured_verdict() {
-    let s = start(SimConfig {
+    let s = Sim::start(SimConfig {
         polls_until_final: 2,
         ..config()
     })
@@ -723,7 +683,7 @@ async fn analysis_polls_processing_then_finishes_with_configured_verdict() {
 
 #[tokio::test]
 async fn declined_verdict_set_over_http_reaches_new_analyses() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let r = s
         .post_json(
@@ -748,7 +708,7 @@ async fn declined_verdict_set_over_http_reaches_new_analyses() {
 
 #[tokio::test]
 async fn failed_verdict_ends_in_state_failed() {
-    let s = start(SimConfig {
+    let s = Sim::start(SimConfig {
         polls_until_final: 0,
         verdict: Verdict::Failed,
         ..config()
@@ -770,7 +730,7 @@ async fn failed_verdict_ends_in_state_failed() {
 
 #[tokio::test]
 async fn unknown_folder_and_unknown_type_are_refused() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     s.post_json(
         "/api/folders/00000000-0000-0000-0000-000000000000/analyses/",
@@ -797,7 +757,7 @@ async fn unknown_folder_and_unknown_type_are_refused() {
 
 #[tokio::test]
 async fn single_request_mode_answers_with_finished_analyses() {
-    let s = start(SimConfig {
+    let s = Sim::start(SimConfig {
         single_request: true,
         verdict: Verdict::Declined,
         ..config()
@@ -813,7 +773,7 @@ async fn single_request_mode_answers_with_finished_analyses() {
 
 #[tokio::test]
 async fn instant_endpoint_answers_at_once_and_stores_nothing() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let r = s
         .upload(
@@ -842,7 +802,7 @@ async fn instant_endpoint_answers_at_once_and_stores_nothing() {
 
 #[tokio::test]
 async fn fail_next_answers_503_once_then_succeeds() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     s.sim.fail_next(Endpoint::Folders, 503, 1);
     let m = s
@@ -869,7 +829,7 @@ async fn fail_next_answers_503_once_then_succeeds() {
 
 #[tokio::test]
 async fn faults_json_expires_tokens_and_fails_calls() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let r = s
         .post_json(
@@ -918,7 +878,7 @@ async fn faults_json_expires_tokens_and_fails_calls() {
 
 #[tokio::test]
 async fn faults_json_floods_with_unfinished_analyses_and_sends_any_error_code() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let r = s
         .post_json(
@@ -973,7 +933,7 @@ async fn faults_json_floods_with_unfinished_analyses_and_sends_any_error_code() 
 
 #[tokio::test]
 async fn injected_latency_delays_the_answer_at_least_that_long() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let latency = Duration::from_millis(150);
     s.sim.set_latency(Endpoint::GetAnalysis, latency);
@@ -990,7 +950,7 @@ async fn injected_latency_delays_the_answer_at_least_that_long() {
 
 #[tokio::test]
 async fn sim_uploads_summary_never_shows_additional_info_or_frames() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     create_folder(&s, &token).await;
     let r = s.send("GET", "/_sim/uploads", &[], b"").await;
@@ -1021,7 +981,7 @@ async fn sim_uploads_summary_never_shows_additional_info_or_frames() {
 
 #[tokio::test]
 async fn wrong_method_gets_405_with_allow() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let r = s.get("/api/folders/", &token).await;
     r.oz_error(405, 1);
@@ -1035,9 +995,9 @@ async fn h2c_prior_knowledge_is_served() {
     use hyper::body::Bytes;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.sim.issue_token();
-    let body = timeout(WAIT, async {
+    let body = within("the h2c exchange", async {
         let stream = TcpStream::connect(s.addr).await.expect("connect");
         let (mut sender, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -1056,8 +1016,7 @@ async fn h2c_prior_knowledge_is_served() {
         let _ = conn.await;
         body
     })
-    .await
-    .expect("h2c exchange in time");
+    .await;
     let j: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(j["error_code"], 10);
     s.stop().await;
@@ -1065,16 +1024,15 @@ async fn h2c_prior_knowledge_is_served() {
 
 #[tokio::test]
 async fn wait_for_uploads_wakes_on_arrival() {
-    let s = start(config()).await;
+    let s = Sim::start(config()).await;
     let token = s.login().await;
     let waiter = {
         let sim = s.sim.clone();
         tokio::spawn(async move { sim.wait_for_uploads(1).await })
     };
     create_folder(&s, &token).await;
-    timeout(WAIT, waiter)
+    within("the upload waiter to wake", waiter)
         .await
-        .expect("woken in time")
         .expect("waiter did not panic");
     s.stop().await;
 }

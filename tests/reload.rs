@@ -1,49 +1,31 @@
 //! Config reload: a good change is applied, a bad one refused, and traffic never stops; a file
-//! that would drop or weaken a capture route is refused too. Harness for the capture cases:
-//! `capture_support` (the real proxy, the Oz simulator and a recording backend).
+//! that would drop or weaken a capture route is refused too. Harness: `support` (the proxy
+//! started from a config file it polls, the Oz simulator and the recording backend).
 
-mod capture_support;
+mod support;
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use oz_capture_proxy::config::Config;
-use oz_capture_proxy::reload::ConfigSource;
-use oz_capture_proxy::server;
-use tokio::net::TcpListener;
+use support::backend::{backend, Backend, Reply};
+use support::bin::TempDir;
+use support::client::{self, full, HttpClient};
+use support::proxy::{start_from_file, Proxy};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A backend that answers 200 "backend" to everything.
-async fn start_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"backend"))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+async fn start_backend() -> Backend {
+    backend()
+        .reply(|_| Reply::status(StatusCode::OK).body(Bytes::from_static(b"backend")))
+        .start()
+        .await
 }
 
 fn config_text(backend: std::net::SocketAddr, routes: &[&str]) -> String {
@@ -59,64 +41,43 @@ fn config_text(backend: std::net::SocketAddr, routes: &[&str]) -> String {
     s
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("oz-reload-{}-{name}.yaml", std::process::id()))
-}
-
 /// POSTs text to `path`; returns the status.
-async fn post(client: &Client<HttpConnector, Full<Bytes>>, base: &str, path: &str) -> u16 {
+async fn post(client: &HttpClient, base: &str, path: &str) -> u16 {
     let req = Request::post(format!("{base}{path}"))
         .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from_static(b"hello")))
+        .body(full(Bytes::from_static(b"hello")))
         .unwrap();
-    let rsp = tokio::time::timeout(LIMIT, client.request(req))
-        .await
-        .unwrap()
-        .unwrap();
+    let rsp = client::send(client, req).await;
     let status = rsp.status().as_u16();
     let _ = rsp.into_body().collect().await;
     status
 }
 
-async fn metric(admin: std::net::SocketAddr, needle: &str) -> bool {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let rsp = client
-        .get(format!("http://{admin}/metrics").parse().unwrap())
-        .await
-        .unwrap();
-    let text = rsp.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&text).contains(needle)
+/// Whether the proxy's metrics text contains `needle`.
+async fn metric(proxy: &Proxy, needle: &str) -> bool {
+    proxy.metrics().await.contains(needle)
 }
 
-/// Waits (bounded) until the metrics text contains `needle`.
-async fn wait_for_metric(admin: std::net::SocketAddr, needle: &str) {
-    tokio::time::timeout(LIMIT, async {
-        while !metric(admin, needle).await {
+/// Waits (bounded) until the reload counter `result` exceeds `above`. Polls `/metrics`: the
+/// reload poll gives no other signal a test could wait on.
+async fn wait_reloads(proxy: &Proxy, result: &str, above: f64) {
+    let series = format!("oz_proxy_config_reloads_total{{result=\"{result}\"}}");
+    support::within_for(LIMIT, &format!("a reload counted as {result}"), async {
+        while proxy.metric(&series).await <= above {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("metric `{needle}` never appeared"));
 }
 
 #[tokio::test]
 async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
     let backend = start_backend().await;
-    let path = temp_path("good-bad");
-    std::fs::write(&path, config_text(backend, &["/a"])).unwrap();
-    let env = Default::default();
-    let config = Config::load(&path, &env).unwrap();
-    let proxy = server::start(
-        config,
-        Some(ConfigSource {
-            path: path.clone(),
-            env,
-        }),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", proxy.traffic_addr);
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let dir = TempDir::new("reload-good-bad");
+    let path = dir.write("config.yaml", config_text(backend.addr, &["/a"]));
+    let proxy = start_from_file(&path).await;
+    let base = proxy.url("");
+    let client = client::http1();
 
     // Traffic on a kept-alive pool runs all along; every answer must come from the backend.
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,12 +110,8 @@ async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
     assert_eq!(post(&client, &base, "/a").await, 415);
 
     // A good change: /b becomes a capture route (and refuses text with 415).
-    std::fs::write(&path, config_text(backend, &["/a", "/b"])).unwrap();
-    wait_for_metric(
-        proxy.admin_addr,
-        r#"oz_proxy_config_reloads_total{result="applied"} 1"#,
-    )
-    .await;
+    std::fs::write(&path, config_text(backend.addr, &["/a", "/b"])).unwrap();
+    wait_reloads(&proxy, "applied", 0.0).await;
     assert_eq!(post(&client, &base, "/b").await, 415);
 
     // A bad change: refused, counted, and the previous routes stay.
@@ -163,23 +120,21 @@ async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
         "backend:\n  url: \"http://x\"\ncapture:\n  nonsense: 1\n",
     )
     .unwrap();
-    wait_for_metric(
-        proxy.admin_addr,
-        r#"oz_proxy_config_reloads_total{result="rejected"} 1"#,
-    )
-    .await;
+    wait_reloads(&proxy, "rejected", 0.0).await;
     assert_eq!(post(&client, &base, "/b").await, 415);
     assert_eq!(post(&client, &base, "/a").await, 415);
     assert!(
         metric(
-            proxy.admin_addr,
+            &proxy,
             r#"oz_proxy_config_reloads_total{result="applied"} 1"#
         )
         .await
     );
 
     stop.store(true, Ordering::Relaxed);
-    tokio::time::timeout(LIMIT, traffic).await.unwrap().unwrap();
+    support::within_for(LIMIT, "the background traffic to stop", traffic)
+        .await
+        .unwrap();
     assert!(ok.load(Ordering::Relaxed) > 0, "no background traffic ran");
     assert_eq!(
         failed.load(Ordering::Relaxed),
@@ -188,25 +143,18 @@ async fn reload_applies_good_config_refuses_bad_one_and_keeps_serving() {
     );
 
     proxy.shutdown();
-    tokio::time::timeout(LIMIT, proxy.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
+    proxy.wait_for(LIMIT).await.unwrap();
 }
 
 /// A capture through `base` on `path`; returns the status.
-async fn capture(client: &Client<HttpConnector, Full<Bytes>>, base: &str, path: &str) -> u16 {
+async fn capture(client: &HttpClient, base: &str, path: &str) -> u16 {
     let body =
         oz_capture_proxy::capture::testdata::sample_capture_json(2, false, "video_selfie_blank");
     let req = Request::post(format!("{base}{path}"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .unwrap();
-    let rsp = tokio::time::timeout(LIMIT, client.request(req))
-        .await
-        .unwrap()
-        .unwrap();
+    let rsp = client::send(client, req).await;
     let status = rsp.status().as_u16();
     let _ = rsp.into_body().collect().await;
     status
@@ -214,39 +162,30 @@ async fn capture(client: &Client<HttpConnector, Full<Bytes>>, base: &str, path: 
 
 #[tokio::test]
 async fn reload_that_leaves_oz_settings_alone_keeps_the_login_token() {
-    use oz_capture_proxy::oz_sim::{self, OzSim, SimConfig};
-    let sim = OzSim::new(SimConfig {
+    use oz_capture_proxy::oz_sim::{self, SimConfig};
+    let running_sim = support::sim::Sim::start(SimConfig {
         polls_until_final: 0,
         ..SimConfig::default()
-    });
-    let oz_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let oz_addr = oz_listener.local_addr().unwrap();
-    let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(oz_sim::serve(oz_listener, sim.clone(), async move {
-        let _ = sim_stopped.await;
-    }));
+    })
+    .await;
+    let (sim, oz_addr) = (&running_sim.sim, running_sim.addr);
     let backend = start_backend().await;
+    let backend_addr = backend.addr;
     let text = |routes: &str| {
         format!(
-            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{backend}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\noz:\n  url: \"http://{oz_addr}\"\n  auth:\n    email: \"{}\"\n    password: \"{}\"\ncapture:\n  wait_for_result: \"5s\"\n  routes:\n{routes}",
+            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{backend_addr}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\noz:\n  url: \"http://{oz_addr}\"\n  auth:\n    email: \"{}\"\n    password: \"{}\"\ncapture:\n  wait_for_result: \"5s\"\n  routes:\n{routes}",
             oz_sim::DEFAULT_EMAIL,
             oz_sim::DEFAULT_PASSWORD
         )
     };
-    let path = temp_path("keep-token");
-    std::fs::write(&path, text("    - path: /a\n      on_result: respond\n")).unwrap();
-    let env = Default::default();
-    let proxy = server::start(
-        Config::load(&path, &env).unwrap(),
-        Some(ConfigSource {
-            path: path.clone(),
-            env,
-        }),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", proxy.traffic_addr);
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let dir = TempDir::new("reload-keep-token");
+    let path = dir.write(
+        "config.yaml",
+        text("    - path: /a\n      on_result: respond\n"),
+    );
+    let proxy = start_from_file(&path).await;
+    let base = proxy.url("");
+    let client = client::http1();
     let logins = || {
         sim.calls()
             .iter()
@@ -265,142 +204,56 @@ async fn reload_that_leaves_oz_settings_alone_keeps_the_login_token() {
         ),
     )
     .unwrap();
-    wait_for_metric(
-        proxy.admin_addr,
-        r#"oz_proxy_config_reloads_total{result="applied"} 1"#,
-    )
-    .await;
+    wait_reloads(&proxy, "applied", 0.0).await;
     assert_eq!(capture(&client, &base, "/b").await, 200);
     assert_eq!(logins(), 1, "a reload that left `oz` alone logged in again");
 
     proxy.shutdown();
-    tokio::time::timeout(LIMIT, proxy.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let _ = stop_sim.send(());
-    let _ = std::fs::remove_file(&path);
+    proxy.wait_for(LIMIT).await.unwrap();
+    running_sim.stop().await;
 }
 
 // === capture routes across reloads ===
 
-use capture_support as cs;
 use oz_capture_proxy::capture::testdata::sample_capture_json;
+use support::stack::{self as cs, Stack};
 
-/// The simulator, a recording backend, and the proxy started from a config file it polls.
-struct ReloadStack {
-    sim: cs::Sim,
-    backend: cs::Backend,
-    proxy: server::Running,
-    client: cs::Client,
-    path: PathBuf,
-}
-
-impl ReloadStack {
-    /// `body` holds the `oz:` and `capture:` sections (`{oz}`, `{backend}` replaced); the
-    /// listeners, a 20 ms reload poll and no drain delay come first.
-    async fn start(name: &str, sim: oz_capture_proxy::oz_sim::SimConfig, body: &str) -> Self {
-        let sim = cs::Sim::start(sim).await;
-        let backend = cs::Backend::start().await;
-        let path = temp_path(name);
-        let stack_text = Self::text(&sim, &backend, body);
-        std::fs::write(&path, &stack_text).unwrap();
-        let env = Default::default();
-        let proxy = server::start(
-            Config::load(&path, &env).unwrap(),
-            Some(ConfigSource {
-                path: path.clone(),
-                env,
-            }),
-        )
-        .await
-        .unwrap();
-        let client = cs::Client::new(proxy.traffic_addr, false);
-        ReloadStack {
-            sim,
-            backend,
-            proxy,
-            client,
-            path,
-        }
-    }
-
-    fn text(sim: &cs::Sim, backend: &cs::Backend, body: &str) -> String {
-        format!(
-            "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:0\"\nbackend:\n  url: \"http://{{backend}}\"\nreload:\n  interval: \"20ms\"\nshutdown:\n  drain_delay: \"0s\"\n{body}"
-        )
-        .replace("{oz}", &sim.addr.to_string())
-        .replace("{backend}", &backend.addr.to_string())
-    }
-
-    /// The full config text for `body`, as `start` wrote it.
-    fn config(&self, body: &str) -> String {
-        Self::text(&self.sim, &self.backend, body)
-    }
-
-    /// Rewrites the config file in place, as `cat > file` would.
-    fn rewrite(&self, text: &str) {
-        std::fs::write(&self.path, text).unwrap();
-    }
-
+/// What the capture cases do with a stack started from its config file.
+impl Stack {
     async fn capture(&self, path: &str) -> cs::Reply {
-        self.client
-            .post(path, sample_capture_json(2, false, "video_selfie_blank"))
+        self.post(path, sample_capture_json(2, false, "video_selfie_blank"))
             .await
     }
 
     /// The value of `oz_proxy_config_reloads_total{result}`.
     async fn reloads(&self, result: &str) -> f64 {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let rsp = client
-            .get(
-                format!("http://{}/metrics", self.proxy.admin_addr)
-                    .parse()
-                    .unwrap(),
-            )
+        self.proxy
+            .metric(&format!(
+                "oz_proxy_config_reloads_total{{result=\"{result}\"}}"
+            ))
             .await
-            .unwrap();
-        let text = rsp.into_body().collect().await.unwrap().to_bytes();
-        let series = format!("oz_proxy_config_reloads_total{{result=\"{result}\"}} ");
-        String::from_utf8_lossy(&text)
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
     /// Waits until the reload counter `result` exceeds `above`.
     async fn wait_reloads(&self, result: &str, above: f64) {
-        cs::within(&format!("a reload counted as {result}"), async {
-            while self.reloads(result).await <= above {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-    }
-
-    async fn stop(self) {
-        self.proxy.shutdown();
-        cs::within("proxy stop", self.proxy.wait()).await.unwrap();
-        self.sim.stop().await;
-        self.backend.stop().await;
-        let _ = std::fs::remove_file(&self.path);
+        wait_reloads(&self.proxy, result, above).await
     }
 }
 
 /// The backend's last request carried a verdict from Oz.
-fn assert_checked(stack: &ReloadStack, backend_requests: usize, uploads: usize) {
+fn assert_checked(stack: &Stack, backend_requests: usize, uploads: usize) {
     let seen = stack.backend.seen();
     assert_eq!(seen.len(), backend_requests);
     let last = seen.last().unwrap();
-    assert_eq!(last.header("x-oz-resolution"), Some("SUCCESS"));
-    assert!(last.header("x-oz-folder-id").is_some());
+    assert_eq!(last.get("x-oz-resolution"), Some("SUCCESS"));
+    assert!(last.get("x-oz-folder-id").is_some());
     assert_eq!(stack.sim.sim.accepted_uploads().len(), uploads);
 }
 
 #[tokio::test]
 async fn a_file_cut_before_its_capture_routes_is_refused_and_captures_stay_checked() {
     let body = format!("{}{}", cs::oz_token(""), cs::forward_route(""));
-    let stack = ReloadStack::start("cut", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
     let full = stack.config(&body);
 
     stack.capture(cs::CAPTURE).await.assert_from_backend();
@@ -439,7 +292,7 @@ async fn a_reload_that_weakens_a_capture_route_is_refused() {
         cs::oz_token(""),
         cs::CAPTURE
     );
-    let stack = ReloadStack::start("weaken", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
 
     // on_oz_error: forward lets a capture Oz never checked reach the backend.
     let weaker = format!("{body}      on_oz_error: forward\n");
@@ -484,7 +337,7 @@ async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
         token_file.display(),
         cs::forward_route("")
     );
-    let stack = ReloadStack::start("token-file", sim, &body).await;
+    let stack = Stack::start_from_file(sim, &body).await;
     stack.capture(cs::CAPTURE).await.assert_from_backend();
 
     // A half-written config file is refused and stays on disk...
@@ -501,7 +354,7 @@ async fn a_rotated_token_file_is_used_without_touching_the_config_file() {
     // The config in force (with its route) now runs with the new token.
     stack.capture(cs::CAPTURE).await.assert_from_backend();
     assert_checked(&stack, 2, 2);
-    assert_eq!(std::fs::read_to_string(&stack.path).unwrap(), cut);
+    assert_eq!(std::fs::read_to_string(stack.config_path()).unwrap(), cut);
     assert_eq!(stack.reloads("rejected").await, 1.0);
 
     stack.stop().await;
@@ -517,7 +370,7 @@ async fn a_rotated_password_file_drops_the_session_and_logs_in_again() {
         password_file.display(),
         cs::forward_route("")
     );
-    let stack = ReloadStack::start("password-file", cs::sim_config(), &body).await;
+    let stack = Stack::start_from_file(cs::sim_config(), &body).await;
     let logins = || {
         stack
             .sim

@@ -3,12 +3,15 @@
 //! Settings are dotted keys (`backend.timeout`) rendered into a YAML document and loaded with
 //! `Config::from_yaml`, the loader `main` uses, so every test also exercises the config path.
 //! The defaults keep tests quick: no reload polling, no drain delay, a short drain deadline.
+//! [`start_from_file`] starts one from a config file instead, reloading it as `main` does.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use oz_capture_proxy::config::Config;
+use oz_capture_proxy::reload::ConfigSource;
 use oz_capture_proxy::server::{self, Running};
 
 use super::{within, within_for};
@@ -65,6 +68,28 @@ impl ProxyBuilder {
         let running = within("the proxy to start", server::start(config, None))
             .await
             .expect("the proxy starts");
+        Proxy::from(running)
+    }
+}
+
+/// Starts the proxy from the config file at `path`, with that file as its reload source (polled
+/// every `reload.interval` the file sets), as `main --config FILE` does.
+pub async fn start_from_file(path: &Path) -> Proxy {
+    let env = BTreeMap::new();
+    let config = Config::load(path, &env)
+        .unwrap_or_else(|e| panic!("test config {} refused: {e}", path.display()));
+    let source = ConfigSource {
+        path: path.to_owned(),
+        env,
+    };
+    let running = within("the proxy to start", server::start(config, Some(source)))
+        .await
+        .expect("the proxy starts");
+    Proxy::from(running)
+}
+
+impl From<Running> for Proxy {
+    fn from(running: Running) -> Self {
         Proxy {
             traffic: running.traffic_addr,
             admin: running.admin_addr,

@@ -339,6 +339,9 @@ pub fn dechunk_with_trailers(wire: &[u8]) -> (Vec<u8>, Vec<String>) {
 pub struct RawResponse {
     /// The head bytes, status line to the empty line inclusive.
     pub head: String,
+    /// Every status line in order: interim `1xx` ones (only from [`RawConn::read_reply`]) and
+    /// then this response's own.
+    pub status_lines: Vec<String>,
     pub status: u16,
     /// How the body was delimited.
     pub framing: Framing,
@@ -366,6 +369,71 @@ impl RawResponse {
     pub fn has_header(&self, name: &str) -> bool {
         !self.header_values(name).is_empty()
     }
+
+    /// The first value of `name` (case-insensitive), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).into_iter().next()
+    }
+
+    /// The body as JSON; panics with the body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Splits a response head into its status line, status code and `(name, value)` header pairs.
+pub fn parse_head(head: &str) -> (String, u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n").take_while(|l| !l.is_empty());
+    let status_line = lines.next().expect("status line").to_owned();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    (status_line, status, headers)
+}
+
+/// A request head for `method target` with `Host` and the given header lines.
+pub fn raw_head(method: &str, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: proxy.test\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+/// A complete request with a `Content-Length` body, closing the connection after it.
+pub fn raw_request(method: &str, target: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let len = body.len().to_string();
+    let mut req = raw_head(
+        method,
+        target,
+        &[
+            ("Content-Type", content_type),
+            ("Content-Length", &len),
+            ("Connection", "close"),
+        ],
+    );
+    req.extend_from_slice(body);
+    req
+}
+
+/// Sends `request` on a fresh connection to `addr`, then reads one final answer (after any
+/// interim `1xx`; see [`RawConn::read_reply`]).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut conn = RawConn::connect(addr).await;
+    conn.send(request).await;
+    conn.read_reply().await
 }
 
 /// A client connection that speaks bytes.
@@ -439,11 +507,33 @@ impl RawConn {
             (wire, Vec::new())
         };
         RawResponse {
+            status_lines: vec![head.split("\r\n").next().unwrap_or_default().to_owned()],
             head,
             status,
             framing,
             body,
             trailers,
+        }
+    }
+
+    /// Reads one final response, recording and skipping interim `1xx` ones (`Expect:
+    /// 100-continue`). The body must be framed by `Content-Length`, as every answer of the proxy
+    /// itself and of the recording backend is.
+    pub async fn read_reply(&mut self) -> RawResponse {
+        let mut status_lines = Vec::new();
+        loop {
+            let mut rsp = self.read_response(false).await;
+            status_lines.append(&mut rsp.status_lines);
+            if (100..200).contains(&rsp.status) {
+                continue;
+            }
+            assert!(
+                matches!(rsp.framing, Framing::Length(_)),
+                "the answer is framed with Content-Length: {}",
+                rsp.head
+            );
+            rsp.status_lines = status_lines;
+            return rsp;
         }
     }
 
