@@ -34,7 +34,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -290,7 +289,7 @@ async fn handle(
                 upgraded = on_upgrade => {
                     if let Ok(upgraded) = upgraded {
                         tokio::select! {
-                            _ = ws_echo(TokioIo::new(upgraded)) => {}
+                            _ = ws::echo(TokioIo::new(upgraded)) => {}
                             _ = stop.cancelled() => {}
                         }
                     }
@@ -388,26 +387,6 @@ async fn handle(
             rsp
         }
         _ => text(StatusCode::NOT_FOUND, "not a soak path\n"),
-    }
-}
-
-/// Echoes WebSocket frames the way a server does (unmasked, same opcode and payload) until a
-/// close frame, as `tests/support/backend.rs` does.
-async fn ws_echo<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: T) {
-    loop {
-        let Ok(frame) = ws::read_frame(&mut io).await else {
-            return;
-        };
-        let out = ws::encode(frame.opcode, &frame.payload, None);
-        if io.write_all(&out).await.is_err() {
-            return;
-        }
-        if frame.opcode == ws::CLOSE {
-            let _ = io.shutdown().await;
-            let mut sink = [0u8; 64];
-            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-            return;
-        }
     }
 }
 

@@ -38,7 +38,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -482,7 +481,7 @@ async fn handle(mut req: Request<Incoming>, shared: Arc<Shared>) -> Response<Rep
     if let Some(AfterUpgrade::WebSocketEcho) = reply.upgrade {
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
-                ws_echo(TokioIo::new(upgraded)).await;
+                ws::echo(TokioIo::new(upgraded)).await;
             }
         });
     }
@@ -512,26 +511,6 @@ impl Future for CatchUnwind {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(reply)) => Poll::Ready(Ok(reply)),
             Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// Echoes WebSocket frames the way a server does: unmasked, same opcode and payload.
-async fn ws_echo<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: T) {
-    loop {
-        let Ok(frame) = ws::read_frame(&mut io).await else {
-            return;
-        };
-        let out = ws::encode(frame.opcode, &frame.payload, None);
-        if io.write_all(&out).await.is_err() {
-            return;
-        }
-        if frame.opcode == ws::CLOSE {
-            let _ = io.shutdown().await;
-            // Drain until the client closes too.
-            let mut sink = [0u8; 64];
-            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-            return;
         }
     }
 }

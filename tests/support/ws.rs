@@ -4,7 +4,7 @@
 //! WebSocket traffic, so the test exercises exactly what a browser and a server would exchange.
 
 use base64::Engine as _;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const TEXT: u8 = 0x1;
 pub const CLOSE: u8 = 0x8;
@@ -134,4 +134,25 @@ fn sha1(data: &[u8]) -> [u8; 20] {
         out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
     }
     out
+}
+
+/// Echoes WebSocket frames the way a server does (unmasked, same opcode and payload) until a
+/// close frame, which it answers and then drains until the client closes too. The tests' backend
+/// and the soak's both echo with it.
+pub async fn echo<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
+    loop {
+        let Ok(frame) = read_frame(&mut io).await else {
+            return;
+        };
+        let out = encode(frame.opcode, &frame.payload, None);
+        if io.write_all(&out).await.is_err() {
+            return;
+        }
+        if frame.opcode == CLOSE {
+            let _ = io.shutdown().await;
+            let mut sink = [0u8; 64];
+            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+            return;
+        }
+    }
 }
