@@ -99,15 +99,23 @@ impl ConfigSource {
     }
 }
 
-/// Builds the swappable part of the proxy from `config`.
+/// The capture routes of `config`, compiled for dispatch: the one place where routes that
+/// normalize to the same path are refused. The proxy's start, every reload and `check` go
+/// through it.
+pub fn compile_routes(config: &Config) -> Result<RouteTable, crate::config::Error> {
+    RouteTable::new(config.capture.effective_routes(), &config.capture)
+}
+
+/// Builds the swappable part of the proxy from `config` and its `routes` (see
+/// [`compile_routes`]).
 pub fn build_live(
     config: &Config,
+    routes: RouteTable,
     passthrough: &Passthrough,
     metrics: &Metrics,
     previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
-    let routes = config.capture.effective_routes();
-    let capture = if routes.is_empty() {
+    let capture = if config.capture.routes.is_empty() {
         None
     } else {
         Some(CaptureService::new(
@@ -117,10 +125,7 @@ pub fn build_live(
             previous.and_then(|p| p.capture.as_ref()),
         )?)
     };
-    Ok(Live {
-        routes: RouteTable::new(routes, &config.capture),
-        capture,
-    })
+    Ok(Live { routes, capture })
 }
 
 /// Polls `source`, and the Oz secret files the config in force names, until `stop` is
@@ -211,9 +216,10 @@ impl Reloader<'_> {
                 path: self.source.path.clone(),
                 reason: "not valid UTF-8".into(),
             })
-            .and_then(|text| Config::from_yaml(text, &self.source.env));
-        let new = match loaded {
-            Ok(new) => new,
+            .and_then(|text| Config::from_yaml(text, &self.source.env))
+            .and_then(|new| Ok((compile_routes(&new)?, new)));
+        let (routes, new) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 refused(&e);
                 return None;
@@ -232,6 +238,7 @@ impl Reloader<'_> {
         }
         match build_live(
             &new,
+            routes,
             self.passthrough,
             self.metrics,
             Some(&self.live.load()),

@@ -165,6 +165,7 @@ async fn run_with(
     );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
         &config,
+        reload::compile_routes(&config)?,
         &passthrough,
         &metrics,
         None,
