@@ -386,6 +386,16 @@ mod tests {
     const ONE: &str = "capture:\n  routes:\n    - path: /a\n";
 
     #[test]
+    fn duplicate_routes_after_normalization_are_refused() {
+        let yaml = "capture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n";
+        let e = compile_routes(&config(yaml))
+            .err()
+            .expect("two routes normalize to /a/b")
+            .to_string();
+        assert!(e.contains("capture.routes[1].path"), "{e}");
+    }
+
+    #[test]
     fn removing_a_route_is_refused_adding_one_is_not() {
         let cut = weakened(ONE, "");
         assert_eq!(cut, vec!["route /a: removed"]);
