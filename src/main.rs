@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oz_capture_proxy::config::{Config, LogFormat};
-use oz_capture_proxy::reload::ConfigSource;
+use oz_capture_proxy::config::{self, Config, LogFormat};
+use oz_capture_proxy::reload::{self, ConfigSource};
 use oz_capture_proxy::{demo, oz_sim, server, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -119,8 +119,16 @@ fn overrides() -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Loads the config at `path` and compiles its capture routes, as the proxy's start does: what
+/// passes here, the proxy starts with.
+fn load(path: &std::path::Path, env: &BTreeMap<String, String>) -> Result<Config, config::Error> {
+    let config = Config::load(path, env)?;
+    reload::compile_routes(&config)?;
+    Ok(config)
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path, &overrides()) {
+    match load(path, &overrides()) {
         Ok(cfg) => {
             println!(
                 "config ok: listen {}, admin_listen {}, backend {}, {} capture route(s)",
@@ -140,7 +148,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
     let env = overrides();
-    let config = match Config::load(&path, &env) {
+    let config = match load(&path, &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("config error in {}: {e}", path.display());

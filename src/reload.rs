@@ -98,13 +98,21 @@ impl ConfigSource {
     }
 }
 
-/// Builds the swappable part of the proxy from `config`.
+/// The capture routes of `config`, compiled for dispatch: the one place where routes that
+/// normalize to the same path are refused. The proxy's start, every reload and `check` go
+/// through it.
+pub fn compile_routes(config: &Config) -> Result<RouteTable, crate::config::Error> {
+    RouteTable::new(config.capture.effective_routes(), &config.capture)
+}
+
+/// Builds the swappable part of the proxy from `config` and its `routes` (see
+/// [`compile_routes`]).
 pub fn build_live(
     config: &Config,
+    routes: RouteTable,
     metrics: &Metrics,
     previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
-    let routes = config.capture.effective_routes();
     if routes.is_empty() {
         return Ok(Live { captures: None });
     }
@@ -116,7 +124,7 @@ pub fn build_live(
             .map(|c| &**c.service()),
     )?;
     Ok(Live {
-        captures: Some(RouteTable::new(routes, &config.capture).served_by(Arc::new(service))),
+        captures: Some(routes.served_by(Arc::new(service))),
     })
 }
 
@@ -205,9 +213,10 @@ impl Reloader<'_> {
                 path: self.source.path.clone(),
                 reason: "not valid UTF-8".into(),
             })
-            .and_then(|text| Config::from_yaml(text, &self.source.env));
-        let new = match loaded {
-            Ok(new) => new,
+            .and_then(|text| Config::from_yaml(text, &self.source.env))
+            .and_then(|new| Ok((compile_routes(&new)?, new)));
+        let (routes, new) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 refused(&e);
                 return None;
@@ -224,7 +233,7 @@ impl Reloader<'_> {
             );
             return None;
         }
-        match build_live(&new, self.metrics, Some(&self.live.load())) {
+        match build_live(&new, routes, self.metrics, Some(&self.live.load())) {
             Ok(built) => {
                 warn_restart_only(current, &new);
                 self.live.store(Arc::new(built));
@@ -366,6 +375,16 @@ mod tests {
     }
 
     const ONE: &str = "capture:\n  routes:\n    - path: /a\n";
+
+    #[test]
+    fn duplicate_routes_after_normalization_are_refused() {
+        let yaml = "capture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n";
+        let e = compile_routes(&config(yaml))
+            .err()
+            .expect("two routes normalize to /a/b")
+            .to_string();
+        assert!(e.contains("capture.routes[1].path"), "{e}");
+    }
 
     #[test]
     fn removing_a_route_is_refused_adding_one_is_not() {

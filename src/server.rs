@@ -164,7 +164,10 @@ async fn run_with(
         metrics.clone(),
     );
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
-        &config, &metrics, None,
+        &config,
+        reload::compile_routes(&config)?,
+        &metrics,
+        None,
     )?));
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),

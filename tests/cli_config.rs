@@ -221,3 +221,21 @@ fn check_refuses_a_header_limit_the_server_cannot_enforce() {
     let out = check_yaml(&format!("{VALID}server:\n  max_header_bytes: 4096\n"), &[]);
     assert_refused(&out, &["server.max_header_bytes"]);
 }
+
+#[test]
+fn check_refuses_routes_that_normalize_to_one_path_with_exit_64() {
+    // Duplicates are found where routes are compiled for dispatch, not by the loader; `check`
+    // compiles them too, so what it accepts the proxy starts with.
+    let yaml = format!(
+        "{VALID}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n"
+    );
+    let out = check_yaml(&yaml, &[]);
+    assert_refused(
+        &out,
+        &[
+            "capture.routes[1].path",
+            "duplicates another route (both normalize to `/a/b`)",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", out.all());
+}

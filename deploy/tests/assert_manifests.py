@@ -31,7 +31,7 @@ import yaml
 PROXY_IMAGE = "oz-capture-proxy"
 PROXY_UID = 65532
 PLACEHOLDER = "REPLACE_ME"
-# Defaults of src/config.rs, used when the embedded config leaves a key out.
+# Defaults of src/config/, used when the embedded config leaves a key out.
 DEFAULTS = {
     "listen": "0.0.0.0:8080",
     "admin_listen": "0.0.0.0:9901",

@@ -18,14 +18,14 @@ use super::action::BEST_FRAME_TAGS;
 use super::data_url::ImageKind;
 use crate::oz::upload::UploadBody;
 
-/// Multipart key of the optional best-frame part (Oz's own examples number keys `photo1…`).
-pub const BEST_FRAME_KEY: &str = "photo_selfie1";
+// Defined by config, which refuses them as `file_key` and `folder_meta_data` keys; static
+// entries with a reserved name are skipped here all the same.
+pub use crate::config::{BEST_FRAME_KEY, RESERVED_FOLDER_KEYS};
+
 /// File name of the ZIP part; Oz picks the media type from the part's type and name (§2.2).
 pub const ZIP_FILENAME: &str = "capture.zip";
 /// File name of a document photo, before its extension (`capture.jpg`, `capture.png`).
 pub const PHOTO_FILENAME_STEM: &str = "capture";
-/// `folder:meta_data` keys the proxy sets itself; static entries with these names are skipped.
-pub const RESERVED_FOLDER_KEYS: [&str; 2] = ["request_id", "virtual_camera"];
 
 /// Everything the upload says about the capture, besides the ZIP bytes.
 #[derive(Debug, Clone, Copy)]

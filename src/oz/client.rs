@@ -35,12 +35,8 @@ use super::upload::UploadBody;
 use crate::config::{OzApiMode, OzConfig};
 use crate::metrics::Metrics;
 
-/// Most analyses one capture takes from an Oz answer (a folder answer or the answer that starts
-/// them). A capture starts one per configured type, a handful (`capture.analyses` is held to the
-/// same limit); an answer listing more is no verdict the proxy can use, and polling each would
-/// let Oz decide how many calls one capture makes (20,000 listed once made 13,208 calls in
-/// 3 s). Such an answer is `Error::TooManyAnalyses`.
-pub const MAX_ANALYSES: usize = 32;
+// Defined by config, which holds `capture.analyses` to the same limit.
+pub use crate::config::MAX_ANALYSES;
 
 /// A handle to Oz API. Cloning is cheap; clones share the connection pool and the token.
 #[derive(Clone)]

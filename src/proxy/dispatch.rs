@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
 use crate::capture::handler::{CaptureService, Outcome};
-use crate::config::{CaptureConfig, CaptureRoute, ServerConfig};
+use crate::config::{self, CaptureConfig, CaptureRoute, ServerConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
 use crate::problem::{self, Severity};
@@ -72,13 +72,16 @@ pub enum Hit<'a> {
 impl Default for RouteTable {
     fn default() -> Self {
         RouteTable::new(Vec::new(), &CaptureConfig::default())
+            .expect("no routes, so no two of them normalize to the same path")
     }
 }
 
 impl RouteTable {
     /// Indexes `routes` by their normalized path, with the method and spelling rules of
-    /// `capture`.
-    pub fn new(routes: Vec<CaptureRoute>, capture: &CaptureConfig) -> Self {
+    /// `capture`. `routes` are `capture.effective_routes()`, in order: two that normalize to
+    /// the same path are refused, naming the later one as `capture.routes[i].path` (one of
+    /// them would never be reached, and which one would depend on the order).
+    pub fn new(routes: Vec<CaptureRoute>, capture: &CaptureConfig) -> Result<Self, config::Error> {
         let methods: Vec<Method> = capture
             .methods
             .iter()
@@ -89,16 +92,24 @@ impl RouteTable {
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        RouteTable {
-            by_path: routes
-                .into_iter()
-                .map(|r| (path::normalize(r.path.as_bytes()), Arc::new(r)))
-                .collect(),
+        let mut by_path = HashMap::with_capacity(routes.len());
+        for (i, route) in routes.into_iter().enumerate() {
+            let normalized = path::normalize(route.path.as_bytes());
+            if by_path.contains_key(&normalized) {
+                return Err(config::Error::Invalid {
+                    key: format!("capture.routes[{i}].path"),
+                    reason: format!("duplicates another route (both normalize to `{normalized}`)"),
+                });
+            }
+            by_path.insert(normalized, Arc::new(route));
+        }
+        Ok(RouteTable {
+            by_path,
             methods,
             allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
             strict_paths: capture.strict_paths,
             service: (),
-        }
+        })
     }
 
     /// The same routes, run by `service`.
@@ -114,6 +125,11 @@ impl RouteTable {
 }
 
 impl<S> RouteTable<S> {
+    /// Whether there is no capture route at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
     /// What runs the captures of these routes.
     pub fn service(&self) -> &S {
         &self.service
