@@ -37,10 +37,10 @@ pub enum Error {
         reason: String,
     },
     /// Oz answered with more analyses than one capture may take
-    /// ([`MAX_ANALYSES`](super::client::MAX_ANALYSES)); they are neither used nor polled.
+    /// ([`MAX_ANALYSES`](crate::config::MAX_ANALYSES)); they are neither used nor polled.
     #[error(
         "Oz API listed {listed} analyses in its answer to {endpoint}, more than the {} one capture may use",
-        super::client::MAX_ANALYSES
+        crate::config::MAX_ANALYSES
     )]
     TooManyAnalyses {
         endpoint: &'static str,
