@@ -412,7 +412,7 @@ pub struct CaptureConfig {
     /// Captures processed at once (parse, decode, zip); more get 503 + `Retry-After`.
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent: usize,
-    /// Scheduling class of the threads that run transforms (`capture::pool`).
+    /// Scheduling class of the threads that run transforms (`runtime::pool`).
     #[serde(default)]
     pub transform_priority: TransformPriority,
     /// Bytes of capture bodies held in memory at once, across all captures; beyond it, 503.
@@ -508,7 +508,7 @@ pub enum UncheckedImages {
 }
 
 /// How the capture transform threads are scheduled against the threads that carry traffic
-/// (Linux; elsewhere every choice runs at normal priority). See `capture::pool`.
+/// (Linux; elsewhere every choice runs at normal priority). See `runtime::pool`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransformPriority {

@@ -69,7 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    oz_capture_proxy::allocator::one_arena();
+    oz_capture_proxy::runtime::allocator::one_arena();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),

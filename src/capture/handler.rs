@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::capture::limit::{Limiter, MemoryPermit};
-use crate::capture::pool::TransformPool;
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
@@ -39,6 +38,7 @@ use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
 use crate::proxy::headers;
 use crate::proxy::passthrough::Passthrough;
+use crate::runtime::pool::TransformPool;
 
 /// Verdict headers for the backend (DESIGN.md, "What the backend receives").
 pub mod oz_headers {
