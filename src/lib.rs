@@ -17,7 +17,7 @@
 //! - [`oz`]: Oz API client: auth tokens, folders, analyses, polling.
 //! - [`oz_sim`]: the simulated Oz API used by tests and `demo`.
 //! - [`runtime`]: what tunes the process rather than the domain: the allocator and memory trim,
-//!   the capture threads and their scheduling class.
+//!   the capture threads and their scheduling class, the deferred log writer.
 //! - [`telemetry`]: log output, JSON lines by default, and the access log.
 //! - [`body`], [`error`], [`problem`], [`metrics`]: the body type, the failure enum, the one
 //!   mapping of failures to `application/problem+json`, and the metric families.
