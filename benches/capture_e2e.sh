@@ -187,7 +187,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # RSS 2 s after the last capture, and 10 s after: once the capture threads have had no job for
-# 5 s, capture::trim hands the freed heap back to the kernel.
+# 5 s, runtime::trim hands the freed heap back to the kernel.
 sleep 2
 rss_retained=$(rss_kb "$PROXY_PID")
 sleep 8

@@ -316,7 +316,7 @@ def e2e(results, meta_file):
                 f"The burst runs on a freshly started proxy. After part 1 (sustained captures) the "
                 f"first process held {r['rss_after_part1_kb'] / 1024:.1f} MiB 2 s after the last "
                 f"capture and {r.get('rss_after_part1_10s_kb', 0) / 1024:.1f} MiB 10 s after "
-                f"(capture::trim returns freed heap once the capture threads have been idle 5 s)."
+                f"(runtime::trim returns freed heap once the capture threads have been idle 5 s)."
             )
             out.append("")
     print("\n".join(out))

@@ -16,11 +16,13 @@
 //! - [`capture`]: capture body model, data URLs, ZIP, multipart, the capture handler.
 //! - [`oz`]: Oz API client: auth tokens, folders, analyses, polling.
 //! - [`oz_sim`]: the simulated Oz API used by tests and `demo`.
+//! - [`runtime`]: what tunes the process rather than the domain: the allocator and memory trim,
+//!   the capture threads and their scheduling class, the deferred log writer.
+//! - [`telemetry`]: log output, JSON lines by default, and the access log.
 //! - [`body`], [`error`], [`problem`], [`metrics`]: the body type, the failure enum, the one
 //!   mapping of failures to `application/problem+json`, and the metric families.
 
 pub mod admin;
-pub mod allocator;
 pub mod body;
 pub mod capture;
 pub mod config;
@@ -33,6 +35,7 @@ pub mod oz_sim;
 pub mod problem;
 pub mod proxy;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod telemetry;
 

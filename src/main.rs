@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use oz_capture_proxy::config::{self, Config, LogFormat};
 use oz_capture_proxy::reload::{self, ConfigSource};
+use oz_capture_proxy::runtime::deferred::Deferred;
 use oz_capture_proxy::{demo, oz_sim, server, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +70,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    oz_capture_proxy::allocator::one_arena();
+    oz_capture_proxy::runtime::allocator::one_arena();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
@@ -155,8 +156,8 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    // Log lines leave when a worker goes idle, not on the request path (telemetry::Deferred).
-    let logs = telemetry::Deferred::default();
+    // Log lines leave when a worker goes idle, not on the request path (runtime::deferred).
+    let logs = Deferred::default();
     let access = telemetry::init_deferred(
         log_format.unwrap_or(config.log.format),
         &config.log.level,
@@ -265,7 +266,7 @@ fn finish(result: anyhow::Result<()>) -> ExitCode {
 /// SIGTERM is how Kubernetes stops a container; SIGINT is Ctrl-C in a terminal. As PID 1 in a
 /// scratch image the process gets no default handler, so both are handled explicitly. A second
 /// signal skips the drain (writing out the log lines still held in `logs` first).
-async fn on_signal(shutdown: CancellationToken, logs: Option<telemetry::Deferred>) {
+async fn on_signal(shutdown: CancellationToken, logs: Option<Deferred>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -11,14 +11,12 @@
 //! ([`init_deferred`] with JSON lines) access lines skip `tracing` altogether: [`AccessLog`]
 //! (module `access`) writes them with the same formatter straight into the [`Deferred`] buffer.
 //!
-//! The proxy writes its lines through [`Deferred`]: a line is copied into memory and reaches
-//! stdout when the runtime's worker is about to go idle (tokio's `on_thread_park`), once 16 KiB
-//! are pending, or at exit, instead of costing a `write` on the request path (BENCHMARKS.md).
+//! The proxy writes its lines through [`Deferred`] (`runtime::deferred`), which holds them until
+//! the runtime's worker is about to go idle instead of costing a `write` on the request path.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
-use std::io::{self, Write as _};
-use std::sync::{Arc, Mutex};
+use std::io;
 use std::time::UNIX_EPOCH;
 
 use tracing::field::{Field, Visit};
@@ -29,6 +27,7 @@ use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
+use crate::runtime::deferred::Deferred;
 
 /// Target of the access log lines (`proxy::observe`).
 const ACCESS_TARGET: &str = "access";
@@ -75,116 +74,6 @@ where
         LogFormat::Text => builder.try_init(),
     };
     result.is_ok()
-}
-
-/// Lines pending beyond this are written at once, whatever the workers are doing: a bound on
-/// memory and on how late a line can be under load that never lets a worker idle.
-const DEFERRED_LIMIT: usize = 16 * 1024;
-
-thread_local! {
-    /// Whether this thread calls [`Deferred::park`] before it sleeps.
-    static PARKS_WITH_FLUSH: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Log lines for stdout, held until [`Deferred::flush`] or until [`DEFERRED_LIMIT`] bytes are
-/// pending. Under load one `write` carries dozens of lines; when traffic is light a worker parks
-/// right after the response is handed to the kernel, so each line is still written within
-/// microseconds, just no longer ahead of the response. Cloning shares the buffer.
-#[derive(Clone)]
-pub struct Deferred {
-    pending: Arc<Mutex<Vec<u8>>>,
-    out: Arc<Mutex<Box<dyn io::Write + Send>>>,
-}
-
-impl Default for Deferred {
-    fn default() -> Self {
-        Deferred::to(Box::new(io::stdout()))
-    }
-}
-
-impl Deferred {
-    /// Lines for `out` instead of stdout.
-    fn to(out: Box<dyn io::Write + Send>) -> Self {
-        Deferred {
-            pending: Arc::default(),
-            out: Arc::new(Mutex::new(out)),
-        }
-    }
-
-    /// To be called by a runtime worker about to park (`on_thread_park`): writes out every
-    /// pending line, and from then on lets this thread's lines wait for its next park. Threads
-    /// that never park this way (the `block_on` thread, the blocking pool) write their lines at
-    /// once, or a line logged while every worker sleeps would wait for the next request.
-    pub fn park(&self) {
-        PARKS_WITH_FLUSH.set(true);
-        self.flush();
-    }
-
-    /// Writes out every pending line.
-    pub fn flush(&self) {
-        // `out` is locked before the lines and held while they are written, so two flushes
-        // racing cannot swap the order of their chunks.
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.is_empty() {
-            return;
-        }
-        // Nowhere to report a failed log write to; tracing's own writers drop it too.
-        let _ = out.write_all(&pending).and_then(|()| out.flush());
-        // Cleared, not replaced: the buffer keeps the place it got at start-up. A fresh one
-        // after every flush could land at the top of the heap and keep glibc from returning
-        // the memory of a burst below it.
-        pending.clear();
-    }
-
-    fn push(&self, line: &[u8]) {
-        self.append(|pending| {
-            pending.extend_from_slice(line);
-            Ok(())
-        });
-    }
-
-    /// Appends the line `write` writes, straight into the pending buffer (no copy through a
-    /// line buffer of its own); a line that fails half-way is taken back out.
-    fn append(&self, write: impl FnOnce(&mut Vec<u8>) -> fmt::Result) {
-        let full = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.capacity() == 0 {
-                // Room for the limit plus the line that crosses it, so the buffer never moves.
-                pending.reserve(2 * DEFERRED_LIMIT);
-            }
-            let start = pending.len();
-            if write(&mut pending).is_err() {
-                pending.truncate(start);
-            }
-            pending.len() >= DEFERRED_LIMIT
-        };
-        if full || !PARKS_WITH_FLUSH.get() {
-            self.flush();
-        }
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Deferred {
-    type Writer = DeferredLine<'a>;
-
-    fn make_writer(&'a self) -> DeferredLine<'a> {
-        DeferredLine(self)
-    }
-}
-
-/// The writer of one event: tracing-subscriber formats a whole line, then writes it at once.
-pub struct DeferredLine<'a>(&'a Deferred);
-
-impl io::Write for DeferredLine<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.push(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The JSON event format: flattened fields, no current span object, span list when inside
@@ -493,7 +382,7 @@ fn write_escaped<W: fmt::Write + ?Sized>(w: &mut W, s: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracing_subscriber::fmt::MakeWriter;
+    use std::sync::{Arc, Mutex};
 
     /// A `MakeWriter` collecting everything written into one buffer.
     #[derive(Clone, Default)]
@@ -672,48 +561,6 @@ mod tests {
             }
         }
         panic!("the two clocks never agreed on the second");
-    }
-
-    #[test]
-    fn deferred_lines_wait_for_a_flush_or_the_limit_and_keep_their_order() {
-        let sink = Buf::default();
-        let deferred = Deferred::to(Box::new(sink.clone()));
-        deferred.make_writer().write_all(b"zero\n").unwrap();
-        assert_eq!(
-            &*sink.0.lock().unwrap(),
-            b"zero\n",
-            "a thread that never parked writes at once"
-        );
-        sink.0.lock().unwrap().clear();
-        deferred.park();
-        let mut w = deferred.make_writer();
-        w.write_all(b"one\n").unwrap();
-        w.write_all(b"two\n").unwrap();
-        assert!(sink.0.lock().unwrap().is_empty(), "nothing before a flush");
-        deferred.flush();
-        assert_eq!(&*sink.0.lock().unwrap(), b"one\ntwo\n");
-        deferred.flush();
-        assert_eq!(
-            sink.0.lock().unwrap().len(),
-            8,
-            "a second flush writes nothing again"
-        );
-
-        let almost_full = vec![b'x'; DEFERRED_LIMIT - 1];
-        deferred.make_writer().write_all(&almost_full).unwrap();
-        assert_eq!(
-            sink.0.lock().unwrap().len(),
-            8,
-            "below the limit, still held"
-        );
-        deferred.make_writer().write_all(b"last\n").unwrap();
-        let written = sink.0.lock().unwrap().clone();
-        assert_eq!(
-            written.len(),
-            8 + almost_full.len() + 5,
-            "the limit writes all at once"
-        );
-        assert!(written.ends_with(b"last\n"));
     }
 
     #[test]

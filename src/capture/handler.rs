@@ -9,7 +9,7 @@
 //!    only sends `100 Continue` when the body is first polled, an `Expect: 100-continue` client
 //!    never uploads it. The memory budget is reserved next (`capture::limit`).
 //! 3. The body is read under the limit and `capture.body_timeout`.
-//! 4. The transform runs on the capture threads (`capture::pool`) under the concurrency limit.
+//! 4. The transform runs on the capture threads (`runtime::pool`) under the concurrency limit.
 //! 5. Oz: upload, analyses, verdict (`oz::OzClient::check`).
 //! 6. Forward mode gives back the request the backend is to get, the original plus `X-Oz-*`
 //!    ([`Outcome::Forward`]); respond mode the client's answer ([`Outcome::Respond`]). A capture
@@ -28,7 +28,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::capture::limit::{Limiter, MemoryPermit};
-use crate::capture::pool::TransformPool;
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
@@ -38,6 +37,7 @@ use crate::config::{
 };
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
+use crate::runtime::pool::TransformPool;
 
 /// Verdict headers for the backend (DESIGN.md, "What the backend receives").
 pub mod oz_headers {

@@ -7,7 +7,7 @@
 //! length is not declared) from `capture.memory_budget_bytes` before a byte of the body is read,
 //! so a burst of maximum-size captures can never push the process past the budget: the one that
 //! does not fit gets 503 with `Retry-After` instead. Parsing, decoding and zipping then run on the
-//! capture threads (`capture::pool`) under `capture.max_concurrent` permits, so they never stall
+//! capture threads (`runtime::pool`) under `capture.max_concurrent` permits, so they never stall
 //! the I/O threads that carry passthrough traffic. Both limits answer at once rather than queue:
 //! a queue of multi-MB bodies is exactly the memory growth the budget exists to prevent.
 

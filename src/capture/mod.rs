@@ -4,9 +4,8 @@
 //! [`body`] parses the JSON, [`frame`] unescapes a frame if it must and [`data_url`] decodes
 //! it, [`zip`] stores the frames in a ZIP, [`action`] picks the Oz tags, [`multipart`] writes the
 //! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`]
-//! admits captures under the memory budget and the concurrency limit, [`pool`] runs transforms
-//! on threads scheduled below traffic, and [`handler`] orchestrates a capture from request to
-//! verdict. [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
+//! admits captures under the memory budget and the concurrency limit, and [`handler`]
+//! orchestrates a capture from request to verdict on the threads of `runtime::pool`. [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
 //! [`testdata`] makes sample captures for tests and `demo`.
 
 pub mod action;
@@ -18,10 +17,8 @@ pub mod frame;
 pub mod handler;
 pub mod limit;
 pub mod multipart;
-pub mod pool;
 pub mod testdata;
 pub mod transform;
-pub mod trim;
 pub mod zip;
 
 pub use error::{Error, Failure};

@@ -62,7 +62,7 @@ pub struct CaptureConfig {
     pub result_mode: ResultMode,
     /// Captures processed at once (parse, decode, zip); more get 503 + `Retry-After`.
     pub max_concurrent: usize,
-    /// Scheduling class of the threads that run transforms (`capture::pool`).
+    /// Scheduling class of the threads that run transforms (`runtime::pool`).
     pub transform_priority: TransformPriority,
     /// Bytes of capture bodies held in memory at once, across all captures; beyond it, 503.
     pub memory_budget_bytes: u64,
@@ -230,7 +230,7 @@ pub enum UncheckedImages {
 }
 
 /// How the capture transform threads are scheduled against the threads that carry traffic
-/// (Linux; elsewhere every choice runs at normal priority). See `capture::pool`.
+/// (Linux; elsewhere every choice runs at normal priority). See `runtime::pool`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransformPriority {

@@ -23,8 +23,9 @@ use tracing_subscriber::EnvFilter;
 
 use super::{
     write_end, write_f64, write_flat_line, write_json_str, write_key, write_level, write_u64,
-    Deferred, JsonFieldsVisitor, ACCESS_TARGET,
+    JsonFieldsVisitor, ACCESS_TARGET,
 };
+use crate::runtime::deferred::Deferred;
 
 /// What one access line says. Never the query string (it may carry secrets) and never a body.
 pub struct AccessLine<'a> {

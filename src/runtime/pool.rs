@@ -26,7 +26,7 @@
 //! freed once it finishes). Saturation is where the proxy is out of capacity anyway; `batch`
 //! trades some passthrough latency for captures that never stall completely.
 //!
-//! A thread of the same class (`oz-capture-trim`, `capture::trim`) gives the memory of finished
+//! A thread of the same class (`oz-capture-trim`, [`trim`]) gives the memory of finished
 //! captures back to the kernel once the pool has had no job for a while.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,13 +36,13 @@ use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinError;
 
-use crate::capture::trim::{self, Activity};
 use crate::config::TransformPriority;
+use crate::runtime::trim::{self, Activity};
 
 /// What `top -H`, `ps -L` and `perf sched` show for the pool's threads.
 pub const THREAD_NAME: &str = "oz-capture";
 
-/// The name of the thread that gives memory back when the pool is idle (`capture::trim`).
+/// The name of the thread that gives memory back when the pool is idle ([`trim`]).
 pub const TRIM_THREAD_NAME: &str = "oz-capture-trim";
 
 /// A blocking pool whose threads run at `priority`. Dropping it never blocks: threads still

@@ -1,5 +1,5 @@
 //! How the process's allocator is set up, so that the memory captures used can go back to the
-//! kernel once they are done (`capture::trim`).
+//! kernel once they are done (`runtime::trim`).
 
 /// One glibc arena for every thread. By default each thread that allocates gets an arena of
 /// its own (up to 8 per core), and the top of a thread's arena is one thing `malloc_trim`

@@ -8,14 +8,15 @@
 //! each buffer fresh pages and made a 20 MiB transform 2.5× slower (BENCHMARKS.md). So the heap
 //! is kept while captures come, and once the capture threads have had no job for [`QUIET`], a
 //! thread of their scheduling class calls `malloc_trim`, which hands the free pages of every
-//! arena back, and the top of the main arena (the only one the process has, `allocator`).
+//! arena back, and the top of the main arena (the only one the process has,
+//! `runtime::allocator`).
 //!
 //! [`Activity`] counts the jobs of the capture threads; the trimmer is a thread of its own that
 //! sleeps on a condition variable until the last job ends and the quiet period passes without a
 //! new one, so an idle proxy spends nothing on it. It runs in the capture threads' scheduling
-//! class (`capture::pool`), below traffic. The cost is one trim per lull: 1.9–2.9 ms for 14–25
+//! class (`runtime::pool`), below traffic. The cost is one trim per lull: 1.9–2.9 ms for 14–25
 //! MiB given back, during which a thread that allocates waits for the arena's lock (one arena for
-//! the process, `allocator`), and the next capture's buffers are fresh pages again.
+//! the process, `runtime::allocator`), and the next capture's buffers are fresh pages again.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
