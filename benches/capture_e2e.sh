@@ -49,7 +49,7 @@ RATE=${RATE:-1000}
 CONNS=${CONNS:-16}
 IN_FLIGHT=${IN_FLIGHT:-4}
 CAPTURE_MIB=${CAPTURE_MIB:-5}
-# The Oz API refuses a file part over 10 MB (OZ_ATTACHMENT_MAX_SIZE, oz-api.md §6.1); a 12 MiB
+# The Oz API refuses a file part over 10 MB (OZ_ATTACHMENT_MAX_SIZE, docs/oz-api.md §6.1); a 12 MiB
 # capture makes a ZIP of about 9 MiB, so 12 MiB is about the largest body Oz would take.
 MAX_MIB=${MAX_MIB:-12}
 BURST=${BURST:-16}

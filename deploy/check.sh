@@ -302,7 +302,7 @@ step_config_check() {
         env -i PATH=/usr/bin:/bin "${envs[@]}" "$BIN" check --config "$cfg" || return 1
         n=$((n + 1))
     done
-    # `check` must refuse what the pod would fail on, and name the key (DESIGN.md contract).
+    # `check` must refuse what the pod would fail on, and name the key (README.md, "Running it in front of a backend").
     local all=("$OUT"/configs/*.config.yaml)
     cfg=${all[0]}
     mapfile -t envs <"${cfg%.config.yaml}.env"

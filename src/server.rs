@@ -2,8 +2,8 @@
 //!
 //! The traffic listener serves HTTP/1.1 and HTTP/2 on one port (h2c prior knowledge, or h2 by
 //! ALPN when TLS is on) with hyper-util's auto builder; the admin listener serves `crate::admin`.
-//! Shutdown follows what a Kubernetes sidecar needs (rust-ecosystem.md §2, proxy-behaviour.md
-//! §(b)9): on the signal `/ready` turns 503 at once, traffic keeps flowing for
+//! Shutdown follows what a Kubernetes sidecar needs (docs/proxy-rules.md,
+//! "Graceful shutdown"): on the signal `/ready` turns 503 at once, traffic keeps flowing for
 //! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
 //! close after their current response and HTTP/2 ones get GOAWAY, in-flight requests and tunnels
 //! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left. Whatever is
@@ -430,7 +430,7 @@ fn http_builder(cfg: &ServerConfig, preserve_header_case: bool) -> auto::Builder
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // Without a timer the header read timeout silently does nothing (rust-ecosystem.md §1).
+        // Without a timer the header read timeout silently does nothing (docs/dependencies.md, "hyper: timeouts need a timer").
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .preserve_header_case(preserve_header_case)

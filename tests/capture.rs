@@ -17,7 +17,7 @@ use oz_capture_proxy::oz_sim::{Endpoint, SimConfig, Verdict};
 use serde_json::{json, Value};
 use support::stack::*;
 
-/// The tags Oz must receive for a frame ZIP captured with `action` (oz-api.md §2.4).
+/// The tags Oz must receive for a frame ZIP captured with `action` (docs/oz-api.md §2.4).
 fn video_tags(action_tag: &str) -> Value {
     json!(["video_selfie", action_tag, "orientation_portrait"])
 }
@@ -118,7 +118,7 @@ async fn escaped_capture_is_uploaded_like_a_plain_one() {
 }
 
 /// Every Web SDK video action goes through the whole path with its Oz tag; One Shot's
-/// `video_selfie_best` is tagged `video_selfie_oneshot` (oz-api.md §2.4).
+/// `video_selfie_best` is tagged `video_selfie_oneshot` (docs/oz-api.md §2.4).
 #[tokio::test]
 async fn every_video_action_reaches_oz_with_its_tag() {
     let stack = Stack::forward().await;
@@ -151,7 +151,7 @@ async fn every_video_action_reaches_oz_with_its_tag() {
 }
 
 /// The Web SDK's document actions upload the photo as an image tagged `photo_id` plus the
-/// side (oz-api.md §2.4): a ZIP is a shots set, which Oz treats as a video, and photo tags on
+/// side (docs/oz-api.md §2.4): a ZIP is a shots set, which Oz treats as a video, and photo tags on
 /// a video would leave it out of every analysis.
 #[tokio::test]
 async fn photo_id_actions_reach_oz_as_a_tagged_image() {
@@ -517,7 +517,7 @@ async fn expired_login_token_is_renewed_with_one_login() {
 /// Oz's `error_code`; nothing reaches the backend.
 #[tokio::test]
 async fn oz_4xx_is_a_502_and_the_backend_gets_nothing() {
-    // Oz's attachment size limit (OZ_ATTACHMENT_MAX_SIZE, oz-api.md §6.1) below the ZIP size:
+    // Oz's attachment size limit (OZ_ATTACHMENT_MAX_SIZE, docs/oz-api.md §6.1) below the ZIP size:
     // a real refusal with code 4 (INVALID VALUE).
     let sim = SimConfig {
         max_file_bytes: 100,
@@ -957,7 +957,7 @@ async fn error_codes_oz_invents_share_one_metric_series() {
     while codes.len() < 50 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(codes.len());
-        // Above every code oz-api.md §5 lists (0–11, 13, 14).
+        // Above every code docs/oz-api.md §5 lists (0–11, 13, 14).
         codes.insert(100 + (h.finish() % 1_000_000_000) as i64);
     }
     for &code in &codes {

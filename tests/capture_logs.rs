@@ -45,7 +45,7 @@ impl Captured {
 }
 
 /// True when `text` holds a run of at least 64 lowercase hex digits: the shape of an Oz access
-/// token (oz-api.md §1.1). UUIDs (request and folder ids) have hyphens and are shorter.
+/// token (docs/oz-api.md §1.1). UUIDs (request and folder ids) have hyphens and are shorter.
 fn has_hex_token(text: &str) -> bool {
     let mut run = 0;
     for b in text.bytes() {

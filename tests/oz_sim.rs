@@ -258,12 +258,12 @@ async fn create_folder(s: &Sim, token: &str) -> Value {
     r.json()
 }
 
-// === authentication (oz-api.md §1) ===
+// === authentication (docs/oz-api.md §1) ===
 
 #[tokio::test]
 async fn login_with_right_credentials_gives_hex_token_pair() {
     let s = Sim::start(config()).await;
-    // Without the trailing slash too: the docs disagree on it (oz-api.md §8.1).
+    // Without the trailing slash too: the docs disagree on it (docs/oz-api.md §8.1).
     for path in ["/api/authorize/auth/", "/api/authorize/auth"] {
         let r = s
             .post_json(
@@ -362,7 +362,7 @@ async fn refresh_gives_a_new_pair_even_after_expiry() {
         r["expire_token"].as_str().unwrap().to_owned(),
     );
     s.sim.expire_all_tokens();
-    // The error texts of oz-api.md §1.2.
+    // The error texts of docs/oz-api.md §1.2.
     let m = s
         .post_json("/api/authorize/refresh/", Some(&access), &json!({}))
         .await
@@ -395,7 +395,7 @@ async fn refresh_gives_a_new_pair_even_after_expiry() {
     s.stop().await;
 }
 
-// === uploads (oz-api.md §2) ===
+// === uploads (docs/oz-api.md §2) ===
 
 #[tokio::test]
 async fn valid_upload_is_recorded_with_zip_entries_and_payload() {
@@ -624,7 +624,7 @@ async fn container_upload_is_stored_unchanged() {
     s.stop().await;
 }
 
-// === analyses and polling (oz-api.md §3) ===
+// === analyses and polling (docs/oz-api.md §3) ===
 
 async fn start_quality(s: &Sim, token: &str, folder_id: &str) -> String {
     let r = s

@@ -343,7 +343,7 @@ def main() -> int:
                 p.wait(timeout=5)
             n = len(backend.seen)
             status, _, rsp = request("POST", base_url + route, body, {"content-type": "application/json"}, timeout=30)
-            # DESIGN.md: a capture that fails is never forwarded as if it had been checked
+            # README.md, "What the backend and the client see": a capture that fails is never forwarded as if it had been checked
             # (on_oz_error defaults to reject: 502 or 504, nothing reaches the backend).
             forwarded = len(backend.seen) > n
             if status in (502, 504) and not forwarded:

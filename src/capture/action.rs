@@ -1,9 +1,9 @@
 //! Maps the Web SDK's `action` code to the Oz media the capture becomes: its `media:tags` and
 //! whether the frames go as a ZIP or as one photo.
 //!
-//! Oz ignores media with missing or wrong tags (oz-api.md §2.3), so an action without a known
-//! mapping is refused rather than guessed. The action codes are the Web SDK's (oz-api.md §4.5);
-//! the tags are Oz API's media tags (oz-api.md §2.4). They are equal except for One Shot, where
+//! Oz ignores media with missing or wrong tags (docs/oz-api.md §2.3), so an action without a known
+//! mapping is refused rather than guessed. The action codes are the Web SDK's (docs/oz-api.md §4.5);
+//! the tags are Oz API's media tags (docs/oz-api.md §2.4). They are equal except for One Shot, where
 //! the SDK says `video_selfie_best` and Oz expects `video_selfie_oneshot`.
 //!
 //! The media type matters as much as the tags: Oz decides it from the part's MIME type (§2.2),
@@ -57,7 +57,7 @@ pub fn map_action(action: &str) -> Result<Mapping, Error> {
         "video_selfie_eyes" => video(&[V, "video_selfie_eyes", P]),
         "video_selfie_scan" => video(&[V, "video_selfie_scan", P]),
         "video_selfie_blank" => video(&[V, "video_selfie_blank", P]),
-        // The one exception to "action code = tag" (gesture table, oz-api.md §2.4).
+        // The one exception to "action code = tag" (gesture table, docs/oz-api.md §2.4).
         "video_selfie_best" => video(&[V, "video_selfie_oneshot", P]),
         "photo_id_front" => photo(&["photo_id", "photo_id_front"]),
         "photo_id_back" => photo(&["photo_id", "photo_id_back"]),
@@ -65,7 +65,7 @@ pub fn map_action(action: &str) -> Result<Mapping, Error> {
     })
 }
 
-/// The tag of the optional best-frame part: a plain reference selfie (oz-api.md §2.4).
+/// The tag of the optional best-frame part: a plain reference selfie (docs/oz-api.md §2.4).
 pub const BEST_FRAME_TAGS: &[&str] = &["photo_selfie"];
 
 #[cfg(test)]

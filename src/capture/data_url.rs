@@ -65,7 +65,7 @@ pub enum DataUrlError {
 }
 
 /// Base64 engine: SIMD (AVX2 or NEON, detected at run time, scalar fallback) where the crate
-/// offers it, about 4 times the scalar throughput on 60 KB frames (rust-ecosystem.md).
+/// offers it, about 4 times the scalar throughput on 60 KB frames (docs/dependencies.md, "base64: the SIMD engine").
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 type B64 = base64::engine::Simd;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -39,7 +39,7 @@ use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
 
-/// Verdict headers for the backend (DESIGN.md, "What the backend receives").
+/// Verdict headers for the backend (README.md, "What the backend and the client see").
 pub mod oz_headers {
     use http::HeaderName;
     pub static FOLDER_ID: HeaderName = HeaderName::from_static("x-oz-folder-id");

@@ -4,8 +4,8 @@
 //!
 //! Hand-written because the body is three fixed parts and the media already sits in one buffer:
 //! the result is `[head, media, tail]`, so the ZIP is never copied again, and its exact length is
-//! known for `Content-Length` (whether Oz accepts chunked uploads is unknown, oz-api.md §8).
-//! The `payload` JSON follows oz-api.md §2.3 and the example in `seed-capture-mode.txt`:
+//! known for `Content-Length` (whether Oz accepts chunked uploads is unknown, docs/oz-api.md §8).
+//! The `payload` JSON follows docs/oz-api.md §2.3 and its example (§2.6):
 //! `media:tags` and `media:meta_data` keyed by file key, `additional_info` forwarded verbatim.
 
 use std::borrow::Cow;
@@ -51,7 +51,7 @@ pub struct FolderUpload<'a> {
 pub struct MediaFile {
     /// `filename` of the part: `capture.zip`, or `capture.jpg` / `capture.png` for a photo.
     pub filename: String,
-    /// The part's `Content-Type`, from which Oz decides the media type (oz-api.md §2.2).
+    /// The part's `Content-Type`, from which Oz decides the media type (docs/oz-api.md §2.2).
     pub content_type: &'static str,
     /// The file.
     pub bytes: Bytes,

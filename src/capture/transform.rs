@@ -222,7 +222,7 @@ pub fn strip_images(body: &[u8], images: &[UncheckedImage]) -> Vec<u8> {
 }
 
 /// Decodes the one frame of a document action into its photo. A document side is one still
-/// image; which of several frames would be "the" photo is not documented (oz-api.md §4.6), so
+/// image; which of several frames would be "the" photo is not documented (docs/oz-api.md §4.6), so
 /// more than one is refused rather than guessed.
 fn decode_photo(
     capture: &Capture<'_>,
@@ -248,7 +248,7 @@ fn decode_photo(
 }
 
 /// Decodes the best frame the route asks for; a missing or unusable one fails the capture,
-/// since the route was configured to send it (virtual-camera protection, oz-api.md §2.5).
+/// since the route was configured to send it (virtual-camera protection, docs/oz-api.md §2.5).
 fn decode_best_frame(
     capture: &Capture<'_>,
     opts: &TransformOptions<'_>,

@@ -1,12 +1,12 @@
 //! Decodes the frames of `frame_list` straight into a ZIP of stored entries, in frame order.
 //!
-//! Oz treats a ZIP of images as a video ("shots set", oz-api.md §2.4) and documents nothing about
+//! Oz treats a ZIP of images as a video ("shots set", docs/oz-api.md §2.4) and documents nothing about
 //! its entries (§2.7), so the layout is the unambiguous one: entries `000001.jpg`, `000002.png`…
 //! at the root, numbered from 1 in frame order, each with the extension of the image it really
 //! is. Entries are stored, not deflated (JPEG and PNG do not shrink), and every header field
 //! is fixed (1980-01-01 timestamps, Unix, mode 0644), so the same frames always give the same
 //! bytes. `ZipWriter::new` over a seekable buffer writes sizes and CRCs into the local headers
-//! with no data descriptors, which every reader accepts (rust-ecosystem.md, zip).
+//! with no data descriptors, which every reader accepts (docs/dependencies.md, "zip: stored entries, no data descriptor").
 
 use std::fmt::Write as _;
 use std::io::{Cursor, Write as _};

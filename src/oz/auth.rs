@@ -1,7 +1,7 @@
 //! The Oz access token: a static service token, or one obtained by login, kept, renewed before
 //! it expires, and renewed at once when Oz says it is invalid or expired.
 //!
-//! Follows oz-api.md §1: login is `POST /api/authorize/auth/` with
+//! Follows docs/oz-api.md §1: login is `POST /api/authorize/auth/` with
 //! `{"credentials":{"email","password"}}`, answering `access_token`, `expire_token` and
 //! `expire_date` (§1.1); renewal is `POST /api/authorize/refresh/` with `{"expire_token"}` and
 //! the current token (§1.2); error codes 7 (invalid) and 8 (expired) mean "log in again" (§5).

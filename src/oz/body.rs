@@ -1,6 +1,6 @@
 //! The request body of every Oz call: a list of `Bytes` chunks sent one after another.
 //!
-//! An upload (`UploadBody`, oz-api.md §2.2) is already a list of chunks (multipart head, ZIP,
+//! An upload (`UploadBody`, docs/oz-api.md §2.2) is already a list of chunks (multipart head, ZIP,
 //! tail); sending them as separate frames means the ZIP is never copied into one buffer, and a
 //! resend after a token renewal only clones `Bytes` handles. The exact size hint makes hyper
 //! frame it with `Content-Length`, never chunked (whether Oz accepts chunked uploads is

@@ -1,7 +1,7 @@
 //! The verdict flow: upload, then take, start or poll analyses until the verdict is final or
 //! `wait_for_result` runs out.
 //!
-//! Decisions (oz-api.md §3):
+//! Decisions (docs/oz-api.md §3):
 //! - **Results in the upload answer are used as they are.** Single-request mode (§3.3) and the
 //!   Instant API (§3.4) answer with the analyses; nothing is started again (that would bill
 //!   twice). If some of them are not final yet (folders mode only), they are polled by id.

@@ -1,6 +1,6 @@
 //! `OzClient`: the Oz API endpoints the proxy uses, each one authenticated call.
 //!
-//! Endpoints (oz-api.md): `POST /api/folders/` (§2.1) or `POST /api/instant/folders/` (§3.4)
+//! Endpoints (docs/oz-api.md): `POST /api/folders/` (§2.1) or `POST /api/instant/folders/` (§3.4)
 //! for the upload, `POST /api/folders/{id}/analyses/` (§3.1), `GET /api/analyses/{id}` (§3.5).
 //! The slashed forms follow the current docs' upload and analyses pages (§8.1); the analysis
 //! GET has no slash because every source writes it so. The whole verdict flow is in `check.rs`.

@@ -1,6 +1,6 @@
 //! Oz API client: authentication tokens, folder upload, analyses, polling, the verdict.
 //!
-//! Everything here follows `reference/oz-api.md`; each file cites the sections it implements.
+//! Everything here follows `docs/oz-api.md`; each file cites the sections it implements.
 //!
 //! - [`client`]: [`OzClient`], the endpoints, and the retry rules (folder creation is never
 //!   resent once it may have reached Oz).

@@ -1,6 +1,6 @@
 //! Oz resolution values, and how several analyses combine into one.
 //!
-//! Status vocabulary from oz-api.md §3.5 ("Statuses"): an analysis carries `state`
+//! Status vocabulary from docs/oz-api.md §3.5 ("Statuses"): an analysis carries `state`
 //! (PROCESSING, FAILED, FINISHED) and `resolution_status` (PROCESSING, FAILED, DECLINED,
 //! OPERATOR_REQUIRED, SUCCESS); a folder carries `system_resolution` with the same verdict
 //! values. The REST API sends them uppercase while the Web SDK reports lowercase (§4.4), so

@@ -1,11 +1,11 @@
 //! The HTTPS connector for Oz API: rustls with the aws-lc-rs provider, Mozilla roots plus an
 //! optional private CA.
 //!
-//! Oz gives each customer its own host (oz-api.md §7), sometimes on-prem with a private CA,
+//! Oz gives each customer its own host (docs/oz-api.md §7), sometimes on-prem with a private CA,
 //! hence `oz.ca_file`. The provider is passed explicitly (`builder_with_provider`) instead of
 //! relying on a process-wide default: if any dependency ever enables a second rustls provider,
-//! the process default becomes ambiguous and rustls panics at runtime (rust-ecosystem.md,
-//! "rustls providers"). Roots come from `webpki-roots`, because the image is `FROM scratch` and
+//! the process default becomes ambiguous and rustls panics at runtime (docs/dependencies.md,
+//! "rustls: one crypto provider, passed explicitly"). Roots come from `webpki-roots`, because the image is `FROM scratch` and
 //! has no system store. Plain `http://` stays allowed for tests and the simulator.
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! One Oz API call: build the request, send it on the pooled client, bound it in time, read the
 //! answer, turn failures into `oz::Error`, and record metrics.
 //!
-//! Error mapping (oz-api.md §5): a 2xx answer is the body; any other status is parsed as Oz's
+//! Error mapping (docs/oz-api.md §5): a 2xx answer is the body; any other status is parsed as Oz's
 //! `{error_code, error_message, details}` body. HTTP 401, or the auth codes 6/7/8 under any
 //! status, become `Error::Auth`; everything else `Error::Api`. Connect failures and broken
 //! connections become `Error::Unreachable`; running past the time budget `Error::Timeout`.
@@ -45,7 +45,7 @@ const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Idle pooled connections are dropped after this. Below the 60–75 s keep-alive of common
 /// reverse proxies in front of Oz, so the pool rarely hands out a connection the server is
-/// closing (rust-ecosystem.md, "keep-alive race").
+/// closing (docs/dependencies.md, "hyper-util client: the keep-alive race").
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pause before the single connect retry.
@@ -117,7 +117,7 @@ impl Transport {
             return Err(BuildError::Url("cannot be used as a base URL".into()));
         }
         let http = Client::builder(TokioExecutor::new())
-            // Without a timer the idle timeout silently does nothing (rust-ecosystem.md).
+            // Without a timer the idle timeout silently does nothing (docs/dependencies.md, "hyper: timeouts need a timer").
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // Safe for every method: it only resends requests that never started.
@@ -291,7 +291,7 @@ fn classify(endpoint: &'static str, status: StatusCode, body: &[u8]) -> Error {
 }
 
 /// The `code` label of `oz_errors_total`: a fixed set, whatever Oz sends. Oz's `error_code` is
-/// kept when oz-api.md §5 documents it (0–11, 13, 14), the HTTP status when it is a registered
+/// kept when docs/oz-api.md §5 documents it (0–11, 13, 14), the HTTP status when it is a registered
 /// 4xx or 5xx; anything else is `other`, so an Oz (or a proxy in front of it) that invents codes
 /// adds one series, not one per code.
 fn metric_code(e: &Error) -> &'static str {
@@ -312,7 +312,7 @@ fn metric_code(e: &Error) -> &'static str {
     }
 }
 
-/// Oz error codes oz-api.md §5 lists: 0–11, and 13, 14 for OzCapsula.
+/// Oz error codes docs/oz-api.md §5 lists: 0–11, and 13, 14 for OzCapsula.
 fn known_error_code(code: i64) -> &'static str {
     // Indexed by code; 12 is not documented and goes to `other` like every unknown one.
     const CODES: [&str; 15] = [

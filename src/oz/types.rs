@@ -1,6 +1,6 @@
 //! What the client reads out of Oz API answers: folders, analyses, error bodies, login answers.
 //!
-//! Oz documents these shapes only in part (oz-api.md §2.8, §8.9), so parsing is tolerant: it
+//! Oz documents these shapes only in part (docs/oz-api.md §2.8, §8.9), so parsing is tolerant: it
 //! reads the fields it needs, ignores the rest, and keeps the raw folder JSON for callers.
 //! Sources: folder `folder_id`/`resolution_status` (§2.8) and `system_resolution` (§3.5);
 //! analysis `analysis_id` or the older `analyse_id` (§3.1, §8.3), `type`, `state`,

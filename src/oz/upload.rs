@@ -2,7 +2,7 @@
 //!
 //! Kept as a list of chunks (multipart head, ZIP, tail…) so the ZIP is never copied into one big
 //! buffer again, and sent with an exact `Content-Length`: whether Oz accepts chunked uploads is
-//! unknown (oz-api.md §8), and a known length makes a resend cheap since `Bytes` clones share.
+//! unknown (docs/oz-api.md §8), and a known length makes a resend cheap since `Bytes` clones share.
 
 use bytes::Bytes;
 

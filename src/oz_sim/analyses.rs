@@ -1,7 +1,7 @@
 //! Analyses: `POST /api/folders/{id}/analyses/` starts them, `GET /api/analyses/{id}` and
 //! `GET /api/folders/{id}/analyses/` read them.
 //!
-//! Follows oz-api.md §3.1 (request `{"analyses": [{"type", "source_media", "params"}]}`,
+//! Follows docs/oz-api.md §3.1 (request `{"analyses": [{"type", "source_media", "params"}]}`,
 //! answered with an array of analysis objects; biometry needs two media) and §3.5 (polling
 //! until `resolution_status` leaves `PROCESSING`). Each read of an analysis counts as one poll,
 //! whichever endpoint reads it, so a client may poll the analysis or its folder.
@@ -116,7 +116,7 @@ pub(crate) fn start(
         folder.analyses.push(a.id.clone());
         st.analyses.insert(a.id.clone(), a);
     }
-    // 201: the analyses are created entities (oz-api.md §5).
+    // 201: the analyses are created entities (docs/oz-api.md §5).
     Ok(json_rsp(StatusCode::CREATED, &Value::Array(out)))
 }
 

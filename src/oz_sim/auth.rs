@@ -1,7 +1,7 @@
 //! Access tokens: issuing them at login, checking `X-Forensic-Access-Token`, sliding expiry,
 //! refresh, and forced expiry for tests.
 //!
-//! Follows oz-api.md §1.1 (hex tokens, `expire_date` in Unix seconds), §1.2 (sliding expiry,
+//! Follows docs/oz-api.md §1.1 (hex tokens, `expire_date` in Unix seconds), §1.2 (sliding expiry,
 //! refresh with `expire_token`, the old pair deleted when the new one is first used, refresh
 //! errors) and §5 (codes 6 missing, 7 invalid, 8 expired, 9 forbidden).
 
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, ErrorCode};
 
-/// The header Oz reads the token from (oz-api.md §1.1; the `X-Forensics-` spelling is a typo
+/// The header Oz reads the token from (docs/oz-api.md §1.1; the `X-Forensics-` spelling is a typo
 /// in one page, §8.2, and is not accepted).
 pub const TOKEN_HEADER: &str = "x-forensic-access-token";
 
@@ -60,7 +60,7 @@ pub(crate) struct Sessions {
     next_id: SessionId,
 }
 
-/// 64 lowercase hex characters, the shape real Oz tokens have (oz-api.md §1.1).
+/// 64 lowercase hex characters, the shape real Oz tokens have (docs/oz-api.md §1.1).
 fn hex_token() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
@@ -162,7 +162,7 @@ impl Sessions {
         expire_token: Option<&str>,
     ) -> Result<Issued, ApiError> {
         let (caller, _expired) = self.identify(headers)?;
-        // Error texts are the ones oz-api.md §1.2 quotes.
+        // Error texts are the ones docs/oz-api.md §1.2 quotes.
         let expire_token = expire_token.ok_or_else(|| {
             ApiError::structure(
                 "Could not locate field for key_path expire_token from provided dict data",

@@ -1,7 +1,7 @@
 //! Simulator settings: accepted credentials, token lifetime, how long analyses stay
 //! `PROCESSING`, the verdict they end with, and the upload limits.
 //!
-//! Defaults follow oz-api.md: §1.2 (`OZ_SESSION_TTL` = 15 minutes), §3.5 (the statuses a
+//! Defaults follow docs/oz-api.md: §1.2 (`OZ_SESSION_TTL` = 15 minutes), §3.5 (the statuses a
 //! verdict can take) and §6.1 (`OZ_ATTACHMENT_MAX_COUNT` = 10, `OZ_ATTACHMENT_MAX_SIZE` = 10 MB).
 
 use std::fmt;
@@ -13,7 +13,7 @@ pub const DEFAULT_EMAIL: &str = "demo@oz-sim.local";
 /// Password accepted by a default simulator.
 pub const DEFAULT_PASSWORD: &str = "demo-password";
 
-/// The final resolution an analysis reaches (oz-api.md §3.5, `analyse.resolution_status`).
+/// The final resolution an analysis reaches (docs/oz-api.md §3.5, `analyse.resolution_status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// Check passed.
@@ -79,27 +79,27 @@ impl FromStr for Verdict {
 /// How a simulator behaves. Cheap to clone; read once by [`crate::oz_sim::OzSim::new`].
 #[derive(Clone)]
 pub struct SimConfig {
-    /// A static service token that is always accepted (oz-api.md §1.3); `None` accepts only
+    /// A static service token that is always accepted (docs/oz-api.md §1.3); `None` accepts only
     /// tokens issued by login.
     pub token: Option<String>,
     /// The email `POST /api/authorize/auth/` accepts.
     pub email: String,
     /// The password `POST /api/authorize/auth/` accepts.
     pub password: String,
-    /// Lifetime of login tokens; each authenticated call slides it forward (oz-api.md §1.2).
+    /// Lifetime of login tokens; each authenticated call slides it forward (docs/oz-api.md §1.2).
     /// `Duration::ZERO` issues tokens that are already expired, which tests use.
     pub token_ttl: Duration,
     /// How many reads of an analysis answer `PROCESSING` before it turns final.
     pub polls_until_final: u32,
     /// The resolution analyses end with.
     pub verdict: Verdict,
-    /// Single-request mode (oz-api.md §3.3): `POST /api/folders/` answers with finished analyses.
+    /// Single-request mode (docs/oz-api.md §3.3): `POST /api/folders/` answers with finished analyses.
     pub single_request: bool,
     /// Largest request body read; larger ones get 413.
     pub max_body_bytes: usize,
-    /// Largest single file part (`OZ_ATTACHMENT_MAX_SIZE`, oz-api.md §6.1).
+    /// Largest single file part (`OZ_ATTACHMENT_MAX_SIZE`, docs/oz-api.md §6.1).
     pub max_file_bytes: usize,
-    /// Most file parts in one upload (`OZ_ATTACHMENT_MAX_COUNT`, oz-api.md §6.1).
+    /// Most file parts in one upload (`OZ_ATTACHMENT_MAX_COUNT`, docs/oz-api.md §6.1).
     pub max_files: usize,
     /// How many uploads the handle keeps; older ones are dropped so a long `simulate-oz`
     /// run does not grow without bound.

@@ -1,7 +1,7 @@
 //! One request through the simulator: route, read the body, injected latency and failures,
 //! token check, handler, call record.
 //!
-//! The order follows what a client of a real Oz sees (oz-api.md §5): an outage (injected 5xx,
+//! The order follows what a client of a real Oz sees (docs/oz-api.md §5): an outage (injected 5xx,
 //! `error_code` 0) answers before authentication is looked at; a missing, unknown or expired
 //! `X-Forensic-Access-Token` (codes 6, 7, 8, §1.1) answers before the request is judged.
 
@@ -94,7 +94,7 @@ async fn call(sim: &OzSim, route: Route, parts: &Parts, body: Bytes) -> Result<R
     }
 }
 
-/// The answer to an injected failure: Oz's error body (oz-api.md §5) with the failure's code,
+/// The answer to an injected failure: Oz's error body (docs/oz-api.md §5) with the failure's code,
 /// by default 0 and Oz's generic server error message.
 fn injected_failure(failure: Failure) -> Rsp {
     let status = StatusCode::from_u16(failure.status)

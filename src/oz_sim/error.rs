@@ -1,6 +1,6 @@
 //! Oz error answers: the `{"error_code", "error_message", "details"}` body and its codes.
 //!
-//! Follows oz-api.md §5 (codes 0–11, plus the OzCapsula codes 13 and 14). Every refusal the
+//! Follows docs/oz-api.md §5 (codes 0–11, plus the OzCapsula codes 13 and 14). Every refusal the
 //! simulator makes goes through [`ApiError`], so a client always sees the body shape Oz uses.
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::wire::json_rsp;
 
-/// The Oz error codes the simulator answers with (oz-api.md §5).
+/// The Oz error codes the simulator answers with (docs/oz-api.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     /// 0: unknown server error; used for injected 5xx faults.

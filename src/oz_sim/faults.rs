@@ -2,7 +2,7 @@
 //! analyses, and the JSON control body of `POST /_sim/faults`.
 //!
 //! Injected failures carry the Oz error body with `error_code` 0, "Unknown server side error
-//! occurred" (oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends;
+//! occurred" (docs/oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends;
 //! a failure may name another `error_code`, any integer, to see what a client does with codes
 //! it has never heard of.
 
@@ -17,21 +17,21 @@ use serde_json::{json, Value};
 /// An Oz API endpoint the simulator serves, named for fault injection and call records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
-    /// `POST /api/authorize/auth/` (oz-api.md §1.1).
+    /// `POST /api/authorize/auth/` (docs/oz-api.md §1.1).
     Auth,
-    /// `POST /api/authorize/refresh/` (oz-api.md §1.2).
+    /// `POST /api/authorize/refresh/` (docs/oz-api.md §1.2).
     Refresh,
-    /// `POST /api/folders/` (oz-api.md §2).
+    /// `POST /api/folders/` (docs/oz-api.md §2).
     Folders,
-    /// `POST /api/instant/folders/` (oz-api.md §3.4).
+    /// `POST /api/instant/folders/` (docs/oz-api.md §3.4).
     InstantFolders,
-    /// `POST /api/folders/{id}/analyses/` (oz-api.md §3.1).
+    /// `POST /api/folders/{id}/analyses/` (docs/oz-api.md §3.1).
     StartAnalyses,
-    /// `GET /api/folders/{id}/analyses/` (oz-api.md §3.5).
+    /// `GET /api/folders/{id}/analyses/` (docs/oz-api.md §3.5).
     ListAnalyses,
-    /// `GET /api/analyses/{id}` (oz-api.md §3.5).
+    /// `GET /api/analyses/{id}` (docs/oz-api.md §3.5).
     GetAnalysis,
-    /// `GET /api/folders/{id}` (oz-api.md §3.5).
+    /// `GET /api/folders/{id}` (docs/oz-api.md §3.5).
     GetFolder,
 }
 
@@ -217,7 +217,7 @@ pub(crate) struct FaultRequest {
     pub verdict: Option<String>,
     /// `PROCESSING` reads for analyses started from now on.
     pub polls_until_final: Option<u32>,
-    /// Switch single-request mode (oz-api.md §3.3).
+    /// Switch single-request mode (docs/oz-api.md §3.3).
     pub single_request: Option<bool>,
     /// The next answer that starts analyses also lists this many that never finish.
     pub unfinished_analyses: Option<u32>,

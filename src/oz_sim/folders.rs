@@ -1,7 +1,7 @@
 //! Folders: `POST /api/folders/` and `POST /api/instant/folders/` create them from an upload,
 //! `GET /api/folders/{id}` reads one.
 //!
-//! Follows oz-api.md §2 (the upload), §2.8 (a folder object with its media), §3.3 (single
+//! Follows docs/oz-api.md §2 (the upload), §2.8 (a folder object with its media), §3.3 (single
 //! request: the answer already holds finished analyses), §3.4 (Instant API: synchronous,
 //! nothing stored) and §3.5 (`?with_analyses=true` embeds the analyses).
 
@@ -91,7 +91,7 @@ fn store(
     let synchronous = instant || st.cfg.single_request;
     let analyses: Vec<Analysis> = if synchronous {
         // Which analyses a single request runs when the payload names none is server
-        // configuration (oz-api.md §3.2); Liveness (quality) is the one capture needs.
+        // configuration (docs/oz-api.md §3.2); Liveness (quality) is the one capture needs.
         let reqs = acc.analyses.unwrap_or_else(|| {
             vec![AnalysisRequest {
                 kind: AnalysisType::Quality,
@@ -112,7 +112,7 @@ fn store(
     let refs: Vec<&Analysis> = analyses.iter().collect();
     let body = folder_json(&folder, &refs, true);
     if instant {
-        // The Instant API stores nothing (oz-api.md §3.4): a later GET finds no such folder.
+        // The Instant API stores nothing (docs/oz-api.md §3.4): a later GET finds no such folder.
         return Ok((StatusCode::OK, folder_id, body));
     }
     for a in analyses {

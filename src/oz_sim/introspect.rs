@@ -2,11 +2,11 @@
 //!
 //! - `GET /_sim/uploads`: a summary of each upload (folder id, endpoint, parts with names,
 //!   content types and sizes, ZIP entry names, tags and folder metadata). Never frame bytes,
-//!   never an `additional_info` value (oz-api.md §2.6, §7: client data stays out).
+//!   never an `additional_info` value (docs/oz-api.md §2.6, §7: client data stays out).
 //! - `GET /_sim/calls`: method, path, endpoint, status and injected delay of each Oz call.
 //! - `GET /_sim/faults`: pending failures, latencies, verdict, polls and mode.
 //! - `POST /_sim/faults`: change them; the body is described at [`super::faults`].
-//!   Injected failures answer with Oz's generic error, `error_code` 0 (oz-api.md §5), or the
+//!   Injected failures answer with Oz's generic error, `error_code` 0 (docs/oz-api.md §5), or the
 //!   `error_code` the rule names.
 //!
 //! These paths need no token: they are the simulator's own controls, not Oz endpoints.

@@ -1,6 +1,6 @@
 //! `POST /api/authorize/auth/` and `POST /api/authorize/refresh/`: the token endpoints.
 //!
-//! Follows oz-api.md §1.1 (credentials body; `access_token`, `expire_token`, `expire_date` in
+//! Follows docs/oz-api.md §1.1 (credentials body; `access_token`, `expire_token`, `expire_date` in
 //! Unix seconds and a `user` object) and §1.2 (refresh with `{"expire_token": …}` and the
 //! current token header; its 400/401/403 errors).
 

@@ -1,6 +1,6 @@
 //! A simulated Oz API for tests, `demo` and integrators without an Oz account.
 //!
-//! It follows `reference/oz-api.md`: token login and refresh (§1), folder upload as multipart
+//! It follows `docs/oz-api.md`: token login and refresh (§1), folder upload as multipart
 //! with a `payload` part or as an OzCapsula container (§2), analyses, polling and statuses (§3),
 //! single-request and Instant answers (§3.3, §3.4), and Oz error bodies (§5). It is strict
 //! where the proxy makes promises (a `Content-Length`, well-formed multipart, a `payload` whose

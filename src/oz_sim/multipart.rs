@@ -1,6 +1,6 @@
 //! A strict `multipart/form-data` parser for the simulator's upload endpoints.
 //!
-//! Follows RFC 7578 (form-data) and RFC 2046 §5.1.1 (delimiters), as oz-api.md §2.2 requires a
+//! Follows RFC 7578 (form-data) and RFC 2046 §5.1.1 (delimiters), as docs/oz-api.md §2.2 requires a
 //! multipart body with one part per media file plus a `payload` part. Written independently of
 //! the proxy's multipart writer (`src/capture`) so that a bug in one cannot hide the same bug in
 //! the other. It is stricter than the RFCs where real servers differ: no preamble, no transport

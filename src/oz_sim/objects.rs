@@ -1,6 +1,6 @@
 //! The Oz objects the simulator stores (folders, media, analyses) and their JSON form.
 //!
-//! Follows oz-api.md §2.8 (folder and media fields), §3.1 (analysis types, sent lowercase and
+//! Follows docs/oz-api.md §2.8 (folder and media fields), §3.1 (analysis types, sent lowercase and
 //! reported uppercase; both `analysis_id` and `analyse_id`, §8.3) and §3.5 (the status table:
 //! `state`, `resolution_status`, the folder's combined `resolution_status` and
 //! `system_resolution`, and `results_media[].results_data.confidence_spoofing`).
@@ -11,7 +11,7 @@ use super::config::Verdict;
 use super::error::ApiError;
 use super::shots::MediaType;
 
-/// Analysis types Oz knows (oz-api.md §3.1). `collection` is the inferred blacklist name.
+/// Analysis types Oz knows (docs/oz-api.md §3.1). `collection` is the inferred blacklist name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AnalysisType {
     Quality,
@@ -61,7 +61,7 @@ impl AnalysisType {
     }
 }
 
-/// One entry of an `analyses` request array (oz-api.md §3.1).
+/// One entry of an `analyses` request array (docs/oz-api.md §3.1).
 #[derive(Clone, Debug)]
 pub(crate) struct AnalysisRequest {
     pub kind: AnalysisType,
@@ -245,7 +245,7 @@ impl Analysis {
 
     /// Scores that agree with the verdict: Liveness reports `confidence_spoofing` per media
     /// (≥ 0.5 means an attack), Biometry `min_confidence`/`max_confidence` (≥ 0.85 means a
-    /// match), per the default thresholds of oz-api.md §3.5.
+    /// match), per the default thresholds of docs/oz-api.md §3.5.
     fn results(&self, verdict: Verdict, sources: &[&Media]) -> (Vec<Value>, Value) {
         match self.kind {
             AnalysisType::Quality => {

@@ -1,9 +1,9 @@
 //! What the simulator saw: each upload it processed and each Oz API call it answered, plus the
 //! JSON summaries `/_sim/uploads` and `/_sim/calls` serve.
 //!
-//! Uploads follow the shape of oz-api.md §2.2–2.3 (file parts plus a `payload` part). The
+//! Uploads follow the shape of docs/oz-api.md §2.2–2.3 (file parts plus a `payload` part). The
 //! summaries leave out frame bytes and every `additional_info` value: those are biometric and
-//! client-environment data (oz-api.md §2.6, §7) and must not leak through an introspection
+//! client-environment data (docs/oz-api.md §2.6, §7) and must not leak through an introspection
 //! endpoint or a debug print.
 
 use std::fmt;

@@ -1,8 +1,8 @@
 //! Maps a method and path to the Oz endpoint the simulator serves.
 //!
 //! Paths are matched with or without a trailing slash, because the docs disagree on it
-//! (oz-api.md §8.1): `/api/folders/` and `/api/folders` are the same route. Endpoints are the
-//! ones in oz-api.md §1.1, §1.2, §2.1, §3.1, §3.4 and §3.5.
+//! (docs/oz-api.md §8.1): `/api/folders/` and `/api/folders` are the same route. Endpoints are the
+//! ones in docs/oz-api.md §1.1, §1.2, §2.1, §3.1, §3.4 and §3.5.
 
 use hyper::Method;
 

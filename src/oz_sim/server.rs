@@ -33,7 +33,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // http1's header_read_timeout only works with a timer (rust-ecosystem.md, timer pitfall).
+    // http1's header_read_timeout only works with a timer (docs/dependencies.md, "hyper: timeouts need a timer").
     builder
         .http1()
         .timer(TokioTimer::new())

@@ -1,7 +1,7 @@
 //! Checks the media files of an upload: a shots-set ZIP must open and hold images, an image
 //! must be the format its content type claims.
 //!
-//! Follows oz-api.md §2.2 (the media type comes from the part's MIME type), §2.4 (a ZIP of
+//! Follows docs/oz-api.md §2.2 (the media type comes from the part's MIME type), §2.4 (a ZIP of
 //! frames is a `SHOTS_SET`) and §2.7 (frames are JPEG files at the ZIP root). The format checks
 //! catch the classic capture bug of zipping base64 text instead of decoded JPEG bytes.
 
@@ -11,7 +11,7 @@ use zip::ZipArchive;
 
 use super::error::ApiError;
 
-/// The Oz media types (oz-api.md §2.4).
+/// The Oz media types (docs/oz-api.md §2.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaType {
     /// A ZIP of frames, which Oz treats as a video.
@@ -37,7 +37,7 @@ impl MediaType {
         match essence {
             "application/zip" | "application/x-zip-compressed" => Some(MediaType::ShotsSet),
             "image/jpeg" | "image/png" => Some(MediaType::Image),
-            // oz-api.md §6.3, the video MIME types the old docs list.
+            // docs/oz-api.md §6.3, the video MIME types the old docs list.
             "video/mpeg" | "video/mp4" | "video/ogg" | "video/quicktime" | "video/webm"
             | "video/x-ms-wmv" | "video/x-msvideo" => Some(MediaType::Video),
             _ => None,

@@ -1,7 +1,7 @@
 //! The simulator handle, [`OzSim`]: shared state behind one lock, plus the methods tests and
 //! the `demo` use to read what arrived and to inject faults.
 //!
-//! The state mirrors what oz-api.md describes Oz keeping: sessions (§1), folders with media
+//! The state mirrors what docs/oz-api.md describes Oz keeping: sessions (§1), folders with media
 //! (§2), analyses and their progress (§3). Nothing here is global; each simulator is its own
 //! value, so tests run side by side.
 
@@ -185,7 +185,7 @@ impl OzSim {
         self.lock().cfg.polls_until_final = n;
     }
 
-    /// Switches single-request mode (oz-api.md §3.3) for uploads from now on.
+    /// Switches single-request mode (docs/oz-api.md §3.3) for uploads from now on.
     pub fn set_single_request(&self, on: bool) {
         self.lock().cfg.single_request = on;
     }

@@ -1,7 +1,7 @@
 //! Validates a folder upload and turns it into media to store, filling the upload record as
 //! it goes so a refused upload still shows what arrived.
 //!
-//! Follows oz-api.md §2.2 (multipart with file parts keyed by name, media type from the MIME
+//! Follows docs/oz-api.md §2.2 (multipart with file parts keyed by name, media type from the MIME
 //! type), §2.3 (`payload` with `media:tags`, `media:meta_data`, `folder:meta_data`), §2.4 (tags
 //! for shots sets), §4.7 with §5 (OzCapsula containers, code 13) and §6.1 (count and size
 //! limits). Error codes: 3 for structure, 4 for values, 5 for types; 411 when there is no
@@ -21,7 +21,7 @@ use super::records::{ReceivedPart, ReceivedUpload};
 use super::shots::{self, MediaType};
 use super::wire::{content_type, essence};
 
-/// The tags Oz documents (oz-api.md §2.4).
+/// The tags Oz documents (docs/oz-api.md §2.4).
 const ACTION_TAGS: [&str; 9] = [
     "video_selfie_left",
     "video_selfie_right",
@@ -55,7 +55,7 @@ pub(crate) struct NewMedia {
 pub(crate) struct Accepted {
     pub media: Vec<NewMedia>,
     pub folder_meta: Value,
-    /// `analyses` from the payload (single request, oz-api.md §3.3), if given.
+    /// `analyses` from the payload (single request, docs/oz-api.md §3.3), if given.
     pub analyses: Option<Vec<AnalysisRequest>>,
 }
 
@@ -112,7 +112,7 @@ pub fn read_upload(content_type: &str, body: &[u8], cfg: &SimConfig) -> Received
     rec
 }
 
-/// An OzCapsula container is opaque (oz-api.md §4.7): only emptiness can be checked.
+/// An OzCapsula container is opaque (docs/oz-api.md §4.7): only emptiness can be checked.
 fn check_container(body: &[u8], rec: &mut ReceivedUpload) -> Result<Accepted, ApiError> {
     if body.is_empty() {
         return Err(ApiError::new(
@@ -177,7 +177,7 @@ fn check_form(
         Some(a) => {
             let reqs = parse_analysis_requests(a)?;
             if reqs.iter().any(|r| r.source_media.is_some()) {
-                // The docs' single-request example is cut off (oz-api.md §3.3), so what
+                // The docs' single-request example is cut off (docs/oz-api.md §3.3), so what
                 // source_media would name there (file keys? media ids?) is unknown.
                 return Err(ApiError::value(
                     "source_media is not supported in payload analyses; they run on every media",
@@ -303,7 +303,7 @@ fn check_files<'p, 'a>(
 }
 
 /// `media:tags`: every file tagged, every key a file, every tag a documented one, and a shots
-/// set or video tagged `video_selfie` + one action + one orientation (oz-api.md §2.4).
+/// set or video tagged `video_selfie` + one action + one orientation (docs/oz-api.md §2.4).
 fn check_tags(
     payload: &Map<String, Value>,
     files: &[(&Part<'_>, MediaType)],

@@ -1,7 +1,7 @@
 //! Small HTTP helpers shared by the simulator's handlers: JSON answers, content-type essences
 //! and timestamps. Request bodies are read in `body`.
 //!
-//! JSON endpoints (oz-api.md §1.1, §3.1) are sent as `application/json`; the simulator insists on
+//! JSON endpoints (docs/oz-api.md §1.1, §3.1) are sent as `application/json`; the simulator insists on
 //! that header, as a form-parsing server would not find JSON fields otherwise.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,7 +40,7 @@ pub fn content_type(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Seconds since the Unix epoch, with a fractional part. Oz documents its time filters as
-/// UNIX timestamps (oz-api.md §3.6), so timestamps go out in that unit.
+/// UNIX timestamps (docs/oz-api.md §3.6), so timestamps go out in that unit.
 pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -146,7 +146,7 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// The comma-separated tokens of one `Connection` value, as bytes: a value that is not UTF-8
-/// must not panic anything (pingora#706).
+/// must not panic anything (docs/proxy-rules.md, "Hop-by-hop fields and `Connection`").
 fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
     v.as_bytes()
         .split(|&b| b == b',')

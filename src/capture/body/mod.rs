@@ -1,4 +1,4 @@
-//! Parses the `on_capture_complete` JSON (oz-api.md §4.3, `seed-capture-mode.txt`) into borrowed
+//! Parses the `on_capture_complete` JSON (docs/oz-api.md §4.3) into borrowed
 //! views of its frames, without copying them.
 //!
 //! Two shapes exist. Plain: every field at the top level and `from_virtual_camera` null or absent.
@@ -58,7 +58,7 @@ pub struct Capture<'a> {
     /// `best_frame_png` (PNG data URL), if not null.
     pub best_frame_png: Option<Frame<'a>>,
     /// `additional_info` exactly as it appeared in the body (a JSON string, escapes and all), to
-    /// be forwarded to Oz unchanged (oz-api.md §2.6).
+    /// be forwarded to Oz unchanged (docs/oz-api.md §2.6).
     pub additional_info: &'a RawValue,
 }
 
