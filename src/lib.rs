@@ -3,9 +3,12 @@
 //! # Data flow
 //!
 //! ```text
-//! listener (server) ─► dispatch (proxy::dispatch) ─┬─► passthrough (proxy::passthrough) ─► backend
-//!                                                  └─► capture (capture::handler) ─► oz ─► backend or client
+//! listener (server) ─► dispatch (proxy::dispatch) ─┬──────────────────────────────────┬─► upstream request ─► backend
+//!                                                  └─► capture (capture::handler) ─► oz ─► Outcome ─┴─► or the client's answer
 //! ```
+//!
+//! Traffic and imports run one way; `docs/ARCHITECTURE.md` is the map, and `tests/layering.rs`
+//! holds every module to its floor.
 //!
 //! # Layout
 //!
@@ -19,8 +22,9 @@
 //! - [`runtime`]: what tunes the process rather than the domain: the allocator and memory trim,
 //!   the capture threads and their scheduling class, the deferred log writer.
 //! - [`telemetry`]: log output, JSON lines by default, and the access log.
-//! - [`body`], [`error`], [`problem`], [`metrics`]: the body type, the failure enum, the one
-//!   mapping of failures to `application/problem+json`, and the metric families.
+//! - [`body`], [`error`], [`problem`], [`metrics`], [`error_chain`]: the body type, the failure
+//!   enum, the one classification of failures (and their `application/problem+json`), the metric
+//!   families, and an error with its sources on one line.
 
 pub mod admin;
 pub mod body;
