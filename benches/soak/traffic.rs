@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use oz_capture_proxy::error_chain::chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -395,7 +396,7 @@ async fn http_request(
     let rsp = match client.request(req).await {
         Ok(rsp) => rsp,
         Err(e) if e.is_connect() => return (Outcome::Refused, None),
-        Err(e) => return (Outcome::Reset(error_chain(&e)), None),
+        Err(e) => return (Outcome::Reset(chain(&e)), None),
     };
     let conn_close = (class.http1() && rsp.version() == Version::HTTP_11).then(|| {
         rsp.headers().get_all(header::CONNECTION).iter().any(|v| {
@@ -404,18 +405,6 @@ async fn http_request(
         })
     });
     (judge(class, rsp, expect).await, conn_close)
-}
-
-/// `e` and its sources, one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 fn text_header(rsp: &Response<Incoming>, name: &str) -> Option<String> {
@@ -449,7 +438,7 @@ async fn judge(class: Class, rsp: Response<Incoming>, expect: Expect) -> Outcome
                 return Outcome::Reset(format!(
                     "answer {status} cut after {} body bytes: {}",
                     h.bytes(),
-                    error_chain(&e)
+                    chain(&e)
                 ))
             }
         }
