@@ -5,17 +5,20 @@
 //! | `GET /live` | `200 live` while the process runs |
 //! | `GET /ready` | `200 ready` once the listeners are bound; `503 starting` before, `503 draining` after SIGTERM/SIGINT |
 //! | `GET /metrics` | the Prometheus text format of every metric in `crate::metrics` |
+//! | `GET /.well-known/jwks.json` | the public keys of the verdict tokens (`crate::verdict_token`); `{"keys":[]}` with tokens off |
 //!
 //! Anything else gets 404, and methods other than GET and HEAD get 405.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::registry::Registry;
 
 use crate::body::Body;
+use crate::verdict_token::Signer;
 
 const STARTING: u8 = 0;
 const READY: u8 = 1;
@@ -60,13 +63,20 @@ impl Readiness {
 pub struct Admin {
     readiness: Readiness,
     registry: Arc<Registry>,
+    /// The verdict signer in force, whose public keys `/.well-known/jwks.json` publishes.
+    published: Arc<ArcSwapOption<Signer>>,
 }
 
 impl Admin {
-    pub fn new(readiness: Readiness, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        readiness: Readiness,
+        registry: Arc<Registry>,
+        published: Arc<ArcSwapOption<Signer>>,
+    ) -> Self {
         Admin {
             readiness,
             registry,
+            published,
         }
     }
 
@@ -82,6 +92,7 @@ impl Admin {
             "/live" => text_rsp(StatusCode::OK, "live\n"),
             "/ready" => self.ready_rsp(),
             "/metrics" => self.metrics_rsp(),
+            "/.well-known/jwks.json" => self.jwks_rsp(),
             _ => text_rsp(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -95,6 +106,25 @@ impl Admin {
                 format!("{}\n", self.readiness.label()),
             )
         }
+    }
+
+    /// The JWKS of the verdict keys (RFC 7517); with tokens off, an empty key set.
+    fn jwks_rsp(&self) -> Response<Body> {
+        let jwks = match &*self.published.load() {
+            Some(signer) => signer.jwks(),
+            None => bytes::Bytes::from_static(br#"{"keys":[]}"#),
+        };
+        let mut rsp = Response::new(Body::full(jwks));
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        // Short: a rotation shows within a minute, and verifiers refetch on an unknown `kid`.
+        rsp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        rsp
     }
 
     fn metrics_rsp(&self) -> Response<Body> {

@@ -22,6 +22,7 @@
 //! - [`runtime`]: what tunes the process rather than the domain: the allocator and memory trim,
 //!   the capture threads and their scheduling class, the deferred log writer.
 //! - [`telemetry`]: log output, JSON lines by default, and the access log.
+//! - [`verdict_token`]: the signed verdict tokens (JWT) and the JWKS that verifies them.
 //! - [`body`], [`error`], [`problem`], [`metrics`], [`error_chain`]: the body type, the failure
 //!   enum, the one classification of failures (and their `application/problem+json`), the metric
 //!   families, and an error with its sources on one line.
@@ -42,5 +43,6 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
+pub mod verdict_token;
 
 pub use error::Error;

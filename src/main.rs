@@ -124,7 +124,7 @@ fn overrides() -> BTreeMap<String, String> {
 /// passes here, the proxy starts with.
 fn load(path: &std::path::Path, env: &BTreeMap<String, String>) -> Result<Config, config::Error> {
     let config = Config::load(path, env)?;
-    reload::compile_routes(&config)?;
+    reload::compile(&config)?;
     Ok(config)
 }
 

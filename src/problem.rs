@@ -91,7 +91,11 @@ pub fn classify(err: &Error) -> Class {
     let may_leave_body_unread = match err {
         Error::Capture(c) => matches!(
             c,
-            C::UnsupportedMediaType | C::BodyTooLarge { .. } | C::BodyRead(_) | C::Busy
+            C::UnsupportedMediaType
+                | C::BodyTooLarge { .. }
+                | C::BodyRead(_)
+                | C::Busy
+                | C::MissingBinding { .. }
         ),
         Error::Oz(_) => false,
         _ => true,
@@ -215,6 +219,13 @@ fn capture_problem(err: &capture::Error, detail: String) -> Problem {
         E::EmptyContainer => {
             Problem::new(S::BAD_REQUEST, "empty_container", "Empty container", detail)
         }
+        E::MissingBinding { name, .. } => Problem::new(
+            S::BAD_REQUEST,
+            "missing_binding",
+            "Missing session binding",
+            detail,
+        )
+        .with("field", name.as_str()),
         E::BodyRead(_) => Problem::new(
             S::BAD_REQUEST,
             "body_read_failed",

@@ -49,6 +49,11 @@
 //! | `result_mode` (respond routes) | more detail (`safe` < `status` < `folder`) | the client learns more about its verdict |
 //! | `capture.strict_paths` | `true` → `false`, while routes exist | spellings that some backends fold onto a capture path pass through unchecked |
 //! | `oz.url`, `oz.api` | any change, while routes exist | where verdicts come from is not something to compare; a cut before `oz:` turns the URL into the built-in placeholder |
+//! | `verdict.keys` | emptied, while routes exist | backends that verify tokens would get none |
+//! | `verdict.bind` | set → empty, while routes exist | tokens would no longer be bound to a session |
+//!
+//! New verdict keys (a rotation: the new key first, the old one after it) apply on reload, and
+//! the admin listener's JWKS follows.
 //!
 //! Not weaker, so reloadable either way: `forward_body` (what the backend gets besides the
 //! verdict), `file_key`, the size limits `max_body_bytes`, `max_frames`, `max_frame_bytes`
@@ -61,7 +66,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::handler::CaptureService;
@@ -70,6 +75,7 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::proxy::{Live, RouteTable};
+use crate::verdict_token::Signer;
 
 /// Where the config came from, so it can be read again the same way.
 #[derive(Clone, Debug)]
@@ -98,26 +104,39 @@ impl ConfigSource {
     }
 }
 
-/// The capture routes of `config`, compiled for dispatch: the one place where routes that
-/// normalize to the same path are refused. The proxy's start, every reload and `check` go
-/// through it.
-pub fn compile_routes(config: &Config) -> Result<RouteTable, crate::config::Error> {
-    RouteTable::new(config.capture.effective_routes(), &config.capture)
+/// What a config is compiled into before anything listens: its capture routes and its verdict
+/// signer.
+pub struct Compiled {
+    pub routes: RouteTable,
+    /// `None` when `verdict.keys` is empty.
+    pub signer: Option<Arc<Signer>>,
 }
 
-/// Builds the swappable part of the proxy from `config` and its `routes` (see
-/// [`compile_routes`]).
+/// Compiles `config`: the one place where routes that normalize to the same path are refused
+/// and the verdict keys are read and checked. The proxy's start, every reload and `check` go
+/// through it.
+pub fn compile(config: &Config) -> Result<Compiled, crate::config::Error> {
+    Ok(Compiled {
+        routes: RouteTable::new(config.capture.effective_routes(), &config.capture)?,
+        signer: Signer::from_config(&config.verdict)?.map(Arc::new),
+    })
+}
+
+/// Builds the swappable part of the proxy from `config` and what it compiled into (see
+/// [`compile`]).
 pub fn build_live(
     config: &Config,
-    routes: RouteTable,
+    compiled: Compiled,
     metrics: &Metrics,
     previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
+    let Compiled { routes, signer } = compiled;
     if routes.is_empty() {
         return Ok(Live { captures: None });
     }
     let service = CaptureService::new(
         config,
+        signer,
         metrics.clone(),
         previous
             .and_then(|p| p.captures.as_ref())
@@ -134,6 +153,7 @@ pub async fn watch(
     watched: Watched,
     mut current: Config,
     live: Arc<ArcSwap<Live>>,
+    published: Arc<ArcSwapOption<Signer>>,
     metrics: Metrics,
     stop: CancellationToken,
 ) {
@@ -181,6 +201,7 @@ pub async fn watch(
         let reloader = Reloader {
             source: &source,
             live: &live,
+            published: &published,
             metrics: &metrics,
         };
         if let Some(new) = reloader.reload(&text, cause, &current) {
@@ -195,6 +216,8 @@ pub async fn watch(
 struct Reloader<'a> {
     source: &'a ConfigSource,
     live: &'a ArcSwap<Live>,
+    /// The signer whose keys the admin listener publishes.
+    published: &'a ArcSwapOption<Signer>,
     metrics: &'a Metrics,
 }
 
@@ -214,8 +237,8 @@ impl Reloader<'_> {
                 reason: "not valid UTF-8".into(),
             })
             .and_then(|text| Config::from_yaml(text, &self.source.env))
-            .and_then(|new| Ok((compile_routes(&new)?, new)));
-        let (routes, new) = match loaded {
+            .and_then(|new| Ok((compile(&new)?, new)));
+        let (compiled, new) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 refused(&e);
@@ -233,10 +256,12 @@ impl Reloader<'_> {
             );
             return None;
         }
-        match build_live(&new, routes, self.metrics, Some(&self.live.load())) {
+        let signer = compiled.signer.clone();
+        match build_live(&new, compiled, self.metrics, Some(&self.live.load())) {
             Ok(built) => {
                 warn_restart_only(current, &new);
                 self.live.store(Arc::new(built));
+                self.published.store(signer);
                 self.metrics.config_reload(true);
                 tracing::info!(%path, cause, capture_routes = new.capture.routes.len(), "config reloaded");
                 Some(new)
@@ -257,6 +282,12 @@ pub fn weakenings(old: &Config, new: &Config) -> Vec<String> {
     let old_routes = old.capture.effective_routes();
     if old_routes.is_empty() {
         return out;
+    }
+    if old.verdict.enabled() && !new.verdict.enabled() {
+        out.push("verdict.keys: emptied, so tokens would stop".to_owned());
+    }
+    if !old.verdict.bind.is_empty() && new.verdict.bind.is_empty() {
+        out.push("verdict.bind: removed, so tokens would no longer be bound".to_owned());
     }
     if old.oz.url != new.oz.url {
         out.push("oz.url changed while capture routes exist".to_owned());
@@ -379,7 +410,7 @@ mod tests {
     #[test]
     fn duplicate_routes_after_normalization_are_refused() {
         let yaml = "capture:\n  routes:\n    - path: /a/b\n    - path: //a/b/\n";
-        let e = compile_routes(&config(yaml))
+        let e = compile(&config(yaml))
             .err()
             .expect("two routes normalize to /a/b")
             .to_string();

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -163,11 +163,18 @@ async fn run_with(
         config.server.underscores_in_headers,
         metrics.clone(),
     );
+    let compiled = reload::compile(&config)?;
+    match &compiled.signer {
+        Some(signer) => tracing::info!(
+            signing_kid = signer.signing_kid(),
+            keys = config.verdict.keys.len(),
+            "verdict tokens on"
+        ),
+        None => tracing::info!("verdict tokens off: no verdict.keys configured"),
+    }
+    let published = Arc::new(ArcSwapOption::new(compiled.signer.clone()));
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
-        &config,
-        reload::compile_routes(&config)?,
-        &metrics,
-        None,
+        &config, compiled, &metrics, None,
     )?));
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),
@@ -193,7 +200,7 @@ async fn run_with(
     let admin_addr = listeners.admin.local_addr()?;
     let admin = tokio::spawn(serve_admin(
         listeners.admin,
-        Admin::new(readiness.clone(), registry.clone()),
+        Admin::new(readiness.clone(), registry.clone(), published.clone()),
         admin_stop.clone(),
     ));
     if let Some(source) = source {
@@ -201,6 +208,7 @@ async fn run_with(
             source,
             config.clone(),
             live,
+            published,
             metrics.clone(),
             shutdown.clone(),
         ));

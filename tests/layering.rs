@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[&[&str]] = &[
     &["config", "metrics", "body", "error_chain"],
     &["runtime", "oz_sim"],
-    &["telemetry", "oz"],
+    &["telemetry", "oz", "verdict_token"],
     &["capture", "admin"],
     &["error"],
     &["problem"],

@@ -21,7 +21,7 @@ use oz_capture_proxy::config::Config;
 use oz_capture_proxy::proxy::dispatch::{request_filter, RequestRules, Route, RouteTable};
 use oz_capture_proxy::proxy::headers::{Forwarding, Peer};
 use oz_capture_proxy::proxy::path::normalize;
-use oz_capture_proxy::reload::compile_routes;
+use oz_capture_proxy::reload::compile;
 
 const CONFIG: &str = "\
 backend:
@@ -52,7 +52,7 @@ fn fixture() -> &'static Fixture {
         let mut underscores = rules.clone();
         underscores.keep_underscores = true;
         Fixture {
-            routes: compile_routes(&config).expect("the fixture routes"),
+            routes: compile(&config).expect("the fixture routes").routes,
             forwarding: Forwarding::from_config(&config.forwarding),
             peer: Peer::new("192.0.2.7:50000".parse().unwrap(), false),
             max_headers: config.server.max_headers,

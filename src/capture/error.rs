@@ -47,6 +47,10 @@ pub enum Error {
     /// The `action` has no Oz tag.
     #[error("field `action`: unknown action code (expected one of the Web SDK's video_selfie_* or photo_id_* codes)")]
     UnknownAction,
+    /// Tokens are bound to the host app's session (`verdict.bind`) and the capture request does
+    /// not carry exactly one non-empty value of `name` (a cookie or header name).
+    #[error("the capture must carry the {kind} `{name}` the verdict is bound to (verdict.bind)")]
+    MissingBinding { kind: &'static str, name: String },
     /// The container body is empty.
     #[error("the OzCapsula container body is empty")]
     EmptyContainer,

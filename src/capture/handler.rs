@@ -33,11 +33,13 @@ use crate::capture::transform::{
 };
 use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
-    CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode, UncheckedImages,
+    Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode,
+    UncheckedImages,
 };
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
+use crate::verdict_token::{AnalysisClaim, OzClaim, Signer, Subject};
 
 /// Verdict headers for the backend (README.md, "What the backend and the client see").
 pub mod oz_headers {
@@ -46,6 +48,7 @@ pub mod oz_headers {
     pub static RESOLUTION: HeaderName = HeaderName::from_static("x-oz-resolution");
     pub static ACTION: HeaderName = HeaderName::from_static("x-oz-action");
     pub static VIRTUAL_CAMERA: HeaderName = HeaderName::from_static("x-oz-virtual-camera");
+    pub static VERDICT_TOKEN: HeaderName = HeaderName::from_static("x-oz-verdict-token");
 }
 
 /// Everything the capture path needs; swapped as a whole on config reload.
@@ -62,6 +65,8 @@ pub struct CaptureService {
     pool: Arc<TransformPool>,
     body_timeout: Duration,
     folder_meta_data: Arc<BTreeMap<String, String>>,
+    /// Signs verdict tokens; `None` when `verdict.keys` is empty.
+    signer: Option<Arc<Signer>>,
 }
 
 /// What comes of a checked capture.
@@ -97,6 +102,7 @@ impl CaptureService {
     /// same budget, and its transform pool when `max_concurrent` and `transform_priority` did not.
     pub fn new(
         config: &Config,
+        signer: Option<Arc<Signer>>,
         metrics: Metrics,
         previous: Option<&CaptureService>,
     ) -> anyhow::Result<Self> {
@@ -133,6 +139,7 @@ impl CaptureService {
             pool,
             body_timeout: config.capture.body_timeout,
             folder_meta_data: Arc::new(config.capture.folder_meta_data.clone()),
+            signer,
         })
     }
 
@@ -146,6 +153,16 @@ impl CaptureService {
         request_id: &str,
     ) -> Result<Outcome, Failure> {
         check_head(&req)?;
+        // The session value is taken from the head now; a capture without it is refused before
+        // its body is read.
+        let binding = match self.signer.as_ref().and_then(|s| s.binding()) {
+            Some(b) => Some(
+                b.value(req.headers())
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| missing_binding(b))?,
+            ),
+            None => None,
+        };
         let mode = mode_of(req.headers())?;
         let declared = declared_length(req.headers())?;
         if declared.is_some_and(|n| n > route.max_body_bytes) {
@@ -249,11 +266,32 @@ impl CaptureService {
             virtual_camera,
             frame_count,
         };
+        let token = |body: Option<&[u8]>| {
+            let (signer, verdict) = (self.signer.as_ref()?, facts.verdict?);
+            Some(signer.mint(&Subject {
+                folder_id: &verdict.folder_id,
+                request_id,
+                oz: oz_claim(&facts),
+                body,
+                binding: binding.as_deref(),
+            }))
+        };
         match route.on_result {
-            OnResult::Respond => Ok(Outcome::Respond(respond(route.result_mode, &facts))),
-            OnResult::Forward => Ok(Outcome::Forward(
-                self.forward_request(route, parts, raw, &facts).await?,
-            )),
+            OnResult::Respond => Ok(Outcome::Respond(respond(
+                route.result_mode,
+                &facts,
+                token(None).as_deref(),
+            ))),
+            OnResult::Forward => {
+                let mut req = self.forward_request(route, parts, raw, &facts).await?;
+                if let Some(token) = token(Some(req.body())) {
+                    if let Ok(v) = HeaderValue::from_str(&token) {
+                        req.headers_mut()
+                            .insert(oz_headers::VERDICT_TOKEN.clone(), v);
+                    }
+                }
+                Ok(Outcome::Forward(req))
+            }
         }
     }
 
@@ -413,13 +451,41 @@ fn analyses_json(verdict: Option<&Verdict>) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-/// The respond-mode answer, shaped like the Web SDK's `result_mode` names it.
-fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Bytes> {
+/// The claim about Oz's verdict in a token: what the `X-Oz-*` headers say.
+fn oz_claim<'a>(facts: &'a Facts<'a>) -> OzClaim<'a> {
+    OzClaim {
+        resolution: facts.resolution(),
+        action: facts.action,
+        virtual_camera: facts.virtual_camera,
+        analyses: facts
+            .verdict
+            .map(|v| v.analyses.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|a| AnalysisClaim {
+                kind: &a.kind,
+                resolution: a.resolution.as_str(),
+            })
+            .collect(),
+    }
+}
+
+fn missing_binding(binding: &Binding) -> CaptureError {
+    let (kind, name) = match binding {
+        Binding::Cookie(name) => ("cookie", name.clone()),
+        Binding::Header(name) => ("header", name.as_str().to_owned()),
+    };
+    CaptureError::MissingBinding { kind, name }
+}
+
+/// The respond-mode answer, shaped like the Web SDK's `result_mode` names it, with the verdict
+/// token in every mode (the browser can do nothing with it; the backend it relays it to can).
+fn respond(mode: ResultMode, facts: &Facts<'_>, token: Option<&str>) -> Response<Bytes> {
     let state = match facts.verdict.map(|v| v.resolution) {
         Some(Resolution::Processing) => "processing",
         _ => "finished",
     };
-    let doc = match mode {
+    let mut doc = match mode {
         ResultMode::Safe => serde_json::json!({ "state": state }),
         ResultMode::Status => serde_json::json!({
             "state": state,
@@ -433,6 +499,9 @@ fn respond(mode: ResultMode, facts: &Facts<'_>) -> Response<Bytes> {
             "analyses": analyses_json(facts.verdict),
         }),
     };
+    if let Some(token) = token {
+        doc["verdict_token"] = token.into();
+    }
     let mut rsp = Response::new(Bytes::from(
         serde_json::to_vec(&doc).expect("a json! value always serializes"),
     ));
@@ -589,7 +658,7 @@ mod tests {
             virtual_camera: Some(false),
             frame_count: Some(3),
         };
-        let rsp = respond(ResultMode::Safe, &facts);
+        let rsp = respond(ResultMode::Safe, &facts, None);
         assert_eq!(&rsp.body()[..], br#"{"state":"finished"}"#);
     }
 }

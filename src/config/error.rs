@@ -18,7 +18,7 @@ pub enum Error {
 
 impl Error {
     /// A value at `key` that is not acceptable, and why.
-    pub(super) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {
             key: key.into(),
             reason: reason.into(),

@@ -10,7 +10,8 @@
 //! here, and `capture` and `oz` use them from here.
 //!
 //! - [`Config`], the root, is here; then one file per group of sections: `server` (`tls`,
-//!   `server`, `shutdown`, `reload`), `backend` (`backend`, `forwarding`), `log`, `oz`, `capture`.
+//!   `server`, `shutdown`, `reload`), `backend` (`backend`, `forwarding`), `log`, `oz`, `capture`,
+//!   `verdict`.
 //!   A section's defaults are its one `Default`, which serde uses for every key left out.
 //! - `load`: YAML, overrides, secret files; `validate`: the checks types cannot make;
 //!   `secrets`: keeping secret values out of messages; `de`: durations, URLs and lists; `error`.
@@ -27,6 +28,7 @@ mod server;
 #[cfg(test)]
 mod test_input;
 mod validate;
+mod verdict;
 
 use std::net::SocketAddr;
 
@@ -43,6 +45,7 @@ pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat};
 pub use oz::{OzApiMode, OzAuthConfig, OzConfig, SecretFiles};
 pub use server::{ReloadConfig, ServerConfig, ShutdownConfig, TlsConfig};
+pub use verdict::{Binding, VerdictAlg, VerdictConfig, VerdictKeyConfig};
 
 /// The whole configuration, as written in YAML (see `config/example.yaml`).
 ///
@@ -83,6 +86,9 @@ pub struct Config {
     /// Capture routes and their settings.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// Signed verdict tokens for the backend.
+    #[serde(default)]
+    pub verdict: VerdictConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -131,6 +137,7 @@ mod tests {
             log: LogConfig::default(),
             oz: OzConfig::default(),
             capture: CaptureConfig::default(),
+            verdict: VerdictConfig::default(),
         };
         let built = serde_json::to_value(&built).unwrap();
         let Value::Object(sections) = &built else {

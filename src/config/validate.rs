@@ -7,6 +7,7 @@
 //! business; `check` compiles the routes too.
 
 use super::capture::{BEST_FRAME_KEY, MAX_ANALYSES, RESERVED_FOLDER_KEYS};
+use super::verdict::{Binding, VerdictAlg};
 use super::{Config, Error};
 
 impl Config {
@@ -121,7 +122,59 @@ impl Config {
             ));
         }
         self.validate_oz()?;
-        self.validate_capture()
+        self.validate_capture()?;
+        self.validate_verdict()
+    }
+
+    /// The shape of `verdict`; the key files are read and checked where the keys are built
+    /// (`crate::verdict_token`), which `check` runs too.
+    fn validate_verdict(&self) -> Result<(), Error> {
+        let v = &self.verdict;
+        if v.issuer.is_empty() {
+            return Err(Error::invalid("verdict.issuer", "must not be empty"));
+        }
+        if v.token_ttl.is_zero() {
+            return Err(Error::invalid("verdict.token_ttl", "must be above 0s"));
+        }
+        Binding::parse(&v.bind).map_err(|reason| Error::invalid("verdict.bind", reason))?;
+        let mut kids = std::collections::HashSet::new();
+        for (i, key) in v.keys.iter().enumerate() {
+            let at = |field: &str| format!("verdict.keys[{i}].{field}");
+            if key.kid.is_empty() {
+                return Err(Error::invalid(at("kid"), "must not be empty"));
+            }
+            if !kids.insert(key.kid.as_str()) {
+                return Err(Error::invalid(
+                    at("kid"),
+                    format!("`{}` is used by an earlier key", key.kid),
+                ));
+            }
+            let (needed, other) = match key.alg {
+                VerdictAlg::EdDSA => ("private_key_file", key.secret_file.is_some()),
+                VerdictAlg::HS256 => ("secret_file", key.private_key_file.is_some()),
+            };
+            let given = match key.alg {
+                VerdictAlg::EdDSA => key.private_key_file.is_some(),
+                VerdictAlg::HS256 => key.secret_file.is_some(),
+            };
+            if !given {
+                return Err(Error::invalid(
+                    at(needed),
+                    format!("is required for alg {:?}", key.alg),
+                ));
+            }
+            if other {
+                return Err(Error::invalid(
+                    at(if needed == "secret_file" {
+                        "private_key_file"
+                    } else {
+                        "secret_file"
+                    }),
+                    format!("does not go with alg {:?}", key.alg),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_oz(&self) -> Result<(), Error> {
