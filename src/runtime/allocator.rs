@@ -1,5 +1,8 @@
 //! How the process's allocator is set up, so that the memory captures used can go back to the
 //! kernel once they are done (`runtime::trim`).
+//!
+//! The allocator is glibc's: jemalloc and mimalloc kept more memory after captures in
+//! side-by-side runs, for no CPU gain beyond the noise (BENCHMARKS.md, item 15).
 
 /// One glibc arena for every thread. By default each thread that allocates gets an arena of
 /// its own (up to 8 per core), and the top of a thread's arena is one thing `malloc_trim`

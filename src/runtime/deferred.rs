@@ -2,10 +2,9 @@
 //! that a request does not pay for a `write` on its way.
 //!
 //! A line is copied into a shared buffer and reaches stdout when the runtime's worker is about to
-//! park (tokio's `on_thread_park`, wired up by `main`), once [`DEFERRED_LIMIT`] bytes are pending,
-//! or at exit (BENCHMARKS.md, item 3). `telemetry` installs it as the subscriber's writer and
-//! writes access lines straight into it (`telemetry::access`); this module knows nothing of what
-//! the lines say.
+//! park (tokio's `on_thread_park`, wired up by `main`), once 16 KiB are pending, or at exit
+//! (BENCHMARKS.md, item 3). `telemetry` installs it as the subscriber's writer and writes access
+//! lines straight into it (`telemetry::access`); this module knows nothing of what the lines say.
 
 use std::cell::Cell;
 use std::fmt;
