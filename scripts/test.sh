@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The test command of the README: every unit, integration and doc test of the crate.
-# Tests start real servers on 127.0.0.1 with ephemeral ports; nothing else is needed.
+# Tests start real servers on 127.0.0.1 with ephemeral ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The verdict tests run the README's Python verifier (PyJWT with `cryptography`), an
+# implementation that shares no code with the proxy's signer. Installed when missing; without
+# it those tests fail with a message saying so, they are never skipped.
+if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
+  echo "installing PyJWT[crypto] for the verdict tests"
+  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    python3 -m pip install -q 'PyJWT[crypto]>=2.8' \
+    || { echo "cannot install PyJWT (pip install 'PyJWT[crypto]'); the verdict tests need it" >&2; exit 1; }
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
   # nextest does not run doc tests, so they go first and nextest's summary closes the run.
   cargo test --locked --doc --quiet
