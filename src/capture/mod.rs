@@ -5,7 +5,9 @@
 //! it, [`zip`] stores the frames in a ZIP, [`action`] picks the Oz tags, [`multipart`] writes the
 //! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`]
 //! admits captures under the memory budget and the concurrency limit, and [`handler`]
-//! orchestrates a capture from request to verdict on the threads of `runtime::pool`. [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
+//! orchestrates a capture from request to verdict on the threads of `runtime::pool`;
+//! [`report`] is a verdict as the backend gets it after the capture (late delivery, lookup).
+//! [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
 //! [`testdata`] makes sample captures for tests and `demo`.
 
 pub mod action;
@@ -17,6 +19,7 @@ pub mod frame;
 pub mod handler;
 pub mod limit;
 pub mod multipart;
+pub mod report;
 pub mod testdata;
 pub mod transform;
 pub mod zip;

@@ -71,6 +71,14 @@ pub struct CaptureConfig {
     pub body_timeout: Duration,
     /// Static entries added to `folder:meta_data`.
     pub folder_meta_data: BTreeMap<String, String>,
+    /// How long a capture still `PROCESSING` after `wait_for_result` is followed in the
+    /// background for its late verdict (routes with `late_verdict_path`). Oz expires an analysis
+    /// after 15 minutes.
+    #[serde(with = "de::duration")]
+    pub follow_up_for: Duration,
+    /// Most captures followed at once; beyond it a capture is logged, counted and left to
+    /// `GET /verdicts/{folder_id}`.
+    pub max_follow_ups: usize,
 }
 
 impl Default for CaptureConfig {
@@ -95,6 +103,8 @@ impl Default for CaptureConfig {
             memory_budget_bytes: 512 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             folder_meta_data: BTreeMap::new(),
+            follow_up_for: Duration::from_secs(15 * 60),
+            max_follow_ups: 1000,
         }
     }
 }
@@ -118,6 +128,7 @@ impl CaptureConfig {
                 analyses: r.analyses.clone().unwrap_or_else(|| self.analyses.clone()),
                 wait_for_result: r.wait_for_result.unwrap_or(self.wait_for_result),
                 best_frame: r.best_frame.unwrap_or(self.best_frame),
+                late_verdict_path: r.late_verdict_path.clone(),
             })
             .collect()
     }
@@ -145,6 +156,9 @@ pub struct RouteConfig {
     #[serde(default, with = "de::opt_duration")]
     pub wait_for_result: Option<Duration>,
     pub best_frame: Option<BestFrame>,
+    /// Where the backend gets the late verdict of a capture still `PROCESSING` when
+    /// `wait_for_result` ran out (`POST`, JSON); unset: no late delivery.
+    pub late_verdict_path: Option<String>,
 }
 
 /// The settings of one capture route after overrides are applied.
@@ -163,6 +177,7 @@ pub struct CaptureRoute {
     pub analyses: Vec<String>,
     pub wait_for_result: Duration,
     pub best_frame: BestFrame,
+    pub late_verdict_path: Option<String>,
 }
 
 impl CaptureRoute {

@@ -60,6 +60,11 @@ pub struct Config {
     /// Admin listener: `/live`, `/ready`, `/metrics`; never proxied.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// Verdict lookup listener (`GET /verdicts/{folder_id}`, `…/video`); off when unset, so two
+    /// proxies on one host never collide. Meant for the pod's own containers
+    /// (`127.0.0.1:9902`); never the traffic port.
+    #[serde(default)]
+    pub verdict_listen: Option<SocketAddr>,
     /// Optional TLS on the client-facing listener.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -128,6 +133,7 @@ mod tests {
         let built = Config {
             listen: left_out.listen,
             admin_listen: left_out.admin_listen,
+            verdict_listen: None,
             tls: None,
             backend: left_out.backend.clone(),
             server: ServerConfig::default(),

@@ -53,6 +53,14 @@ impl Config {
                 "must differ from `listen`: the admin endpoints are never on the traffic port",
             ));
         }
+        if let Some(v) = self.verdict_listen {
+            if v.port() != 0 && (v == self.listen || v == self.admin_listen) {
+                return Err(Error::invalid(
+                    "verdict_listen",
+                    "must differ from `listen` and `admin_listen`: verdicts are never on the traffic port",
+                ));
+            }
+        }
         // hyper bounds an HTTP/1 request head by its read buffer, which cannot be smaller than
         // 8 KiB: a lower limit would silently not apply.
         if self.server.max_header_bytes < 8192 {
@@ -224,6 +232,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if c.follow_up_for.is_zero() {
+            return Err(Error::invalid("capture.follow_up_for", "must be above 0s"));
+        }
         if c.methods.is_empty() {
             return Err(Error::invalid(
                 "capture.methods",
@@ -253,6 +264,14 @@ impl Config {
             let key = |field: &str| format!("capture.routes[{i}].{field}");
             if !r.path.starts_with('/') {
                 return Err(Error::invalid(key("path"), "must start with `/`"));
+            }
+            if let Some(late) = &r.late_verdict_path {
+                if !late.starts_with('/') || late.parse::<http::uri::PathAndQuery>().is_err() {
+                    return Err(Error::invalid(
+                        key("late_verdict_path"),
+                        "must be a path on the backend, starting with `/`",
+                    ));
+                }
             }
             if r.file_key.is_empty()
                 || r.file_key == "payload"
