@@ -188,7 +188,7 @@ fn check(
         !path.starts_with("//") && !path.starts_with("/\\"),
         "{path}"
     );
-    if let Route::Capture(r) = route {
+    if let Route::Capture { route: r, .. } = route {
         assert_eq!(out.method, Method::POST);
         let target = out.uri.path_and_query().map_or("/", |p| p.as_str());
         assert_eq!(normalize(target.as_bytes()), normalize(r.path.as_bytes()));
