@@ -798,6 +798,194 @@ async fn instant_endpoint_answers_at_once_and_stores_nothing() {
     s.stop().await;
 }
 
+// === late verdicts: the PROCESSING hold ===
+
+/// How long the hold tests keep analyses `PROCESSING`: long enough that the reads right after
+/// starting land inside it on a loaded machine, short enough to wait out.
+const HOLD: Duration = Duration::from_millis(1000);
+
+/// Every read endpoint's view of a folder's analysis `id`, in one pass: the analysis, the
+/// folder's analysis list, the folder, and the folder with its analyses embedded. Each entry is
+/// `(what, value)`, so a failed comparison names the endpoint.
+async fn views(s: &Sim, token: &str, folder_id: &str, id: &str) -> Vec<(&'static str, Value)> {
+    let analysis = s.get(&format!("/api/analyses/{id}"), token).await.json();
+    let list = s
+        .get(&format!("/api/folders/{folder_id}/analyses/"), token)
+        .await
+        .json();
+    let listed = list
+        .as_array()
+        .expect("an array of analyses")
+        .iter()
+        .find(|a| a["analysis_id"] == id)
+        .expect("the analysis is listed")
+        .clone();
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), token)
+        .await
+        .json();
+    let embedded = s
+        .get(
+            &format!("/api/folders/{folder_id}?with_analyses=true"),
+            token,
+        )
+        .await
+        .json();
+    let inner = embedded["analyses"]
+        .as_array()
+        .expect("embedded analyses")
+        .iter()
+        .find(|a| a["analysis_id"] == id)
+        .expect("the analysis is embedded")
+        .clone();
+    vec![
+        ("analysis state", analysis["state"].clone()),
+        (
+            "analysis resolution_status",
+            analysis["resolution_status"].clone(),
+        ),
+        ("analysis resolution", analysis["resolution"].clone()),
+        ("listed state", listed["state"].clone()),
+        (
+            "listed resolution_status",
+            listed["resolution_status"].clone(),
+        ),
+        (
+            "folder resolution_status",
+            folder["resolution_status"].clone(),
+        ),
+        (
+            "folder system_resolution",
+            folder["system_resolution"].clone(),
+        ),
+        (
+            "embedded folder resolution_status",
+            embedded["resolution_status"].clone(),
+        ),
+        (
+            "embedded folder system_resolution",
+            embedded["system_resolution"].clone(),
+        ),
+        ("embedded analysis state", inner["state"].clone()),
+        (
+            "embedded analysis resolution_status",
+            inner["resolution_status"].clone(),
+        ),
+    ]
+}
+
+/// Asserts that every endpoint reads `PROCESSING`, when the reads are known to have landed
+/// inside the hold: the hold began after `sent`, so reads answered before `sent + HOLD` did.
+/// Returns whether the check ran.
+async fn assert_held(s: &Sim, token: &str, folder_id: &str, id: &str, sent: Instant) -> bool {
+    let seen = views(s, token, folder_id, id).await;
+    if sent.elapsed() >= HOLD {
+        return false;
+    }
+    for (what, v) in &seen {
+        assert_eq!(v, "PROCESSING", "{what} during the hold: {seen:?}");
+    }
+    true
+}
+
+/// Polls (bounded, paced) until `GET /api/analyses/{id}` is final, then checks that the hold
+/// was kept (no verdict before `sent + HOLD`) and that every endpoint now shows `DECLINED`.
+async fn assert_final_after_hold(s: &Sim, token: &str, folder_id: &str, id: &str, sent: Instant) {
+    within("the held analysis to turn final", async {
+        // Paced polling: the hold gives no signal a client could wait on, as with a real Oz.
+        while s.get(&format!("/api/analyses/{id}"), token).await.json()["state"] == "PROCESSING" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(sent.elapsed() >= HOLD, "final after {:?}", sent.elapsed());
+    let seen = views(s, token, folder_id, id).await;
+    let want = |what: &str| match what {
+        "analysis state" | "listed state" | "embedded analysis state" => "FINISHED",
+        "folder resolution_status" | "embedded folder resolution_status" => "FINISHED",
+        _ => "DECLINED",
+    };
+    for (what, v) in &seen {
+        assert_eq!(v, want(what), "{what} after the hold: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn processing_hold_set_on_the_handle_holds_every_endpoint_then_finishes() {
+    let s = Sim::start(SimConfig {
+        polls_until_final: 0,
+        verdict: Verdict::Declined,
+        ..config()
+    })
+    .await;
+    let token = s.login().await;
+    let folder = create_folder(&s, &token).await;
+    let folder_id = folder["folder_id"].as_str().unwrap();
+    s.sim.set_processing_for(HOLD);
+    let sent = Instant::now();
+    let id = start_quality(&s, &token, folder_id).await;
+    // Two passes: with polls_until_final 0, any read outside a hold would already be final.
+    let checked = assert_held(&s, &token, folder_id, &id, sent).await
+        && assert_held(&s, &token, folder_id, &id, sent).await;
+    assert!(
+        checked,
+        "the machine was too slow to read inside a {HOLD:?} hold"
+    );
+    assert_final_after_hold(&s, &token, folder_id, &id, sent).await;
+
+    // Removing the hold affects analyses started afterwards only.
+    s.sim.set_processing_for(Duration::ZERO);
+    let next = start_quality(&s, &token, folder_id).await;
+    let j = s.get(&format!("/api/analyses/{next}"), &token).await.json();
+    assert_eq!(j["resolution_status"], "DECLINED", "{j}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn processing_hold_set_over_http_shows_in_faults_and_holds_single_requests_too() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let r = s
+        .post_json(
+            "/_sim/faults",
+            None,
+            &json!({
+                "processing_for_ms": HOLD.as_millis() as u64,
+                "verdict": "DECLINED",
+                "polls_until_final": 0,
+                "single_request": true,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["processing_for_ms"], HOLD.as_millis() as u64);
+    let shown = s.send("GET", "/_sim/faults", &[], b"").await.json();
+    assert_eq!(shown["processing_for_ms"], HOLD.as_millis() as u64);
+
+    // In single-request mode the upload itself starts the analyses; held, it answers before
+    // the verdict and the client has to poll.
+    let sent = Instant::now();
+    let folder = create_folder(&s, &token).await;
+    assert_eq!(folder["system_resolution"], "PROCESSING", "{folder}");
+    assert_eq!(folder["analyses"][0]["state"], "PROCESSING", "{folder}");
+    let folder_id = folder["folder_id"].as_str().unwrap();
+    let id = folder["analyses"][0]["analysis_id"].as_str().unwrap();
+    assert!(
+        assert_held(&s, &token, folder_id, id, sent).await,
+        "the machine was too slow to read inside a {HOLD:?} hold"
+    );
+    assert_final_after_hold(&s, &token, folder_id, id, sent).await;
+
+    // `clear` drops the hold with the other faults.
+    let r = s
+        .post_json("/_sim/faults", None, &json!({"clear": true}))
+        .await;
+    assert_eq!(r.json()["processing_for_ms"], 0);
+    let folder = create_folder(&s, &token).await;
+    assert_eq!(folder["system_resolution"], "DECLINED", "{folder}");
+    s.stop().await;
+}
+
 // === faults ===
 
 #[tokio::test]

@@ -5,10 +5,13 @@
 //! request: the answer already holds finished analyses), §3.4 (Instant API: synchronous,
 //! nothing stored) and §3.5 (`?with_analyses=true` embeds the analyses).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::analyses::{folder_not_found, new_analyses, Outcome};
@@ -99,10 +102,19 @@ fn store(
                 params: serde_json::json!({}),
             }]
         });
+        // A hold makes even a single request answer before the verdict: its analyses are
+        // stored unfinished and polled like any others. The Instant API keeps nothing to
+        // poll, so it ignores the hold (latency_ms is how to make it answer late).
+        let hold = if instant {
+            Duration::ZERO
+        } else {
+            st.faults.processing_for()
+        };
         let outcome = Outcome {
             verdict: st.cfg.verdict,
             polls_until_final: 0,
-            finished: true,
+            hold,
+            finished: hold.is_zero(),
         };
         new_analyses(&folder, reqs, outcome)?
     } else {
@@ -135,9 +147,10 @@ pub(crate) fn get(
         .folders
         .get(folder_id)
         .ok_or_else(|| folder_not_found(folder_id))?;
+    let now = Instant::now();
     for id in &folder.analyses {
         if let Some(a) = st.analyses.get_mut(id) {
-            a.observe();
+            a.observe(now);
         }
     }
     let analyses: Vec<&Analysis> = folder

@@ -6,6 +6,7 @@
 //! `system_resolution`, and `results_media[].results_data.confidence_spoofing`).
 
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::config::Verdict;
 use super::error::ApiError;
@@ -184,17 +185,22 @@ pub(crate) struct Analysis {
     pub time_created: f64,
     /// Reads left that still answer `PROCESSING`.
     pub polls_left: u32,
+    /// No read before this instant turns it final (the `processing_for` hold). On tokio's
+    /// clock, so a test that pauses time controls it.
+    pub ready_at: Instant,
     pub verdict: Verdict,
     pub finished: bool,
 }
 
 impl Analysis {
-    /// One read of the analysis by a client: after `polls_left` reads it turns final.
-    pub fn observe(&mut self) {
-        if self.polls_left == 0 {
-            self.finished = true;
-        } else {
+    /// One read of the analysis by a client at `now`: it turns final on the first read after
+    /// `polls_left` reads and once `ready_at` has passed; reads during the hold still count.
+    /// A read takes one `now` for the whole answer, so every analysis in it agrees on time.
+    pub fn observe(&mut self, now: Instant) {
+        if self.polls_left > 0 {
             self.polls_left -= 1;
+        } else if now >= self.ready_at {
+            self.finished = true;
         }
     }
 
@@ -331,6 +337,10 @@ mod tests {
     use super::*;
 
     fn analysis(polls: u32, verdict: Verdict) -> Analysis {
+        held(polls, verdict, Instant::now())
+    }
+
+    fn held(polls: u32, verdict: Verdict, ready_at: Instant) -> Analysis {
         Analysis {
             id: "a1".into(),
             folder_id: "f1".into(),
@@ -339,6 +349,7 @@ mod tests {
             params: json!({}),
             time_created: 0.0,
             polls_left: polls,
+            ready_at,
             verdict,
             finished: false,
         }
@@ -360,7 +371,7 @@ mod tests {
         let mut a = analysis(2, Verdict::Declined);
         let mut seen = vec![];
         for _ in 0..4 {
-            a.observe();
+            a.observe(Instant::now());
             seen.push(
                 a.to_json(&media())["resolution"]
                     .as_str()
@@ -382,7 +393,7 @@ mod tests {
     #[test]
     fn failed_verdict_fails_state_and_folder() {
         let mut a = analysis(0, Verdict::Failed);
-        a.observe();
+        a.observe(Instant::now());
         assert_eq!(a.to_json(&media())["state"], "FAILED");
         assert_eq!(combined(&[&a]), ("FAILED", "FAILED"));
     }
@@ -393,9 +404,28 @@ mod tests {
         let mut bad = analysis(0, Verdict::Declined);
         assert_eq!(combined(&[]), ("INITIAL", "INITIAL"));
         assert_eq!(combined(&[&ok]), ("PROCESSING", "PROCESSING"));
-        ok.observe();
-        bad.observe();
+        ok.observe(Instant::now());
+        bad.observe(Instant::now());
         assert_eq!(combined(&[&ok]), ("FINISHED", "SUCCESS"));
         assert_eq!(combined(&[&ok, &bad]), ("FINISHED", "DECLINED"));
+    }
+
+    #[test]
+    fn hold_keeps_processing_until_its_instant_and_counts_reads_meanwhile() {
+        let start = Instant::now();
+        let hold = std::time::Duration::from_millis(1500);
+        let mut a = held(1, Verdict::Declined, start + hold);
+        let resolution = |a: &Analysis| a.to_json(&media())["resolution"].clone();
+        // Two reads during the hold: the first uses up the poll count, neither finishes it.
+        a.observe(start);
+        a.observe(start + hold / 2);
+        assert_eq!(resolution(&a), "PROCESSING");
+        assert_eq!(combined(&[&a]), ("PROCESSING", "PROCESSING"));
+        // The first read at the end of the hold shows the verdict, and it stays.
+        a.observe(start + hold);
+        assert_eq!(resolution(&a), "DECLINED");
+        assert_eq!(combined(&[&a]), ("FINISHED", "DECLINED"));
+        a.observe(start);
+        assert_eq!(resolution(&a), "DECLINED");
     }
 }
