@@ -986,6 +986,177 @@ async fn processing_hold_set_over_http_shows_in_faults_and_holds_single_requests
     s.stop().await;
 }
 
+// === previews: `preview_url` in `source_media` ===
+
+/// The `preview_url` of a `source_media` entry, if it has one.
+fn preview_url(entry: &Value) -> Option<&str> {
+    entry
+        .get("preview_url")
+        .map(|u| u.as_str().expect("preview_url is a string"))
+}
+
+#[tokio::test]
+async fn preview_url_in_source_media_serves_a_small_mp4() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let created = create_folder(&s, &token).await;
+    let folder_id = created["folder_id"].as_str().unwrap();
+    let media_id = created["media"][0]["media_id"].as_str().unwrap();
+    let want = format!(
+        "{}/api/folders/{folder_id}/media/{media_id}/preview.mp4",
+        s.url()
+    );
+    // The upload answer, the folder and an analysis all name the same preview.
+    assert_eq!(
+        preview_url(&created["source_media"][0]),
+        Some(want.as_str())
+    );
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), &token)
+        .await
+        .json();
+    assert_eq!(folder["source_media"][0]["media_id"], media_id);
+    assert_eq!(folder["source_media"][0]["media_type"], "SHOTS_SET");
+    assert_eq!(preview_url(&folder["source_media"][0]), Some(want.as_str()));
+    let id = start_quality(&s, &token, folder_id).await;
+    let analysis = s.get(&format!("/api/analyses/{id}"), &token).await.json();
+    assert_eq!(
+        preview_url(&analysis["source_media"][0]),
+        Some(want.as_str())
+    );
+
+    let path = want.strip_prefix(&s.url()).unwrap();
+    let r = s.get(path, &token).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    // parse_reply has checked the body against it; it must be there to check.
+    let len: usize = r
+        .header("content-length")
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(len, r.body.len());
+    assert!((64..2048).contains(&len), "a small file: {len} bytes");
+    // ISO BMFF: the file opens with an ftyp box (32-bit big-endian size, type, major brand,
+    // minor version, compatible brands), and a moov box follows it.
+    let b = &r.body;
+    let ftyp_size = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+    assert_eq!(&b[4..8], b"ftyp");
+    assert_eq!(&b[8..12], b"isom", "major brand");
+    assert!(
+        ftyp_size >= 16 && ftyp_size.is_multiple_of(4) && ftyp_size < len,
+        "{ftyp_size}"
+    );
+    let compatible: Vec<&[u8]> = b[16..ftyp_size].chunks(4).collect();
+    assert!(compatible.contains(&&b"isom"[..]), "{compatible:?}");
+    let moov_size = u32::from_be_bytes(b[ftyp_size..ftyp_size + 4].try_into().unwrap()) as usize;
+    assert_eq!(&b[ftyp_size + 4..ftyp_size + 8], b"moov");
+    assert!(ftyp_size + moov_size <= len);
+    // The same media, the same bytes.
+    assert_eq!(s.get(path, &token).await.body, r.body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preview_needs_a_token_like_every_oz_call() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let created = create_folder(&s, &token).await;
+    let url = preview_url(&created["source_media"][0]).expect("a preview");
+    let path = url.strip_prefix(&s.url()).unwrap().to_owned();
+    let folder_path = format!("/api/folders/{}", created["folder_id"].as_str().unwrap());
+    // The same 401s, word for word, as the folder it belongs to.
+    let missing = s.send("GET", &path, &[], b"").await;
+    missing.oz_error(401, 6);
+    assert_eq!(
+        missing.body,
+        s.send("GET", &folder_path, &[], b"").await.body
+    );
+    let invalid = s.get(&path, "not-a-token").await;
+    invalid.oz_error(401, 7);
+    assert_eq!(invalid.body, s.get(&folder_path, "not-a-token").await.body);
+    s.sim.expire_all_tokens();
+    s.get(&path, &token).await.oz_error(401, 8);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preview_of_an_unknown_folder_or_media_is_404() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let m = s
+        .get(
+            &format!("/api/folders/{unknown}/media/{unknown}/preview.mp4"),
+            &token,
+        )
+        .await
+        .oz_error(404, 10);
+    assert!(m.contains(unknown), "{m}");
+    let created = create_folder(&s, &token).await;
+    let folder_id = created["folder_id"].as_str().unwrap();
+    s.get(
+        &format!("/api/folders/{folder_id}/media/{unknown}/preview.mp4"),
+        &token,
+    )
+    .await
+    .oz_error(404, 10);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn container_and_instant_folders_have_no_preview() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let r = s
+        .upload(
+            "/api/folders",
+            &token,
+            "application/octet-stream",
+            b"\x00OZCAPSULA",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let folder_id = r.json()["folder_id"].as_str().unwrap().to_owned();
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), &token)
+        .await
+        .json();
+    let entry = &folder["source_media"][0];
+    assert!(entry["media_id"].is_string(), "{folder}");
+    assert_eq!(preview_url(entry), None, "{folder}");
+    // Asked for anyway, where it would be: 404 in Oz's error shape.
+    let media_id = entry["media_id"].as_str().unwrap();
+    let m = s
+        .get(
+            &format!("/api/folders/{folder_id}/media/{media_id}/preview.mp4"),
+            &token,
+        )
+        .await
+        .oz_error(404, 10);
+    assert!(m.contains("no preview"), "{m}");
+
+    // The Instant API keeps nothing to serve a preview from.
+    let r = s
+        .upload(
+            "/api/instant/folders/",
+            &token,
+            &form_type(),
+            &capture_body(1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let j = r.json();
+    assert_eq!(j["source_media"][0]["media_type"], "SHOTS_SET");
+    assert_eq!(preview_url(&j["source_media"][0]), None, "{j}");
+    assert_eq!(
+        preview_url(&j["analyses"][0]["source_media"][0]),
+        None,
+        "{j}"
+    );
+    s.stop().await;
+}
+
 // === faults ===
 
 #[tokio::test]

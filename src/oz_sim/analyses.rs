@@ -92,6 +92,7 @@ pub(crate) fn start(
     folder_id: &str,
     headers: &HeaderMap,
     body: &[u8],
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let body = json_body(headers, body)?;
     let reqs = parse_analysis_requests(body.get("analyses").ok_or_else(|| {
@@ -122,7 +123,10 @@ pub(crate) fn start(
         };
         created.extend(new_analyses(folder, vec![quality; n as usize], never)?);
     }
-    let out: Vec<Value> = created.iter().map(|a| a.to_json(&folder.media)).collect();
+    let out: Vec<Value> = created
+        .iter()
+        .map(|a| a.to_json(&folder.media, Some(origin)))
+        .collect();
     for a in created {
         folder.analyses.push(a.id.clone());
         st.analyses.insert(a.id.clone(), a);
@@ -132,7 +136,11 @@ pub(crate) fn start(
 }
 
 /// `GET /api/folders/{id}/analyses/`: every analysis of the folder, each read once.
-pub(crate) fn list(sim: &OzSim, folder_id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(crate) fn list(
+    sim: &OzSim,
+    folder_id: &str,
+    origin: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
     let folder = st
@@ -144,14 +152,18 @@ pub(crate) fn list(sim: &OzSim, folder_id: &str) -> Result<Response<Full<Bytes>>
     for id in &folder.analyses {
         if let Some(a) = st.analyses.get_mut(id) {
             a.observe(now);
-            out.push(a.to_json(&folder.media));
+            out.push(a.to_json(&folder.media, Some(origin)));
         }
     }
     Ok(json_rsp(StatusCode::OK, &Value::Array(out)))
 }
 
 /// `GET /api/analyses/{id}`.
-pub(crate) fn get(sim: &OzSim, analysis_id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(crate) fn get(
+    sim: &OzSim,
+    analysis_id: &str,
+    origin: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
     let analysis = st
@@ -164,7 +176,10 @@ pub(crate) fn get(sim: &OzSim, analysis_id: &str) -> Result<Response<Full<Bytes>
         .get(&analysis.folder_id)
         .map(|f| f.media.as_slice())
         .unwrap_or_default();
-    Ok(json_rsp(StatusCode::OK, &analysis.to_json(media)))
+    Ok(json_rsp(
+        StatusCode::OK,
+        &analysis.to_json(media, Some(origin)),
+    ))
 }
 
 pub(crate) fn folder_not_found(folder_id: &str) -> ApiError {

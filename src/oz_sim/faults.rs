@@ -34,11 +34,14 @@ pub enum Endpoint {
     GetAnalysis,
     /// `GET /api/folders/{id}` (docs/oz-api.md §3.5).
     GetFolder,
+    /// `GET /api/folders/{id}/media/{media_id}/preview.mp4`: where the simulator's
+    /// `preview_url` points (docs/oz-api.md §2.7).
+    GetPreview,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order the docs introduce them.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::Auth,
         Endpoint::Refresh,
         Endpoint::Folders,
@@ -47,6 +50,7 @@ impl Endpoint {
         Endpoint::ListAnalyses,
         Endpoint::GetAnalysis,
         Endpoint::GetFolder,
+        Endpoint::GetPreview,
     ];
 
     /// The name used in `/_sim/faults` bodies and in records.
@@ -60,6 +64,7 @@ impl Endpoint {
             Endpoint::ListAnalyses => "list_analyses",
             Endpoint::GetAnalysis => "get_analysis",
             Endpoint::GetFolder => "get_folder",
+            Endpoint::GetPreview => "get_preview",
         }
     }
 }

@@ -29,6 +29,7 @@ pub(crate) async fn create(
     endpoint: Endpoint,
     parts: &Parts,
     body: Bytes,
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let cfg = sim.lock().cfg.clone();
     let headers = parts.headers.clone();
@@ -47,7 +48,8 @@ pub(crate) async fn create(
             format!("upload check failed: {e}"),
         )
     })?;
-    let result = checked.and_then(|acc| store(sim, endpoint == Endpoint::InstantFolders, acc));
+    let result =
+        checked.and_then(|acc| store(sim, endpoint == Endpoint::InstantFolders, acc, origin));
     match result {
         Ok((status, folder_id, body)) => {
             rec.status = status.as_u16();
@@ -69,6 +71,7 @@ fn store(
     sim: &OzSim,
     instant: bool,
     acc: Accepted,
+    origin: &str,
 ) -> Result<(StatusCode, String, serde_json::Value), ApiError> {
     let now = unix_now();
     let folder_id = Uuid::new_v4().to_string();
@@ -86,6 +89,7 @@ fn store(
                 tags: m.tags,
                 meta_data: m.meta_data,
                 time_created: now,
+                has_preview: m.has_preview,
             })
             .collect(),
         analyses: vec![],
@@ -122,7 +126,9 @@ fn store(
     };
     folder.analyses = analyses.iter().map(|a| a.id.clone()).collect();
     let refs: Vec<&Analysis> = analyses.iter().collect();
-    let body = folder_json(&folder, &refs, true);
+    // An Instant answer links to no preview: nothing is kept to serve one from.
+    let links = (!instant).then_some(origin);
+    let body = folder_json(&folder, &refs, true, links);
     if instant {
         // The Instant API stores nothing (docs/oz-api.md §3.4): a later GET finds no such folder.
         return Ok((StatusCode::OK, folder_id, body));
@@ -140,6 +146,7 @@ pub(crate) fn get(
     sim: &OzSim,
     folder_id: &str,
     with_analyses: bool,
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
@@ -160,6 +167,6 @@ pub(crate) fn get(
         .collect();
     Ok(json_rsp(
         StatusCode::OK,
-        &folder_json(folder, &analyses, with_analyses),
+        &folder_json(folder, &analyses, with_analyses, Some(origin)),
     ))
 }

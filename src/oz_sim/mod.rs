@@ -16,6 +16,7 @@
 //! - `login`, `folders`, `analyses`: the Oz endpoints; `auth`: tokens.
 //! - `upload`, `multipart`, `shots`: checking an upload, the strict form parser, ZIPs/images.
 //! - `objects`: folders, media, analyses and their JSON; `error`: Oz error bodies.
+//! - `preview`: the MP4 behind each `preview_url` in `source_media`, and which media have one.
 //! - [`faults`], `introspect`: fault injection and the `/_sim/…` endpoints.
 //! - [`records`]: [`ReceivedUpload`], [`CallRecord`].
 //!
@@ -46,6 +47,7 @@ mod introspect;
 mod login;
 mod multipart;
 mod objects;
+mod preview;
 pub mod records;
 mod routes;
 pub mod server;
