@@ -798,6 +798,365 @@ async fn instant_endpoint_answers_at_once_and_stores_nothing() {
     s.stop().await;
 }
 
+// === late verdicts: the PROCESSING hold ===
+
+/// How long the hold tests keep analyses `PROCESSING`: long enough that the reads right after
+/// starting land inside it on a loaded machine, short enough to wait out.
+const HOLD: Duration = Duration::from_millis(1000);
+
+/// Every read endpoint's view of a folder's analysis `id`, in one pass: the analysis, the
+/// folder's analysis list, the folder, and the folder with its analyses embedded. Each entry is
+/// `(what, value)`, so a failed comparison names the endpoint.
+async fn views(s: &Sim, token: &str, folder_id: &str, id: &str) -> Vec<(&'static str, Value)> {
+    let analysis = s.get(&format!("/api/analyses/{id}"), token).await.json();
+    let list = s
+        .get(&format!("/api/folders/{folder_id}/analyses/"), token)
+        .await
+        .json();
+    let listed = list
+        .as_array()
+        .expect("an array of analyses")
+        .iter()
+        .find(|a| a["analysis_id"] == id)
+        .expect("the analysis is listed")
+        .clone();
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), token)
+        .await
+        .json();
+    let embedded = s
+        .get(
+            &format!("/api/folders/{folder_id}?with_analyses=true"),
+            token,
+        )
+        .await
+        .json();
+    let inner = embedded["analyses"]
+        .as_array()
+        .expect("embedded analyses")
+        .iter()
+        .find(|a| a["analysis_id"] == id)
+        .expect("the analysis is embedded")
+        .clone();
+    vec![
+        ("analysis state", analysis["state"].clone()),
+        (
+            "analysis resolution_status",
+            analysis["resolution_status"].clone(),
+        ),
+        ("analysis resolution", analysis["resolution"].clone()),
+        ("listed state", listed["state"].clone()),
+        (
+            "listed resolution_status",
+            listed["resolution_status"].clone(),
+        ),
+        (
+            "folder resolution_status",
+            folder["resolution_status"].clone(),
+        ),
+        (
+            "folder system_resolution",
+            folder["system_resolution"].clone(),
+        ),
+        (
+            "embedded folder resolution_status",
+            embedded["resolution_status"].clone(),
+        ),
+        (
+            "embedded folder system_resolution",
+            embedded["system_resolution"].clone(),
+        ),
+        ("embedded analysis state", inner["state"].clone()),
+        (
+            "embedded analysis resolution_status",
+            inner["resolution_status"].clone(),
+        ),
+    ]
+}
+
+/// Asserts that every endpoint reads `PROCESSING`, when the reads are known to have landed
+/// inside the hold: the hold began after `sent`, so reads answered before `sent + HOLD` did.
+/// Returns whether the check ran.
+async fn assert_held(s: &Sim, token: &str, folder_id: &str, id: &str, sent: Instant) -> bool {
+    let seen = views(s, token, folder_id, id).await;
+    if sent.elapsed() >= HOLD {
+        return false;
+    }
+    for (what, v) in &seen {
+        assert_eq!(v, "PROCESSING", "{what} during the hold: {seen:?}");
+    }
+    true
+}
+
+/// Polls (bounded, paced) until `GET /api/analyses/{id}` is final, then checks that the hold
+/// was kept (no verdict before `sent + HOLD`) and that every endpoint now shows `DECLINED`.
+async fn assert_final_after_hold(s: &Sim, token: &str, folder_id: &str, id: &str, sent: Instant) {
+    within("the held analysis to turn final", async {
+        // Paced polling: the hold gives no signal a client could wait on, as with a real Oz.
+        while s.get(&format!("/api/analyses/{id}"), token).await.json()["state"] == "PROCESSING" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(sent.elapsed() >= HOLD, "final after {:?}", sent.elapsed());
+    let seen = views(s, token, folder_id, id).await;
+    let want = |what: &str| match what {
+        "analysis state" | "listed state" | "embedded analysis state" => "FINISHED",
+        "folder resolution_status" | "embedded folder resolution_status" => "FINISHED",
+        _ => "DECLINED",
+    };
+    for (what, v) in &seen {
+        assert_eq!(v, want(what), "{what} after the hold: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn processing_hold_set_on_the_handle_holds_every_endpoint_then_finishes() {
+    let s = Sim::start(SimConfig {
+        polls_until_final: 0,
+        verdict: Verdict::Declined,
+        ..config()
+    })
+    .await;
+    let token = s.login().await;
+    let folder = create_folder(&s, &token).await;
+    let folder_id = folder["folder_id"].as_str().unwrap();
+    s.sim.set_processing_for(HOLD);
+    let sent = Instant::now();
+    let id = start_quality(&s, &token, folder_id).await;
+    // Two passes: with polls_until_final 0, any read outside a hold would already be final.
+    let checked = assert_held(&s, &token, folder_id, &id, sent).await
+        && assert_held(&s, &token, folder_id, &id, sent).await;
+    assert!(
+        checked,
+        "the machine was too slow to read inside a {HOLD:?} hold"
+    );
+    assert_final_after_hold(&s, &token, folder_id, &id, sent).await;
+
+    // Removing the hold affects analyses started afterwards only.
+    s.sim.set_processing_for(Duration::ZERO);
+    let next = start_quality(&s, &token, folder_id).await;
+    let j = s.get(&format!("/api/analyses/{next}"), &token).await.json();
+    assert_eq!(j["resolution_status"], "DECLINED", "{j}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn processing_hold_set_over_http_shows_in_faults_and_holds_single_requests_too() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let r = s
+        .post_json(
+            "/_sim/faults",
+            None,
+            &json!({
+                "processing_for_ms": HOLD.as_millis() as u64,
+                "verdict": "DECLINED",
+                "polls_until_final": 0,
+                "single_request": true,
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["processing_for_ms"], HOLD.as_millis() as u64);
+    let shown = s.send("GET", "/_sim/faults", &[], b"").await.json();
+    assert_eq!(shown["processing_for_ms"], HOLD.as_millis() as u64);
+
+    // In single-request mode the upload itself starts the analyses; held, it answers before
+    // the verdict and the client has to poll.
+    let sent = Instant::now();
+    let folder = create_folder(&s, &token).await;
+    assert_eq!(folder["system_resolution"], "PROCESSING", "{folder}");
+    assert_eq!(folder["analyses"][0]["state"], "PROCESSING", "{folder}");
+    let folder_id = folder["folder_id"].as_str().unwrap();
+    let id = folder["analyses"][0]["analysis_id"].as_str().unwrap();
+    assert!(
+        assert_held(&s, &token, folder_id, id, sent).await,
+        "the machine was too slow to read inside a {HOLD:?} hold"
+    );
+    assert_final_after_hold(&s, &token, folder_id, id, sent).await;
+
+    // `clear` drops the hold with the other faults.
+    let r = s
+        .post_json("/_sim/faults", None, &json!({"clear": true}))
+        .await;
+    assert_eq!(r.json()["processing_for_ms"], 0);
+    let folder = create_folder(&s, &token).await;
+    assert_eq!(folder["system_resolution"], "DECLINED", "{folder}");
+    s.stop().await;
+}
+
+// === previews: `preview_url` in `source_media` ===
+
+/// The `preview_url` of a `source_media` entry, if it has one.
+fn preview_url(entry: &Value) -> Option<&str> {
+    entry
+        .get("preview_url")
+        .map(|u| u.as_str().expect("preview_url is a string"))
+}
+
+#[tokio::test]
+async fn preview_url_in_source_media_serves_a_small_mp4() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let created = create_folder(&s, &token).await;
+    let folder_id = created["folder_id"].as_str().unwrap();
+    let media_id = created["media"][0]["media_id"].as_str().unwrap();
+    let want = format!(
+        "{}/api/folders/{folder_id}/media/{media_id}/preview.mp4",
+        s.url()
+    );
+    // The upload answer, the folder and an analysis all name the same preview.
+    assert_eq!(
+        preview_url(&created["source_media"][0]),
+        Some(want.as_str())
+    );
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), &token)
+        .await
+        .json();
+    assert_eq!(folder["source_media"][0]["media_id"], media_id);
+    assert_eq!(folder["source_media"][0]["media_type"], "SHOTS_SET");
+    assert_eq!(preview_url(&folder["source_media"][0]), Some(want.as_str()));
+    let id = start_quality(&s, &token, folder_id).await;
+    let analysis = s.get(&format!("/api/analyses/{id}"), &token).await.json();
+    assert_eq!(
+        preview_url(&analysis["source_media"][0]),
+        Some(want.as_str())
+    );
+
+    let path = want.strip_prefix(&s.url()).unwrap();
+    let r = s.get(path, &token).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    // parse_reply has checked the body against it; it must be there to check.
+    let len: usize = r
+        .header("content-length")
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(len, r.body.len());
+    assert!((64..2048).contains(&len), "a small file: {len} bytes");
+    // ISO BMFF: the file opens with an ftyp box (32-bit big-endian size, type, major brand,
+    // minor version, compatible brands), and a moov box follows it.
+    let b = &r.body;
+    let ftyp_size = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
+    assert_eq!(&b[4..8], b"ftyp");
+    assert_eq!(&b[8..12], b"isom", "major brand");
+    assert!(
+        ftyp_size >= 16 && ftyp_size.is_multiple_of(4) && ftyp_size < len,
+        "{ftyp_size}"
+    );
+    let compatible: Vec<&[u8]> = b[16..ftyp_size].chunks(4).collect();
+    assert!(compatible.contains(&&b"isom"[..]), "{compatible:?}");
+    let moov_size = u32::from_be_bytes(b[ftyp_size..ftyp_size + 4].try_into().unwrap()) as usize;
+    assert_eq!(&b[ftyp_size + 4..ftyp_size + 8], b"moov");
+    assert!(ftyp_size + moov_size <= len);
+    // The same media, the same bytes.
+    assert_eq!(s.get(path, &token).await.body, r.body);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preview_needs_a_token_like_every_oz_call() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let created = create_folder(&s, &token).await;
+    let url = preview_url(&created["source_media"][0]).expect("a preview");
+    let path = url.strip_prefix(&s.url()).unwrap().to_owned();
+    let folder_path = format!("/api/folders/{}", created["folder_id"].as_str().unwrap());
+    // The same 401s, word for word, as the folder it belongs to.
+    let missing = s.send("GET", &path, &[], b"").await;
+    missing.oz_error(401, 6);
+    assert_eq!(
+        missing.body,
+        s.send("GET", &folder_path, &[], b"").await.body
+    );
+    let invalid = s.get(&path, "not-a-token").await;
+    invalid.oz_error(401, 7);
+    assert_eq!(invalid.body, s.get(&folder_path, "not-a-token").await.body);
+    s.sim.expire_all_tokens();
+    s.get(&path, &token).await.oz_error(401, 8);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn preview_of_an_unknown_folder_or_media_is_404() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let m = s
+        .get(
+            &format!("/api/folders/{unknown}/media/{unknown}/preview.mp4"),
+            &token,
+        )
+        .await
+        .oz_error(404, 10);
+    assert!(m.contains(unknown), "{m}");
+    let created = create_folder(&s, &token).await;
+    let folder_id = created["folder_id"].as_str().unwrap();
+    s.get(
+        &format!("/api/folders/{folder_id}/media/{unknown}/preview.mp4"),
+        &token,
+    )
+    .await
+    .oz_error(404, 10);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn container_and_instant_folders_have_no_preview() {
+    let s = Sim::start(config()).await;
+    let token = s.login().await;
+    let r = s
+        .upload(
+            "/api/folders",
+            &token,
+            "application/octet-stream",
+            b"\x00OZCAPSULA",
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json());
+    let folder_id = r.json()["folder_id"].as_str().unwrap().to_owned();
+    let folder = s
+        .get(&format!("/api/folders/{folder_id}"), &token)
+        .await
+        .json();
+    let entry = &folder["source_media"][0];
+    assert!(entry["media_id"].is_string(), "{folder}");
+    assert_eq!(preview_url(entry), None, "{folder}");
+    // Asked for anyway, where it would be: 404 in Oz's error shape.
+    let media_id = entry["media_id"].as_str().unwrap();
+    let m = s
+        .get(
+            &format!("/api/folders/{folder_id}/media/{media_id}/preview.mp4"),
+            &token,
+        )
+        .await
+        .oz_error(404, 10);
+    assert!(m.contains("no preview"), "{m}");
+
+    // The Instant API keeps nothing to serve a preview from.
+    let r = s
+        .upload(
+            "/api/instant/folders/",
+            &token,
+            &form_type(),
+            &capture_body(1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let j = r.json();
+    assert_eq!(j["source_media"][0]["media_type"], "SHOTS_SET");
+    assert_eq!(preview_url(&j["source_media"][0]), None, "{j}");
+    assert_eq!(
+        preview_url(&j["analyses"][0]["source_media"][0]),
+        None,
+        "{j}"
+    );
+    s.stop().await;
+}
+
 // === faults ===
 
 #[tokio::test]

@@ -4,13 +4,19 @@
 //! Follows docs/oz-api.md §3.1 (request `{"analyses": [{"type", "source_media", "params"}]}`,
 //! answered with an array of analysis objects; biometry needs two media) and §3.5 (polling
 //! until `resolution_status` leaves `PROCESSING`). Each read of an analysis counts as one poll,
-//! whichever endpoint reads it, so a client may poll the analysis or its folder.
+//! whichever endpoint reads it, so a client may poll the analysis or its folder. An analysis
+//! turns final on the first read after its poll count and its `processing_for` hold (see
+//! [`super::faults`]) have both run out; every endpoint reads the same stored state, so they
+//! agree.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
 use hyper::{Response, StatusCode};
 use serde_json::Value;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::body::json_body;
@@ -20,11 +26,13 @@ use super::objects::{parse_analysis_requests, Analysis, AnalysisRequest, Analysi
 use super::state::OzSim;
 use super::wire::{json_rsp, unix_now};
 
-/// How new analyses behave: the verdict and poll count in force when they start.
+/// How new analyses behave: the verdict, poll count and hold in force when they start.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outcome {
     pub verdict: Verdict,
     pub polls_until_final: u32,
+    /// How long after starting they stay `PROCESSING` whatever the reads.
+    pub hold: Duration,
     /// True for single-request and instant answers, which carry finished analyses.
     pub finished: bool,
 }
@@ -35,6 +43,7 @@ pub(crate) fn new_analyses(
     reqs: Vec<AnalysisRequest>,
     outcome: Outcome,
 ) -> Result<Vec<Analysis>, ApiError> {
+    let ready_at = Instant::now() + outcome.hold;
     reqs.into_iter()
         .map(|req| {
             let source_media = match req.source_media {
@@ -69,6 +78,7 @@ pub(crate) fn new_analyses(
                 } else {
                     outcome.polls_until_final
                 },
+                ready_at,
                 verdict: outcome.verdict,
                 finished: outcome.finished,
             })
@@ -82,6 +92,7 @@ pub(crate) fn start(
     folder_id: &str,
     headers: &HeaderMap,
     body: &[u8],
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let body = json_body(headers, body)?;
     let reqs = parse_analysis_requests(body.get("analyses").ok_or_else(|| {
@@ -96,6 +107,7 @@ pub(crate) fn start(
     let outcome = Outcome {
         verdict: st.cfg.verdict,
         polls_until_final: st.cfg.polls_until_final,
+        hold: st.faults.processing_for(),
         finished: false,
     };
     let mut created = new_analyses(folder, reqs, outcome)?;
@@ -111,7 +123,10 @@ pub(crate) fn start(
         };
         created.extend(new_analyses(folder, vec![quality; n as usize], never)?);
     }
-    let out: Vec<Value> = created.iter().map(|a| a.to_json(&folder.media)).collect();
+    let out: Vec<Value> = created
+        .iter()
+        .map(|a| a.to_json(&folder.media, Some(origin)))
+        .collect();
     for a in created {
         folder.analyses.push(a.id.clone());
         st.analyses.insert(a.id.clone(), a);
@@ -121,38 +136,50 @@ pub(crate) fn start(
 }
 
 /// `GET /api/folders/{id}/analyses/`: every analysis of the folder, each read once.
-pub(crate) fn list(sim: &OzSim, folder_id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(crate) fn list(
+    sim: &OzSim,
+    folder_id: &str,
+    origin: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
     let folder = st
         .folders
         .get(folder_id)
         .ok_or_else(|| folder_not_found(folder_id))?;
+    let now = Instant::now();
     let mut out = Vec::with_capacity(folder.analyses.len());
     for id in &folder.analyses {
         if let Some(a) = st.analyses.get_mut(id) {
-            a.observe();
-            out.push(a.to_json(&folder.media));
+            a.observe(now);
+            out.push(a.to_json(&folder.media, Some(origin)));
         }
     }
     Ok(json_rsp(StatusCode::OK, &Value::Array(out)))
 }
 
 /// `GET /api/analyses/{id}`.
-pub(crate) fn get(sim: &OzSim, analysis_id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+pub(crate) fn get(
+    sim: &OzSim,
+    analysis_id: &str,
+    origin: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
     let analysis = st
         .analyses
         .get_mut(analysis_id)
         .ok_or_else(|| ApiError::not_found(format!("Analysis {analysis_id} not found")))?;
-    analysis.observe();
+    analysis.observe(Instant::now());
     let media = st
         .folders
         .get(&analysis.folder_id)
         .map(|f| f.media.as_slice())
         .unwrap_or_default();
-    Ok(json_rsp(StatusCode::OK, &analysis.to_json(media)))
+    Ok(json_rsp(
+        StatusCode::OK,
+        &analysis.to_json(media, Some(origin)),
+    ))
 }
 
 pub(crate) fn folder_not_found(folder_id: &str) -> ApiError {

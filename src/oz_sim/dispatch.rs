@@ -5,6 +5,7 @@
 //! `error_code` 0) answers before authentication is looked at; a missing, unknown or expired
 //! `X-Forensic-Access-Token` (codes 6, 7, 8, §1.1) answers before the request is judged.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,11 +20,11 @@ use super::faults::Failure;
 use super::records::CallRecord;
 use super::routes::{self, Miss, Route};
 use super::state::OzSim;
-use super::wire::{json_rsp, Rsp};
-use super::{analyses, folders, introspect, login};
+use super::wire::{json_rsp, origin, Rsp};
+use super::{analyses, folders, introspect, login, preview};
 
-/// Answers one request.
-pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>) -> Rsp {
+/// Answers one request that arrived on a connection to `local`.
+pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>, local: SocketAddr) -> Rsp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if path == "/_sim" || path.starts_with("/_sim/") {
@@ -32,7 +33,7 @@ pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>) -> Rsp {
     let (rsp, endpoint, delayed) = match routes::route(&method, &path) {
         Ok(route) => {
             let endpoint = route.endpoint();
-            let (rsp, delayed) = serve_route(&sim, route, req).await;
+            let (rsp, delayed) = serve_route(&sim, route, req, local).await;
             (rsp, Some(endpoint.name().to_owned()), delayed)
         }
         Err(miss) => (miss_rsp(miss, &method, &path), None, Duration::ZERO),
@@ -49,7 +50,12 @@ pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>) -> Rsp {
     rsp
 }
 
-async fn serve_route(sim: &OzSim, route: Route, req: Request<Incoming>) -> (Rsp, Duration) {
+async fn serve_route(
+    sim: &OzSim,
+    route: Route,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> (Rsp, Duration) {
     let endpoint = route.endpoint();
     let (parts, body) = req.into_parts();
     let limit = sim.lock().cfg.max_body_bytes;
@@ -66,31 +72,43 @@ async fn serve_route(sim: &OzSim, route: Route, req: Request<Incoming>) -> (Rsp,
     let injected = sim.lock().faults.take_failure(endpoint);
     let rsp = match injected {
         Some(failure) => injected_failure(failure),
-        None => call(sim, route, &parts, body)
+        None => call(sim, route, &parts, body, local)
             .await
             .unwrap_or_else(ApiError::into_rsp),
     };
     (rsp, delay)
 }
 
-async fn call(sim: &OzSim, route: Route, parts: &Parts, body: Bytes) -> Result<Rsp, ApiError> {
+async fn call(
+    sim: &OzSim,
+    route: Route,
+    parts: &Parts,
+    body: Bytes,
+    local: SocketAddr,
+) -> Result<Rsp, ApiError> {
     let headers = &parts.headers;
     if !matches!(route, Route::Auth | Route::Refresh) {
         sim.lock().sessions.check(headers)?;
     }
     let endpoint = route.endpoint();
+    // Where preview URLs in the answer point: back at this simulator, as the client reached it.
+    let origin = origin(&parts.uri, headers, local);
     match route {
         Route::Auth => login::login(sim, headers, &body),
         Route::Refresh => login::refresh(sim, headers, &body),
         Route::CreateFolder | Route::CreateInstantFolder => {
-            folders::create(sim, endpoint, parts, body).await
+            folders::create(sim, endpoint, parts, body, &origin).await
         }
-        Route::StartAnalyses(f) => analyses::start(sim, &f, headers, &body),
-        Route::ListAnalyses(f) => analyses::list(sim, &f),
-        Route::GetAnalysis(a) => analyses::get(sim, &a),
-        Route::GetFolder(f) => {
-            folders::get(sim, &f, query_flag(parts.uri.query(), "with_analyses"))
-        }
+        Route::StartAnalyses(f) => analyses::start(sim, &f, headers, &body, &origin),
+        Route::ListAnalyses(f) => analyses::list(sim, &f, &origin),
+        Route::GetAnalysis(a) => analyses::get(sim, &a, &origin),
+        Route::GetFolder(f) => folders::get(
+            sim,
+            &f,
+            query_flag(parts.uri.query(), "with_analyses"),
+            &origin,
+        ),
+        Route::GetPreview(f, m) => preview::get(sim, &f, &m),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Fault injection: failed answers and latency per endpoint, an answer that floods a client with
-//! analyses, and the JSON control body of `POST /_sim/faults`.
+//! analyses, analyses held in `PROCESSING` for a set time, and the JSON control body of
+//! `POST /_sim/faults`.
 //!
 //! Injected failures carry the Oz error body with `error_code` 0, "Unknown server side error
 //! occurred" (docs/oz-api.md §5), so a client's error path sees exactly what a real Oz outage sends;
@@ -33,11 +34,14 @@ pub enum Endpoint {
     GetAnalysis,
     /// `GET /api/folders/{id}` (docs/oz-api.md §3.5).
     GetFolder,
+    /// `GET /api/folders/{id}/media/{media_id}/preview.mp4`: where the simulator's
+    /// `preview_url` points (docs/oz-api.md §2.7).
+    GetPreview,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order the docs introduce them.
-    pub const ALL: [Endpoint; 8] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::Auth,
         Endpoint::Refresh,
         Endpoint::Folders,
@@ -46,6 +50,7 @@ impl Endpoint {
         Endpoint::ListAnalyses,
         Endpoint::GetAnalysis,
         Endpoint::GetFolder,
+        Endpoint::GetPreview,
     ];
 
     /// The name used in `/_sim/faults` bodies and in records.
@@ -59,6 +64,7 @@ impl Endpoint {
             Endpoint::ListAnalyses => "list_analyses",
             Endpoint::GetAnalysis => "get_analysis",
             Endpoint::GetFolder => "get_folder",
+            Endpoint::GetPreview => "get_preview",
         }
     }
 }
@@ -101,6 +107,8 @@ pub(crate) struct Faults {
     latency: HashMap<Endpoint, Duration>,
     /// Analyses that never finish, added to the next answer that starts analyses.
     unfinished_analyses: Option<u32>,
+    /// How long analyses started from now on stay `PROCESSING`; zero holds nothing.
+    processing_for: Duration,
 }
 
 impl Faults {
@@ -148,6 +156,17 @@ impl Faults {
         self.unfinished_analyses.take()
     }
 
+    /// Analyses started from now on stay `PROCESSING` for `hold` after they start, however
+    /// often they are read; zero removes the hold. Stays until changed or cleared.
+    pub fn set_processing_for(&mut self, hold: Duration) {
+        self.processing_for = hold;
+    }
+
+    /// The hold given to analyses that start now.
+    pub fn processing_for(&self) -> Duration {
+        self.processing_for
+    }
+
     /// Delay every answer on `endpoint` by `latency`; zero removes it.
     pub fn set_latency(&mut self, endpoint: Endpoint, latency: Duration) {
         if latency.is_zero() {
@@ -162,7 +181,7 @@ impl Faults {
         self.latency.get(&endpoint).copied().unwrap_or_default()
     }
 
-    /// Drops every pending failure and latency.
+    /// Drops every pending failure, latency, flood and hold.
     pub fn clear(&mut self) {
         *self = Faults::default();
     }
@@ -182,14 +201,20 @@ impl Faults {
         let latency_ms: serde_json::Map<String, Value> = self
             .latency
             .iter()
-            .map(|(e, d)| (e.name().to_owned(), json!(d.as_millis() as u64)))
+            .map(|(e, d)| (e.name().to_owned(), json!(millis(*d))))
             .collect();
         json!({
             "fail_next": fail_next,
             "latency_ms": latency_ms,
             "unfinished_analyses": self.unfinished_analyses.unwrap_or(0),
+            "processing_for_ms": millis(self.processing_for),
         })
     }
+}
+
+/// Whole milliseconds, as the control body writes durations; saturates rather than wraps.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The body of `POST /_sim/faults`; every member is optional and unknown members are refused,
@@ -198,7 +223,7 @@ impl Faults {
 /// ```json
 /// {"fail_next": {"endpoint": "folders", "status": 503, "count": 1, "error_code": 0},
 ///  "latency_ms": {"folders": 2000}, "expire_tokens": true, "verdict": "DECLINED",
-///  "unfinished_analyses": 20000}
+///  "unfinished_analyses": 20000, "processing_for_ms": 1500}
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,6 +246,8 @@ pub(crate) struct FaultRequest {
     pub single_request: Option<bool>,
     /// The next answer that starts analyses also lists this many that never finish.
     pub unfinished_analyses: Option<u32>,
+    /// Analyses started from now on stay `PROCESSING` this many milliseconds; 0 removes it.
+    pub processing_for_ms: Option<u64>,
 }
 
 /// One `fail_next` rule.
@@ -309,5 +336,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.fail_next.unwrap().into_vec()[0].count, 1);
+    }
+
+    #[test]
+    fn hold_is_set_shown_and_cleared() {
+        let r: FaultRequest = serde_json::from_str(r#"{"processing_for_ms":1500}"#).unwrap();
+        assert_eq!(r.processing_for_ms, Some(1500));
+        let mut f = Faults::default();
+        assert_eq!(f.summary()["processing_for_ms"], 0);
+        f.set_processing_for(Duration::from_millis(1500));
+        assert_eq!(f.processing_for(), Duration::from_millis(1500));
+        assert_eq!(f.summary()["processing_for_ms"], 1500);
+        f.clear();
+        assert_eq!(f.processing_for(), Duration::ZERO);
     }
 }

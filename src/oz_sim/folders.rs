@@ -5,10 +5,13 @@
 //! request: the answer already holds finished analyses), §3.4 (Instant API: synchronous,
 //! nothing stored) and §3.5 (`?with_analyses=true` embeds the analyses).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::analyses::{folder_not_found, new_analyses, Outcome};
@@ -26,6 +29,7 @@ pub(crate) async fn create(
     endpoint: Endpoint,
     parts: &Parts,
     body: Bytes,
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let cfg = sim.lock().cfg.clone();
     let headers = parts.headers.clone();
@@ -44,7 +48,8 @@ pub(crate) async fn create(
             format!("upload check failed: {e}"),
         )
     })?;
-    let result = checked.and_then(|acc| store(sim, endpoint == Endpoint::InstantFolders, acc));
+    let result =
+        checked.and_then(|acc| store(sim, endpoint == Endpoint::InstantFolders, acc, origin));
     match result {
         Ok((status, folder_id, body)) => {
             rec.status = status.as_u16();
@@ -66,6 +71,7 @@ fn store(
     sim: &OzSim,
     instant: bool,
     acc: Accepted,
+    origin: &str,
 ) -> Result<(StatusCode, String, serde_json::Value), ApiError> {
     let now = unix_now();
     let folder_id = Uuid::new_v4().to_string();
@@ -83,6 +89,7 @@ fn store(
                 tags: m.tags,
                 meta_data: m.meta_data,
                 time_created: now,
+                has_preview: m.has_preview,
             })
             .collect(),
         analyses: vec![],
@@ -99,10 +106,19 @@ fn store(
                 params: serde_json::json!({}),
             }]
         });
+        // A hold makes even a single request answer before the verdict: its analyses are
+        // stored unfinished and polled like any others. The Instant API keeps nothing to
+        // poll, so it ignores the hold (latency_ms is how to make it answer late).
+        let hold = if instant {
+            Duration::ZERO
+        } else {
+            st.faults.processing_for()
+        };
         let outcome = Outcome {
             verdict: st.cfg.verdict,
             polls_until_final: 0,
-            finished: true,
+            hold,
+            finished: hold.is_zero(),
         };
         new_analyses(&folder, reqs, outcome)?
     } else {
@@ -110,7 +126,9 @@ fn store(
     };
     folder.analyses = analyses.iter().map(|a| a.id.clone()).collect();
     let refs: Vec<&Analysis> = analyses.iter().collect();
-    let body = folder_json(&folder, &refs, true);
+    // An Instant answer links to no preview: nothing is kept to serve one from.
+    let links = (!instant).then_some(origin);
+    let body = folder_json(&folder, &refs, true, links);
     if instant {
         // The Instant API stores nothing (docs/oz-api.md §3.4): a later GET finds no such folder.
         return Ok((StatusCode::OK, folder_id, body));
@@ -128,6 +146,7 @@ pub(crate) fn get(
     sim: &OzSim,
     folder_id: &str,
     with_analyses: bool,
+    origin: &str,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let mut guard = sim.lock();
     let st = &mut *guard;
@@ -135,9 +154,10 @@ pub(crate) fn get(
         .folders
         .get(folder_id)
         .ok_or_else(|| folder_not_found(folder_id))?;
+    let now = Instant::now();
     for id in &folder.analyses {
         if let Some(a) = st.analyses.get_mut(id) {
-            a.observe();
+            a.observe(now);
         }
     }
     let analyses: Vec<&Analysis> = folder
@@ -147,6 +167,6 @@ pub(crate) fn get(
         .collect();
     Ok(json_rsp(
         StatusCode::OK,
-        &folder_json(folder, &analyses, with_analyses),
+        &folder_json(folder, &analyses, with_analyses, Some(origin)),
     ))
 }

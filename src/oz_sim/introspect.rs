@@ -4,7 +4,8 @@
 //!   content types and sizes, ZIP entry names, tags and folder metadata). Never frame bytes,
 //!   never an `additional_info` value (docs/oz-api.md §2.6, §7: client data stays out).
 //! - `GET /_sim/calls`: method, path, endpoint, status and injected delay of each Oz call.
-//! - `GET /_sim/faults`: pending failures, latencies, verdict, polls and mode.
+//! - `GET /_sim/faults`: pending failures, latencies, the `PROCESSING` hold, verdict, polls and
+//!   mode.
 //! - `POST /_sim/faults`: change them; the body is described at [`super::faults`].
 //!   Injected failures answer with Oz's generic error, `error_code` 0 (docs/oz-api.md §5), or the
 //!   `error_code` the rule names.
@@ -127,6 +128,9 @@ fn set_faults(sim: &OzSim, body: &[u8]) -> Result<Rsp, ApiError> {
         }
         if let Some(n) = req.unfinished_analyses {
             st.faults.set_unfinished_analyses(n);
+        }
+        if let Some(ms) = req.processing_for_ms {
+            st.faults.set_processing_for(Duration::from_millis(ms));
         }
     }
     Ok(json_rsp(StatusCode::OK, &faults_view(sim)))

@@ -2,7 +2,8 @@
 //!
 //! It follows `docs/oz-api.md`: token login and refresh (§1), folder upload as multipart
 //! with a `payload` part or as an OzCapsula container (§2), analyses, polling and statuses (§3),
-//! single-request and Instant answers (§3.3, §3.4), and Oz error bodies (§5). It is strict
+//! single-request and Instant answers (§3.3, §3.4), a `preview_url` per shots set or video in
+//! `source_media` with a small MP4 behind it (§2.7, §2.8), and Oz error bodies (§5). It is strict
 //! where the proxy makes promises (a `Content-Length`, well-formed multipart, a `payload` whose
 //! tags name real file parts, ZIPs of decoded images) and shares no logic with the proxy's own
 //! writer in `capture`, so a bug in one cannot hide the same bug in the other.
@@ -16,7 +17,10 @@
 //! - `login`, `folders`, `analyses`: the Oz endpoints; `auth`: tokens.
 //! - `upload`, `multipart`, `shots`: checking an upload, the strict form parser, ZIPs/images.
 //! - `objects`: folders, media, analyses and their JSON; `error`: Oz error bodies.
-//! - [`faults`], `introspect`: fault injection and the `/_sim/…` endpoints.
+//! - `preview`: the MP4 behind each `preview_url` in `source_media`, and which media have one.
+//! - [`faults`], `introspect`: fault injection and the `/_sim/…` endpoints, including late
+//!   verdicts: [`OzSim::set_processing_for`] (or `"processing_for_ms"`) holds new analyses in
+//!   `PROCESSING` for a set time on every read endpoint.
 //! - [`records`]: [`ReceivedUpload`], [`CallRecord`].
 //!
 //! # Use
@@ -46,6 +50,7 @@ mod introspect;
 mod login;
 mod multipart;
 mod objects;
+mod preview;
 pub mod records;
 mod routes;
 pub mod server;

@@ -3,9 +3,13 @@
 //! Follows docs/oz-api.md §2.8 (folder and media fields), §3.1 (analysis types, sent lowercase and
 //! reported uppercase; both `analysis_id` and `analyse_id`, §8.3) and §3.5 (the status table:
 //! `state`, `resolution_status`, the folder's combined `resolution_status` and
-//! `system_resolution`, and `results_media[].results_data.confidence_spoofing`).
+//! `system_resolution`, and `results_media[].results_data.confidence_spoofing`). A folder and
+//! an analysis list their media under `source_media` as §2.8 describes analysis sources
+//! (`media_id`, `media_type`, and a `preview_url` where the media has a preview, §2.7; see
+//! `preview` for which do).
 
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::config::Verdict;
 use super::error::ApiError;
@@ -137,9 +141,35 @@ pub(crate) struct Media {
     pub tags: Vec<String>,
     pub meta_data: Value,
     pub time_created: f64,
+    /// Whether `preview` serves an MP4 of it.
+    pub has_preview: bool,
 }
 
 impl Media {
+    /// `{origin}/api/folders/{folder_id}/media/{media_id}/preview.mp4`, the path `routes` maps
+    /// to `preview`, when the media has a preview and the answer has an origin to link to.
+    pub fn preview_url(&self, folder_id: &str, origin: Option<&str>) -> Option<String> {
+        let origin = origin.filter(|_| self.has_preview)?;
+        Some(format!(
+            "{origin}/api/folders/{folder_id}/media/{}/preview.mp4",
+            self.id
+        ))
+    }
+
+    /// The media as a `source_media` entry; `preview_url` is absent, not null, without a
+    /// preview, so a client tells "no video" by the key alone.
+    pub fn source_json(&self, folder_id: &str, origin: Option<&str>) -> Value {
+        let mut v = json!({
+            "media_id": self.id,
+            "media_type": self.media_type.as_str(),
+            "original_name": self.original_name,
+        });
+        if let Some(url) = self.preview_url(folder_id, origin) {
+            v["preview_url"] = json!(url);
+        }
+        v
+    }
+
     pub fn to_json(&self, folder_id: &str) -> Value {
         json!({
             "media_id": self.id,
@@ -184,17 +214,22 @@ pub(crate) struct Analysis {
     pub time_created: f64,
     /// Reads left that still answer `PROCESSING`.
     pub polls_left: u32,
+    /// No read before this instant turns it final (the `processing_for` hold). On tokio's
+    /// clock, so a test that pauses time controls it.
+    pub ready_at: Instant,
     pub verdict: Verdict,
     pub finished: bool,
 }
 
 impl Analysis {
-    /// One read of the analysis by a client: after `polls_left` reads it turns final.
-    pub fn observe(&mut self) {
-        if self.polls_left == 0 {
-            self.finished = true;
-        } else {
+    /// One read of the analysis by a client at `now`: it turns final on the first read after
+    /// `polls_left` reads and once `ready_at` has passed; reads during the hold still count.
+    /// A read takes one `now` for the whole answer, so every analysis in it agrees on time.
+    pub fn observe(&mut self, now: Instant) {
+        if self.polls_left > 0 {
             self.polls_left -= 1;
+        } else if now >= self.ready_at {
+            self.finished = true;
         }
     }
 
@@ -206,8 +241,9 @@ impl Analysis {
         }
     }
 
-    /// The analysis object; `media` is the folder's media, to name the sources.
-    pub fn to_json(&self, media: &[Media]) -> Value {
+    /// The analysis object; `media` is the folder's media, to name the sources, and `origin`
+    /// (`http://host`) what their preview URLs start with.
+    pub fn to_json(&self, media: &[Media], origin: Option<&str>) -> Value {
         let sources: Vec<&Media> = media
             .iter()
             .filter(|m| self.source_media.contains(&m.id))
@@ -232,11 +268,10 @@ impl Analysis {
             "resolution_status": resolution,
             "resolution": resolution,
             "params": self.params,
-            "source_media": sources.iter().map(|m| json!({
-                "media_id": m.id,
-                "media_type": m.media_type.as_str(),
-                "original_name": m.original_name,
-            })).collect::<Vec<_>>(),
+            "source_media": sources
+                .iter()
+                .map(|m| m.source_json(&self.folder_id, origin))
+                .collect::<Vec<_>>(),
             "results_media": results_media,
             "results_data": results_data,
             "time_created": self.time_created,
@@ -286,8 +321,14 @@ impl Analysis {
     }
 }
 
-/// The folder object. `analyses` are the folder's analyses; `embed` puts them in the answer.
-pub(crate) fn folder_json(folder: &Folder, analyses: &[&Analysis], embed: bool) -> Value {
+/// The folder object. `analyses` are the folder's analyses; `embed` puts them in the answer;
+/// `origin` (`http://host`) starts the preview URLs, `None` leaves them out.
+pub(crate) fn folder_json(
+    folder: &Folder,
+    analyses: &[&Analysis],
+    embed: bool,
+    origin: Option<&str>,
+) -> Value {
     let (status, system) = combined(analyses);
     let mut v = json!({
         "folder_id": folder.id,
@@ -298,9 +339,17 @@ pub(crate) fn folder_json(folder: &Folder, analyses: &[&Analysis], embed: bool) 
         "meta_data": folder.meta_data,
         "technical_meta_data": {},
         "media": folder.media.iter().map(|m| m.to_json(&folder.id)).collect::<Vec<_>>(),
+        "source_media": folder
+            .media
+            .iter()
+            .map(|m| m.source_json(&folder.id, origin))
+            .collect::<Vec<_>>(),
     });
     if embed {
-        v["analyses"] = analyses.iter().map(|a| a.to_json(&folder.media)).collect();
+        v["analyses"] = analyses
+            .iter()
+            .map(|a| a.to_json(&folder.media, origin))
+            .collect();
     }
     v
 }
@@ -331,6 +380,10 @@ mod tests {
     use super::*;
 
     fn analysis(polls: u32, verdict: Verdict) -> Analysis {
+        held(polls, verdict, Instant::now())
+    }
+
+    fn held(polls: u32, verdict: Verdict, ready_at: Instant) -> Analysis {
         Analysis {
             id: "a1".into(),
             folder_id: "f1".into(),
@@ -339,6 +392,7 @@ mod tests {
             params: json!({}),
             time_created: 0.0,
             polls_left: polls,
+            ready_at,
             verdict,
             finished: false,
         }
@@ -352,6 +406,7 @@ mod tests {
             tags: vec![],
             meta_data: json!({}),
             time_created: 0.0,
+            has_preview: true,
         }]
     }
 
@@ -360,16 +415,16 @@ mod tests {
         let mut a = analysis(2, Verdict::Declined);
         let mut seen = vec![];
         for _ in 0..4 {
-            a.observe();
+            a.observe(Instant::now());
             seen.push(
-                a.to_json(&media())["resolution"]
+                a.to_json(&media(), None)["resolution"]
                     .as_str()
                     .unwrap()
                     .to_owned(),
             );
         }
         assert_eq!(seen, ["PROCESSING", "PROCESSING", "DECLINED", "DECLINED"]);
-        let j = a.to_json(&media());
+        let j = a.to_json(&media(), None);
         assert_eq!(j["state"], "FINISHED");
         assert_eq!(j["analyse_id"], j["analysis_id"]);
         assert_eq!(j["results_media"][0]["source_shots_set_id"], "m1");
@@ -382,8 +437,8 @@ mod tests {
     #[test]
     fn failed_verdict_fails_state_and_folder() {
         let mut a = analysis(0, Verdict::Failed);
-        a.observe();
-        assert_eq!(a.to_json(&media())["state"], "FAILED");
+        a.observe(Instant::now());
+        assert_eq!(a.to_json(&media(), None)["state"], "FAILED");
         assert_eq!(combined(&[&a]), ("FAILED", "FAILED"));
     }
 
@@ -393,9 +448,46 @@ mod tests {
         let mut bad = analysis(0, Verdict::Declined);
         assert_eq!(combined(&[]), ("INITIAL", "INITIAL"));
         assert_eq!(combined(&[&ok]), ("PROCESSING", "PROCESSING"));
-        ok.observe();
-        bad.observe();
+        ok.observe(Instant::now());
+        bad.observe(Instant::now());
         assert_eq!(combined(&[&ok]), ("FINISHED", "SUCCESS"));
         assert_eq!(combined(&[&ok, &bad]), ("FINISHED", "DECLINED"));
+    }
+
+    #[test]
+    fn hold_keeps_processing_until_its_instant_and_counts_reads_meanwhile() {
+        let start = Instant::now();
+        let hold = std::time::Duration::from_millis(1500);
+        let mut a = held(1, Verdict::Declined, start + hold);
+        let resolution = |a: &Analysis| a.to_json(&media(), None)["resolution"].clone();
+        // Two reads during the hold: the first uses up the poll count, neither finishes it.
+        a.observe(start);
+        a.observe(start + hold / 2);
+        assert_eq!(resolution(&a), "PROCESSING");
+        assert_eq!(combined(&[&a]), ("PROCESSING", "PROCESSING"));
+        // The first read at the end of the hold shows the verdict, and it stays.
+        a.observe(start + hold);
+        assert_eq!(resolution(&a), "DECLINED");
+        assert_eq!(combined(&[&a]), ("FINISHED", "DECLINED"));
+        a.observe(start);
+        assert_eq!(resolution(&a), "DECLINED");
+    }
+
+    #[test]
+    fn source_media_links_a_preview_only_where_there_is_one() {
+        let mut m = media().remove(0);
+        let entry = m.source_json("f1", Some("http://oz.test:81"));
+        assert_eq!(
+            entry["preview_url"],
+            "http://oz.test:81/api/folders/f1/media/m1/preview.mp4"
+        );
+        assert_eq!(entry["media_type"], "SHOTS_SET");
+        // No origin (an Instant answer) or no preview: the key is absent, not null.
+        assert!(m.source_json("f1", None).get("preview_url").is_none());
+        m.has_preview = false;
+        assert!(m
+            .source_json("f1", Some("http://oz.test:81"))
+            .get("preview_url")
+            .is_none());
     }
 }

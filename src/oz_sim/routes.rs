@@ -2,7 +2,8 @@
 //!
 //! Paths are matched with or without a trailing slash, because the docs disagree on it
 //! (docs/oz-api.md §8.1): `/api/folders/` and `/api/folders` are the same route. Endpoints are the
-//! ones in docs/oz-api.md §1.1, §1.2, §2.1, §3.1, §3.4 and §3.5.
+//! ones in docs/oz-api.md §1.1, §1.2, §2.1, §3.1, §3.4 and §3.5, plus the simulator's own home
+//! for `preview_url` (§2.7), under `/api/` so it takes a token like the rest.
 
 use hyper::Method;
 
@@ -19,6 +20,8 @@ pub(crate) enum Route {
     ListAnalyses(String),
     GetAnalysis(String),
     GetFolder(String),
+    /// Folder id, media id.
+    GetPreview(String, String),
 }
 
 /// Why no route matched.
@@ -42,6 +45,7 @@ impl Route {
             Route::ListAnalyses(_) => Endpoint::ListAnalyses,
             Route::GetAnalysis(_) => Endpoint::GetAnalysis,
             Route::GetFolder(_) => Endpoint::GetFolder,
+            Route::GetPreview(..) => Endpoint::GetPreview,
         }
     }
 }
@@ -68,6 +72,9 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Route, Miss> {
         ["api", "folders", f, "analyses"] => (Route::StartAnalyses(id(f)), Method::POST),
         ["api", "folders", f] => (Route::GetFolder(id(f)), Method::GET),
         ["api", "analyses", a] => (Route::GetAnalysis(id(a)), Method::GET),
+        ["api", "folders", f, "media", m, "preview.mp4"] => {
+            (Route::GetPreview(id(f), id(m)), Method::GET)
+        }
         _ => return Err(Miss::NotFound),
     };
     if *method == allowed {
@@ -104,6 +111,22 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/api/folders/f/analyses"),
             Ok(Route::ListAnalyses("f".into()))
+        );
+    }
+
+    #[test]
+    fn preview_path_is_get_only() {
+        assert_eq!(
+            route(&Method::GET, "/api/folders/f/media/m/preview.mp4"),
+            Ok(Route::GetPreview("f".into(), "m".into()))
+        );
+        assert_eq!(
+            route(&Method::POST, "/api/folders/f/media/m/preview.mp4"),
+            Err(Miss::MethodNotAllowed(Method::GET))
+        );
+        assert_eq!(
+            route(&Method::GET, "/api/folders/f/media/m/"),
+            Err(Miss::NotFound)
         );
     }
 

@@ -51,10 +51,18 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Preview URLs fall back to it when a request names no host.
+                let local = match stream.local_addr() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "oz-sim connection gone before serving");
+                        continue;
+                    }
+                };
                 let sim = sim.clone();
                 let svc = service_fn(move |req| {
                     let sim = sim.clone();
-                    async move { Ok::<_, Infallible>(dispatch::handle(sim, req).await) }
+                    async move { Ok::<_, Infallible>(dispatch::handle(sim, req, local).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

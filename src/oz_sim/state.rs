@@ -149,7 +149,17 @@ impl OzSim {
         self.lock().faults.set_latency(endpoint, latency);
     }
 
-    /// Removes every pending failure and latency.
+    /// Analyses started from now on (by `POST /api/folders/{id}/analyses/`, or by an upload in
+    /// single-request mode) read `PROCESSING` on every endpoint until `hold` has passed since
+    /// they started, then turn final as usual: the first read once both the hold and the
+    /// [`OzSim::set_polls_until_final`] count have run out (reads during the hold count) shows
+    /// the verdict. A late verdict, on tokio's clock. Stays set until changed; zero removes it.
+    /// The Instant API ignores it, having nothing to poll.
+    pub fn set_processing_for(&self, hold: Duration) {
+        self.lock().faults.set_processing_for(hold);
+    }
+
+    /// Removes every pending failure, latency, flood of unfinished analyses and hold.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }

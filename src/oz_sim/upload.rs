@@ -48,6 +48,8 @@ pub(crate) struct NewMedia {
     pub original_name: String,
     pub tags: Vec<String>,
     pub meta_data: Value,
+    /// Whether Oz would render an MP4 preview of it (see `preview`).
+    pub has_preview: bool,
 }
 
 /// An upload that passed every check.
@@ -129,6 +131,8 @@ fn check_container(body: &[u8], rec: &mut ReceivedUpload) -> Result<Accepted, Ap
             original_name: "container".into(),
             tags: vec![],
             meta_data: json!({}),
+            // Nothing in a container can be read, so nothing can be rendered from it.
+            has_preview: false,
         }],
         folder_meta: json!({}),
         analyses: None,
@@ -193,6 +197,7 @@ fn check_form(
             original_name: part.filename.clone().unwrap_or_default(),
             tags: tags.get(&part.name).cloned().unwrap_or_default(),
             meta_data: media_meta.get(&part.name).cloned().unwrap_or(json!({})),
+            has_preview: matches!(media_type, MediaType::ShotsSet | MediaType::Video),
         })
         .collect();
     Ok(Accepted {
