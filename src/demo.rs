@@ -2,7 +2,8 @@
 //!
 //! Starts the simulated Oz API, a stand-in legacy backend that echoes what it received, and the
 //! proxy in front of it; pushes a generated capture (real JPEG frames made in code) through a
-//! forward route and a respond route; prints what Oz and the backend received; then keeps serving
+//! forward route and a respond route; prints what Oz and the backend received, and the verdict
+//! token the backend got, decoded (signed with a key made for the run); then keeps serving
 //! so a person can try it with the printed `curl` lines, until Ctrl-C.
 
 use std::convert::Infallible;
@@ -59,7 +60,8 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
     let backend_addr = backend_listener.local_addr()?;
     tokio::spawn(backend.clone().serve(backend_listener, stop.clone()));
 
-    // 3. The proxy.
+    // 3. The proxy, signing verdict tokens with a key made for this run.
+    let key_file = write_demo_key()?;
     let yaml = format!(
         r#"
 listen: "{listen}"
@@ -86,9 +88,15 @@ capture:
     - path: "{RESPOND_PATH}"
       on_result: respond
       result_mode: folder
+verdict:
+  keys:
+    - kid: "demo"
+      alg: EdDSA
+      private_key_file: "{key_file}"
 "#,
         listen = opts.listen,
         admin = opts.admin_listen,
+        key_file = key_file.display(),
     );
     let config = Config::from_yaml(&yaml, &Default::default()).context("demo config")?;
     let proxy = server::start(config, None).await.with_context(|| {
@@ -131,12 +139,29 @@ capture:
             "     {} {} with {} body bytes",
             seen.method, seen.path, seen.body_len
         );
-        for (name, value) in seen
-            .headers
-            .iter()
-            .filter(|(n, _)| n.as_str().starts_with("x-oz-") || n.as_str() == "x-request-id")
-        {
+        for (name, value) in seen.headers.iter().filter(|(n, _)| {
+            (n.as_str().starts_with("x-oz-") && n.as_str() != "x-oz-verdict-token")
+                || n.as_str() == "x-request-id"
+        }) {
             let _ = writeln!(out, "     {}: {}", name, value.to_str().unwrap_or("?"));
+        }
+        if let Some(token) = seen
+            .headers
+            .get("x-oz-verdict-token")
+            .and_then(|v| v.to_str().ok())
+        {
+            let _ = writeln!(
+                out,
+                "     x-oz-verdict-token: {}… ({} bytes), decoded:",
+                &token[..token.len().min(24)],
+                token.len()
+            );
+            describe_token(&mut out, token);
+            let _ = writeln!(
+                out,
+                "     (verify it with the keys at http://{}/.well-known/jwks.json; README, \"Verifying the verdict\")",
+                proxy.admin_addr
+            );
         }
     } else {
         let _ = writeln!(out, "     nothing");
@@ -186,7 +211,9 @@ capture:
 
     stop.cancelled().await;
     proxy.shutdown();
-    proxy.wait().await
+    let stopped = proxy.wait().await;
+    let _ = std::fs::remove_file(&key_file);
+    stopped
 }
 
 fn describe_upload(out: &mut String, sim: &OzSim) {
@@ -242,6 +269,49 @@ fn describe_upload(out: &mut String, sim: &OzSim) {
             "     media:meta_data carries additional_info: {has_info}"
         );
     }
+}
+
+/// Prints the header and claims of a compact JWS, as any JWT debugger would.
+fn describe_token(out: &mut String, token: &str) {
+    use base64::Engine as _;
+    for (what, part) in ["header", "claims"].into_iter().zip(token.split('.')) {
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let _ = writeln!(
+            out,
+            "       {what}: {}",
+            decoded.map_or_else(|| "(unreadable)".to_owned(), |v| v.to_string())
+        );
+    }
+}
+
+/// A fresh Ed25519 key for this run's tokens, as PKCS#8 PEM (what `openssl genpkey -algorithm
+/// ed25519` writes) in a file only this user can read.
+fn write_demo_key() -> anyhow::Result<PathBuf> {
+    use base64::Engine as _;
+    let pkcs8 =
+        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("cannot generate the demo's Ed25519 key"))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    let path = std::env::temp_dir().join(format!(
+        "oz-capture-proxy-demo-{}-verdict.pem",
+        std::process::id()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(&path)?, pem.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 fn write_sample(capture: &[u8]) -> anyhow::Result<PathBuf> {
