@@ -13,6 +13,18 @@ if ! python3 -c 'import jwt, cryptography' >/dev/null 2>&1; then
     python3 -m pip install -q 'PyJWT[crypto]>=2.8' \
     || { echo "cannot install PyJWT (pip install 'PyJWT[crypto]'); the verdict tests need it" >&2; exit 1; }
 fi
+# The README's Node verifier (jose) is run by the verdict tests too, from target/verdict-node.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing nodejs and npm for the verdict tests"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
+    || { echo "cannot install nodejs/npm; the verdict tests need them" >&2; exit 1; }
+fi
+if [ ! -f target/verdict-node/node_modules/jose/package.json ]; then
+  echo "installing jose for the verdict tests"
+  mkdir -p target/verdict-node
+  npm install --silent --no-audit --no-fund --prefix target/verdict-node jose@5 >/dev/null \
+    || { echo "cannot install jose (npm install jose); the verdict tests need it" >&2; exit 1; }
+fi
 if command -v cargo-nextest >/dev/null 2>&1; then
   # nextest does not run doc tests, so they go first and nextest's summary closes the run.
   cargo test --locked --doc --quiet

@@ -102,6 +102,43 @@ async fn verify(cases: Vec<Value>) -> Vec<Value> {
     results
 }
 
+/// Runs the README's Node verifier (jose) on `cases` (see `tests/verdict/check_tokens.mjs`);
+/// `scripts/test.sh` installs `jose` into `target/verdict-node`.
+async fn verify_node(cases: Vec<Value>) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/verdict/check_tokens.mjs");
+    let modules = root.join("target/verdict-node");
+    assert!(
+        modules.join("node_modules/jose/package.json").is_file(),
+        "jose is not installed in {}: run the tests with scripts/test.sh, which installs it",
+        modules.display()
+    );
+    let input = serde_json::to_vec(&cases).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("node")
+            .arg(script)
+            .arg(modules)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node runs the README's Node verifier (scripts/test.sh installs it)");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "the Node verifier did not run: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(results.len(), cases.len());
+    results
+}
+
 /// Verifies one case that must pass, and returns its claims.
 async fn verified(case: Value) -> Value {
     let result = verify(vec![case]).await.remove(0);
@@ -227,6 +264,30 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
         assert_eq!(r["ok"], false, "{r}");
         assert!(r["error"].as_str().unwrap().contains(why), "{why}: {r}");
     }
+    // The README's Node verifier agrees, on the good token and on the bad ones.
+    let node = verify_node(vec![
+        json!({"name": "forward", "token": token, "jwks_url": jwks_url, "body_b64": b64(&seen.body)}),
+        json!({"name": "tampered claim", "token": tampered(&token), "jwks_url": jwks_url}),
+        json!({"name": "another body", "token": token, "jwks_url": jwks_url, "body_b64": b64(b"{}")}),
+        json!({"name": "wrong key", "token": token, "jwks_url": other.proxy.admin_url("/.well-known/jwks.json")}),
+    ])
+    .await;
+    assert_eq!(node[0]["ok"], true, "{}", node[0]);
+    assert_eq!(node[0]["claims"]["sub"], seen.header("x-oz-folder-id"));
+    for r in &node[1..] {
+        assert_eq!(r["ok"], false, "{r}");
+    }
+    assert!(
+        node[1]["error"].as_str().unwrap().contains("signature"),
+        "{}",
+        node[1]
+    );
+    assert!(
+        node[2]["error"].as_str().unwrap().contains("another body"),
+        "{}",
+        node[2]
+    );
+
     // And the untouched token still passes as of just before it expires.
     let claims = verified(json!({
         "name": "before expiry", "token": token, "jwks_url": jwks_url, "body_b64": b64(&seen.body), "at": exp - 1,
