@@ -19,6 +19,12 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } \
     || { echo "cannot install nodejs/npm; the verdict tests need them" >&2; exit 1; }
 fi
+# And its Go verifier, with golang-jwt v4 from Debian (no Go module download is needed).
+if ! command -v go >/dev/null 2>&1 || [ ! -f /usr/share/gocode/src/github.com/golang-jwt/jwt/go.mod ]; then
+  echo "installing golang-go and golang-github-golang-jwt-jwt-dev for the verdict tests"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-golang-jwt-jwt-dev >/dev/null; } \
+    || { echo "cannot install Go and golang-jwt; the verdict tests need them" >&2; exit 1; }
+fi
 if [ ! -f target/verdict-node/node_modules/jose/package.json ]; then
   echo "installing jose for the verdict tests"
   mkdir -p target/verdict-node

@@ -139,6 +139,69 @@ async fn verify_node(cases: Vec<Value>) -> Vec<Value> {
     results
 }
 
+/// Where Debian's `golang-github-golang-jwt-jwt-dev` puts golang-jwt v4.
+const DEBIAN_GOLANG_JWT: &str = "/usr/share/gocode/src/github.com/golang-jwt/jwt";
+
+/// Runs the README's Go verifier (golang-jwt) on `cases` (see `tests/verdict/go/main.go`);
+/// `scripts/test.sh` installs Go and golang-jwt from Debian.
+async fn verify_go(cases: Vec<Value>) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new(DEBIAN_GOLANG_JWT).join("go.mod").is_file(),
+        "golang-jwt is not in {DEBIAN_GOLANG_JWT}: run the tests with scripts/test.sh, which installs golang-go and golang-github-golang-jwt-jwt-dev"
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("<!-- verifier:go -->\n```go\n")
+        .expect("README.md has a `<!-- verifier:go -->` block");
+    let block = &readme[start + "<!-- verifier:go -->\n```go\n".len()..];
+    let block = &block[..block.find("```").expect("the block ends")];
+    let dir = TempDir::new("verdict-go");
+    std::fs::create_dir(dir.path.join("verdict")).unwrap();
+    dir.write("verdict/verdict.go", block);
+    dir.write(
+        "main.go",
+        std::fs::read(root.join("tests/verdict/go/main.go")).unwrap(),
+    );
+    dir.write(
+        "go.mod",
+        format!(
+            "module ozverdict\n\ngo 1.19\n\nrequire github.com/golang-jwt/jwt/v4 v4.4.3\n\nreplace github.com/golang-jwt/jwt/v4 => {DEBIAN_GOLANG_JWT}\n"
+        ),
+    );
+    let cache = root.join("target/verdict-go-cache");
+    let input = serde_json::to_vec(&cases).unwrap();
+    let work = dir.path.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("go")
+            .args(["run", "."])
+            .current_dir(&work)
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOCACHE", &cache)
+            .env("GOPATH", cache.join("gopath"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("go runs the README's Go verifier (scripts/test.sh installs golang-go)");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    drop(dir);
+    assert!(
+        output.status.success(),
+        "the Go verifier did not run: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(results.len(), cases.len());
+    results
+}
+
 /// Verifies one case that must pass, and returns its claims.
 async fn verified(case: Value) -> Value {
     let result = verify(vec![case]).await.remove(0);
@@ -286,6 +349,33 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
         node[2]["error"].as_str().unwrap().contains("another body"),
         "{}",
         node[2]
+    );
+
+    // And the README's Go verifier.
+    let go = verify_go(vec![
+        json!({"name": "forward", "token": token, "jwks_url": jwks_url, "body_b64": b64(&seen.body)}),
+        json!({"name": "tampered claim", "token": tampered(&token), "jwks_url": jwks_url}),
+        json!({"name": "another body", "token": token, "jwks_url": jwks_url, "body_b64": b64(b"{}")}),
+        json!({"name": "wrong key", "token": token, "jwks_url": other.proxy.admin_url("/.well-known/jwks.json")}),
+    ])
+    .await;
+    assert_eq!(go[0]["ok"], true, "{}", go[0]);
+    assert_eq!(go[0]["claims"]["sub"], seen.header("x-oz-folder-id"));
+    for r in &go[1..] {
+        assert_eq!(r["ok"], false, "{r}");
+    }
+    assert!(
+        go[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("verification error"),
+        "{}",
+        go[1]
+    );
+    assert!(
+        go[2]["error"].as_str().unwrap().contains("another body"),
+        "{}",
+        go[2]
     );
 
     // And the untouched token still passes as of just before it expires.
