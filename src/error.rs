@@ -35,6 +35,18 @@ pub enum Error {
     /// `CONNECT` and other methods a reverse proxy does not serve.
     #[error("method not allowed through this proxy")]
     MethodNotAllowed,
+    /// A verdict lookup named a folder id that is not a UUID (`crate::lookup`); Oz was not asked.
+    #[error("folder_id must be a UUID (8-4-4-4-12 hexadecimal digits)")]
+    InvalidFolderId,
+    /// Oz has no such folder (a verdict lookup).
+    #[error("Oz API has no folder with this id")]
+    FolderNotFound,
+    /// The folder has no video to hand out (yet): no media with a `preview_url`.
+    #[error("the folder has no video")]
+    NoVideo,
+    /// A path the verdict listener does not serve.
+    #[error("no such endpoint on the verdict listener")]
+    UnknownPath,
     /// A capture was refused.
     #[error(transparent)]
     Capture(#[from] capture::Error),

@@ -15,6 +15,7 @@
 //! - [`config`]: typed configuration from YAML plus `OZ_PROXY__…` overrides.
 //! - [`server`]: listeners (HTTP/1.1, h2c, TLS), connection serving, graceful shutdown.
 //! - [`admin`]: `/live`, `/ready`, `/metrics` on their own port.
+//! - [`lookup`]: the verdict listener (`verdict_listen`): a folder's verdict and video, from Oz.
 //! - [`proxy`]: dispatch, passthrough forwarding, header rules, path normalization, upgrades.
 //! - [`capture`]: capture body model, data URLs, ZIP, multipart, the capture handler.
 //! - [`oz`]: Oz API client: auth tokens, folders, analyses, polling.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod error_chain;
+pub mod lookup;
 pub mod metrics;
 pub mod oz;
 pub mod oz_sim;

@@ -157,13 +157,15 @@ struct ResultLabels {
 }
 
 /// The `endpoint` label values of Oz calls (see `crate::oz`).
-const OZ_ENDPOINTS: [&str; 6] = [
+const OZ_ENDPOINTS: [&str; 8] = [
     "auth",
     "refresh",
     "folders",
     "instant_folders",
     "analyses",
     "poll",
+    "folder",
+    "video",
 ];
 
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];

@@ -156,6 +156,18 @@ fn problem_for(err: &Error) -> Problem {
             "Method not allowed",
             detail,
         ),
+        Error::InvalidFolderId => Problem::new(
+            S::BAD_REQUEST,
+            "invalid_folder_id",
+            "Invalid folder id",
+            detail,
+        )
+        .with("field", "folder_id"),
+        Error::FolderNotFound => {
+            Problem::new(S::NOT_FOUND, "folder_not_found", "Folder not found", detail)
+        }
+        Error::NoVideo => Problem::new(S::NOT_FOUND, "no_video", "No video", detail),
+        Error::UnknownPath => Problem::new(S::NOT_FOUND, "not_found", "Not found", detail),
         Error::Capture(c) => capture_problem(c, detail),
         Error::Oz(o) => oz_problem(o, detail),
     }

@@ -1,7 +1,8 @@
 //! Listeners, connection serving and graceful shutdown.
 //!
 //! The traffic listener serves HTTP/1.1 and HTTP/2 on one port (h2c prior knowledge, or h2 by
-//! ALPN when TLS is on) with hyper-util's auto builder; the admin listener serves `crate::admin`.
+//! ALPN when TLS is on) with hyper-util's auto builder; the admin listener serves `crate::admin`,
+//! and the verdict listener (`verdict_listen`, only when set) `crate::lookup`.
 //! Shutdown follows what a Kubernetes sidecar needs (docs/proxy-rules.md,
 //! "Graceful shutdown"): on the signal `/ready` turns 503 at once, traffic keeps flowing for
 //! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
@@ -32,7 +33,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{Admin, Readiness};
 use crate::config::{Config, ServerConfig, TlsConfig};
+use crate::lookup::Lookup;
 use crate::metrics::Metrics;
+use crate::oz::OzClient;
 use crate::proxy::dispatch::RequestRules;
 use crate::proxy::headers::{Forwarding, Peer};
 use crate::proxy::passthrough::Passthrough;
@@ -41,21 +44,35 @@ use crate::proxy::Proxy;
 use crate::reload::{self, ConfigSource, Watched};
 use crate::telemetry::AccessLog;
 
-/// The two bound listeners. Bound before anything else runs, so a port clash fails fast.
+/// The bound listeners. Bound before anything else runs, so a port clash fails fast.
 pub struct Listeners {
     pub traffic: TcpListener,
     pub admin: TcpListener,
+    /// `verdict_listen`, when set (`crate::lookup`).
+    pub verdict: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds `listen` and `admin_listen`.
+    /// Binds `listen`, `admin_listen` and, when set, `verdict_listen`.
     pub async fn bind(cfg: &Config) -> anyhow::Result<Self> {
         let traffic = listen(cfg.listen)
             .with_context(|| format!("cannot bind listen address {}", cfg.listen))?;
         let admin = TcpListener::bind(cfg.admin_listen)
             .await
             .with_context(|| format!("cannot bind admin_listen address {}", cfg.admin_listen))?;
-        Ok(Listeners { traffic, admin })
+        let verdict = match cfg.verdict_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot bind verdict_listen address {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            traffic,
+            admin,
+            verdict,
+        })
     }
 }
 
@@ -80,6 +97,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub struct Running {
     pub traffic_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The verdict listener's address, when `verdict_listen` is set.
+    pub verdict_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     readiness: Readiness,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -104,6 +123,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     let listeners = Listeners::bind(&config).await?;
     let traffic_addr = listeners.traffic.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
+    let verdict_addr = listeners
+        .verdict
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let shutdown = CancellationToken::new();
     let readiness = Readiness::default();
     let task = tokio::spawn(run_with(
@@ -117,6 +141,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> anyhow::Resu
     Ok(Running {
         traffic_addr,
         admin_addr,
+        verdict_addr,
         shutdown,
         readiness,
         task,
@@ -203,6 +228,22 @@ async fn run_with(
         Admin::new(readiness.clone(), registry.clone(), published.clone()),
         admin_stop.clone(),
     ));
+    // The verdict listener: its own Oz client (built from the start-up `oz` section) and the
+    // signer reload publishes. Stopped with the admin listener, after the drain.
+    let verdict_addr = match listeners.verdict {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let oz = OzClient::new(&config.oz, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("oz client for verdict_listen: {e}"))?;
+            tokio::spawn(serve_verdicts(
+                listener,
+                Lookup::new(oz, published.clone()),
+                admin_stop.clone(),
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
     if let Some(source) = source {
         tokio::spawn(reload::watch(
             source,
@@ -220,6 +261,7 @@ async fn run_with(
     tracing::info!(
         listen = %traffic_addr,
         admin_listen = %admin_addr,
+        verdict_listen = verdict_addr.map(|a| a.to_string()),
         backend = %config.backend.url,
         tls = tls.is_some(),
         capture_routes = config.capture.routes.len(),
@@ -684,6 +726,40 @@ async fn serve_admin(listener: TcpListener, admin: Admin, stop: CancellationToke
             let service = service_fn(move |req| {
                 let rsp = admin.handle(&req);
                 async move { Ok::<_, Infallible>(rsp) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+/// Serves `crate::lookup` on the verdict listener until `stop`; connections in flight are
+/// closed gracefully then.
+async fn serve_verdicts(listener: TcpListener, lookup: Lookup, stop: CancellationToken) {
+    let builder = Arc::new(http_builder(&ServerConfig::default(), false));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "verdict listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let lookup = lookup.clone();
+        let builder = builder.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let lookup = lookup.clone();
+                async move { Ok::<_, Infallible>(lookup.handle(req).await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);

@@ -12,7 +12,7 @@ const FLOORS: &[&[&str]] = &[
     &["capture", "admin"],
     &["error"],
     &["problem"],
-    &["proxy"],
+    &["proxy", "lookup"],
     &["reload"],
     &["server"],
     &["demo"],

@@ -246,6 +246,15 @@ def check_workload(docs: list[dict], w: dict, r: Report) -> None:
         r.check(bport in declared, f"{name}: backend.url port {bport} is not a backend containerPort {sorted(declared)}")
         r.check(bport not in (listen_port, admin_port), f"{name}: backend port {bport} collides with the proxy's")
 
+    # --- the verdict lookup, when on, only for this pod's containers ---
+    vlisten = cfg.get("verdict_listen")
+    if vlisten is not None:
+        vm = re.fullmatch(r"(127\.0\.0\.1|\[::1\]):(\d+)", str(vlisten))
+        if r.check(vm is not None, f"{name}: verdict_listen {vlisten!r} should be on loopback (127.0.0.1:PORT)"):
+            vport = int(vm.group(2))
+            r.check(vport not in (listen_port, admin_port) and vport not in ports.values(),
+                    f"{name}: verdict_listen port {vport} collides with a declared port")
+
     # --- probes on the admin port ---
     want = {"startupProbe": "/live", "livenessProbe": "/live", "readinessProbe": "/ready"}
     for probe, path in want.items():
@@ -460,6 +469,7 @@ MUTATIONS = {
         {"value": "x", "valueFrom": None}),
     "config mounted with subPath": lambda d: _proxy(d)["volumeMounts"][0].__setitem__("subPath", "config.yaml"),
     "listen port differs from containerPort": lambda d: _set_config(d, lambda c: c.__setitem__("listen", "0.0.0.0:8081")),
+    "verdict_listen off loopback": lambda d: _set_config(d, lambda c: c.__setitem__("verdict_listen", "0.0.0.0:9902")),
     "backend.url on the wrong port": lambda d: _set_config(
         d, lambda c: c["backend"].__setitem__("url", "http://127.0.0.1:3000")),
     "memory budget above the limit": lambda d: _set_config(

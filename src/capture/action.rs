@@ -65,6 +65,34 @@ pub fn map_action(action: &str) -> Result<Mapping, Error> {
     })
 }
 
+/// Every action [`map_action`] knows.
+pub const ACTIONS: &[&str] = &[
+    "video_selfie_left",
+    "video_selfie_right",
+    "video_selfie_down",
+    "video_selfie_high",
+    "video_selfie_smile",
+    "video_selfie_eyes",
+    "video_selfie_scan",
+    "video_selfie_blank",
+    "video_selfie_best",
+    "photo_id_front",
+    "photo_id_back",
+];
+
+/// The action a capture was made with, read back from the tags of its media (a folder read
+/// later, `crate::lookup`): the inverse of [`map_action`], so it equals the `X-Oz-Action` the
+/// capture got (`video_selfie_oneshot` gives `video_selfie_best`). `None` when no tag is the
+/// action tag of a known action: a folder this proxy did not upload, or a container.
+pub fn action_of_tags(tags: &[&str]) -> Option<&'static str> {
+    ACTIONS.iter().copied().find(|action| {
+        map_action(action)
+            .ok()
+            .and_then(|m| m.tags.get(1).copied())
+            .is_some_and(|tag| tags.contains(&tag))
+    })
+}
+
 /// The tag of the optional best-frame part: a plain reference selfie (docs/oz-api.md §2.4).
 pub const BEST_FRAME_TAGS: &[&str] = &["photo_selfie"];
 
@@ -85,6 +113,27 @@ mod tests {
             );
             assert_eq!(m.media, MediaKind::ShotsSet);
         }
+    }
+
+    #[test]
+    fn tags_give_back_the_action() {
+        for action in ACTIONS {
+            let m = map_action(action).expect("known action");
+            assert_eq!(action_of_tags(m.tags), Some(*action), "{action}");
+        }
+        assert_eq!(
+            action_of_tags(&["video_selfie", "video_selfie_oneshot"]),
+            Some("video_selfie_best")
+        );
+        assert_eq!(
+            action_of_tags(&["video_selfie", "orientation_portrait"]),
+            None
+        );
+        assert_eq!(
+            action_of_tags(&["photo_selfie", "video_selfie_zoom_in"]),
+            None
+        );
+        assert_eq!(action_of_tags(&[]), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `OzClient`: the Oz API endpoints the proxy uses, each one authenticated call.
 //!
 //! Endpoints (docs/oz-api.md): `POST /api/folders/` (§2.1) or `POST /api/instant/folders/` (§3.4)
-//! for the upload, `POST /api/folders/{id}/analyses/` (§3.1), `GET /api/analyses/{id}` (§3.5).
+//! for the upload, `POST /api/folders/{id}/analyses/` (§3.1), `GET /api/analyses/{id}` (§3.5);
+//! for the verdict lookup, `GET /api/folders/{id}?with_analyses=true` (§3.5) and the folder's
+//! `preview_url` (§2.7), followed only on the `oz.url` origin.
 //! The slashed forms follow the current docs' upload and analyses pages (§8.1); the analysis
 //! GET has no slash because every source writes it so. The whole verdict flow is in `check.rs`.
 //!
@@ -166,6 +168,59 @@ impl OzClient {
             found.id = analysis_id.to_owned();
         }
         Ok(found)
+    }
+
+    /// Reads a folder with its analyses (`GET /api/folders/{id}?with_analyses=true`, §3.5),
+    /// within `oz.timeout`: what the verdict lookup answers from. Metric endpoint `folder`.
+    pub async fn get_folder(&self, folder_id: &str) -> Result<Folder, Error> {
+        const EP: &str = "folder";
+        check_id(folder_id).map_err(|r| Error::Unreachable {
+            endpoint: EP,
+            reason: format!("request not sent: folder_id {r}"),
+        })?;
+        let call = Call::get(EP, format!("/api/folders/{folder_id}?with_analyses=true"));
+        let body = self.call(&call, None).await?;
+        let t = &self.inner.transport;
+        let folder = parse_folder(&t.json(EP, &body)?).map_err(|r| t.bad_response(EP, r))?;
+        if !folder.folder_id.eq_ignore_ascii_case(folder_id) {
+            return Err(t.bad_response(EP, "the answer is for another folder".into()));
+        }
+        self.bounded(EP, folder.analyses.len())?;
+        Ok(folder)
+    }
+
+    /// Opens a media file Oz links to (a folder's `preview_url`, §2.7) with the proxy's token:
+    /// the answer's head within `oz.timeout`, its body left to stream. Only a URL on the
+    /// `oz.url` origin is followed (anything else is `Error::BadResponse`, never fetched): an
+    /// answer must not make the proxy send its token elsewhere. Metric endpoint `video`.
+    pub async fn open_media(
+        &self,
+        url: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        const EP: &str = "video";
+        let Inner {
+            transport, auth, ..
+        } = &*self.inner;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| transport.bad_response(EP, "the media URL is not a URL".into()))?;
+        let token = auth.token(transport).await?;
+        match transport.open(EP, &uri, token.header.as_ref(), None).await {
+            Err(Error::Auth {
+                error_code: Some(code @ (7 | 8)),
+            }) => match auth.renew(transport, &token).await? {
+                Some(fresh) => transport.open(EP, &uri, fresh.header.as_ref(), None).await,
+                None => Err(Error::Auth {
+                    error_code: Some(code),
+                }),
+            },
+            other => other,
+        }
+    }
+
+    /// `oz.timeout`, the budget of one call.
+    pub fn timeout(&self) -> Duration {
+        self.inner.transport.timeout()
     }
 
     /// `Err(TooManyAnalyses)`, counted like every other failure, when an answer to `endpoint`

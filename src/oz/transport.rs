@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -55,7 +56,8 @@ const USER_AGENT_VALUE: &str = concat!("oz-capture-proxy/", env!("CARGO_PKG_VERS
 
 /// One request to make; owned so it can be sent again with a fresh token.
 pub struct Call {
-    /// Metric label: `auth`, `refresh`, `folders`, `instant_folders`, `analyses`, `poll`.
+    /// Metric label: `auth`, `refresh`, `folders`, `instant_folders`, `analyses`, `poll`,
+    /// `folder` (a folder read by the verdict lookup), `video` (its preview, `Transport::open`).
     pub endpoint: &'static str,
     pub method: Method,
     /// Path and query, starting with `/`, appended to `oz.url`.
@@ -94,6 +96,9 @@ pub struct Transport {
     http: Client<HttpsConnector<HttpConnector>, ChunkBody>,
     /// `scheme://authority[/prefix]`, without a trailing slash.
     base: String,
+    /// The scheme, host (lower case) and port of `oz.url`: the only origin a URL found in an
+    /// answer (`preview_url`) is followed on, with the proxy's token.
+    origin: Origin,
     timeout: Duration,
     metrics: Metrics,
 }
@@ -123,9 +128,13 @@ impl Transport {
             // Safe for every method: it only resends requests that never started.
             .retry_canceled_requests(true)
             .build(tls::connector(cfg)?);
+        let origin = Origin::of(&cfg.url).ok_or_else(|| {
+            BuildError::Url("needs an http:// or https:// URL with a host".into())
+        })?;
         Ok(Transport {
             http,
             base,
+            origin,
             timeout: cfg.timeout,
             metrics,
         })
@@ -189,48 +198,123 @@ impl Transport {
     }
 
     async fn exchange(&self, call: &Call, token: Option<&HeaderValue>) -> Result<Bytes, Error> {
-        let mut retried = false;
-        let answer = loop {
-            match self.http.request(self.request(call, token)?).await {
-                Ok(answer) => break answer,
-                // Nothing was sent on a failed connect, so trying again cannot duplicate a
-                // folder; once only, since a host that refuses twice is down.
-                Err(e) if e.is_connect() && !retried => {
-                    retried = true;
-                    tracing::debug!(endpoint = call.endpoint, error = %crate::error_chain::chain(&e), "oz connect failed, retrying once");
-                    tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
-                }
-                Err(e) => {
-                    return Err(Error::Unreachable {
-                        endpoint: call.endpoint,
-                        reason: crate::error_chain::chain(&e),
-                    })
-                }
-            }
-        };
+        let answer = self
+            .head(call.endpoint, || self.request(call, token))
+            .await?;
         let status = answer.status();
-        let body = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Error::BadResponse {
-                        endpoint: call.endpoint,
-                        reason: format!("answer larger than {MAX_ANSWER_BYTES} bytes"),
-                    }
-                } else {
-                    Error::Unreachable {
-                        endpoint: call.endpoint,
-                        reason: format!("answer cut short: {}", crate::error_chain::chain(&*e)),
-                    }
-                }
-            })?
-            .to_bytes();
+        let body = self.collect(call.endpoint, answer.into_body()).await?;
         if status.is_success() {
             Ok(body)
         } else {
             Err(classify(call.endpoint, status, &body))
         }
+    }
+
+    /// Sends the request `build` makes and returns the answer's head, its body unread; a failed
+    /// connect is tried once more.
+    async fn head(
+        &self,
+        endpoint: &'static str,
+        build: impl Fn() -> Result<Request<ChunkBody>, Error>,
+    ) -> Result<Response<Incoming>, Error> {
+        let mut retried = false;
+        loop {
+            match self.http.request(build()?).await {
+                Ok(answer) => return Ok(answer),
+                // Nothing was sent on a failed connect, so trying again cannot duplicate a
+                // folder; once only, since a host that refuses twice is down.
+                Err(e) if e.is_connect() && !retried => {
+                    retried = true;
+                    tracing::debug!(endpoint, error = %crate::error_chain::chain(&e), "oz connect failed, retrying once");
+                    tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
+                }
+                Err(e) => {
+                    return Err(Error::Unreachable {
+                        endpoint,
+                        reason: crate::error_chain::chain(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Reads an answer body, at most [`MAX_ANSWER_BYTES`].
+    async fn collect(&self, endpoint: &'static str, body: Incoming) -> Result<Bytes, Error> {
+        Ok(Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Error::BadResponse {
+                        endpoint,
+                        reason: format!("answer larger than {MAX_ANSWER_BYTES} bytes"),
+                    }
+                } else {
+                    Error::Unreachable {
+                        endpoint,
+                        reason: format!("answer cut short: {}", crate::error_chain::chain(&*e)),
+                    }
+                }
+            })?
+            .to_bytes())
+    }
+
+    /// Whether `uri` is an absolute URL on the origin of `oz.url` (scheme, host and port; no
+    /// user info): the only URLs from an answer the proxy follows with its token.
+    pub fn on_origin(&self, uri: &http::Uri) -> bool {
+        let has_userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+        !has_userinfo && Origin::of(uri).as_ref() == Some(&self.origin)
+    }
+
+    /// A GET of `uri`, which must be [`on_origin`](Self::on_origin), answered within `budget`
+    /// (default `oz.timeout`) with a 2xx head; the body is left to stream. A non-2xx answer is
+    /// read (bounded) and mapped like any other call's. Recorded as one call of `endpoint`, timed
+    /// to the head.
+    pub async fn open(
+        &self,
+        endpoint: &'static str,
+        uri: &http::Uri,
+        token: Option<&HeaderValue>,
+        budget: Option<Duration>,
+    ) -> Result<Response<Incoming>, Error> {
+        let started = Instant::now();
+        let budget = budget.unwrap_or(self.timeout);
+        let exchange = async {
+            if !self.on_origin(uri) {
+                // Never logged with the URL: it came from Oz's answer and may carry anything.
+                return Err(Error::BadResponse {
+                    endpoint,
+                    reason: "the media URL is not on the oz.url origin; not followed".into(),
+                });
+            }
+            let build = || {
+                let mut req = Request::get(uri.clone()).header(USER_AGENT, USER_AGENT_VALUE);
+                if let Some(t) = token {
+                    req = req.header(TOKEN_HEADER, t.clone());
+                }
+                req.body(ChunkBody::new([]))
+                    .map_err(|_| Error::Unreachable {
+                        endpoint,
+                        reason: "request not sent: invalid request head".into(),
+                    })
+            };
+            let answer = self.head(endpoint, build).await?;
+            let status = answer.status();
+            if status.is_success() {
+                return Ok(answer);
+            }
+            let body = self.collect(endpoint, answer.into_body()).await?;
+            Err(classify(endpoint, status, &body))
+        };
+        let result = match tokio::time::timeout(budget, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout { endpoint }),
+        };
+        self.metrics.oz_call(endpoint, started.elapsed());
+        if let Err(e) = &result {
+            self.failed(endpoint, e);
+        }
+        result
     }
 
     fn request(
@@ -261,6 +345,30 @@ impl Transport {
         }
         req.body(ChunkBody::new(call.chunks.iter().cloned()))
             .map_err(|_| not_sent("invalid request head"))
+    }
+}
+
+/// Scheme, lower-case host and port (the scheme's default when absent) of a URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(uri: &http::Uri) -> Option<Origin> {
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        Some(Origin {
+            host: uri.host()?.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(default),
+            scheme,
+        })
     }
 }
 
@@ -437,6 +545,18 @@ mod tests {
             }),
             "unreachable"
         );
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let o = |s: &str| Origin::of(&s.parse().unwrap());
+        assert_eq!(o("http://Oz.Example:80/a"), o("http://oz.example/b?c"));
+        assert_eq!(o("https://oz.example/"), o("https://oz.example:443/x"));
+        assert_ne!(o("https://oz.example/"), o("http://oz.example/"));
+        assert_ne!(o("http://oz.example/"), o("http://oz.example:8080/"));
+        assert_ne!(o("http://oz.example/"), o("http://oz.example.evil/"));
+        assert_eq!(o("/relative"), None);
+        assert_eq!(o("ftp://oz.example/"), None);
     }
 
     #[test]

@@ -50,6 +50,50 @@ impl Folder {
     }
 }
 
+impl Folder {
+    /// The folder object of the answer (the first item carrying `folder_id` in an array answer).
+    fn object(&self) -> Option<&serde_json::Map<String, Value>> {
+        match &self.raw {
+            Value::Object(map) => Some(map),
+            Value::Array(items) => items
+                .iter()
+                .find(|i| i.get("folder_id").is_some())
+                .and_then(Value::as_object),
+            _ => None,
+        }
+    }
+
+    /// `meta_data.{key}` of the folder: what the upload wrote in `folder:meta_data` (§2.3).
+    pub fn meta(&self, key: &str) -> Option<&Value> {
+        self.object()?.get("meta_data")?.get(key)
+    }
+
+    /// Every tag of every media of the folder (`media[].tags`), in answer order.
+    pub fn media_tags(&self) -> Vec<&str> {
+        let Some(Value::Array(media)) = self.object().and_then(|o| o.get("media")) else {
+            return Vec::new();
+        };
+        media
+            .iter()
+            .filter_map(|m| m.get("tags").and_then(Value::as_array))
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect()
+    }
+
+    /// The `preview_url` of the first media in `source_media` that has one (§2.7, §2.8): the
+    /// MP4 Oz rendered of the capture. Unchecked: see `OzClient::open_media`.
+    pub fn preview_url(&self) -> Option<&str> {
+        let Some(Value::Array(media)) = self.object().and_then(|o| o.get("source_media")) else {
+            return None;
+        };
+        media
+            .iter()
+            .filter_map(|m| m.get("preview_url").and_then(Value::as_str))
+            .find(|u| !u.is_empty())
+    }
+}
+
 /// One analysis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Analysis {
@@ -325,6 +369,28 @@ mod tests {
         assert_eq!(f.folder_id, "f2");
         assert!(f.analyses.is_empty());
         assert_eq!(f.resolution(), Resolution::Processing);
+    }
+
+    #[test]
+    fn folder_meta_tags_and_preview() {
+        let f = parse_folder(&json!({
+            "folder_id": "f",
+            "meta_data": {"request_id": "r1", "virtual_camera": true},
+            "media": [{"tags": ["photo_selfie"]}, {"tags": ["video_selfie", "video_selfie_left"]}],
+            "source_media": [{"media_id": "m0"}, {"media_id": "m1", "preview_url": "http://oz/p.mp4"}],
+        }))
+        .unwrap();
+        assert_eq!(f.meta("request_id"), Some(&json!("r1")));
+        assert_eq!(f.meta("virtual_camera"), Some(&json!(true)));
+        assert_eq!(f.meta("other"), None);
+        assert_eq!(
+            f.media_tags(),
+            ["photo_selfie", "video_selfie", "video_selfie_left"]
+        );
+        assert_eq!(f.preview_url(), Some("http://oz/p.mp4"));
+        let bare = parse_folder(&json!({"folder_id": "f", "media": [{}]})).unwrap();
+        assert!(bare.media_tags().is_empty() && bare.preview_url().is_none());
+        assert_eq!(bare.meta("request_id"), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`Resolution`].
 
 use super::resolution::Resolution;
-use super::types::Analysis;
+use super::types::{Analysis, Folder};
 
 /// The outcome of [`OzClient::check`](super::OzClient::check).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,21 @@ impl Verdict {
             resolution: Resolution::combine(analyses.iter().map(|a| a.resolution)),
             analyses,
         }
+    }
+
+    /// The verdict of a folder as read later (`GET /api/folders/{id}?with_analyses=true`),
+    /// combined as the capture path does (`check.rs`): its analyses when it has any, else the
+    /// folder's own verdict (`system_resolution`, or FAILED from `resolution_status`), else
+    /// PROCESSING.
+    pub fn of_folder(folder: Folder) -> Verdict {
+        if folder.analyses.is_empty() {
+            return Verdict {
+                resolution: folder.resolution(),
+                folder_id: folder.folder_id,
+                analyses: Vec::new(),
+            };
+        }
+        Verdict::from_analyses(folder.folder_id, folder.analyses)
     }
 }
 

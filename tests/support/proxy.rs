@@ -49,6 +49,11 @@ impl ProxyBuilder {
         self
     }
 
+    /// Turns the verdict listener on, on `127.0.0.1:0` ([`Proxy::verdict`] is its address).
+    pub fn verdict_listen(self) -> Self {
+        self.set("verdict_listen", "127.0.0.1:0")
+    }
+
     /// Appends top-level YAML sections (not set by dotted keys) to the document.
     pub fn yaml_tail(mut self, yaml: &str) -> Self {
         self.tail.push_str(yaml);
@@ -93,6 +98,7 @@ impl From<Running> for Proxy {
         Proxy {
             traffic: running.traffic_addr,
             admin: running.admin_addr,
+            verdict: running.verdict_addr,
             running: Some(running),
         }
     }
@@ -102,6 +108,8 @@ impl From<Running> for Proxy {
 pub struct Proxy {
     pub traffic: SocketAddr,
     pub admin: SocketAddr,
+    /// The verdict listener, when `verdict_listen` is set.
+    pub verdict: Option<SocketAddr>,
     running: Option<Running>,
 }
 
@@ -114,6 +122,12 @@ impl Proxy {
     /// `http://{admin}{path}`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
+    }
+
+    /// `http://{verdict}{path}`; panics unless the verdict listener is on.
+    pub fn verdict_url(&self, path: &str) -> String {
+        let addr = self.verdict.expect("verdict_listen is set");
+        format!("http://{addr}{path}")
     }
 
     /// The admin `/metrics` text.

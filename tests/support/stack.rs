@@ -168,6 +168,36 @@ impl Stack {
         Stack::assemble(proxy, sim, backend, None)
     }
 
+    /// Like [`Stack::start`], with the verdict listener on `127.0.0.1:0` ([`Stack::verdict_get`]).
+    pub async fn start_with_verdicts(sim: SimConfig, yaml: &str) -> Stack {
+        let sim = Sim::start(sim).await;
+        let backend = legacy_backend().await;
+        let proxy = Stack::builder(&sim, &backend, yaml)
+            .verdict_listen()
+            .start()
+            .await;
+        Stack::assemble(proxy, sim, backend, None)
+    }
+
+    /// A stack around a simulator and backend that are already running (kept from a stack
+    /// whose proxy stopped: a restart), with a new proxy with the verdict listener on.
+    pub async fn start_with_verdicts_on(sim: Sim, backend: Backend, yaml: &str) -> Stack {
+        let proxy = Stack::builder(&sim, &backend, yaml)
+            .verdict_listen()
+            .start()
+            .await;
+        Stack::assemble(proxy, sim, backend, None)
+    }
+
+    /// Another proxy with config `yaml` in front of the same simulator and backend, with the
+    /// verdict listener on: a restart, or a second replica.
+    pub async fn another_proxy(&self, yaml: &str) -> Proxy {
+        Stack::builder(&self.sim, &self.backend, yaml)
+            .verdict_listen()
+            .start()
+            .await
+    }
+
     /// Like [`Stack::start`], but the proxy reads its config from a file and polls it every
     /// 20 ms, as `main --config FILE` does; [`Stack::rewrite`] changes the file.
     pub async fn start_from_file(sim: SimConfig, yaml: &str) -> Stack {
@@ -273,6 +303,16 @@ impl Stack {
         let uri = format!("http://{}{}", self.proxy.admin, path);
         self.send(
             Request::get(uri)
+                .body(Full::new(Bytes::new()))
+                .expect("valid request"),
+        )
+        .await
+    }
+
+    /// GETs `path` on the verdict listener of `proxy`.
+    pub async fn verdict_get(&self, proxy: &Proxy, path: &str) -> Reply {
+        self.send(
+            Request::get(proxy.verdict_url(path))
                 .body(Full::new(Bytes::new()))
                 .expect("valid request"),
         )
