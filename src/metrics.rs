@@ -18,6 +18,7 @@
 //! | `oz_proxy_oz_request_duration_seconds` | histogram | `endpoint` |
 //! | `oz_proxy_oz_errors_total` | counter | `endpoint`, `code` (a fixed set, `other` for the rest) |
 //! | `oz_proxy_config_reloads_total` | counter | `result` (`applied`, `rejected`) |
+//! | `oz_proxy_late_verdicts_total` | counter | `result` (`delivered`, `retry`, `failed`, `rejected`, `dropped`, `expired`, `oz_error`, `cancelled`) |
 //! | `oz_proxy_process_resident_memory_bytes` | gauge | — |
 
 use std::sync::Arc;
@@ -113,6 +114,54 @@ impl CaptureOutcome {
     }
 }
 
+/// What came of a late verdict follow-up, or of one attempt to deliver it (`proxy::late`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateResult {
+    /// The backend answered the delivery with 2xx.
+    Delivered,
+    /// One delivery attempt failed (connect error, timeout, 5xx) and will be tried again.
+    Retry,
+    /// The delivery was given up after its retries.
+    Failed,
+    /// The backend refused the delivery (a 3xx or 4xx): final, not retried.
+    Rejected,
+    /// Not followed: `capture.max_follow_ups` captures were already followed.
+    Dropped,
+    /// No final verdict within `capture.follow_up_for` (or the polls of one follow-up).
+    Expired,
+    /// Oz refused a poll: the follow-up ended without a verdict.
+    OzError,
+    /// Cut when the shutdown drain ended.
+    Cancelled,
+}
+
+impl LateResult {
+    const ALL: [LateResult; 8] = [
+        LateResult::Delivered,
+        LateResult::Retry,
+        LateResult::Failed,
+        LateResult::Rejected,
+        LateResult::Dropped,
+        LateResult::Expired,
+        LateResult::OzError,
+        LateResult::Cancelled,
+    ];
+
+    /// The label value, also used in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LateResult::Delivered => "delivered",
+            LateResult::Retry => "retry",
+            LateResult::Failed => "failed",
+            LateResult::Rejected => "rejected",
+            LateResult::Dropped => "dropped",
+            LateResult::Expired => "expired",
+            LateResult::OzError => "oz_error",
+            LateResult::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route_kind: &'static str,
@@ -189,6 +238,7 @@ struct Inner {
     oz_errors: Family<OzErrorLabels, Counter>,
     reloads_applied: Counter,
     reloads_rejected: Counter,
+    late_verdicts: [Counter; 8],
     connections_open: Gauge,
     connection_waits: Counter,
 }
@@ -310,6 +360,15 @@ impl Metrics {
         let reloads_rejected =
             reload_family.get_or_create_owned(&ResultLabels { result: "rejected" });
 
+        let late_family = Family::<ResultLabels, Counter>::default();
+        reg.register(
+            "late_verdicts",
+            "Late verdict follow-ups and delivery attempts, by result",
+            late_family.clone(),
+        );
+        let late_verdicts = LateResult::ALL
+            .map(|r| late_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+
         let connections_open = Gauge::default();
         reg.register(
             "connections_open",
@@ -338,6 +397,7 @@ impl Metrics {
                 oz_errors,
                 reloads_applied,
                 reloads_rejected,
+                late_verdicts,
                 connections_open,
                 connection_waits,
             }),
@@ -395,6 +455,15 @@ impl Metrics {
             .oz_errors
             .get_or_create(&OzErrorLabels { endpoint, code })
             .inc();
+    }
+
+    /// Counts a late verdict result.
+    pub fn late_verdict(&self, result: LateResult) {
+        let i = LateResult::ALL
+            .iter()
+            .position(|r| *r == result)
+            .expect("ALL lists every result");
+        self.inner.late_verdicts[i].inc();
     }
 
     /// The gauge of open traffic connections.

@@ -8,7 +8,9 @@
 //! `shutdown.drain_delay` while endpoints update, then the listener closes, HTTP/1 connections
 //! close after their current response and HTTP/2 ones get GOAWAY, in-flight requests and tunnels
 //! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left. Whatever is
-//! still open at the deadline is cut (its socket dropped) before `run` returns.
+//! still open at the deadline is cut (its socket dropped) before `run` returns. Late verdict
+//! follow-ups (`proxy::late`) are not waited for: their folder ids are logged on one line when
+//! the drain starts, and they are cancelled when it ends.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -219,6 +221,7 @@ async fn run_with(
         (!config.server.body_idle_timeout.is_zero()).then_some(config.server.body_idle_timeout),
         shutdown.clone(),
     );
+    let late = proxy.late_verdicts();
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
 
     let admin_stop = CancellationToken::new();
@@ -292,6 +295,14 @@ async fn run_with(
     conns.close();
     let open = graceful.count();
     tracing::info!(open_connections = open, "listener closed, draining");
+    let pending = late.pending();
+    if !pending.is_empty() {
+        tracing::info!(
+            count = pending.len(),
+            folder_ids = ?pending,
+            "late verdicts pending: cancelled when the drain ends, GET /verdicts/{{folder_id}} has them"
+        );
+    }
     let deadline = tokio::time::sleep(config.shutdown.drain_deadline);
     tokio::pin!(deadline);
     let drained = tokio::select! {
@@ -315,6 +326,7 @@ async fn run_with(
         conns.wait().await;
         tunnels.tracker.wait().await;
     }
+    late.cancel().await;
     admin_stop.cancel();
     let _ = admin.await;
     Ok(())

@@ -17,6 +17,9 @@
 //!    `X-Oz-Resolution: ERROR`, otherwise it ends as a [`Failure`] (502/504 to the client) and the
 //!    backend gets nothing. Nor is an image Oz did not see: a best frame the upload left out is refused in
 //!    step 4 or, with `unchecked_images: strip`, nulled in the body the backend gets.
+//! 7. A verdict still `PROCESSING` on a route with `late_verdict_path` comes with a
+//!    [`FollowUp`]: what `proxy::late` follows in the background ([`CaptureService::follow`])
+//!    until the verdict is final, then delivers to the backend as a [`Report`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,16 +31,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::capture::limit::{Limiter, MemoryPermit};
+use crate::capture::report::Report;
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
 use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
-    Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzConfig, ResultMode,
-    UncheckedImages,
+    Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzApiMode, OzConfig,
+    ResultMode, UncheckedImages,
 };
 use crate::metrics::{CaptureOutcome, Metrics};
-use crate::oz::{OzClient, Resolution, UploadBody, Verdict};
+use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
 use crate::verdict_token::{AnalysisClaim, OzClaim, Signer, Subject};
 
@@ -67,6 +71,39 @@ pub struct CaptureService {
     folder_meta_data: Arc<BTreeMap<String, String>>,
     /// Signs verdict tokens; `None` when `verdict.keys` is empty.
     signer: Option<Arc<Signer>>,
+    /// `capture.follow_up_for`.
+    follow_up_for: Duration,
+    /// `capture.max_follow_ups`.
+    max_follow_ups: usize,
+}
+
+/// A capture whose verdict was still `PROCESSING` when `wait_for_result` ran out, on a route
+/// with `late_verdict_path`: what the proxy follows in the background until the verdict is
+/// final. Holds no capture data: ids, the action tag and the analyses to poll.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    pub folder_id: String,
+    /// The request id of the capture.
+    pub request_id: String,
+    pub action: Option<String>,
+    pub virtual_camera: Option<bool>,
+    /// Where the backend gets the late verdict (`POST`).
+    pub late_verdict_path: String,
+    /// Followed until then: `capture.follow_up_for` after the capture started.
+    pub until: tokio::time::Instant,
+    /// The analyses as last seen, ids and all.
+    analyses: Vec<Analysis>,
+}
+
+/// What following a capture came to.
+#[derive(Debug)]
+pub enum Followed {
+    /// The verdict is final.
+    Final(Report),
+    /// Still not final when `capture.follow_up_for` ran out or the polls were spent.
+    Unresolved,
+    /// Oz refused a poll (a 4xx or an auth failure); the reason, for the log.
+    OzFailed(String),
 }
 
 /// What comes of a checked capture.
@@ -140,18 +177,58 @@ impl CaptureService {
             body_timeout: config.capture.body_timeout,
             folder_meta_data: Arc::new(config.capture.folder_meta_data.clone()),
             signer,
+            follow_up_for: config.capture.follow_up_for,
+            max_follow_ups: config.capture.max_follow_ups,
         })
+    }
+
+    /// `capture.max_follow_ups`: most captures followed at once.
+    pub fn max_follow_ups(&self) -> usize {
+        self.max_follow_ups
+    }
+
+    /// Polls Oz for the late verdict of `follow_up` (`OzClient::follow`: the backoff of
+    /// `wait_for_result`, until `follow_up.until`).
+    pub async fn follow(&self, follow_up: &FollowUp) -> Followed {
+        match self
+            .oz
+            .follow(
+                &follow_up.folder_id,
+                follow_up.analyses.clone(),
+                follow_up.until,
+                &follow_up.request_id,
+            )
+            .await
+        {
+            Ok(v) if v.resolution.is_final() => Followed::Final(Report::new(
+                &v,
+                Some(follow_up.request_id.clone()),
+                follow_up.action.clone(),
+                follow_up.virtual_camera,
+            )),
+            Ok(_) => Followed::Unresolved,
+            Err(e) => Followed::OzFailed(e.to_string()),
+        }
+    }
+
+    /// A fresh verdict token for a late delivery of `report` with `body`, `jti` as given
+    /// (stable across the retries of one delivery); `None` when tokens are off.
+    pub fn late_token(&self, report: &Report, jti: &str, body: &[u8]) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        Some(report.token(signer, jti, Some(body)))
     }
 
     /// Checks one capture request (its head already through the request filter, its method a
     /// capture method). A capture with a verdict is counted in the metrics here; a [`Failure`]
-    /// is counted where it is classified, by the caller.
+    /// is counted where it is classified, by the caller. A verdict still `PROCESSING` on a
+    /// route with `late_verdict_path` comes with the [`FollowUp`] to run.
     pub async fn handle(
         &self,
         route: &CaptureRoute,
         req: Request<Incoming>,
         request_id: &str,
-    ) -> Result<Outcome, Failure> {
+    ) -> Result<(Outcome, Option<FollowUp>), Failure> {
+        let started = tokio::time::Instant::now();
         check_head(&req)?;
         // The session value is taken from the head now; a capture without it is refused before
         // its body is read.
@@ -276,12 +353,10 @@ impl CaptureService {
                 binding: binding.as_deref(),
             }))
         };
-        match route.on_result {
-            OnResult::Respond => Ok(Outcome::Respond(respond(
-                route.result_mode,
-                &facts,
-                token(None).as_deref(),
-            ))),
+        let outcome = match route.on_result {
+            OnResult::Respond => {
+                Outcome::Respond(respond(route.result_mode, &facts, token(None).as_deref()))
+            }
             OnResult::Forward => {
                 let mut req = self.forward_request(route, parts, raw, &facts).await?;
                 if let Some(token) = token(Some(req.body())) {
@@ -290,9 +365,37 @@ impl CaptureService {
                             .insert(oz_headers::VERDICT_TOKEN.clone(), v);
                     }
                 }
-                Ok(Outcome::Forward(req))
+                Outcome::Forward(req)
             }
-        }
+        };
+        let follow_up = self.follow_up(route, &facts, request_id, started);
+        Ok((outcome, follow_up))
+    }
+
+    /// What to follow of a capture whose verdict is not final yet: only on a route with
+    /// `late_verdict_path`, and only when there are analyses to poll (the Instant API stores
+    /// nothing; a folder without analyses has nothing that will turn final).
+    fn follow_up(
+        &self,
+        route: &CaptureRoute,
+        facts: &Facts<'_>,
+        request_id: &str,
+        started: tokio::time::Instant,
+    ) -> Option<FollowUp> {
+        let path = route.late_verdict_path.as_ref()?;
+        let verdict = facts.verdict?;
+        let pending = verdict.resolution == Resolution::Processing
+            && self.oz.api() != OzApiMode::Instant
+            && verdict.analyses.iter().any(|a| !a.resolution.is_final());
+        pending.then(|| FollowUp {
+            folder_id: verdict.folder_id.clone(),
+            request_id: request_id.to_owned(),
+            action: facts.action.map(str::to_owned),
+            virtual_camera: facts.virtual_camera,
+            late_verdict_path: path.clone(),
+            until: started + self.follow_up_for,
+            analyses: verdict.analyses.clone(),
+        })
     }
 
     /// Runs the frames transform on the capture threads. The job holds `reserved` as well: if

@@ -31,6 +31,10 @@
 //!   `5 + w` rounds. With both bounds a capture makes at most 1 upload, 1 start and
 //!   [`MAX_POLLS`] polls (each call possibly preceded by one login or refresh and sent once more
 //!   after a 401 code 7/8, see `client.rs`).
+//! - **Late verdicts** (`OzClient::follow`): a capture still PROCESSING after the wait, on a
+//!   route with `late_verdict_path`, is polled on with the same backoff, the same retries and
+//!   the same per-analysis checks, until `capture.follow_up_for` has passed since the capture
+//!   or [`MAX_FOLLOW_POLLS`] polls are spent.
 
 use std::time::Duration;
 
@@ -56,6 +60,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// analyses, or on waits of minutes, where it stops the number of analyses from multiplying
 /// the rounds.
 pub const MAX_POLLS: usize = 128;
+
+/// Most polls one late-verdict follow-up ([`OzClient::follow`]) makes. The pauses reach 2 s
+/// after five rounds, so the default `capture.follow_up_for` of 15 minutes with one analysis
+/// takes at most about 455 polls, with two about 910; a follow-up whose polls are spent ends
+/// without a verdict, as one whose time ran out.
+pub const MAX_FOLLOW_POLLS: usize = 1024;
 
 impl OzClient {
     /// Uploads a capture and obtains its verdict (see the module doc for every branch).
@@ -135,20 +145,48 @@ impl OzClient {
         let done = if wait.is_zero() {
             running
         } else {
-            self.poll(running, wait).await?
+            self.poll(running, Instant::now() + wait, MAX_POLLS).await?
         };
         Ok(Verdict::from_analyses(folder_id, done))
     }
 
-    /// Polls every unfinished analysis until all are final or `wait` runs out.
+    /// Follows a capture whose verdict was still PROCESSING when `wait_for_result` ran out:
+    /// polls its unfinished `analyses` (as [`Verdict::analyses`] holds them) with the same
+    /// backoff and retry rules as [`OzClient::check`], until all are final, `until` passes or
+    /// [`MAX_FOLLOW_POLLS`] polls are spent. The verdict may still be PROCESSING then.
+    /// `request_id` only labels the log lines.
+    pub async fn follow(
+        &self,
+        folder_id: &str,
+        analyses: Vec<Analysis>,
+        until: Instant,
+        request_id: &str,
+    ) -> Result<Verdict, Error> {
+        let span = tracing::info_span!("oz_follow", request_id, folder_id);
+        async {
+            let done = self.poll(analyses, until, MAX_FOLLOW_POLLS).await?;
+            let verdict = Verdict::from_analyses(folder_id.to_owned(), done);
+            tracing::info!(
+                resolution = verdict.resolution.as_str(),
+                analyses = verdict.analyses.len(),
+                "oz late verdict"
+            );
+            Ok(verdict)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Polls every unfinished analysis until all are final, `deadline` passes or `max_polls`
+    /// polls are spent.
     async fn poll(
         &self,
         mut analyses: Vec<Analysis>,
-        wait: Duration,
+        deadline: Instant,
+        max_polls: usize,
     ) -> Result<Vec<Analysis>, Error> {
-        let deadline = Instant::now() + wait;
         let mut backoff = FIRST_BACKOFF;
-        let mut polls_left = MAX_POLLS;
+        let mut polls_left = max_polls;
         loop {
             let pending: Vec<usize> = (0..analyses.len())
                 .filter(|&i| !analyses[i].resolution.is_final())
@@ -177,15 +215,15 @@ impl OzClient {
             else {
                 tracing::info!(
                     pending = pending.len(),
-                    "oz verdict not final within wait_for_result"
+                    "oz verdict not final within the time to wait"
                 );
                 return Ok(analyses);
             };
             if polls_left == 0 {
                 tracing::info!(
                     pending = pending.len(),
-                    max_polls = MAX_POLLS,
-                    "oz verdict not final within the polls one capture may make"
+                    max_polls,
+                    "oz verdict not final within the polls it may make"
                 );
                 return Ok(analyses);
             }

@@ -25,7 +25,7 @@ pub mod types;
 pub mod upload;
 pub mod verdict;
 
-pub use check::MAX_POLLS;
+pub use check::{MAX_FOLLOW_POLLS, MAX_POLLS};
 pub use client::{OzClient, MAX_ANALYSES};
 pub use error::Error;
 pub use resolution::Resolution;

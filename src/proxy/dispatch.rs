@@ -34,6 +34,7 @@ use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
 use crate::problem::{self, Severity};
 use crate::proxy::headers::{self, Forwarding, Peer};
+use crate::proxy::late::LateVerdicts;
 use crate::proxy::observe::{Observation, ObservedBody};
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::path;
@@ -215,6 +216,8 @@ struct Inner {
     metrics: Metrics,
     access: AccessLog,
     tunnels: Tunnels,
+    /// Captures followed for their late verdict.
+    late: LateVerdicts,
     live: Arc<ArcSwap<Live>>,
     /// `server.body_idle_timeout`; `None` when turned off.
     body_idle: Option<Duration>,
@@ -249,8 +252,15 @@ impl Proxy {
         body_idle: Option<Duration>,
         draining: CancellationToken,
     ) -> Self {
+        let late = LateVerdicts::new(
+            passthrough.clone(),
+            forwarding.request_id.clone(),
+            live.clone(),
+            metrics.clone(),
+        );
         Proxy {
             inner: Arc::new(Inner {
+                late,
                 passthrough,
                 forwarding,
                 rules,
@@ -262,6 +272,11 @@ impl Proxy {
                 draining,
             }),
         }
+    }
+
+    /// The captures followed for their late verdict, for the drain to list and cancel.
+    pub fn late_verdicts(&self) -> LateVerdicts {
+        self.inner.late.clone()
     }
 
     /// Handles one request from `peer`. Never fails: failures become problem responses.
@@ -339,17 +354,28 @@ impl Proxy {
     }
 
     /// Has `service` check a capture, then answers the client or forwards the checked request
-    /// upstream. A failed capture is counted in the metrics here, by its classification.
+    /// upstream. A failed capture is counted in the metrics here, by its classification. A
+    /// verdict still `PROCESSING` on a route with `late_verdict_path` is followed from here
+    /// (`proxy::late`): in respond mode at once, in forward mode once the backend has answered
+    /// the forwarded capture (never if it could not be reached: the client will send again).
     async fn capture(
         &self,
-        service: &CaptureService,
+        service: &Arc<CaptureService>,
         route: &CaptureRoute,
         req: Request<Incoming>,
         request_id: &str,
     ) -> Result<Response<ResponseBody>, Error> {
         match service.handle(route, req, request_id).await {
-            Ok(Outcome::Respond(rsp)) => Ok(rsp.map(Body::full)),
-            Ok(Outcome::Forward(req)) => self.upstream_request(req.map(Body::full)).await,
+            Ok((outcome, follow_up)) => {
+                let rsp = match outcome {
+                    Outcome::Respond(rsp) => Ok(rsp.map(Body::full)),
+                    Outcome::Forward(req) => self.upstream_request(req.map(Body::full)).await,
+                };
+                if let (Some(follow_up), Ok(_)) = (follow_up, &rsp) {
+                    self.inner.late.spawn(service.clone(), follow_up);
+                }
+                rsp
+            }
             Err(failure) => {
                 let err = Error::from(failure);
                 if let Some(outcome) = problem::classify(&err).capture_outcome {

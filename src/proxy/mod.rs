@@ -1,7 +1,8 @@
-//! The traffic side: dispatch, passthrough forwarding, the backend pool, header rules, path normalization, tunnels.
+//! The traffic side: dispatch, passthrough forwarding, the backend pool, header rules, path normalization, tunnels, late verdict deliveries.
 
 pub mod dispatch;
 pub mod headers;
+pub mod late;
 pub mod observe;
 pub mod outgoing;
 pub mod passthrough;

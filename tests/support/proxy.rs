@@ -146,6 +146,21 @@ impl Proxy {
         metric_value(&self.metrics().await, series)
     }
 
+    /// Waits (at most [`super::WAIT`]) until `series` reads `value` in `/metrics`: for what the
+    /// proxy counts after the exchange a test can see (a late delivery is counted once its
+    /// answer has been read). Re-reads `/metrics` every 10 ms; the condition is the signal.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        within("a metric to reach its value", async {
+            loop {
+                if self.metric(series).await == value {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// Starts draining, as SIGTERM would.
     pub fn shutdown(&self) {
         self.running.as_ref().expect("running").shutdown();

@@ -17,7 +17,8 @@ use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::oz_sim::{CallRecord, OzSim, ReceivedUpload, SimConfig};
 use serde_json::Value;
 
-use super::backend::{backend, targets, Reply as BackendReply};
+use super::backend::{backend, targets};
+pub use super::backend::{Recorded, Reply as BackendReply};
 use super::bin::TempDir;
 use super::client::{self, HttpClient};
 // The capture suites `use support::stack::*`: the pieces they use with a stack come with it.
@@ -41,13 +42,24 @@ pub const BACKEND_ANSWER: &str = r#"{"backend":"legacy"}"#;
 /// The stack's backend: records every request and answers 200 [`BACKEND_ANSWER`] as JSON, with
 /// `X-Backend: yes`.
 pub async fn legacy_backend() -> Backend {
+    legacy_backend_with(|_| None).await
+}
+
+/// The legacy backend's answer: 200 [`BACKEND_ANSWER`] as JSON, with `X-Backend: yes`.
+pub fn legacy_answer() -> BackendReply {
+    BackendReply::status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("x-backend", "yes")
+        .body(Bytes::from_static(BACKEND_ANSWER.as_bytes()))
+}
+
+/// The legacy backend, answering what `answer` gives for a request (say, by its path), and
+/// [`legacy_answer`] where it gives `None`.
+pub async fn legacy_backend_with(
+    answer: impl Fn(&Recorded) -> Option<BackendReply> + Send + Sync + 'static,
+) -> Backend {
     backend()
-        .reply(|_| {
-            BackendReply::status(StatusCode::OK)
-                .header("content-type", "application/json")
-                .header("x-backend", "yes")
-                .body(Bytes::from_static(BACKEND_ANSWER.as_bytes()))
-        })
+        .reply(move |r| answer(r).unwrap_or_else(legacy_answer))
         .start()
         .await
 }
@@ -196,6 +208,13 @@ impl Stack {
             .verdict_listen()
             .start()
             .await
+    }
+
+    /// Like [`Stack::start`], in front of `backend` (say, from [`legacy_backend_with`]).
+    pub async fn start_with_backend(sim: SimConfig, yaml: &str, backend: Backend) -> Stack {
+        let sim = Sim::start(sim).await;
+        let proxy = Stack::builder(&sim, &backend, yaml).start().await;
+        Stack::assemble(proxy, sim, backend, None)
     }
 
     /// Like [`Stack::start`], but the proxy reads its config from a file and polls it every
