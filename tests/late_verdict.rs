@@ -217,6 +217,22 @@ async fn forward_mode_gets_the_capture_processing_then_exactly_one_late_verdict(
     stack.proxy.wait_metric(delivered(), 1.0).await;
     assert_eq!(stack.backend.seen().len(), 2);
     assert_eq!(stack.proxy.metric(&late_metric("retry")).await, 0.0);
+
+    // The stateless lookup, from another proxy in front of the same Oz, agrees with the delivery.
+    let other = stack.another_proxy(&config(&keys, "")).await;
+    let lookup = stack
+        .verdict_get(&other, &format!("/verdicts/{folder_id}"))
+        .await;
+    assert_eq!(lookup.status, StatusCode::OK);
+    let mut looked_up = lookup.json();
+    looked_up
+        .as_object_mut()
+        .unwrap()
+        .remove("verdict_token")
+        .expect("a token, with verdict.keys");
+    let delivered_body: Value = serde_json::from_slice(&late.body).unwrap();
+    assert_eq!(looked_up, delivered_body);
+    other.stop().await;
     stack.stop().await;
 }
 
