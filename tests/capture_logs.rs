@@ -1,4 +1,4 @@
-//! Logs never carry frame data, `additional_info` or secrets.
+//! Logs never carry frame data, `additional_info`, secrets, verdict keys or tokens.
 //!
 //! The test captures every `tracing` event of the process at debug level, as JSON with span
 //! fields and as plain text, while captures, logins, token renewals, refusals and Oz failures
@@ -22,6 +22,8 @@ const FRAME_MARKER: &str = "FRAMEMARKER9Q";
 const EMAIL_MARKER: &str = "email-marker-77@example.com";
 const PASSWORD_MARKER: &str = "PASSWORD-MARKER-e41d";
 const TOKEN_MARKER: &str = "STATIC-TOKEN-MARKER-0b9a";
+const HS_SECRET_MARKER: &str = "HS256-SECRET-MARKER-7c3e";
+const SESSION_MARKER: &str = "SESSION-MARKER-19fa";
 
 /// A `MakeWriter` that appends to a shared buffer.
 #[derive(Clone, Default)]
@@ -109,6 +111,9 @@ fn logs_never_contain_frames_additional_info_or_secrets() {
         ("a data URL", "data:image"),
         ("base64 of a JPEG", "/9j/"),
         ("base64 of a PNG", "iVBORw0KGgo"),
+        ("the HS256 secret", HS_SECRET_MARKER),
+        ("the bound session value", SESSION_MARKER),
+        ("a verdict token (a JWS header)", "eyJ"),
     ] {
         if let Some(at) = text.find(needle) {
             let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -117,6 +122,12 @@ fn logs_never_contain_frames_additional_info_or_secrets() {
         }
     }
     assert!(!has_hex_token(&text), "an Oz access token reached the logs");
+    for line in KEY_LINES.lock().expect("key lines").iter() {
+        assert!(
+            !text.contains(line.as_str()),
+            "the Ed25519 key reached the logs"
+        );
+    }
 }
 
 async fn run_everything() {
@@ -236,4 +247,47 @@ async fn run_everything() {
         .await
         .problem(502, "oz_auth_failed");
     stack.stop().await;
+
+    // --- Verdict tokens: an HS256 secret and an Ed25519 key, a late verdict, a lookup. ---
+    let keys = support::bin::TempDir::new("log-keys");
+    let secret = keys.write("hs.secret", format!("{HS_SECRET_MARKER}-0123456789abcdef"));
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .expect("an Ed25519 key")
+        .serialize_pem();
+    let pem_line = pem.lines().nth(1).expect("a PEM body line").to_owned();
+    let key = keys.write("ed.pem", &pem);
+    let yaml = format!(
+        "{}capture:\n  wait_for_result: \"100ms\"\n  unchecked_images: strip\n  routes:\n    - path: \"{CAPTURE}\"\n      on_result: forward\n      late_verdict_path: \"/late\"\nverdict:\n  bind: \"header:x-session\"\n  keys:\n    - kid: \"hs\"\n      alg: HS256\n      secret_file: \"{}\"\n    - kid: \"ed\"\n      alg: EdDSA\n      private_key_file: \"{}\"\n",
+        oz_token(""),
+        secret.display(),
+        key.display()
+    );
+    let stack = Stack::start_with_verdicts(sim_config(), &yaml).await;
+    stack
+        .oz()
+        .set_processing_for(std::time::Duration::from_millis(300));
+    stack
+        .post_with(
+            CAPTURE,
+            "application/json",
+            &[("x-session", SESSION_MARKER)],
+            marked_capture(2, false).to_json(),
+        )
+        .await
+        .assert_from_backend();
+    stack.backend.wait_for(2).await;
+    let folder = stack.backend.seen()[0].header("x-oz-folder-id").to_owned();
+    let lookup = stack
+        .verdict_get(&stack.proxy, &format!("/verdicts/{folder}"))
+        .await;
+    assert_eq!(lookup.status, 200);
+    stack
+        .post(CAPTURE, marked_capture(2, false).to_json())
+        .await
+        .problem(400, "missing_binding");
+    stack.stop().await;
+    KEY_LINES.lock().expect("key lines").push(pem_line);
 }
+
+/// The Ed25519 key's PEM lines made by [`run_everything`], looked for in the logs afterwards.
+static KEY_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
