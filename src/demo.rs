@@ -38,6 +38,10 @@ pub struct DemoOptions {
 const DEMO_TOKEN: &str = "demo-service-token";
 const FORWARD_PATH: &str = "/api/liveness/capture";
 const RESPOND_PATH: &str = "/api/liveness/check";
+/// A forward route that waits only 500 ms, so a slow verdict arrives late.
+const LATE_ROUTE: &str = "/api/liveness/capture-quick";
+/// Where the stand-in backend gets late verdicts.
+const LATE_PATH: &str = "/oz/late-verdict";
 
 /// Runs the demo until `stop` is cancelled.
 pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ pub async fn run(opts: DemoOptions, stop: CancellationToken) -> anyhow::Result<(
         r#"
 listen: "{listen}"
 admin_listen: "{admin}"
+verdict_listen: "127.0.0.1:0"
 backend:
   url: "http://{backend_addr}"
 shutdown:
@@ -88,6 +93,11 @@ capture:
     - path: "{RESPOND_PATH}"
       on_result: respond
       result_mode: folder
+    - path: "{LATE_ROUTE}"
+      on_result: forward
+      unchecked_images: strip
+      wait_for_result: "500ms"
+      late_verdict_path: "{LATE_PATH}"
 verdict:
   keys:
     - kid: "demo"
@@ -182,11 +192,65 @@ verdict:
         String::from_utf8_lossy(&body)
     );
 
+    // A verdict Oz takes 2 s to reach, on a route that waits 500 ms: PROCESSING now, the final
+    // verdict delivered to the backend when Oz has it.
+    sim.set_processing_for(std::time::Duration::from_secs(2));
+    let (status, _, body) =
+        post(&client, &format!("{base}{LATE_ROUTE}"), capture.clone()).await?;
+    let _ = writeln!(
+        out,
+        "3) a late verdict: POST {LATE_ROUTE} (waits 500 ms; the simulated Oz takes 2 s)"
+    );
+    let _ = writeln!(
+        out,
+        "   the client got {status} at once: {}",
+        String::from_utf8_lossy(&body)
+    );
+    print!("{out}");
+    out.clear();
+    match backend
+        .wait_for(LATE_PATH, std::time::Duration::from_secs(10))
+        .await
+    {
+        Some(late) => {
+            let _ = writeln!(
+                out,
+                "   then the backend received {} {}: {}",
+                late.method,
+                late.path,
+                String::from_utf8_lossy(&late.late_body)
+            );
+            if let Some(token) = late
+                .headers
+                .get("x-oz-verdict-token")
+                .and_then(|v| v.to_str().ok())
+            {
+                let _ = writeln!(out, "     with a fresh token, decoded:");
+                describe_token(&mut out, token);
+            }
+            if let (Some(addr), Some(folder)) = (
+                proxy.verdict_addr,
+                late.headers
+                    .get("x-oz-folder-id")
+                    .and_then(|v| v.to_str().ok()),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "   any replica answers the same: curl -s http://{addr}/verdicts/{folder}\n"
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(out, "   no late verdict within 10 s\n");
+        }
+    }
+    sim.set_processing_for(std::time::Duration::ZERO);
+
     let bad = br#"{"action":"video_selfie_blank","frame_list":["data:image/jpeg;base64,@@@"],"additional_info":"x"}"#.to_vec();
     let (status, _, body) = post(&client, &format!("{base}{FORWARD_PATH}"), bad).await?;
     let _ = writeln!(
         out,
-        "3) a corrupt frame is refused before Oz or the backend see anything:"
+        "4) a corrupt frame is refused before Oz or the backend see anything:"
     );
     let _ = writeln!(out, "   {status}: {}\n", String::from_utf8_lossy(&body));
 
@@ -348,12 +412,16 @@ struct Seen {
     path: String,
     headers: HeaderMap,
     body_len: usize,
+    /// The body of a late verdict (a small JSON report); empty for anything else.
+    late_body: Bytes,
 }
 
 /// A legacy backend stand-in: answers 200 with a short JSON and remembers the last request.
 #[derive(Clone, Default)]
 struct StandIn {
     last: Arc<Mutex<Option<Seen>>>,
+    /// Signalled on every request it answers.
+    answered: Arc<tokio::sync::Notify>,
 }
 
 impl StandIn {
@@ -362,6 +430,21 @@ impl StandIn {
             .lock()
             .expect("lock poisoned only by a panic")
             .clone()
+    }
+
+    /// The next request on `path`, waited for at most `limit`.
+    async fn wait_for(&self, path: &str, limit: std::time::Duration) -> Option<Seen> {
+        tokio::time::timeout(limit, async {
+            loop {
+                let answered = self.answered.notified();
+                if let Some(seen) = self.last().filter(|s| s.path == path) {
+                    return seen;
+                }
+                answered.await;
+            }
+        })
+        .await
+        .ok()
     }
 
     async fn serve(self, listener: TcpListener, stop: CancellationToken) {
@@ -396,12 +479,19 @@ impl StandIn {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none")
             .to_owned();
+        let late_body = if parts.uri.path() == LATE_PATH {
+            body.clone()
+        } else {
+            Bytes::new()
+        };
         *self.last.lock().expect("lock poisoned only by a panic") = Some(Seen {
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             headers: parts.headers,
             body_len: body.len(),
+            late_body,
         });
+        self.answered.notify_one();
         let doc = serde_json::json!({ "backend": "legacy stand-in", "saw_resolution": resolution });
         let mut rsp = Response::new(Full::new(Bytes::from(doc.to_string())));
         rsp.headers_mut().insert(
