@@ -195,8 +195,7 @@ verdict:
     // A verdict Oz takes 2 s to reach, on a route that waits 500 ms: PROCESSING now, the final
     // verdict delivered to the backend when Oz has it.
     sim.set_processing_for(std::time::Duration::from_secs(2));
-    let (status, _, body) =
-        post(&client, &format!("{base}{LATE_ROUTE}"), capture.clone()).await?;
+    let (status, _, body) = post(&client, &format!("{base}{LATE_ROUTE}"), capture.clone()).await?;
     let _ = writeln!(
         out,
         "3) a late verdict: POST {LATE_ROUTE} (waits 500 ms; the simulated Oz takes 2 s)"

@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use crate::body::Body;
 use crate::capture::action::action_of_tags;
-use crate::capture::handler::oz_headers;
+use crate::capture::report::oz_headers;
 use crate::capture::report::Report;
 use crate::error::Error;
 use crate::oz::{self, Folder, OzClient, Verdict};

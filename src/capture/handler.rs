@@ -45,15 +45,7 @@ use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
 use crate::verdict_token::{AnalysisClaim, OzClaim, Signer, Subject};
 
-/// Verdict headers for the backend (README.md, "What the backend and the client see").
-pub mod oz_headers {
-    use http::HeaderName;
-    pub static FOLDER_ID: HeaderName = HeaderName::from_static("x-oz-folder-id");
-    pub static RESOLUTION: HeaderName = HeaderName::from_static("x-oz-resolution");
-    pub static ACTION: HeaderName = HeaderName::from_static("x-oz-action");
-    pub static VIRTUAL_CAMERA: HeaderName = HeaderName::from_static("x-oz-virtual-camera");
-    pub static VERDICT_TOKEN: HeaderName = HeaderName::from_static("x-oz-verdict-token");
-}
+use crate::capture::report::oz_headers;
 
 /// Everything the capture path needs; swapped as a whole on config reload.
 pub struct CaptureService {

@@ -6,9 +6,18 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 
-use crate::capture::handler::oz_headers;
 use crate::oz::Verdict;
 use crate::verdict_token::{AnalysisClaim, OzClaim, Signer, Subject};
+
+/// Verdict headers for the backend (README.md, "What the backend and the client see").
+pub mod oz_headers {
+    use http::HeaderName;
+    pub static FOLDER_ID: HeaderName = HeaderName::from_static("x-oz-folder-id");
+    pub static RESOLUTION: HeaderName = HeaderName::from_static("x-oz-resolution");
+    pub static ACTION: HeaderName = HeaderName::from_static("x-oz-action");
+    pub static VIRTUAL_CAMERA: HeaderName = HeaderName::from_static("x-oz-virtual-camera");
+    pub static VERDICT_TOKEN: HeaderName = HeaderName::from_static("x-oz-verdict-token");
+}
 
 /// The verdict of one folder, as the backend reads it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -42,12 +42,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
-use crate::capture::handler::{oz_headers, CaptureService, FollowUp, Followed};
+use crate::capture::handler::{CaptureService, FollowUp, Followed};
+use crate::capture::report::oz_headers;
 use crate::capture::report::Report;
 use crate::metrics::{LateResult, Metrics};
-use crate::proxy::dispatch::Live;
 use crate::proxy::passthrough::Passthrough;
 use crate::proxy::pool::Leased;
+use crate::proxy::routes::Live;
 
 /// First pause before a failed delivery is tried again.
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);

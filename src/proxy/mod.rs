@@ -8,9 +8,11 @@ pub mod outgoing;
 pub mod passthrough;
 pub mod path;
 pub mod pool;
+pub mod routes;
 pub mod upgrade;
 
-pub use dispatch::{Live, Proxy, RouteTable};
+pub use dispatch::Proxy;
+pub use routes::{Live, RouteTable};
 
 /// A response as the proxy sends it to a client: made by the proxy, or streamed from the backend
 /// on a leased connection.
