@@ -11,8 +11,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +23,7 @@ use support::bin::TempDir;
 use support::stack::{
     legacy_backend_with, oz_token, sim_config, BackendReply, Recorded, Stack, CAPTURE,
 };
+use support::verifiers::{header_and_claims, verified};
 
 const RESPOND: &str = "/api/liveness/respond";
 const LATE: &str = "/hooks/oz-late";
@@ -71,46 +70,6 @@ async fn stack(
     let stack = Stack::start_with_backend(sim_config(), &config(keys, extra), backend).await;
     stack.oz().set_processing_for(HOLD);
     stack
-}
-
-/// Runs the README's verifier (`tests/verdict/check_tokens.py`) on one case that must pass;
-/// the claims.
-async fn verified(case: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verdict/check_tokens.py");
-    let input = serde_json::to_vec(&vec![case]).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the README's verifier (scripts/test.sh installs PyJWT)");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the verifier did not run: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    let result = results.remove(0);
-    assert_eq!(result["ok"], true, "{result}");
-    result["claims"].clone()
-}
-
-fn payload(token: &str) -> Value {
-    let part = token.split('.').nth(1).expect("a compact JWS");
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// Checks one late delivery of the capture with `request_id` in `folder_id`: method, path,
@@ -201,7 +160,7 @@ async fn forward_mode_gets_the_capture_processing_then_exactly_one_late_verdict(
     assert_eq!(capture.header("x-oz-resolution"), "PROCESSING");
     let request_id = capture.header("x-request-id").to_owned();
     let folder_id = capture.header("x-oz-folder-id").to_owned();
-    let capture_claims = payload(capture.header("x-oz-verdict-token"));
+    let capture_claims = header_and_claims(capture.header("x-oz-verdict-token")).1;
     assert_eq!(capture_claims["jti"], request_id);
 
     stack.backend.wait_for(2).await;
@@ -304,7 +263,7 @@ async fn respond_mode_gets_a_late_delivery_too() {
     let answer = reply.json();
     assert_eq!(answer["state"], "processing");
     assert_eq!(answer["resolution"], "PROCESSING");
-    let capture_claims = payload(answer["verdict_token"].as_str().expect("a token"));
+    let capture_claims = header_and_claims(answer["verdict_token"].as_str().expect("a token")).1;
     let folder_id = capture_claims["sub"].as_str().unwrap().to_owned();
     let request_id = capture_claims["jti"].as_str().unwrap().to_owned();
 

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use bytes::Bytes;
 use http::Request;
@@ -16,6 +15,7 @@ use oz_capture_proxy::capture::testdata::sample_capture_json;
 use serde_json::{json, Value};
 use support::bin::TempDir;
 use support::stack::{forward_route, oz_token, sim_config, Reply, Stack, CAPTURE, TOKEN};
+use support::verifiers::verified;
 
 /// An id Oz never gave out.
 const UNKNOWN: &str = "0b4f1c9e-7a52-4c8e-9f1d-2f5a7c3b8e10";
@@ -38,36 +38,6 @@ fn ed25519_key(dir: &TempDir) -> PathBuf {
         .expect("an Ed25519 key")
         .serialize_pem();
     dir.write("l1.pem", pem)
-}
-
-/// Runs the README's verifier (`tests/verdict/check_tokens.py`) on one case that must pass;
-/// returns the claims.
-async fn verified(case: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verdict/check_tokens.py");
-    let input = serde_json::to_vec(&vec![case]).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the README's verifier (scripts/test.sh installs PyJWT)");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the verifier did not run (scripts/test.sh installs PyJWT): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    let result = results.remove(0);
-    assert_eq!(result["ok"], true, "{result}");
-    result["claims"].clone()
 }
 
 /// A capture through the forward route; the request the backend got.

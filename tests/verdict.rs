@@ -6,29 +6,18 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use oz_capture_proxy::capture::testdata::sample_capture_json;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::bin::{self, TempDir};
 use support::stack::{oz_token, sim_config, Stack, CAPTURE};
+use support::verifiers::{self, b64, ed25519_pem, header_and_claims, verified};
 
 const RESPOND: &str = "/api/liveness/respond";
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A fresh Ed25519 private key as PKCS#8 PEM, as `openssl genpkey -algorithm ed25519` writes.
-fn ed25519_pem() -> String {
-    rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
-        .expect("an Ed25519 key")
-        .serialize_pem()
-}
 
 /// Key files in a directory that lives as long as the test.
 struct Keys {
@@ -74,141 +63,6 @@ fn config(extra: &str, keys: &str) -> String {
     )
 }
 
-/// Runs the README's verifier on `cases` (see `tests/verdict/check_tokens.py`).
-async fn verify(cases: Vec<Value>) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verdict/check_tokens.py");
-    let input = serde_json::to_vec(&cases).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the README's verifier (scripts/test.sh installs PyJWT)");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the verifier did not run (is PyJWT with cryptography installed? scripts/test.sh installs it): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(results.len(), cases.len());
-    results
-}
-
-/// Runs the README's Node verifier (jose) on `cases` (see `tests/verdict/check_tokens.mjs`);
-/// `scripts/test.sh` installs `jose` into `target/verdict-node`.
-async fn verify_node(cases: Vec<Value>) -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("tests/verdict/check_tokens.mjs");
-    let modules = root.join("target/verdict-node");
-    assert!(
-        modules.join("node_modules/jose/package.json").is_file(),
-        "jose is not installed in {}: run the tests with scripts/test.sh, which installs it",
-        modules.display()
-    );
-    let input = serde_json::to_vec(&cases).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("node")
-            .arg(script)
-            .arg(modules)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("node runs the README's Node verifier (scripts/test.sh installs it)");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "the Node verifier did not run: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(results.len(), cases.len());
-    results
-}
-
-/// Where Debian's `golang-github-golang-jwt-jwt-dev` puts golang-jwt v4.
-const DEBIAN_GOLANG_JWT: &str = "/usr/share/gocode/src/github.com/golang-jwt/jwt";
-
-/// Runs the README's Go verifier (golang-jwt) on `cases` (see `tests/verdict/go/main.go`);
-/// `scripts/test.sh` installs Go and golang-jwt from Debian.
-async fn verify_go(cases: Vec<Value>) -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Path::new(DEBIAN_GOLANG_JWT).join("go.mod").is_file(),
-        "golang-jwt is not in {DEBIAN_GOLANG_JWT}: run the tests with scripts/test.sh, which installs golang-go and golang-github-golang-jwt-jwt-dev"
-    );
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let start = readme
-        .find("<!-- verifier:go -->\n```go\n")
-        .expect("README.md has a `<!-- verifier:go -->` block");
-    let block = &readme[start + "<!-- verifier:go -->\n```go\n".len()..];
-    let block = &block[..block.find("```").expect("the block ends")];
-    let dir = TempDir::new("verdict-go");
-    std::fs::create_dir(dir.path.join("verdict")).unwrap();
-    dir.write("verdict/verdict.go", block);
-    dir.write(
-        "main.go",
-        std::fs::read(root.join("tests/verdict/go/main.go")).unwrap(),
-    );
-    dir.write(
-        "go.mod",
-        format!(
-            "module ozverdict\n\ngo 1.19\n\nrequire github.com/golang-jwt/jwt/v4 v4.4.3\n\nreplace github.com/golang-jwt/jwt/v4 => {DEBIAN_GOLANG_JWT}\n"
-        ),
-    );
-    let cache = root.join("target/verdict-go-cache");
-    let input = serde_json::to_vec(&cases).unwrap();
-    let work = dir.path.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("go")
-            .args(["run", "."])
-            .current_dir(&work)
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOPROXY", "off")
-            .env("GOCACHE", &cache)
-            .env("GOPATH", cache.join("gopath"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("go runs the README's Go verifier (scripts/test.sh installs golang-go)");
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    drop(dir);
-    assert!(
-        output.status.success(),
-        "the Go verifier did not run: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(results.len(), cases.len());
-    results
-}
-
-/// Verifies one case that must pass, and returns its claims.
-async fn verified(case: Value) -> Value {
-    let result = verify(vec![case]).await.remove(0);
-    assert_eq!(result["ok"], true, "{result}");
-    result["claims"].clone()
-}
-
 /// A capture through the forward route; the request the backend got.
 async fn forward_capture(stack: &Stack, headers: &[(&str, &str)]) -> support::backend::Recorded {
     let before = stack.backend.seen().len();
@@ -224,24 +78,10 @@ async fn forward_capture(stack: &Stack, headers: &[(&str, &str)]) -> support::ba
     stack.backend.seen().remove(before)
 }
 
-fn header_payload(token: &str) -> (Value, Value) {
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3, "a compact JWS: {token}");
-    let decode = |s: &str| -> Value {
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    (decode(parts[0]), decode(parts[1]))
-}
-
 /// The token with one claim changed and the signature kept.
 fn tampered(token: &str) -> String {
     let parts: Vec<&str> = token.split('.').collect();
-    let (_, mut payload) = header_payload(token);
+    let (_, mut payload) = header_and_claims(token);
     payload["oz"]["resolution"] = "SUCCESS".into();
     payload["sub"] = "00000000-0000-4000-8000-000000000000".into();
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -262,7 +102,7 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
     // Forward mode: the token covers exactly the body the backend got.
     let seen = forward_capture(&stack, &[]).await;
     let token = seen.header("x-oz-verdict-token").to_owned();
-    let (header, _) = header_payload(&token);
+    let (header, _) = header_and_claims(&token);
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(header["kid"], "k2");
     assert_eq!(header["typ"], "JWT");
@@ -310,7 +150,7 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
         &config("", &ed_key("k2", &other_keys.ed25519("k2.pem"))),
     )
     .await;
-    let exp = header_payload(&token).1["exp"].as_u64().unwrap();
+    let exp = header_and_claims(&token).1["exp"].as_u64().unwrap();
     let must_fail = vec![
         json!({"name": "tampered claim", "token": tampered(&token), "jwks_url": jwks_url}),
         json!({"name": "wrong key", "token": token, "jwks_url": other.proxy.admin_url("/.well-known/jwks.json")}),
@@ -323,12 +163,12 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
         "ExpiredSignatureError",
         "another body",
     ];
-    for (r, why) in verify(must_fail).await.iter().zip(why) {
+    for (r, why) in verifiers::python(must_fail).await.iter().zip(why) {
         assert_eq!(r["ok"], false, "{r}");
         assert!(r["error"].as_str().unwrap().contains(why), "{why}: {r}");
     }
     // The README's Node verifier agrees, on the good token and on the bad ones.
-    let node = verify_node(vec![
+    let node = verifiers::node(vec![
         json!({"name": "forward", "token": token, "jwks_url": jwks_url, "body_b64": b64(&seen.body)}),
         json!({"name": "tampered claim", "token": tampered(&token), "jwks_url": jwks_url}),
         json!({"name": "another body", "token": token, "jwks_url": jwks_url, "body_b64": b64(b"{}")}),
@@ -352,7 +192,7 @@ async fn eddsa_tokens_verify_in_forward_and_respond_mode_and_fail_when_they_shou
     );
 
     // And the README's Go verifier.
-    let go = verify_go(vec![
+    let go = verifiers::go(vec![
         json!({"name": "forward", "token": token, "jwks_url": jwks_url, "body_b64": b64(&seen.body)}),
         json!({"name": "tampered claim", "token": tampered(&token), "jwks_url": jwks_url}),
         json!({"name": "another body", "token": token, "jwks_url": jwks_url, "body_b64": b64(b"{}")}),
@@ -405,14 +245,14 @@ async fn hs256_tokens_verify_with_the_shared_secret_only_and_are_never_published
     .await;
     let seen = forward_capture(&stack, &[]).await;
     let token = seen.header("x-oz-verdict-token").to_owned();
-    assert_eq!(header_payload(&token).0["alg"], "HS256");
+    assert_eq!(header_and_claims(&token).0["alg"], "HS256");
     let claims = verified(json!({
         "name": "hs256", "token": token, "secret_b64": b64(secret),
         "body_b64": b64(&seen.body), "audience": "kyc-backend",
     }))
     .await;
     assert_eq!(claims["aud"], "kyc-backend");
-    let results = verify(vec![
+    let results = verifiers::python(vec![
         json!({"name": "wrong secret", "token": token, "secret_b64": b64(b"another-secret-of-more-than-32-bytes-000000"), "audience": "kyc-backend"}),
         json!({"name": "wrong audience", "token": token, "secret_b64": b64(secret), "audience": "someone-else"}),
     ])
@@ -476,7 +316,7 @@ async fn a_bound_token_carries_the_session_and_a_capture_without_it_is_refused()
     }))
     .await;
     assert!(claims["bind_sha256"].is_string());
-    let other_session = verify(vec![json!({
+    let other_session = verifiers::python(vec![json!({
         "name": "another session", "token": token, "jwks_url": jwks_url,
         "body_b64": b64(&seen.body), "binding_b64": b64(b"session-two"),
     })])
@@ -567,7 +407,7 @@ async fn a_rotation_by_reload_signs_with_the_new_key_and_old_tokens_still_verify
     .await;
     let after = forward_capture(&stack, &[]).await;
     let new_token = after.header("x-oz-verdict-token").to_owned();
-    assert_eq!(header_payload(&new_token).0["kid"], "new");
+    assert_eq!(header_and_claims(&new_token).0["kid"], "new");
     verified(json!({"name": "old token after rotation", "token": old_token, "jwks_url": jwks_url, "body_b64": b64(&before.body)})).await;
     verified(json!({"name": "new token", "token": new_token, "jwks_url": jwks_url, "body_b64": b64(&after.body)})).await;
     stack.stop().await;

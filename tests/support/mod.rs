@@ -17,6 +17,7 @@
 //! - [`pattern`]: deterministic bodies produced and checked chunk by chunk.
 //! - [`ws`]: hand-encoded WebSocket frames and the `Sec-WebSocket-Accept` computation.
 //! - [`bin`]: the built binary run as a child process, and temporary directories.
+//! - [`verifiers`]: the README's verdict verifiers (Python, Node, Go), run as written.
 //!
 //! Every wait goes through [`within`] (or its `_for` variant), so a failure fails fast with a
 //! message instead of hanging; nothing sleeps to synchronize.
@@ -31,6 +32,7 @@ pub mod proxy;
 pub mod raw;
 pub mod sim;
 pub mod stack;
+pub mod verifiers;
 pub mod ws;
 
 use std::future::Future;
