@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{Admin, Readiness};
+use crate::body::Body;
 use crate::config::{Config, ServerConfig, TlsConfig};
 use crate::lookup::Lookup;
 use crate::metrics::Metrics;
@@ -226,9 +229,18 @@ async fn run_with(
 
     let admin_stop = CancellationToken::new();
     let admin_addr = listeners.admin.local_addr()?;
-    let admin = tokio::spawn(serve_admin(
+    let admin_service = Arc::new(Admin::new(
+        readiness.clone(),
+        registry.clone(),
+        published.clone(),
+    ));
+    let admin = tokio::spawn(serve_side(
         listeners.admin,
-        Admin::new(readiness.clone(), registry.clone(), published.clone()),
+        "admin",
+        move |req: Request<Incoming>| {
+            let answer = admin_service.handle(&req);
+            async move { answer }
+        },
         admin_stop.clone(),
     ));
     // The verdict listener: its own Oz client (built from the start-up `oz` section) and the
@@ -238,9 +250,14 @@ async fn run_with(
             let addr = listener.local_addr()?;
             let oz = OzClient::new(&config.oz, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("oz client for verdict_listen: {e}"))?;
-            tokio::spawn(serve_verdicts(
+            let lookup = Lookup::new(oz, published.clone());
+            tokio::spawn(serve_side(
                 listener,
-                Lookup::new(oz, published.clone()),
+                "verdict",
+                move |req: Request<Incoming>| {
+                    let lookup = lookup.clone();
+                    async move { lookup.handle(req).await }
+                },
                 admin_stop.clone(),
             ));
             Some(addr)
@@ -717,7 +734,17 @@ impl<T: AsyncWrite> AsyncWrite for ClientIo<T> {
     }
 }
 
-async fn serve_admin(listener: TcpListener, admin: Admin, stop: CancellationToken) {
+/// Serves a side listener (admin, verdicts) until `stop`: `handle` answers every request, with
+/// no traffic limits; connections in flight are closed gracefully then.
+async fn serve_side<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    handle: F,
+    stop: CancellationToken,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
     let builder = Arc::new(http_builder(&ServerConfig::default(), false));
     loop {
         let (stream, _) = tokio::select! {
@@ -725,53 +752,19 @@ async fn serve_admin(listener: TcpListener, admin: Admin, stop: CancellationToke
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
+                    tracing::warn!(error = %e, listener = what, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let admin = admin.clone();
+        let handle = handle.clone();
         let builder = builder.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let rsp = admin.handle(&req);
-                async move { Ok::<_, Infallible>(rsp) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-        });
-    }
-}
-
-/// Serves `crate::lookup` on the verdict listener until `stop`; connections in flight are
-/// closed gracefully then.
-async fn serve_verdicts(listener: TcpListener, lookup: Lookup, stop: CancellationToken) {
-    let builder = Arc::new(http_builder(&ServerConfig::default(), false));
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "verdict listener accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let lookup = lookup.clone();
-        let builder = builder.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let lookup = lookup.clone();
-                async move { Ok::<_, Infallible>(lookup.handle(req).await) }
+                let answer = handle(req);
+                async move { Ok::<_, Infallible>(answer.await) }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
