@@ -32,6 +32,10 @@ pub enum Error {
     /// A capture path asked with a method that is not a capture method, with a body.
     #[error("this capture path accepts only {}", allow.to_str().unwrap_or("POST"))]
     CaptureMethod { allow: http::HeaderValue },
+    /// A client's request, with a body or a capture method, on a `late_verdict_path`: only the
+    /// proxy delivers verdicts there.
+    #[error("this path receives the proxy's late verdicts; clients cannot send to it")]
+    ReservedPath,
     /// `CONNECT` and other methods a reverse proxy does not serve.
     #[error("method not allowed through this proxy")]
     MethodNotAllowed,

@@ -105,7 +105,13 @@ impl Lookup {
     /// The folder, or `FolderNotFound` when Oz has none with this id.
     async fn folder(&self, folder_id: &str) -> Result<Folder, Error> {
         self.oz.get_folder(folder_id).await.map_err(|e| match e {
-            oz::Error::Api { status: 404, .. } => Error::FolderNotFound,
+            // Oz says "not found" with a 404, or with its error code 10 on another status
+            // (docs/oz-api.md §5).
+            oz::Error::Api { status: 404, .. }
+            | oz::Error::Api {
+                error_code: Some(10),
+                ..
+            } => Error::FolderNotFound,
             e => Error::Oz(e),
         })
     }
@@ -148,7 +154,11 @@ impl Lookup {
         let folder = self.folder(folder_id).await?;
         let url = folder.preview_url().ok_or(Error::NoVideo)?;
         let media = self.oz.open_media(url).await.map_err(|e| match e {
-            oz::Error::Api { status: 404, .. } => Error::NoVideo,
+            oz::Error::Api { status: 404, .. }
+            | oz::Error::Api {
+                error_code: Some(10),
+                ..
+            } => Error::NoVideo,
             e => Error::Oz(e),
         })?;
         let (parts, incoming) = media.into_parts();

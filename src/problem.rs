@@ -150,6 +150,7 @@ fn problem_for(err: &Error) -> Problem {
             "Method not allowed",
             detail,
         ),
+        Error::ReservedPath => Problem::new(S::FORBIDDEN, "reserved_path", "Reserved path", detail),
         Error::MethodNotAllowed => Problem::new(
             S::METHOD_NOT_ALLOWED,
             "method_not_allowed",

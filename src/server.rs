@@ -770,11 +770,18 @@ async fn serve_side<F, Fut>(
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                _ = stop.cancelled() => {
+                    // Let an answer in flight (a video stream) end, but not hold the exit.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SIDE_DRAIN, conn.as_mut()).await;
+                }
             }
         });
     }
 }
+
+/// How long a side listener's connection may take to finish its answer once the process stops.
+const SIDE_DRAIN: Duration = Duration::from_secs(5);
 
 /// A TLS acceptor from PEM files, with rustls' aws-lc-rs provider chosen explicitly (never a
 /// process default: two providers in the tree would make rustls panic at runtime).

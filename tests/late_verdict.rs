@@ -305,3 +305,35 @@ async fn beyond_max_follow_ups_nothing_is_followed_and_shutdown_does_not_wait() 
         started.elapsed()
     );
 }
+
+/// Only the proxy delivers verdicts to `late_verdict_path`: a client's POST there, in any
+/// spelling that normalizes to it, could carry a verdict body of its own making.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_cannot_post_to_the_late_verdict_path() {
+    let keys = TempDir::new("late-keys");
+    let stack = stack(&keys, "", |_| StatusCode::OK).await;
+    let forged = br#"{"folder_id":"00000000-0000-4000-8000-000000000000","resolution":"SUCCESS"}"#;
+    for path in [
+        LATE.to_owned(),
+        format!("{LATE}/"),
+        format!("{LATE}?x=1"),
+        "/hooks/./oz-late".to_owned(),
+    ] {
+        stack
+            .post(&path, &forged[..])
+            .await
+            .problem(403, "reserved_path");
+    }
+    let reply = stack
+        .send(
+            http::Request::get(LATE)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "the backend's own answer");
+    let seen = stack.backend.seen();
+    assert_eq!(seen.len(), 1, "only the bodiless GET reached the backend");
+    assert_eq!(seen[0].method, "GET");
+    stack.stop().await;
+}

@@ -144,7 +144,33 @@ impl Config {
         if v.token_ttl.is_zero() {
             return Err(Error::invalid("verdict.token_ttl", "must be above 0s"));
         }
-        Binding::parse(&v.bind).map_err(|reason| Error::invalid("verdict.bind", reason))?;
+        if let Some(Binding::Header(name)) =
+            Binding::parse(&v.bind).map_err(|reason| Error::invalid("verdict.bind", reason))?
+        {
+            // The request filter removes these before a capture is read: every capture would
+            // be refused as missing its binding.
+            let n = name.as_str();
+            let removed = n.starts_with("x-oz-")
+                || (n.contains('_') && !self.server.underscores_in_headers)
+                || matches!(
+                    n,
+                    "connection"
+                        | "keep-alive"
+                        | "proxy-connection"
+                        | "te"
+                        | "transfer-encoding"
+                        | "upgrade"
+                        | "proxy-authorization"
+                        | "http2-settings"
+                        | "trailer"
+                );
+            if removed {
+                return Err(Error::invalid(
+                    "verdict.bind",
+                    format!("`{n}` is a header the proxy removes from requests; bind to another"),
+                ));
+            }
+        }
         let mut kids = std::collections::HashSet::new();
         for (i, key) in v.keys.iter().enumerate() {
             let at = |field: &str| format!("verdict.keys[{i}].{field}");

@@ -119,7 +119,15 @@ impl Binding {
                     let Some(eq) = pair.iter().position(|&b| b == b'=') else {
                         continue;
                     };
-                    if &pair[..eq] == name.as_bytes() {
+                    let key = &pair[..eq];
+                    // A name that only some cookie parsers read as this one (letter case,
+                    // blanks around `=`) makes the value ambiguous: none is taken.
+                    if key != name.as_bytes()
+                        && key.trim_ascii().eq_ignore_ascii_case(name.as_bytes())
+                    {
+                        return None;
+                    }
+                    if key == name.as_bytes() {
                         // Two cookies of that name: which one the host app reads is its own
                         // business, so neither is taken.
                         if found.is_some() {
@@ -155,6 +163,11 @@ mod tests {
         assert_eq!(cookie.value(&h), Some(&b"abc"[..]));
         h.append(http::header::COOKIE, "sid=other".parse().unwrap());
         assert_eq!(cookie.value(&h), None, "two values are ambiguous");
+        for other_spelling in ["SID=x; sid=abc", "sid=abc; sid =x"] {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::COOKIE, other_spelling.parse().unwrap());
+            assert_eq!(cookie.value(&h), None, "{other_spelling}");
+        }
         let header = Binding::parse("header:x-session").unwrap().unwrap();
         let mut h = http::HeaderMap::new();
         assert_eq!(header.value(&h), None);

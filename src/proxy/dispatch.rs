@@ -27,7 +27,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
-use crate::capture::handler::{CaptureService, Outcome};
+use crate::capture::handler::{CaptureService, FollowUp, Outcome};
 use crate::config::{CaptureRoute, ServerConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
@@ -221,8 +221,10 @@ impl Proxy {
     /// Has `service` check a capture, then answers the client or forwards the checked request
     /// upstream. A failed capture is counted in the metrics here, by its classification. A
     /// verdict still `PROCESSING` on a route with `late_verdict_path` is followed from here
-    /// (`proxy::late`): in respond mode at once, in forward mode once the backend has answered
-    /// the forwarded capture (never if it could not be reached: the client will send again).
+    /// (`proxy::late`): in respond mode at once, in forward mode once the forward has ended
+    /// however it ended (answered, timed out, or the client gone, which drops this future: the
+    /// backend may have the capture all the same), except when the backend could not be reached
+    /// at all (the client will send again).
     async fn capture(
         &self,
         service: &Arc<CaptureService>,
@@ -232,12 +234,17 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, Error> {
         match service.handle(route, req, request_id).await {
             Ok((outcome, follow_up)) => {
+                let mut follow = FollowWhenDone {
+                    late: &self.inner.late,
+                    service,
+                    follow_up,
+                };
                 let rsp = match outcome {
                     Outcome::Respond(rsp) => Ok(rsp.map(Body::full)),
                     Outcome::Forward(req) => self.upstream_request(req.map(Body::full)).await,
                 };
-                if let (Some(follow_up), Ok(_)) = (follow_up, &rsp) {
-                    self.inner.late.spawn(service.clone(), follow_up);
+                if let Err(Error::BackendConnect(_)) = &rsp {
+                    follow.follow_up = None;
                 }
                 rsp
             }
@@ -280,6 +287,26 @@ impl Proxy {
         let backend_side = hyper::upgrade::on(&mut rsp);
         self.inner.tunnels.spawn(client_side, backend_side);
         Ok(response_filter(rsp, true, None))
+    }
+}
+
+/// Starts following a capture's late verdict when dropped: at the end of [`Proxy::capture`],
+/// whichever way it ends, the client going away included.
+struct FollowWhenDone<'a> {
+    late: &'a LateVerdicts,
+    service: &'a Arc<CaptureService>,
+    follow_up: Option<FollowUp>,
+}
+
+impl Drop for FollowWhenDone<'_> {
+    fn drop(&mut self) {
+        // A future dropped outside the runtime (never the case while serving) has nowhere to
+        // run the follow-up.
+        if let (Some(follow_up), Ok(_)) =
+            (self.follow_up.take(), tokio::runtime::Handle::try_current())
+        {
+            self.late.spawn(self.service.clone(), follow_up);
+        }
     }
 }
 
@@ -350,6 +377,7 @@ fn route<S: Clone>(
                     "this spelling of a capture path is refused (capture.strict_paths): send the path exactly as configured",
                 ))
             }
+            Hit::Reserved => return Err(Error::ReservedPath),
             // Never an upgrade on a capture path: nothing inside a tunnel is checked.
             Hit::Bodiless => return Ok(Route::Passthrough),
             Hit::Miss => {}

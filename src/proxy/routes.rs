@@ -2,7 +2,7 @@
 //! spelling rules of `capture`, and what a config reload swaps ([`Live`]): the routes together
 //! with the service that runs their captures, or none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::{HeaderValue, Method};
@@ -21,6 +21,9 @@ pub struct RouteTable<S = ()> {
     allow: HeaderValue,
     /// `capture.strict_paths`.
     strict_paths: bool,
+    /// The normalized `late_verdict_path`s: the proxy's own deliveries go there, a client's
+    /// request never (it could carry a verdict body of its own making).
+    late_paths: HashSet<String>,
     service: S,
 }
 
@@ -32,6 +35,8 @@ pub enum Hit<'a> {
     WrongMethod(HeaderValue),
     /// Not the capture path, but a spelling some framework reads as one: refused with 400.
     Spelling,
+    /// A `late_verdict_path`, with a body or a capture method: refused with 403.
+    Reserved,
     /// A capture path, but neither a capture method nor a body: passed through, never upgraded.
     Bodiless,
     /// Not a capture path.
@@ -61,6 +66,11 @@ impl RouteTable {
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
+        let late_paths = routes
+            .iter()
+            .filter_map(|r| r.late_verdict_path.as_deref())
+            .map(|p| path::normalize(p.as_bytes()))
+            .collect();
         let mut by_path = HashMap::with_capacity(routes.len());
         for (i, route) in routes.into_iter().enumerate() {
             let normalized = path::normalize(route.path.as_bytes());
@@ -77,6 +87,7 @@ impl RouteTable {
             methods,
             allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("POST")),
             strict_paths: capture.strict_paths,
+            late_paths,
             service: (),
         })
     }
@@ -88,6 +99,7 @@ impl RouteTable {
             methods: self.methods,
             allow: self.allow,
             strict_paths: self.strict_paths,
+            late_paths: self.late_paths,
             service,
         }
     }
@@ -112,7 +124,8 @@ impl<S> RouteTable<S> {
         if self.by_path.is_empty() || !(has_body || upgrade || self.methods.contains(method)) {
             return Hit::Miss;
         }
-        if let Some(route) = self.by_path.get(&path::normalize(target.as_bytes())) {
+        let normalized = path::normalize(target.as_bytes());
+        if let Some(route) = self.by_path.get(&normalized) {
             return if self.methods.contains(method) {
                 Hit::Capture(route)
             } else if has_body {
@@ -123,13 +136,22 @@ impl<S> RouteTable<S> {
                 Hit::Bodiless
             };
         }
+        if self.late_paths.contains(&normalized) {
+            return Hit::Reserved;
+        }
+        let known = |f: &String| {
+            self.by_path.contains_key(f)
+                || self.late_paths.contains(f)
+                || (f.contains(path::WILDCARD)
+                    && self
+                        .by_path
+                        .keys()
+                        .chain(&self.late_paths)
+                        .any(|p| path::matches_folded(f, p)))
+        };
         if self.strict_paths
             && path::might_fold(target.as_bytes())
-            && path::folded_forms(target.as_bytes()).iter().any(|f| {
-                self.by_path.contains_key(f)
-                    || (f.contains(path::WILDCARD)
-                        && self.by_path.keys().any(|p| path::matches_folded(f, p)))
-            })
+            && path::folded_forms(target.as_bytes()).iter().any(known)
         {
             return Hit::Spelling;
         }
