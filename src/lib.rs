@@ -24,11 +24,13 @@
 //!   the capture threads and their scheduling class, the deferred log writer.
 //! - [`telemetry`]: log output, JSON lines by default, and the access log.
 //! - [`verdict_token`]: the signed verdict tokens (JWT) and the JWKS that verifies them.
+//! - [`backoff`]: the jittered pause every retry loop takes.
 //! - [`body`], [`error`], [`problem`], [`metrics`], [`error_chain`]: the body type, the failure
 //!   enum, the one classification of failures (and their `application/problem+json`), the metric
 //!   families, and an error with its sources on one line.
 
 pub mod admin;
+pub mod backoff;
 pub mod body;
 pub mod capture;
 pub mod config;

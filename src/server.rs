@@ -248,6 +248,12 @@ async fn run_with(
     let verdict_addr = match listeners.verdict {
         Some(listener) => {
             let addr = listener.local_addr()?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    verdict_listen = %addr,
+                    "verdict_listen is not on loopback: whatever reaches it can read any folder's verdict and video with the proxy's Oz credentials"
+                );
+            }
             let oz = OzClient::new(&config.oz, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("oz client for verdict_listen: {e}"))?;
             let lookup = Lookup::new(oz, published.clone());

@@ -43,10 +43,10 @@ use tracing::Instrument;
 
 use super::client::{check_id, OzClient};
 use super::error::Error;
-use super::transport::jitter;
 use super::types::Analysis;
 use super::upload::UploadBody;
 use super::verdict::Verdict;
+use crate::backoff::jitter;
 use crate::config::OzApiMode;
 
 /// First pause between polls.

@@ -15,7 +15,6 @@
 //! found closed before the request started (`retry_canceled_requests`, on by default, set
 //! explicitly below). Everything else is the caller's decision (see `client.rs`).
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -226,7 +225,7 @@ impl Transport {
                 Err(e) if e.is_connect() && !retried => {
                     retried = true;
                     tracing::debug!(endpoint, error = %crate::error_chain::chain(&e), "oz connect failed, retrying once");
-                    tokio::time::sleep(jitter(CONNECT_RETRY_DELAY)).await;
+                    tokio::time::sleep(crate::backoff::jitter(CONNECT_RETRY_DELAY)).await;
                 }
                 Err(e) => {
                     return Err(Error::Unreachable {
@@ -447,18 +446,6 @@ fn known_status(status: u16) -> &'static str {
         .unwrap_or("other")
 }
 
-/// `d` with "equal jitter": between d/2 and d, so many proxies that saw the same failure do
-/// not come back in step. The randomness is std's per-instance hasher keys; no RNG crate needed.
-pub fn jitter(d: Duration) -> Duration {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    let frac = (h.finish() % 1024) as f64 / 1024.0;
-    d / 2 + d.mul_f64(0.5 * frac)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,14 +544,5 @@ mod tests {
         assert_ne!(o("http://oz.example/"), o("http://oz.example.evil/"));
         assert_eq!(o("/relative"), None);
         assert_eq!(o("ftp://oz.example/"), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_half_and_whole() {
-        let d = Duration::from_millis(800);
-        for _ in 0..100 {
-            let j = jitter(d);
-            assert!(j >= d / 2 && j <= d, "{j:?}");
-        }
     }
 }

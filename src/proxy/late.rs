@@ -215,7 +215,7 @@ impl LateVerdicts {
                 }
                 Err(e) => e.to_string(),
             };
-            let pause = jitter(backoff);
+            let pause = crate::backoff::jitter(backoff);
             if Instant::now() + pause > give_up_at {
                 me.metrics.late_verdict(LateResult::Failed);
                 tracing::warn!(folder_id = %f.folder_id, request_id = %f.request_id, attempt, error = failure, "late verdict delivery given up after retrying for {DELIVERY_RETRY_FOR:?}");
@@ -300,22 +300,4 @@ async fn drain(mut body: Leased) {
         }
     })
     .await;
-}
-
-/// `d` scaled by a random factor in [1/2, 1], so retries of many deliveries spread out.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_half_and_whole() {
-        for _ in 0..100 {
-            let j = jitter(FIRST_RETRY);
-            assert!(j >= FIRST_RETRY / 2 && j <= FIRST_RETRY, "{j:?}");
-        }
-    }
 }
