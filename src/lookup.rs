@@ -124,7 +124,7 @@ impl Lookup {
             .signer
             .load()
             .as_deref()
-            .map(|signer| report.token(signer, request_id, None));
+            .map(|signer| report.token(signer, request_id, None, None));
         if let (Some(t), Value::Object(map)) = (&token, &mut doc) {
             map.insert("verdict_token".into(), t.as_str().into());
         }

@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::capture::limit::{Limiter, MemoryPermit};
-use crate::capture::report::Report;
+use crate::capture::report::{oz_headers, Report};
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
@@ -43,9 +43,7 @@ use crate::config::{
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
-use crate::verdict_token::{AnalysisClaim, OzClaim, Signer, Subject};
-
-use crate::capture::report::oz_headers;
+use crate::verdict_token::Signer;
 
 /// Everything the capture path needs; swapped as a whole on config reload.
 pub struct CaptureService {
@@ -207,7 +205,7 @@ impl CaptureService {
     /// (stable across the retries of one delivery); `None` when tokens are off.
     pub fn late_token(&self, report: &Report, jti: &str, body: &[u8]) -> Option<String> {
         let signer = self.signer.as_ref()?;
-        Some(report.token(signer, jti, Some(body)))
+        Some(report.token(signer, jti, Some(body), None))
     }
 
     /// Checks one capture request (its head already through the request filter, its method a
@@ -335,15 +333,18 @@ impl CaptureService {
             virtual_camera,
             frame_count,
         };
+        // The token says what the `X-Oz-*` headers say: the same report a late delivery sends.
+        let report = facts.verdict.map(|v| {
+            Report::new(
+                v,
+                Some(request_id.to_owned()),
+                facts.action.map(str::to_owned),
+                facts.virtual_camera,
+            )
+        });
         let token = |body: Option<&[u8]>| {
-            let (signer, verdict) = (self.signer.as_ref()?, facts.verdict?);
-            Some(signer.mint(&Subject {
-                folder_id: &verdict.folder_id,
-                request_id,
-                oz: oz_claim(&facts),
-                body,
-                binding: binding.as_deref(),
-            }))
+            let (signer, report) = (self.signer.as_ref()?, report.as_ref()?);
+            Some(report.token(signer, request_id, body, binding.as_deref()))
         };
         let outcome = match route.on_result {
             OnResult::Respond => {
@@ -544,25 +545,6 @@ fn analyses_json(verdict: Option<&Verdict>) -> serde_json::Value {
         );
     }
     serde_json::Value::Object(map)
-}
-
-/// The claim about Oz's verdict in a token: what the `X-Oz-*` headers say.
-fn oz_claim<'a>(facts: &'a Facts<'a>) -> OzClaim<'a> {
-    OzClaim {
-        resolution: facts.resolution(),
-        action: facts.action,
-        virtual_camera: facts.virtual_camera,
-        analyses: facts
-            .verdict
-            .map(|v| v.analyses.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|a| AnalysisClaim {
-                kind: &a.kind,
-                resolution: a.resolution.as_str(),
-            })
-            .collect(),
-    }
 }
 
 fn missing_binding(binding: &Binding) -> CaptureError {

@@ -91,9 +91,16 @@ impl Report {
         }
     }
 
-    /// A fresh token for this report: `sub` the folder id, `jti` = `jti` (stable across the
-    /// retries of one delivery), `body_sha256` over `body` when given.
-    pub fn token(&self, signer: &Signer, jti: &str, body: Option<&[u8]>) -> String {
+    /// A token for this report: `sub` the folder id, `jti` = `jti` (the capture's request id, or
+    /// one stable across the retries of a late delivery), `body_sha256` over `body` and
+    /// `bind_sha256` over `binding` when given.
+    pub fn token(
+        &self,
+        signer: &Signer,
+        jti: &str,
+        body: Option<&[u8]>,
+        binding: Option<&[u8]>,
+    ) -> String {
         signer.mint(&Subject {
             folder_id: &self.folder_id,
             request_id: jti,
@@ -111,7 +118,7 @@ impl Report {
                     .collect(),
             },
             body,
-            binding: None,
+            binding,
         })
     }
 }
