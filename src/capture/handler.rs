@@ -83,6 +83,44 @@ pub struct FollowUp {
     pub until: tokio::time::Instant,
     /// The analyses as last seen, ids and all.
     analyses: Vec<Analysis>,
+    /// The Oz client that polls it: a clone, so a follow-up keeps no capture service (its
+    /// threads, its limiter) alive past a reload.
+    oz: OzClient,
+    /// The signer of the capture, for when the live config has none.
+    signer: Option<Arc<Signer>>,
+}
+
+impl FollowUp {
+    /// Polls Oz for the late verdict (`OzClient::follow`: the backoff of `wait_for_result`,
+    /// until `until`).
+    pub async fn follow(&self) -> Followed {
+        match self
+            .oz
+            .follow(
+                &self.folder_id,
+                self.analyses.clone(),
+                self.until,
+                &self.request_id,
+            )
+            .await
+        {
+            Ok(v) if v.resolution.is_final() => Followed::Final(Report::new(
+                &v,
+                Some(self.request_id.clone()),
+                self.action.clone(),
+                self.virtual_camera,
+            )),
+            Ok(_) => Followed::Unresolved,
+            Err(e) => Followed::OzFailed(e.to_string()),
+        }
+    }
+
+    /// A token for a late delivery of `report` by the capture's own signer; `None` when tokens
+    /// were off.
+    pub fn token(&self, report: &Report, jti: &str, body: &[u8]) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        Some(report.token(signer, jti, Some(body), None))
+    }
 }
 
 /// What following a capture came to.
@@ -175,30 +213,6 @@ impl CaptureService {
     /// `capture.max_follow_ups`: most captures followed at once.
     pub fn max_follow_ups(&self) -> usize {
         self.max_follow_ups
-    }
-
-    /// Polls Oz for the late verdict of `follow_up` (`OzClient::follow`: the backoff of
-    /// `wait_for_result`, until `follow_up.until`).
-    pub async fn follow(&self, follow_up: &FollowUp) -> Followed {
-        match self
-            .oz
-            .follow(
-                &follow_up.folder_id,
-                follow_up.analyses.clone(),
-                follow_up.until,
-                &follow_up.request_id,
-            )
-            .await
-        {
-            Ok(v) if v.resolution.is_final() => Followed::Final(Report::new(
-                &v,
-                Some(follow_up.request_id.clone()),
-                follow_up.action.clone(),
-                follow_up.virtual_camera,
-            )),
-            Ok(_) => Followed::Unresolved,
-            Err(e) => Followed::OzFailed(e.to_string()),
-        }
     }
 
     /// A fresh verdict token for a late delivery of `report` with `body`, `jti` as given
@@ -388,6 +402,8 @@ impl CaptureService {
             late_verdict_path: path.clone(),
             until: started + self.follow_up_for,
             analyses: verdict.analyses.clone(),
+            oz: self.oz.clone(),
+            signer: self.signer.clone(),
         })
     }
 

@@ -305,7 +305,7 @@ impl Drop for FollowWhenDone<'_> {
         if let (Some(follow_up), Ok(_)) =
             (self.follow_up.take(), tokio::runtime::Handle::try_current())
         {
-            self.late.spawn(self.service.clone(), follow_up);
+            self.late.spawn(follow_up, self.service.max_follow_ups());
         }
     }
 }

@@ -2,12 +2,12 @@
 //! on a route with `late_verdict_path`, followed in the background and delivered to the backend
 //! once final (README.md, "Late verdicts").
 //!
-//! - **Who owns what.** `capture` says what to follow (a [`FollowUp`]) and how to poll Oz for it
-//!   ([`CaptureService::follow`], the backoff of `wait_for_result` until `capture.follow_up_for`
-//!   has passed since the capture); this module spawns, counts, delivers and cancels. A
-//!   follow-up starts once the capture's own exchange is over (forward mode: once the backend
-//!   answered the forwarded capture), so the backend always gets the `PROCESSING` capture
-//!   before its late verdict.
+//! - **Who owns what.** `capture` says what to follow (a [`FollowUp`], with a clone of its Oz
+//!   client) and how to poll Oz for it ([`FollowUp::follow`], the backoff of `wait_for_result`
+//!   until `capture.follow_up_for` has passed since the capture); this module spawns, counts,
+//!   delivers and cancels. A follow-up starts once the capture's own exchange is over, however
+//!   it ended (forward mode: answered, timed out, or the client gone; never when the backend
+//!   could not be reached), so the late verdict comes after the `PROCESSING` capture.
 //! - **The delivery** is `POST {late_verdict_path}` with the [`Report`] JSON, its `X-Oz-*`
 //!   headers, the request id header carrying the capture's request id, and a fresh
 //!   `X-Oz-Verdict-Token` minted for each attempt with the current signer, whose `body_sha256`
@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::Body;
-use crate::capture::handler::{CaptureService, FollowUp, Followed};
+use crate::capture::handler::{FollowUp, Followed};
 use crate::capture::report::oz_headers;
 use crate::capture::report::Report;
 use crate::metrics::{LateResult, Metrics};
@@ -108,9 +108,9 @@ impl LateVerdicts {
         }
     }
 
-    /// Follows `follow_up` in the background with `service`, the capture service that ran the
-    /// capture, unless `capture.max_follow_ups` are pending already or the drain has ended.
-    pub fn spawn(&self, service: Arc<CaptureService>, follow_up: FollowUp) {
+    /// Follows `follow_up` in the background, unless `max_follow_ups` (`capture.max_follow_ups`
+    /// of the capture's config) are pending already or the drain has ended.
+    pub fn spawn(&self, follow_up: FollowUp, max_follow_ups: usize) {
         let me = &*self.inner;
         let key = {
             let mut pending = me.pending.lock().expect("never poisoned");
@@ -118,13 +118,13 @@ impl LateVerdicts {
                 me.metrics.late_verdict(LateResult::Cancelled);
                 return;
             }
-            if pending.len() >= service.max_follow_ups() {
+            if pending.len() >= max_follow_ups {
                 drop(pending);
                 me.metrics.late_verdict(LateResult::Dropped);
                 tracing::warn!(
                     folder_id = %follow_up.folder_id,
                     request_id = %follow_up.request_id,
-                    max_follow_ups = service.max_follow_ups(),
+                    max_follow_ups,
                     "late verdict not followed: capture.max_follow_ups are pending; GET /verdicts/{{folder_id}} has it"
                 );
                 return;
@@ -147,7 +147,7 @@ impl LateVerdicts {
                     this.inner.metrics.late_verdict(LateResult::Cancelled);
                     tracing::info!(folder_id = %follow_up.folder_id, request_id = %follow_up.request_id, "late verdict follow-up cancelled at the end of the drain");
                 }
-                _ = this.run(&service, &follow_up) => {}
+                _ = this.run(&follow_up) => {}
             }
         });
     }
@@ -173,10 +173,10 @@ impl LateVerdicts {
         self.inner.tracker.wait().await;
     }
 
-    async fn run(&self, service: &CaptureService, f: &FollowUp) {
+    async fn run(&self, f: &FollowUp) {
         let metrics = &self.inner.metrics;
-        match service.follow(f).await {
-            Followed::Final(report) => self.deliver(service, f, report).await,
+        match f.follow().await {
+            Followed::Final(report) => self.deliver(f, report).await,
             Followed::Unresolved => {
                 metrics.late_verdict(LateResult::Expired);
                 tracing::warn!(folder_id = %f.folder_id, request_id = %f.request_id, "late verdict not final within capture.follow_up_for: not delivered");
@@ -189,14 +189,14 @@ impl LateVerdicts {
     }
 
     /// Delivers `report` to the backend, retrying as the module doc says.
-    async fn deliver(&self, service: &CaptureService, f: &FollowUp, report: Report) {
+    async fn deliver(&self, f: &FollowUp, report: Report) {
         let me = &*self.inner;
         let body = report.body();
         let jti = format!("{}.late", f.request_id);
         let give_up_at = Instant::now() + DELIVERY_RETRY_FOR;
         let mut backoff = FIRST_RETRY;
         for attempt in 1u32.. {
-            let req = self.request(service, f, &report, &jti, &body);
+            let req = self.request(f, &report, &jti, &body);
             let failure = match me.passthrough.send(req).await {
                 Ok(rsp) => {
                     let status = rsp.status();
@@ -229,21 +229,13 @@ impl LateVerdicts {
     }
 
     /// One delivery attempt's request. The token is minted now, by the signer of the live
-    /// config if it has capture routes (keys may have rotated since the capture), else by
-    /// `service`'s.
-    fn request(
-        &self,
-        service: &CaptureService,
-        f: &FollowUp,
-        report: &Report,
-        jti: &str,
-        body: &Bytes,
-    ) -> Request<Body> {
-        let live = self.inner.live.load();
-        let signing = live
-            .captures
-            .as_ref()
-            .map_or(service, |c| c.service().as_ref());
+    /// config if it has capture routes (keys may have rotated since the capture), else by the
+    /// capture's.
+    fn request(&self, f: &FollowUp, report: &Report, jti: &str, body: &Bytes) -> Request<Body> {
+        let token = match &self.inner.live.load().captures {
+            Some(c) => c.service().late_token(report, jti, body),
+            None => f.token(report, jti, body),
+        };
         let mut req = Request::new(Body::full(body.clone()));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = f
@@ -263,7 +255,7 @@ impl LateVerdicts {
             h.insert(name.clone(), id);
         }
         report.headers(h);
-        if let Some(token) = signing.late_token(report, jti, body) {
+        if let Some(token) = token {
             if let Ok(v) = HeaderValue::from_str(&token) {
                 h.insert(oz_headers::VERDICT_TOKEN.clone(), v);
             }
