@@ -10,7 +10,7 @@
 //! get up to `shutdown.drain_deadline`, and `run` returns as soon as nothing is left. Whatever is
 //! still open at the deadline is cut (its socket dropped) before `run` returns. Late verdict
 //! follow-ups (`proxy::late`) are not waited for: their folder ids are logged on one line when
-//! the drain starts, and they are cancelled when it ends.
+//! the listener closes, and they are cancelled when the drain ends.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -251,6 +251,27 @@ async fn a_4xx_is_final() {
     stack.stop().await;
 }
 
+/// 429 and 408 say "not now": retried like a 5xx, and the next attempt delivers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_or_408_is_retried() {
+    let keys = TempDir::new("late-keys");
+    let stack = stack(&keys, "", |n| match n {
+        0 => StatusCode::TOO_MANY_REQUESTS,
+        1 => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::OK,
+    })
+    .await;
+    stack
+        .post(CAPTURE, sample_capture_json(3, false, "video_selfie_blank"))
+        .await
+        .assert_from_backend();
+    stack.backend.wait_for(4).await;
+    stack.proxy.wait_metric(delivered(), 1.0).await;
+    assert_eq!(stack.proxy.metric(&late_metric("retry")).await, 2.0);
+    assert_eq!(stack.proxy.metric(&late_metric("rejected")).await, 0.0);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn respond_mode_gets_a_late_delivery_too() {
     let keys = TempDir::new("late-keys");

@@ -15,15 +15,16 @@
 //!   token, the same on every attempt) and `sub` the folder id. It goes through
 //!   [`Passthrough`], the one backend client: `Host` is the backend's own, framing as for any
 //!   request, the pool and `backend.timeout` as for any request.
-//! - **Retries.** A connect error, a timeout, a broken exchange or a 5xx is tried again after
+//! - **Retries.** A connect error, a timeout, a broken exchange, a 5xx, a 408 or a 429 is tried again after
 //!   [`FIRST_RETRY`], doubling to [`MAX_RETRY`], jittered (half to the whole pause), for
 //!   [`DELIVERY_RETRY_FOR`] after the first attempt; then the delivery is given up (`failed`).
-//!   A 2xx is `delivered`; any other answer (3xx, 4xx) is final (`rejected`). Deliveries are
+//!   A 2xx is `delivered`; any other answer (3xx, another 4xx) is final (`rejected`). Deliveries are
 //!   at-least-once: an attempt the backend processed but whose answer was lost is sent again.
 //! - **Bounds.** At most `capture.max_follow_ups` follow-ups are pending at once; beyond that a
 //!   capture is logged and counted (`dropped`) and left to `GET /verdicts/{folder_id}`. When
-//!   the drain starts the pending folder ids are logged on one line ([`LateVerdicts::pending`]);
-//!   when the drain ends they are cancelled (`cancelled`), never waited for.
+//!   the listener closes the pending folder ids are logged on one line
+//!   ([`LateVerdicts::pending`]); when the drain ends they are cancelled (`cancelled`), never
+//!   waited for.
 //! - **Logs** name the folder id, the request id, the attempt and the backend's status or
 //!   failure; never frames, `additional_info`, tokens or keys. Every result is counted in
 //!   `oz_proxy_late_verdicts_total{result}`.
@@ -206,7 +207,11 @@ impl LateVerdicts {
                         tracing::info!(folder_id = %f.folder_id, request_id = %f.request_id, resolution = report.resolution, attempt, status = status.as_u16(), "late verdict delivered");
                         return;
                     }
-                    if !status.is_server_error() {
+                    // 408 and 429 say "not now", not "never": retried like a 5xx.
+                    let later = status.is_server_error()
+                        || status == http::StatusCode::REQUEST_TIMEOUT
+                        || status == http::StatusCode::TOO_MANY_REQUESTS;
+                    if !later {
                         me.metrics.late_verdict(LateResult::Rejected);
                         tracing::warn!(folder_id = %f.folder_id, request_id = %f.request_id, attempt, status = status.as_u16(), "the backend refused the late verdict: not retried");
                         return;
