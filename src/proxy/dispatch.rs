@@ -194,6 +194,10 @@ impl Proxy {
         let mut rsp = result.unwrap_or_else(|e| {
             let class = problem::classify(&e);
             log_failure(&e, class.severity, id);
+            // Only a capture's own failures (refused, or Oz failed) have a capture outcome.
+            if let Some(outcome) = class.capture_outcome {
+                me.metrics.capture_done(outcome);
+            }
             let may_leave_body_unread = class.may_leave_body_unread;
             let mut rsp = problem::respond(&e, class, id);
             // An error answered before the body has been read ends the connection (HTTP/1).
@@ -219,8 +223,8 @@ impl Proxy {
     }
 
     /// Has `service` check a capture, then answers the client or forwards the checked request
-    /// upstream. A failed capture is counted in the metrics here, by its classification. A
-    /// verdict still `PROCESSING` on a route with `late_verdict_path` is followed from here
+    /// upstream. A failed capture is counted where every failure is classified, in
+    /// [`Proxy::handle`]. A verdict still `PROCESSING` on a route with `late_verdict_path` is followed from here
     /// (`proxy::late`): in respond mode at once, in forward mode once the forward has ended
     /// however it ended (answered, timed out, or the client gone, which drops this future: the
     /// backend may have the capture all the same), except when the backend could not be reached
@@ -248,13 +252,7 @@ impl Proxy {
                 }
                 rsp
             }
-            Err(failure) => {
-                let err = Error::from(failure);
-                if let Some(outcome) = problem::classify(&err).capture_outcome {
-                    self.inner.metrics.capture_done(outcome);
-                }
-                Err(err)
-            }
+            Err(failure) => Err(Error::from(failure)),
         }
     }
 
