@@ -103,34 +103,29 @@ impl Signer {
         let mut signing = None;
         let mut published = Vec::new();
         for (i, key) in verdict.keys.iter().enumerate() {
-            let (alg, encoding, public) = match key.alg {
-                VerdictAlg::EdDSA => {
-                    let path = key.private_key_file.as_deref().ok_or_else(|| {
-                        ConfigError::invalid(
-                            format!("verdict.keys[{i}].private_key_file"),
-                            "is required for alg EdDSA",
+            let (alg, encoding, public) =
+                match key.alg {
+                    VerdictAlg::EdDSA => {
+                        let at = format!("verdict.keys[{i}].private_key_file");
+                        let path = key.private_key_file.as_deref().ok_or_else(|| {
+                            ConfigError::invalid(&at, "is required for alg EdDSA")
+                        })?;
+                        let (der, public) = read_ed25519(path, &at)?;
+                        (
+                            Algorithm::EdDSA,
+                            EncodingKey::from_ed_der(&der),
+                            Some(public),
                         )
-                    })?;
-                    let at = format!("verdict.keys[{i}].private_key_file");
-                    let (der, public) = read_ed25519(path, &at)?;
-                    (
-                        Algorithm::EdDSA,
-                        EncodingKey::from_ed_der(&der),
-                        Some(public),
-                    )
-                }
-                VerdictAlg::HS256 => {
-                    let path = key.secret_file.as_deref().ok_or_else(|| {
-                        ConfigError::invalid(
-                            format!("verdict.keys[{i}].secret_file"),
-                            "is required for alg HS256",
-                        )
-                    })?;
-                    let at = format!("verdict.keys[{i}].secret_file");
-                    let secret = read_secret(path, &at)?;
-                    (Algorithm::HS256, EncodingKey::from_secret(&secret), None)
-                }
-            };
+                    }
+                    VerdictAlg::HS256 => {
+                        let at = format!("verdict.keys[{i}].secret_file");
+                        let path = key.secret_file.as_deref().ok_or_else(|| {
+                            ConfigError::invalid(&at, "is required for alg HS256")
+                        })?;
+                        let secret = read_secret(path, &at)?;
+                        (Algorithm::HS256, EncodingKey::from_secret(&secret), None)
+                    }
+                };
             if let Some(x) = public {
                 published.push(serde_json::json!({
                     "kty": "OKP",
