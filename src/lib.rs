@@ -46,6 +46,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod verdict_token;
 

@@ -86,10 +86,16 @@ pub enum CaptureOutcome {
     Rejected,
     /// 503: concurrency limit or memory budget.
     Overloaded,
+    /// 409: the capture's media was already accepted (`capture.replay`).
+    Replayed,
+    /// 429: beyond a rate limit (`capture.rate_limit`).
+    RateLimited,
+    /// 503: the state store could not answer and `state.on_error` is `fail_closed`.
+    StateUnavailable,
 }
 
 impl CaptureOutcome {
-    const ALL: [CaptureOutcome; 8] = [
+    const ALL: [CaptureOutcome; 11] = [
         CaptureOutcome::Success,
         CaptureOutcome::Declined,
         CaptureOutcome::OperatorRequired,
@@ -98,6 +104,9 @@ impl CaptureOutcome {
         CaptureOutcome::OzError,
         CaptureOutcome::Rejected,
         CaptureOutcome::Overloaded,
+        CaptureOutcome::Replayed,
+        CaptureOutcome::RateLimited,
+        CaptureOutcome::StateUnavailable,
     ];
 
     fn as_str(self) -> &'static str {
@@ -110,6 +119,9 @@ impl CaptureOutcome {
             CaptureOutcome::OzError => "oz_error",
             CaptureOutcome::Rejected => "rejected",
             CaptureOutcome::Overloaded => "overloaded",
+            CaptureOutcome::Replayed => "replayed",
+            CaptureOutcome::RateLimited => "rate_limited",
+            CaptureOutcome::StateUnavailable => "state_unavailable",
         }
     }
 }
@@ -200,6 +212,25 @@ struct OzErrorLabels {
     code: &'static str,
 }
 
+/// A capture route (its configured path: bounded by the config, never a client's value) and
+/// which of its limits refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitedLabels {
+    route: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateErrorLabels {
+    op: &'static str,
+    on_error: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -231,7 +262,7 @@ struct Inner {
     durations: [Histogram; 3],
     in_flight: [Gauge; 3],
     backend_errors: [Counter; 3],
-    captures: [Counter; 8],
+    captures: [Counter; 11],
     capture_bytes_in: Counter,
     capture_bytes_out: Counter,
     oz_durations: Family<EndpointLabels, Histogram>,
@@ -241,6 +272,9 @@ struct Inner {
     late_verdicts: [Counter; 8],
     connections_open: Gauge,
     connection_waits: Counter,
+    rate_limited: Family<RateLimitedLabels, Counter>,
+    state_up: Family<StoreLabels, Gauge>,
+    state_errors: Family<StateErrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -382,6 +416,25 @@ impl Metrics {
             connection_waits.clone(),
         );
 
+        let rate_limited = Family::<RateLimitedLabels, Counter>::default();
+        reg.register(
+            "rate_limited",
+            "Captures refused with 429, by capture route and limit (per_client or global)",
+            rate_limited.clone(),
+        );
+        let state_up = Family::<StoreLabels, Gauge>::default();
+        reg.register(
+            "state_up",
+            "1 while the state store (memory or redis) answers, 0 while it does not",
+            state_up.clone(),
+        );
+        let state_errors = Family::<StateErrorLabels, Counter>::default();
+        reg.register(
+            "state_errors",
+            "Captures the state store failed to answer for, by operation and what state.on_error made of it",
+            state_errors.clone(),
+        );
+
         reg.register_collector(Box::new(ProcessCollector));
 
         Metrics {
@@ -400,6 +453,9 @@ impl Metrics {
                 late_verdicts,
                 connections_open,
                 connection_waits,
+                rate_limited,
+                state_up,
+                state_errors,
             }),
         }
     }
@@ -474,6 +530,34 @@ impl Metrics {
     /// Counts a pause of the listener at `server.max_connections`.
     pub fn connection_waited(&self) {
         self.inner.connection_waits.inc();
+    }
+
+    /// Counts a capture refused by the `limit` (`per_client` or `global`) of `route`.
+    pub fn rate_limited(&self, route: &str, limit: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&RateLimitedLabels {
+                route: route.to_owned(),
+                limit,
+            })
+            .inc();
+    }
+
+    /// Sets whether the state store `store` answers.
+    pub fn state_up(&self, store: &'static str, up: bool) {
+        self.inner
+            .state_up
+            .get_or_create(&StoreLabels { store })
+            .set(i64::from(up));
+    }
+
+    /// Counts a capture the state store failed to answer for during `op` (`replay` or
+    /// `rate_limit`), and whether it went on (`fail_open`) or was refused (`fail_closed`).
+    pub fn state_error(&self, op: &'static str, on_error: &'static str) {
+        self.inner
+            .state_errors
+            .get_or_create(&StateErrorLabels { op, on_error })
+            .inc();
     }
 
     /// Counts a config reload.

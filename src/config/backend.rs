@@ -63,6 +63,11 @@ pub struct ForwardingConfig {
     /// lowercased. On by default, since legacy backends sometimes depend on it; it costs about
     /// 13 % of the proxy's user-space instructions per small request (BENCHMARKS.md).
     pub preserve_header_case: bool,
+    /// How many proxies in front of the pod are trusted to append the client's address to
+    /// `X-Forwarded-For`: `0` takes the peer address as the client's (a client cannot choose its
+    /// own); `N` the N-th address from the right of the `X-Forwarded-For` the proxy received.
+    /// Only the rate limits' `client_ip` key reads it.
+    pub trusted_hops: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -72,6 +77,7 @@ impl Default for ForwardingConfig {
             via: String::new(),
             request_id_header: "x-request-id".to_owned(),
             preserve_header_case: true,
+            trusted_hops: 0,
         }
     }
 }

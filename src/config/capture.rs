@@ -79,6 +79,10 @@ pub struct CaptureConfig {
     /// Most captures followed at once; beyond it a capture is logged, counted and left to
     /// `GET /verdicts/{folder_id}`.
     pub max_follow_ups: usize,
+    /// The replay guard: a capture whose media was already accepted by Oz is refused (409).
+    pub replay: ReplayConfig,
+    /// Rate limits of captures; unset: none.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for CaptureConfig {
@@ -105,6 +109,8 @@ impl Default for CaptureConfig {
             folder_meta_data: BTreeMap::new(),
             follow_up_for: Duration::from_secs(15 * 60),
             max_follow_ups: 1000,
+            replay: ReplayConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -129,6 +135,17 @@ impl CaptureConfig {
                 wait_for_result: r.wait_for_result.unwrap_or(self.wait_for_result),
                 best_frame: r.best_frame.unwrap_or(self.best_frame),
                 late_verdict_path: r.late_verdict_path.clone(),
+                replay: r.replay.clone().unwrap_or_default().over(&self.replay),
+                rate_limit: RateLimits {
+                    per_client: scoped(
+                        r.rate_limit.as_ref().and_then(|l| l.per_client.clone()),
+                        &self.rate_limit.per_client,
+                    ),
+                    global: scoped(
+                        r.rate_limit.as_ref().and_then(|l| l.global.clone()),
+                        &self.rate_limit.global,
+                    ),
+                },
             })
             .collect()
     }
@@ -159,6 +176,10 @@ pub struct RouteConfig {
     /// Where the backend gets the late verdict of a capture still `PROCESSING` when
     /// `wait_for_result` ran out (`POST`, JSON); unset: no late delivery.
     pub late_verdict_path: Option<String>,
+    /// Overrides of `capture.replay` (`enabled`, `window`).
+    pub replay: Option<ReplayOverride>,
+    /// Overrides of `capture.rate_limit`, limit by limit.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// The settings of one capture route after overrides are applied.
@@ -178,6 +199,9 @@ pub struct CaptureRoute {
     pub wait_for_result: Duration,
     pub best_frame: BestFrame,
     pub late_verdict_path: Option<String>,
+    /// The replay guard of the route: `None` when it is off.
+    pub replay: Option<Duration>,
+    pub rate_limit: RateLimits,
 }
 
 impl CaptureRoute {
@@ -185,6 +209,136 @@ impl CaptureRoute {
     pub fn forwards_original_body(&self) -> bool {
         self.on_result == OnResult::Forward && self.forward_body == ForwardBody::Original
     }
+}
+
+/// `capture.replay`: remembering the digest of each capture's media that Oz accepted.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// On by default: a capture is the credential of a liveness check.
+    pub enabled: bool,
+    /// How long an accepted capture's digest is remembered.
+    #[serde(with = "de::duration")]
+    pub window: Duration,
+    /// Most digests the in-memory store holds (`state.store: memory`); the oldest go first.
+    pub max_entries: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(24 * 60 * 60),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// A route's overrides of `capture.replay`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayOverride {
+    pub enabled: Option<bool>,
+    #[serde(default, with = "de::opt_duration")]
+    pub window: Option<Duration>,
+}
+
+impl ReplayOverride {
+    /// The route's window over the section's; `None` when the guard is off.
+    fn over(self, section: &ReplayConfig) -> Option<Duration> {
+        self.enabled
+            .unwrap_or(section.enabled)
+            .then(|| self.window.unwrap_or(section.window))
+    }
+}
+
+/// `capture.rate_limit` (and a route's overrides of it): each limit unset means none.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Captures one client may send per `per`.
+    pub per_client: Option<ClientLimit>,
+    /// Captures the whole deployment takes per `per`.
+    pub global: Option<Limit>,
+}
+
+/// A number of captures per period.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub limit: u32,
+    #[serde(with = "de::duration")]
+    pub per: Duration,
+}
+
+/// A limit per client, and what tells clients apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimit {
+    pub limit: u32,
+    #[serde(with = "de::duration")]
+    pub per: Duration,
+    /// `client_ip` (see `forwarding.trusted_hops`), `header:NAME` or `cookie:NAME`.
+    #[serde(default = "default_client_key")]
+    pub key: String,
+}
+
+fn default_client_key() -> String {
+    "client_ip".to_owned()
+}
+
+impl ClientLimit {
+    /// The limit without its key.
+    pub fn limit(&self) -> Limit {
+        Limit {
+            limit: self.limit,
+            per: self.per,
+        }
+    }
+
+    /// What tells clients apart (`key` as validated).
+    pub fn client_key(&self) -> ClientKey {
+        match self.key.split_once(':') {
+            Some(("header", name)) => ClientKey::Header(name.to_ascii_lowercase()),
+            Some(("cookie", name)) => ClientKey::Cookie(name.to_owned()),
+            _ => ClientKey::Ip,
+        }
+    }
+}
+
+/// What tells one client from another for `per_client`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKey {
+    /// The client's address (`forwarding.trusted_hops`).
+    Ip,
+    /// The value of a request header (lower-case name).
+    Header(String),
+    /// The value of a cookie.
+    Cookie(String),
+}
+
+/// Whose budget a route's limit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Set in `capture.rate_limit`: one budget shared by every route without its own.
+    Section,
+    /// Set on the route itself: the route's own budget.
+    Route,
+}
+
+/// The route's own limit if it has one, else the section's; with whose budget it is.
+fn scoped<L: Clone>(own: Option<L>, section: &Option<L>) -> Option<(L, Scope)> {
+    match own {
+        Some(own) => Some((own, Scope::Route)),
+        None => section.clone().map(|shared| (shared, Scope::Section)),
+    }
+}
+
+/// A route's rate limits after overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLimits {
+    pub per_client: Option<(ClientLimit, Scope)>,
+    pub global: Option<(Limit, Scope)>,
 }
 
 /// Forward to the backend or answer the client.

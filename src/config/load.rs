@@ -27,6 +27,7 @@ impl Config {
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        refuse_password_in_file(yaml)?;
         let built = ::config::Config::builder()
             .add_source(::config::File::from_str(yaml, ::config::FileFormat::Yaml))
             .add_source(
@@ -53,7 +54,39 @@ impl Config {
         if let Some(p) = &auth.password_file {
             auth.password = read_secret(p, "oz.auth.password_file")?;
         }
+        let redis = &mut self.state.redis;
+        if let Some(p) = &redis.url_file {
+            redis.url = read_secret(p, "state.redis.url_file")?;
+        }
         Ok(())
+    }
+}
+
+/// Refuses a `state.redis.url` with a password written in the config file itself: config files
+/// live in git and ConfigMaps. The URL with its password comes from
+/// `OZ_PROXY__STATE__REDIS__URL` or `state.redis.url_file`.
+fn refuse_password_in_file(yaml: &str) -> Result<(), Error> {
+    let Ok(file) = ::config::Config::builder()
+        .add_source(::config::File::from_str(yaml, ::config::FileFormat::Yaml))
+        .build()
+    else {
+        // The full load reports the YAML error.
+        return Ok(());
+    };
+    let Ok(url) = file.get_string("state.redis.url") else {
+        return Ok(());
+    };
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    match userinfo {
+        Some(u) if u.contains(':') => Err(Error::invalid(
+            "state.redis.url",
+            "must not carry credentials in the config file; give the URL in OZ_PROXY__STATE__REDIS__URL or state.redis.url_file",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -81,6 +114,32 @@ mod tests {
         assert_eq!(c.capture.max_body_bytes, 1000);
         assert_eq!(c.capture.analyses, vec!["quality", "biometry"]);
         assert_eq!(c.capture.wait_for_result, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_redis_password_is_taken_from_the_environment_but_never_from_the_file() {
+        let yaml = format!(
+            "{MINIMAL}state:\n  store: redis\n  redis:\n    url: redis://:hunter2@redis:6379/0\n"
+        );
+        let e = Config::from_yaml(&yaml, &env(&[])).unwrap_err().to_string();
+        assert!(
+            e.contains("state.redis.url") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let c = Config::from_yaml(
+            &format!("{MINIMAL}state:\n  store: redis\n"),
+            &env(&[(
+                "OZ_PROXY__STATE__REDIS__URL",
+                "redis://:hunter2@redis:6379/0",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.state.redis.url, "redis://:hunter2@redis:6379/0");
+        assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
+        let e = Config::from_yaml(&format!("{MINIMAL}state:\n  store: redis\n"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("state.redis.url"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! - [`Config`], the root, is here; then one file per group of sections: `server` (`tls`,
 //!   `server`, `shutdown`, `reload`), `backend` (`backend`, `forwarding`), `log`, `oz`, `capture`,
-//!   `verdict`.
+//!   `verdict`, `state`.
 //!   A section's defaults are its one `Default`, which serde uses for every key left out.
 //! - `load`: YAML, overrides, secret files; `validate`: the checks types cannot make;
 //!   `secrets`: keeping secret values out of messages; `de`: durations, URLs and lists; `error`.
@@ -25,9 +25,11 @@ mod log;
 mod oz;
 mod secrets;
 mod server;
+mod state;
 #[cfg(test)]
 mod test_input;
 mod validate;
+mod validate_abuse;
 mod verdict;
 
 use std::net::SocketAddr;
@@ -36,15 +38,16 @@ use serde::{Deserialize, Serialize};
 
 pub use backend::{BackendConfig, ForwardingConfig, XffMode};
 pub use capture::{
-    BestFrame, CaptureConfig, CaptureRoute, ForwardBody, OnOzError, OnResult, ResultMode,
-    RouteConfig, TransformPriority, UncheckedImages, BEST_FRAME_KEY, MAX_ANALYSES,
-    RESERVED_FOLDER_KEYS,
+    BestFrame, CaptureConfig, CaptureRoute, ClientKey, ClientLimit, ForwardBody, Limit, OnOzError,
+    OnResult, RateLimitConfig, RateLimits, ReplayConfig, ReplayOverride, ResultMode, RouteConfig,
+    Scope, TransformPriority, UncheckedImages, BEST_FRAME_KEY, MAX_ANALYSES, RESERVED_FOLDER_KEYS,
 };
 pub use error::Error;
 pub use load::ENV_PREFIX;
 pub use log::{LogConfig, LogFormat};
 pub use oz::{OzApiMode, OzAuthConfig, OzConfig, SecretFiles};
 pub use server::{ReloadConfig, ServerConfig, ShutdownConfig, TlsConfig};
+pub use state::{OnStateError, RedisConfig, StateConfig, StoreKind};
 pub use verdict::{Binding, VerdictAlg, VerdictConfig, VerdictKeyConfig};
 
 /// The whole configuration, as written in YAML (see `config/example.yaml`).
@@ -94,6 +97,9 @@ pub struct Config {
     /// Signed verdict tokens for the backend.
     #[serde(default)]
     pub verdict: VerdictConfig,
+    /// Where the replay guard and the rate limits keep their state.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -144,6 +150,7 @@ mod tests {
             oz: OzConfig::default(),
             capture: CaptureConfig::default(),
             verdict: VerdictConfig::default(),
+            state: StateConfig::default(),
         };
         let built = serde_json::to_value(&built).unwrap();
         let Value::Object(sections) = &built else {

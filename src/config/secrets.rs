@@ -8,7 +8,12 @@ use serde::Serializer;
 use super::Error;
 
 /// Keys whose values are secrets: errors about them never quote the value.
-const SECRET_KEYS: &[&str] = &["oz.auth.token", "oz.auth.password", "oz.auth.email"];
+const SECRET_KEYS: &[&str] = &[
+    "oz.auth.token",
+    "oz.auth.password",
+    "oz.auth.email",
+    "state.redis.url",
+];
 
 /// What is shown in place of a secret: whether it is set, never what it is.
 pub(super) fn redacted(s: &str) -> &'static str {

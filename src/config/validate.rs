@@ -131,6 +131,7 @@ impl Config {
         }
         self.validate_oz()?;
         self.validate_capture()?;
+        self.validate_abuse_controls()?;
         self.validate_verdict()
     }
 
