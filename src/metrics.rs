@@ -228,7 +228,7 @@ struct StoreLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateErrorLabels {
     op: &'static str,
-    on_error: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -431,7 +431,7 @@ impl Metrics {
         let state_errors = Family::<StateErrorLabels, Counter>::default();
         reg.register(
             "state_errors",
-            "Captures the state store failed to answer for, by operation and what state.on_error made of it",
+            "State store failures during captures, by operation (rate_limit, replay, confirm, release) and result (refused: 503 under fail_closed; unguarded: went on under fail_open; not_recorded: after the upload)",
             state_errors.clone(),
         );
 
@@ -551,12 +551,13 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Counts a capture the state store failed to answer for during `op` (`replay` or
-    /// `rate_limit`), and whether it went on (`fail_open`) or was refused (`fail_closed`).
-    pub fn state_error(&self, op: &'static str, on_error: &'static str) {
+    /// Counts a state store failure during a capture's `op` (`rate_limit`, `replay`, `confirm`,
+    /// `release`) and its `result`: `refused` (503, `fail_closed`), `unguarded` (went on,
+    /// `fail_open`) or `not_recorded` (after the upload, nothing to refuse any more).
+    pub fn state_error(&self, op: &'static str, result: &'static str) {
         self.inner
             .state_errors
-            .get_or_create(&StateErrorLabels { op, on_error })
+            .get_or_create(&StateErrorLabels { op, result })
             .inc();
     }
 

@@ -80,10 +80,15 @@ pub fn classify(err: &Error) -> Class {
         | Error::BackendFailed(_)
         | Error::Oz(_) => Severity::Upstream,
         Error::Capture(C::Internal) => Severity::Bug,
+        // The store's failure is logged where it happened (`capture::guard`), at warn.
+        Error::Capture(C::StateUnavailable) => Severity::Upstream,
         _ => Severity::Refusal,
     };
     let capture_outcome = match err {
         Error::Capture(C::Busy) => Some(CaptureOutcome::Overloaded),
+        Error::Capture(C::Replayed) => Some(CaptureOutcome::Replayed),
+        Error::Capture(C::RateLimited { .. }) => Some(CaptureOutcome::RateLimited),
+        Error::Capture(C::StateUnavailable) => Some(CaptureOutcome::StateUnavailable),
         Error::Capture(_) => Some(CaptureOutcome::Rejected),
         Error::Oz(_) => Some(CaptureOutcome::OzError),
         _ => None,
@@ -96,6 +101,9 @@ pub fn classify(err: &Error) -> Class {
                 | C::BodyRead(_)
                 | C::Busy
                 | C::MissingBinding { .. }
+                | C::RateLimited { .. }
+                // Refused before the body is read when the rate limits could not be asked.
+                | C::StateUnavailable
         ),
         Error::Oz(_) => false,
         _ => true,
@@ -246,6 +254,25 @@ fn capture_problem(err: &capture::Error, detail: String) -> Problem {
             "the request body could not be read completely".into(),
         ),
         E::Busy => Problem::new(S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", detail),
+        E::Replayed => Problem::new(
+            S::CONFLICT,
+            "capture_replayed",
+            "Capture already sent",
+            detail,
+        ),
+        E::RateLimited {
+            limit,
+            retry_after_secs,
+            ..
+        } => Problem::new(S::TOO_MANY_REQUESTS, "rate_limited", "Rate limited", detail)
+            .with("limit", *limit)
+            .with("retry_after", *retry_after_secs),
+        E::StateUnavailable => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "state_unavailable",
+            "Capture controls unavailable",
+            detail,
+        ),
         E::Internal => Problem::new(
             S::INTERNAL_SERVER_ERROR,
             "internal",
@@ -328,9 +355,28 @@ fn oz_problem(err: &oz::Error, detail: String) -> Problem {
 /// matching log line.
 pub fn respond<S>(err: &Error, class: Class, request_id: &str) -> Response<Body<S>> {
     let mut rsp = render(class.problem, request_id);
-    // RFC 9110 §15.5.6: a 405 names the methods the target supports.
-    if let Error::CaptureMethod { allow } = err {
-        rsp.headers_mut().insert(header::ALLOW, allow.clone());
+    let h = rsp.headers_mut();
+    match err {
+        // RFC 9110 §15.5.6: a 405 names the methods the target supports.
+        Error::CaptureMethod { allow } => {
+            h.insert(header::ALLOW, allow.clone());
+        }
+        // RFC 6585 §4 and draft-ietf-httpapi-ratelimit-headers: when to come back, and the
+        // limits that apply.
+        Error::Capture(capture::Error::RateLimited {
+            retry_after_secs,
+            policy,
+            state,
+            ..
+        }) => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    h.insert(name, v);
+                }
+            }
+        }
+        _ => {}
     }
     rsp
 }
@@ -383,6 +429,26 @@ mod tests {
             rsp.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[test]
+    fn a_rate_limited_capture_says_when_to_come_back() {
+        let err = Error::Capture(capture::Error::RateLimited {
+            limit: "per_client",
+            retry_after_secs: 6,
+            policy: "\"per_client\";q=10;w=60".into(),
+            state: "\"per_client\";r=0;t=60".into(),
+        });
+        let class = classify(&err);
+        assert!(class.may_leave_body_unread);
+        let rsp: Response<Body> = respond(&err, class, "r1");
+        assert_eq!(rsp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rsp.headers()[header::RETRY_AFTER], "6");
+        assert_eq!(
+            rsp.headers()["ratelimit-policy"],
+            "\"per_client\";q=10;w=60"
+        );
+        assert_eq!(rsp.headers()["ratelimit"], "\"per_client\";r=0;t=60");
     }
 
     #[test]

@@ -57,6 +57,22 @@ pub enum Error {
     /// The client stopped sending or the body could not be read.
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    /// Oz already accepted a capture with the same media inside `capture.replay.window`, or one
+    /// is being checked right now (`capture::guard`).
+    #[error("this capture was already sent (capture.replay): the same media is checked once; take a new capture")]
+    Replayed,
+    /// Beyond a rate limit of the route (`capture::guard`). `policy` and `state` are the
+    /// `RateLimit-Policy` and `RateLimit` field values.
+    #[error("too many captures: beyond the {limit} rate limit (capture.rate_limit.{limit}); retry in {retry_after_secs} s")]
+    RateLimited {
+        limit: &'static str,
+        retry_after_secs: u64,
+        policy: String,
+        state: String,
+    },
+    /// The state store did not answer and `state.on_error` is `fail_closed`.
+    #[error("the store of the replay guard and rate limits is unavailable; retry later")]
+    StateUnavailable,
     /// Concurrency limit or memory budget reached.
     #[error("too many captures in progress; retry later")]
     Busy,

@@ -8,9 +8,15 @@
 //! 2. A declared `Content-Length` over the route's `max_body_bytes` gets 413 at once; since hyper
 //!    only sends `100 Continue` when the body is first polled, an `Expect: 100-continue` client
 //!    never uploads it. The memory budget is reserved next (`capture::limit`).
+//!    The route's rate limits come next (`capture::guard`): a capture beyond one gets 429
+//!    before its body is read.
 //! 3. The body is read under the limit and `capture.body_timeout`.
-//! 4. The transform runs on the capture threads (`runtime::pool`) under the concurrency limit.
-//! 5. Oz: upload, analyses, verdict (`oz::OzClient::check`).
+//! 4. The transform runs on the capture threads (`runtime::pool`) under the concurrency limit,
+//!    and fingerprints the media (`capture::digest`); a capture whose fingerprint is already
+//!    claimed or accepted is a replay (409), before anything is uploaded.
+//! 5. Oz: upload (once Oz has accepted it, the replay guard remembers the capture for
+//!    `capture.replay.window`; an upload that failed lets its claim go), then analyses and
+//!    verdict (`oz::OzClient::verdict`).
 //! 6. Forward mode gives back the request the backend is to get, the original plus `X-Oz-*`
 //!    ([`Outcome::Forward`]); respond mode the client's answer ([`Outcome::Respond`]). A capture
 //!    that failed is never forwarded as if checked: with `on_oz_error: forward` it goes with
@@ -30,6 +36,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::capture::digest::MediaDigest;
+use crate::capture::guard::{Guard, Held};
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::report::{oz_headers, Report};
 use crate::capture::transform::{
@@ -38,11 +46,12 @@ use crate::capture::transform::{
 use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
     Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzApiMode, OzConfig,
-    ResultMode, UncheckedImages,
+    ResultMode, StateConfig, UncheckedImages,
 };
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
+use crate::state::Store;
 use crate::verdict_token::Signer;
 
 /// Everything the capture path needs; swapped as a whole on config reload.
@@ -65,6 +74,11 @@ pub struct CaptureService {
     follow_up_for: Duration,
     /// `capture.max_follow_ups`.
     max_follow_ups: usize,
+    /// Rate limits and the replay guard.
+    guard: Guard,
+    /// The `state` section and `capture.replay.max_entries` the guard's store was built from,
+    /// to keep the store (and what it remembers) across reloads that leave them alone.
+    store_config: (StateConfig, u64),
 }
 
 /// A capture whose verdict was still `PROCESSING` when `wait_for_result` ran out, on a route
@@ -158,6 +172,9 @@ struct Prepared {
     frame_count: Option<usize>,
     /// Best frames in the body that Oz does not get (none for a container).
     unchecked_images: Vec<UncheckedImage>,
+    /// The media's fingerprint for the replay guard (a container's is taken only when the
+    /// route guards against replays).
+    media_digest: Option<[u8; 32]>,
 }
 
 impl CaptureService {
@@ -195,6 +212,13 @@ impl CaptureService {
                     .map_err(|e| anyhow::anyhow!("capture threads: {e}"))?,
             ),
         };
+        let store_config = (config.state.clone(), config.capture.replay.max_entries);
+        let store = match previous {
+            Some(p) if p.store_config == store_config => p.guard.store().clone(),
+            _ => Store::new(&config.state, store_config.1, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("state store: {e}"))?,
+        };
+        let guard = Guard::new(store, config.state.on_error, metrics.clone());
         Ok(CaptureService {
             oz,
             oz_config: config.oz.clone(),
@@ -207,6 +231,8 @@ impl CaptureService {
             signer,
             follow_up_for: config.capture.follow_up_for,
             max_follow_ups: config.capture.max_follow_ups,
+            guard,
+            store_config,
         })
     }
 
@@ -223,13 +249,15 @@ impl CaptureService {
     }
 
     /// Checks one capture request (its head already through the request filter, its method a
-    /// capture method). A capture with a verdict is counted in the metrics here; a [`Failure`]
-    /// is counted where it is classified, by the caller. A verdict still `PROCESSING` on a
-    /// route with `late_verdict_path` comes with the [`FollowUp`] to run.
+    /// capture method) from the client at `client_ip`. A capture with a verdict is counted in
+    /// the metrics here; a [`Failure`] is counted where it is classified, by the caller. A
+    /// verdict still `PROCESSING` on a route with `late_verdict_path` comes with the
+    /// [`FollowUp`] to run.
     pub async fn handle(
         &self,
         route: &CaptureRoute,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         request_id: &str,
     ) -> Result<(Outcome, Option<FollowUp>), Failure> {
         let started = tokio::time::Instant::now();
@@ -252,6 +280,9 @@ impl CaptureService {
             }
             .into());
         }
+        self.guard
+            .admit(&route.path, &route.rate_limit, req.headers(), client_ip)
+            .await?;
         let memory = self
             .limiter
             .reserve_memory(declared.unwrap_or(route.max_body_bytes))?;
@@ -278,6 +309,18 @@ impl CaptureService {
                 if raw.is_empty() {
                     return Err(CaptureError::EmptyContainer.into());
                 }
+                let media_digest = match route.replay {
+                    Some(_) => {
+                        let body = raw.clone();
+                        let digest = self
+                            .pool
+                            .run(move || MediaDigest::container(&body))
+                            .await
+                            .map_err(|_| CaptureError::Internal)?;
+                        Some(digest)
+                    }
+                    None => None,
+                };
                 Prepared {
                     upload: UploadBody {
                         content_type: "application/octet-stream".to_owned(),
@@ -287,6 +330,7 @@ impl CaptureService {
                     virtual_camera: None,
                     frame_count: None,
                     unchecked_images: Vec::new(),
+                    media_digest,
                 }
             }
             Mode::Frames => {
@@ -297,15 +341,28 @@ impl CaptureService {
         self.metrics
             .capture_bytes(raw.len() as u64, prepared.upload.content_length());
 
-        let verdict = self
-            .oz
-            .check(
-                &prepared.upload,
-                &route.analyses,
-                route.wait_for_result,
-                request_id,
-            )
-            .await;
+        // The claim holds for the whole window until Oz's answer decides: a capture whose
+        // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
+        // so it stays spent rather than open to a replay.
+        let held = match (route.replay, prepared.media_digest) {
+            (Some(window), Some(digest)) => self.guard.claim(&digest, window).await?,
+            _ => Held::none(),
+        };
+        let folder = self.oz.create_folder(&prepared.upload, request_id).await;
+        let verdict = match folder {
+            Ok(folder) => {
+                if let Some(window) = route.replay {
+                    self.guard.accepted(held, window).await;
+                }
+                self.oz
+                    .verdict(folder, &route.analyses, route.wait_for_result, request_id)
+                    .await
+            }
+            Err(e) => {
+                self.guard.failed(held).await;
+                Err(e)
+            }
+        };
         // The upload is no longer needed, nor the body unless it goes to the backend as it came;
         // both are freed on a capture thread (`TransformPool::dispose`), and the budget they
         // count against with them.
@@ -315,6 +372,7 @@ impl CaptureService {
             virtual_camera,
             frame_count,
             unchecked_images,
+            media_digest: _,
         } = prepared;
         self.pool.dispose(upload);
         let raw = if route.forwards_original_body() {
@@ -447,6 +505,7 @@ impl CaptureService {
             virtual_camera: Some(prepared.virtual_camera),
             frame_count: Some(prepared.frame_count),
             unchecked_images: prepared.unchecked_images,
+            media_digest: Some(prepared.media_digest),
         })
     }
 

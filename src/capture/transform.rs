@@ -24,6 +24,7 @@ use bytes::Bytes;
 use super::action::{map_action, MediaKind};
 use super::body::{parse_capture, Capture};
 use super::data_url::{DataUrlError, ImageKind};
+use super::digest::MediaDigest;
 use super::frame::{Frame, FrameDecoder};
 use super::multipart::{
     build_multipart, is_valid_boundary, random_boundary, FolderUpload, MediaFile,
@@ -70,6 +71,8 @@ pub struct PreparedUpload {
     pub media_len: usize,
     /// The best frames in the body that the upload leaves out, in body order.
     pub unchecked_images: Vec<UncheckedImage>,
+    /// The replay guard's fingerprint of the media (`capture::digest`).
+    pub media_digest: [u8; 32],
 }
 
 /// A non-null best frame that the upload leaves out, so Oz never checks it.
@@ -122,6 +125,7 @@ pub fn prepare_frames_upload(
         });
     }
     let mut decoder = FrameDecoder::new();
+    let mut digest = MediaDigest::frames();
     let (media, best_frame) = match mapping.media {
         MediaKind::ShotsSet => {
             let best_frame = decode_best_frame(&capture, opts, &mut decoder)?;
@@ -130,10 +134,14 @@ pub fn prepare_frames_upload(
                 capture.frame_list_field(),
                 &mut decoder,
                 opts.max_frame_bytes,
+                &mut digest,
             )?;
             (MediaFile::zip(Bytes::from(zip)), best_frame)
         }
-        MediaKind::Photo => (decode_photo(&capture, opts, &mut decoder)?, None),
+        MediaKind::Photo => (
+            decode_photo(&capture, opts, &mut decoder, &mut digest)?,
+            None,
+        ),
     };
     let media_len = media.bytes.len();
 
@@ -157,6 +165,7 @@ pub fn prepare_frames_upload(
         frame_count: capture.frames.len(),
         media_len,
         unchecked_images,
+        media_digest: digest.finish(),
     })
 }
 
@@ -228,6 +237,7 @@ fn decode_photo(
     capture: &Capture<'_>,
     opts: &TransformOptions<'_>,
     decoder: &mut FrameDecoder,
+    digest: &mut MediaDigest,
 ) -> Result<MediaFile, Error> {
     let field = capture.frame_list_field();
     let [frame] = capture.frames.as_slice() else {
@@ -244,6 +254,7 @@ fn decode_photo(
     let kind = decoder
         .decode_into(frame, opts.max_frame_bytes, &mut bytes)
         .map_err(|e| frame_error(e, field, 0, opts.max_frame_bytes))?;
+    digest.frame(&bytes);
     Ok(MediaFile::photo(kind, Bytes::from(bytes)))
 }
 

@@ -15,6 +15,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, System, ZipWriter};
 
 use super::data_url::DataUrlError;
+use super::digest::MediaDigest;
 use super::frame::{Frame, FrameDecoder};
 use super::Error;
 
@@ -45,6 +46,7 @@ pub fn build_zip(
     field: &'static str,
     decoder: &mut FrameDecoder,
     max_frame_bytes: usize,
+    digest: &mut MediaDigest,
 ) -> Result<Vec<u8>, Error> {
     // 3 bytes per 4 base64 symbols bounds each decoded frame (the prefix and any escapes only
     // add slack).
@@ -66,6 +68,7 @@ pub fn build_zip(
         let kind = decoder
             .decode_into(frame, max_frame_bytes, &mut scratch)
             .map_err(|e| frame_error(e, field, index, max_frame_bytes))?;
+        digest.frame(&scratch);
         name.clear();
         // Writing to a String cannot fail.
         let _ = write!(name, "{:06}.{}", index + 1, kind.extension());
@@ -174,7 +177,13 @@ mod tests {
         max: usize,
     ) -> Result<Vec<u8>, Error> {
         let literals = literals(urls, spelling);
-        build_zip(&frames(&literals), field, &mut FrameDecoder::new(), max)
+        build_zip(
+            &frames(&literals),
+            field,
+            &mut FrameDecoder::new(),
+            max,
+            &mut MediaDigest::frames(),
+        )
     }
 
     fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -281,8 +290,22 @@ mod tests {
         let (urls, _) = mixed();
         let lits = literals(&urls, Spelling::Plain);
         let mut d = FrameDecoder::new();
-        let a = build_zip(&frames(&lits), "frame_list", &mut d, 1 << 20).expect("zip");
-        let b = build_zip(&frames(&lits), "frame_list", &mut d, 1 << 20).expect("zip");
+        let a = build_zip(
+            &frames(&lits),
+            "frame_list",
+            &mut d,
+            1 << 20,
+            &mut MediaDigest::frames(),
+        )
+        .expect("zip");
+        let b = build_zip(
+            &frames(&lits),
+            "frame_list",
+            &mut d,
+            1 << 20,
+            &mut MediaDigest::frames(),
+        )
+        .expect("zip");
         assert_eq!(a, b);
     }
 
@@ -362,6 +385,7 @@ mod tests {
             "frame_list",
             &mut FrameDecoder::new(),
             1 << 20,
+            &mut MediaDigest::frames(),
         ) {
             Err(Error::BadFrame {
                 field: "frame_list",
@@ -398,6 +422,7 @@ mod tests {
                 "frame_list",
                 &mut FrameDecoder::new(),
                 1 << 20,
+                &mut MediaDigest::frames(),
             ) {
                 Err(Error::BadFrame {
                     field: "frame_list",

@@ -1,4 +1,4 @@
-//! The verdict flow: upload, then take, start or poll analyses until the verdict is final or
+//! The verdict flow: after the upload (`OzClient::create_folder`), take, start or poll analyses until the verdict is final or
 //! `wait_for_result` runs out.
 //!
 //! Decisions (docs/oz-api.md §3):
@@ -43,7 +43,7 @@ use tracing::Instrument;
 
 use super::client::{check_id, OzClient};
 use super::error::Error;
-use super::types::Analysis;
+use super::types::{Analysis, Folder};
 use super::upload::UploadBody;
 use super::verdict::Verdict;
 use crate::backoff::jitter;
@@ -68,10 +68,9 @@ pub const MAX_POLLS: usize = 128;
 pub const MAX_FOLLOW_POLLS: usize = 1024;
 
 impl OzClient {
-    /// Uploads a capture and obtains its verdict (see the module doc for every branch).
-    ///
-    /// `analyses` are lowercase types to start (`["quality"]`); `wait_for_result` is how long
-    /// to poll for them; `request_id` only labels the log lines.
+    /// Uploads a capture and obtains its verdict: [`OzClient::create_folder`], then
+    /// [`OzClient::verdict`]. The capture handler calls the two itself, to tell the replay guard
+    /// when Oz accepted the capture.
     pub async fn check(
         &self,
         upload: &UploadBody,
@@ -79,10 +78,29 @@ impl OzClient {
         wait_for_result: Duration,
         request_id: &str,
     ) -> Result<Verdict, Error> {
+        let folder = self.create_folder(upload, request_id).await?;
+        self.verdict(folder, analyses, wait_for_result, request_id)
+            .await
+    }
+
+    /// Obtains the verdict of `folder`, the answer [`OzClient::create_folder`] gave for a
+    /// capture's upload (see the module doc for every branch). The two are apart so that the
+    /// caller knows when Oz accepted the capture: the replay guard remembers a capture from
+    /// then on, whatever comes of its analyses.
+    ///
+    /// `analyses` are lowercase types to start (`["quality"]`); `wait_for_result` is how long
+    /// to poll for them; `request_id` only labels the log lines.
+    pub async fn verdict(
+        &self,
+        folder: Folder,
+        analyses: &[String],
+        wait_for_result: Duration,
+        request_id: &str,
+    ) -> Result<Verdict, Error> {
         let span = tracing::info_span!("oz_check", request_id);
         async {
             let verdict = self
-                .check_inner(upload, analyses, wait_for_result, request_id)
+                .verdict_inner(folder, analyses, wait_for_result)
                 .await?;
             tracing::info!(
                 folder_id = %verdict.folder_id,
@@ -96,14 +114,12 @@ impl OzClient {
         .await
     }
 
-    async fn check_inner(
+    async fn verdict_inner(
         &self,
-        upload: &UploadBody,
+        folder: Folder,
         analyses: &[String],
         wait: Duration,
-        request_id: &str,
     ) -> Result<Verdict, Error> {
-        let folder = self.create_folder(upload, request_id).await?;
         let folder_id = folder.folder_id.clone();
 
         if self.api() == OzApiMode::Instant {

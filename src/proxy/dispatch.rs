@@ -97,6 +97,8 @@ pub enum Route<S = ()> {
     Capture {
         route: Arc<CaptureRoute>,
         service: S,
+        /// The client's address for the rate limits (`Forwarding::client_ip`).
+        client_ip: std::net::IpAddr,
     },
     /// A tunnel for the allowed protocols of the offer, as forwarded in `Upgrade`.
     Upgrade(HeaderValue),
@@ -175,9 +177,13 @@ impl Proxy {
 
         let result = match filtered.route {
             Err(e) => Err(e),
-            Ok(Route::Capture { route, service }) => {
+            Ok(Route::Capture {
+                route,
+                service,
+                client_ip,
+            }) => {
                 obs.set_kind(RouteKind::Capture);
-                self.capture(&service, &route, req, id).await
+                self.capture(&service, &route, req, client_ip, id).await
             }
             Ok(Route::Upgrade(offer)) => {
                 obs.set_kind(RouteKind::Upgrade);
@@ -234,9 +240,10 @@ impl Proxy {
         service: &Arc<CaptureService>,
         route: &CaptureRoute,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         request_id: &str,
     ) -> Result<Response<ResponseBody>, Error> {
-        match service.handle(route, req, request_id).await {
+        match service.handle(route, req, client_ip, request_id).await {
             Ok((outcome, follow_up)) => {
                 let mut follow = FollowWhenDone {
                     late: &self.inner.late,
@@ -331,7 +338,7 @@ pub fn request_filter<S: Clone>(
     // Framing is judged on the headers as received, before anything is removed.
     let route = check_request(head, rules).and_then(|()| {
         headers::strip_forged(&mut head.headers, rules.keep_underscores);
-        route(head, has_body, rules, routes)
+        route(head, has_body, rules, routes, forwarding, peer)
     });
     // Hop-by-hop removal comes before the proxy adds its own fields: otherwise a client could
     // name `X-Forwarded-For` or `X-Request-Id` in `Connection` and have them stripped.
@@ -358,6 +365,8 @@ fn route<S: Clone>(
     has_body: bool,
     rules: &RequestRules,
     routes: Option<&RouteTable<S>>,
+    forwarding: &Forwarding,
+    peer: &Peer,
 ) -> Result<Route<S>, Error> {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let upgrade = head.version == Version::HTTP_11 && headers::is_upgrade_request(&head.headers);
@@ -367,6 +376,8 @@ fn route<S: Clone>(
                 return Ok(Route::Capture {
                     route: route.clone(),
                     service: table.service().clone(),
+                    // Before `Forwarding::apply` adds the peer to `X-Forwarded-For`.
+                    client_ip: forwarding.client_ip(&head.headers, peer),
                 })
             }
             Hit::WrongMethod(allow) => return Err(Error::CaptureMethod { allow }),

@@ -346,6 +346,8 @@ pub struct Forwarding {
     pub via: Option<HeaderValue>,
     /// Name of the request-id header.
     pub request_id: Option<HeaderName>,
+    /// `forwarding.trusted_hops`: proxies in front of this one that append the client's address.
+    pub trusted_hops: usize,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -363,7 +365,37 @@ impl Forwarding {
                 HeaderName::from_bytes(cfg.request_id_header.as_bytes())
                     .expect("validated by config")
             }),
+            trusted_hops: cfg.trusted_hops,
         }
+    }
+
+    /// The client's address as the rate limits see it, from the head as received (before
+    /// [`Forwarding::apply`]): with `trusted_hops` 0 the peer, whatever `X-Forwarded-For` says
+    /// (a client cannot choose its own); with N the N-th address from the right of the
+    /// `X-Forwarded-For` list, the one the outermost trusted proxy appended. A list shorter
+    /// than N, or an entry there that is not an address, did not come through those proxies:
+    /// the peer then, as Envoy's `xff_num_trusted_hops` does.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: &Peer) -> std::net::IpAddr {
+        let peer_ip = peer.addr.ip();
+        if self.trusted_hops == 0 {
+            return peer_ip;
+        }
+        // Several fields are one list, in order (RFC 9110 §5.3).
+        let mut entries: Vec<&[u8]> = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            entries.extend(value.as_bytes().split(|&b| b == b','));
+        }
+        let Some(entry) = entries
+            .len()
+            .checked_sub(self.trusted_hops)
+            .map(|i| entries[i])
+        else {
+            return peer_ip;
+        };
+        std::str::from_utf8(entry)
+            .ok()
+            .and_then(|e| parse_forwarded_ip(e.trim()))
+            .unwrap_or(peer_ip)
     }
 
     /// Adds `X-Forwarded-For` (appended per policy), `X-Forwarded-Proto`, `X-Forwarded-Host`
@@ -414,6 +446,24 @@ impl Forwarding {
     }
 }
 
+/// An address as proxies write it in `X-Forwarded-For`: bare, or IPv6 in brackets, either
+/// with a port.
+fn parse_forwarded_ip(entry: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
+}
+
 /// Longest client request id taken as it is.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
@@ -455,6 +505,32 @@ mod tests {
             );
         }
         h
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_hops_are_trusted() {
+        let peer = Peer::new("10.9.9.9:5000".parse().unwrap(), false);
+        let xff = map(&[
+            ("x-forwarded-for", "6.6.6.6, 1.1.1.1"),
+            ("x-forwarded-for", "[2001:db8::7]:443 , 10.0.0.2"),
+        ]);
+        let with = |trusted_hops| {
+            Forwarding::from_config(&crate::config::ForwardingConfig {
+                trusted_hops,
+                ..Default::default()
+            })
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // 0: whatever the client wrote, its key is the connection's address.
+        assert_eq!(with(0).client_ip(&xff, &peer), ip("10.9.9.9"));
+        assert_eq!(with(1).client_ip(&xff, &peer), ip("10.0.0.2"));
+        assert_eq!(with(2).client_ip(&xff, &peer), ip("2001:db8::7"));
+        assert_eq!(with(4).client_ip(&xff, &peer), ip("6.6.6.6"));
+        // Fewer entries than trusted hops, none at all, or no address there: the peer.
+        assert_eq!(with(5).client_ip(&xff, &peer), ip("10.9.9.9"));
+        assert_eq!(with(1).client_ip(&HeaderMap::new(), &peer), ip("10.9.9.9"));
+        let junk = map(&[("x-forwarded-for", "1.1.1.1, unknown")]);
+        assert_eq!(with(1).client_ip(&junk, &peer), ip("10.9.9.9"));
     }
 
     #[test]
