@@ -723,8 +723,14 @@ def _redis_env(docs):
 
 
 def _redis_secret(docs):
+    """The Secret with the Redis URL, and its key; a placeholder one when the overlay leaves it out."""
     ref = _redis_env(docs)["valueFrom"]["secretKeyRef"]
-    return next(x for x in docs if x["kind"] == "Secret" and x["metadata"]["name"] == ref["name"]), ref["key"]
+    secret = next((x for x in docs if x["kind"] == "Secret" and x["metadata"]["name"] == ref["name"]), None)
+    if secret is None:
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ref["name"]},
+                  "stringData": {ref["key"]: PLACEHOLDER_REDIS_URL}}
+        docs.append(secret)
+    return secret, ref["key"]
 
 
 def _set_redis_secret(docs, url):
