@@ -21,7 +21,8 @@
 #   dashboard            the Grafana JSON's shape and metric names against src/metrics.rs
 #   build                the static binary (skipped when OZ_PROXY_BIN is given)
 #   config-check         `oz-capture-proxy check` on each rendered config with the pod's env, and
-#                        three configs that must be refused with the key named
+#                        configs that must be refused with the key named: three broken ones, and
+#                        the replicated overlay's with a Redis password written into the file
 #   smoke                deploy/tests/smoke_binary.py: start, passthrough, capture, dashboard metrics
 #                        in /metrics, hot reload by ..data swap, SIGTERM drain
 #   image                buildah bud of deploy/Containerfile.scratch, image config and contents,
@@ -323,7 +324,26 @@ step_config_check() {
     expect_refusal oz.auth || return 1                                                # no credentials
     expect_refusal max_body_byte "${envs[@]}" OZ_PROXY__CAPTURE__MAX_BODY_BYTE=1 || return 1   # typo
     expect_refusal drain_delay "${envs[@]}" OZ_PROXY__SHUTDOWN__DRAIN_DELAY=soon || return 1    # bad value
-    echo "summary: --version/--help ok; $n rendered configs accepted with the pod's env; 3 broken ones refused naming the key"
+    local refused=3 rcfg=$OUT/configs/replicated.config.yaml
+    if [ -e "$rcfg" ]; then
+        # A Redis URL with its password belongs in the Secret, never in the config file (it lives in
+        # git and in a ConfigMap): refused, with the pod's env, and without showing the password.
+        cfg=$OUT/replicated-password.yaml
+        python3 - "$rcfg" "$cfg" <<'EOF' || return 1
+import sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
+cfg.setdefault("state", {}).setdefault("redis", {})["url"] = "redis://oz-proxy:hunter2@redis.example.invalid:6379/0"
+yaml.safe_dump(cfg, open(sys.argv[2], "w", encoding="utf-8"))
+EOF
+        mapfile -t envs <"${rcfg%.config.yaml}.env"
+        expect_refusal state.redis.url "${envs[@]}" || return 1
+        if grep -q hunter2 <<<"$out"; then
+            echo "FAIL: the refusal shows the Redis password"
+            return 1
+        fi
+        refused=4
+    fi
+    echo "summary: --version/--help ok; $n rendered configs accepted with the pod's env; $refused broken ones refused naming the key"
 }
 
 step_smoke() {

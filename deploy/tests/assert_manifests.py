@@ -5,8 +5,11 @@ kubernetes-validate proves that every field exists and has the right type; this 
 the fields that make the sidecar deployment correct: the proxy is a native sidecar (or, in the
 legacy layout, a plain container), every Service port goes through the proxy, the probes hit the
 admin port, every container is hardened, the grace period covers the backend's preStop and the
-proxy's drain (both read from the ConfigMap's embedded config), resources are set, the Secret
-holds placeholders only and the ConfigMap no secrets.
+proxy's drain (both read from the ConfigMap's embedded config), resources are set, the Secrets
+hold placeholders only and no ConfigMap holds a secret. A rendering whose proxy keeps its state
+in Redis (`state.store: redis`, several replicas) also needs the Redis URL from a Secret only, a
+HorizontalPodAutoscaler on CPU for the workload, a PodDisruptionBudget selecting its Pods, topology
+spread across zones and nodes, and egress to Redis when egress is restricted.
 
 Usage:
     assert_manifests.py RENDERED.yaml [RENDERED.yaml ...] [--servicemonitor FILE]
@@ -25,6 +28,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -40,9 +44,23 @@ DEFAULTS = {
     "memory_budget_bytes": 512 * 1024 * 1024,
     "wait_for_result": "30s",
 }
+# The Redis URL: it carries the password, so it is a credential like the Oz ones.
+REDIS_URL_ENV = "OZ_PROXY__STATE__REDIS__URL"
 # Credentials the proxy reads from the environment (OZ_PROXY__SECTION__KEY).
-SECRET_ENV = {"OZ_PROXY__OZ__AUTH__TOKEN", "OZ_PROXY__OZ__AUTH__EMAIL", "OZ_PROXY__OZ__AUTH__PASSWORD"}
+SECRET_ENV = {"OZ_PROXY__OZ__AUTH__TOKEN", "OZ_PROXY__OZ__AUTH__EMAIL", "OZ_PROXY__OZ__AUTH__PASSWORD",
+              REDIS_URL_ENV}
 SECRET_CONFIG_KEYS = ("token", "email", "password")
+# A committed Secret value is a placeholder: REPLACE_ME, or a Redis URL whose password is
+# REPLACE_ME (so that `oz-capture-proxy check` can still parse it).
+PLACEHOLDER_URL = re.compile(rf"rediss?://[^\s:@/]*:{PLACEHOLDER}@[^\s@/]+(?:/\d+)?")
+# What stands for the Redis URL when its Secret is not in the rendering (extract_config.py).
+PLACEHOLDER_REDIS_URL = f"redis://:{PLACEHOLDER}@redis.example.invalid:6379/0"
+# A URL with a password in it (scheme://user:password@host).
+URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/@:]*:[^\s/@]+@", re.IGNORECASE)
+# Keys whose non-empty value in a ConfigMap is a secret (their *_file forms are fine).
+SECRET_KEY_NAMES = {"password", "token", "secret"}
+REDIS_DEFAULT_PORT = 6379
+DNS_PORT = 53
 # Rough peak memory per byte of capture budget: the body, its decoded frames and the ZIP.
 MEMORY_PER_BUDGET_BYTE = 3
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
@@ -193,6 +211,193 @@ def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def secret_value(docs: list[dict], name: str, key: str) -> str | None:
+    """The value of key `key` of the rendered Secret `name`, or None."""
+    for d in docs:
+        if d["kind"] == "Secret" and d["metadata"]["name"] == name:
+            if key in (d.get("stringData") or {}):
+                return str(d["stringData"][key])
+            if key in (d.get("data") or {}):
+                return base64.b64decode(d["data"][key]).decode(errors="replace")
+    return None
+
+
+def targets(hpa: dict, w: dict) -> bool:
+    ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    return (ref.get("kind") == w["kind"] and ref.get("name") == w["metadata"]["name"]
+            and str(ref.get("apiVersion", "")).split("/")[0] == "apps")
+
+
+def egress_allows(rules: list[dict], port: int, protocol: str = "TCP") -> bool:
+    """Whether some egress rule lets `protocol`/`port` out (to some destination)."""
+    for rule in rules:
+        rports = rule.get("ports") or []
+        if not rports:
+            return True
+        for p in rports:
+            if p.get("protocol", "TCP") != protocol:
+                continue
+            lo = p.get("port")
+            if lo is None or (isinstance(lo, int) and lo <= port <= p.get("endPort", lo)):
+                return True
+    return False
+
+
+def uses_redis(cfg: dict) -> bool:
+    return ((cfg.get("state") or {}).get("store") or "memory") == "redis"
+
+
+def check_redis_url(docs: list[dict], spec: dict, proxy: dict, cfg: dict, r: Report, name: str) -> str | None:
+    """The Redis URL comes from a Secret only; returns the rendered (placeholder) URL when known."""
+    redis = ((cfg.get("state") or {}).get("redis")) or {}
+    r.check("url" not in redis,
+            f"{name}: the ConfigMap's config sets state.redis.url; the Redis URL (it holds the password) "
+            f"comes only from a Secret: {REDIS_URL_ENV} from a secretKeyRef, or state.redis.url_file on a "
+            f"mounted Secret")
+    if not uses_redis(cfg):
+        return None
+    sources, url = [], None
+    env = next((e for e in proxy.get("env") or [] if e["name"] == REDIS_URL_ENV), None)
+    if env is not None:
+        sources.append(REDIS_URL_ENV)
+        ref = ((env.get("valueFrom") or {}).get("secretKeyRef")) or {}
+        url = secret_value(docs, ref.get("name"), ref.get("key"))
+    url_file = redis.get("url_file")
+    if url_file:
+        sources.append("state.redis.url_file")
+        path = PurePosixPath(str(url_file))
+        mount = next((m for m in proxy.get("volumeMounts") or []
+                      if path.is_relative_to(PurePosixPath(m["mountPath"]))), None)
+        vol = mount and next((v for v in spec.get("volumes") or [] if v["name"] == mount["name"]), None)
+        if r.check(bool(vol) and "secret" in vol,
+                   f"{name}: state.redis.url_file {url_file} is not on a mounted Secret volume"):
+            rel = str(path.relative_to(PurePosixPath(mount["mountPath"])))
+            items = vol["secret"].get("items") or []
+            key = next((i["key"] for i in items if i["path"] == rel), None if items else rel)
+            url = secret_value(docs, vol["secret"].get("secretName"), key) if key else None
+    r.check(bool(sources), f"{name}: state.store is redis but the proxy gets no Redis URL "
+                           f"({REDIS_URL_ENV} from a Secret, or state.redis.url_file)")
+    r.check(len(sources) < 2, f"{name}: the Redis URL is given twice ({' and '.join(sources)}); url_file "
+                              f"would silently win: keep one")
+    return url
+
+
+def check_replicated(docs: list[dict], w: dict, cfg: dict, r: Report, name: str) -> None:
+    """Autoscaling, disruption budget and spread of a workload; required when the state is shared."""
+    labels = w["spec"]["template"]["metadata"].get("labels") or {}
+    spec = w["spec"]["template"]["spec"]
+    replicated = uses_redis(cfg)
+    why = "state.store is redis (several replicas share it)"
+
+    hpas = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler" and targets(d, w)]
+    if replicated:
+        r.check(len(hpas) == 1, f"{name}: {why}, but {len(hpas)} HorizontalPodAutoscalers target it, want 1")
+    min_replicas = w["spec"].get("replicas", 1)
+    for h in hpas:
+        hname = f"HorizontalPodAutoscaler/{h['metadata']['name']}"
+        hspec = h["spec"]
+        # Without metrics, autoscaling/v2 scales on 80 % average CPU utilization.
+        metrics = hspec.get("metrics") or [{"type": "Resource", "resource": {"name": "cpu"}}]
+        cpu = [m for m in metrics
+               if (m.get("type") == "Resource" and (m.get("resource") or {}).get("name") == "cpu")
+               or (m.get("type") == "ContainerResource" and (m.get("containerResource") or {}).get("name") == "cpu")]
+        r.check(bool(cpu), f"{hname}: scales on {[m.get('type') for m in metrics]}, want CPU "
+                           f"(a Resource or ContainerResource metric named cpu)")
+        min_replicas = hspec.get("minReplicas", 1)
+        if replicated:
+            r.check(min_replicas >= 2, f"{hname}: minReplicas {min_replicas}; {why}: at least 2")
+        r.check(hspec.get("maxReplicas", 0) >= min_replicas,
+                f"{hname}: maxReplicas {hspec.get('maxReplicas')} is below minReplicas {min_replicas}")
+        r.check("replicas" not in w["spec"],
+                f"{name}: sets spec.replicas ({w['spec'].get('replicas')}) while {hname} owns the count: every "
+                f"`kubectl apply` would reset it")
+
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"
+            and selects(((d["spec"].get("selector") or {}).get("matchLabels")) or {}, labels)]
+    if replicated:
+        r.check(bool(pdbs), f"{name}: {why}, but no PodDisruptionBudget selects its Pods")
+    r.check(len(pdbs) <= 1, f"{name}: {len(pdbs)} PodDisruptionBudgets select its Pods; eviction refuses Pods "
+                            f"with more than one")
+    for p in pdbs:
+        pname = f"PodDisruptionBudget/{p['metadata']['name']}"
+        has = [k for k in ("minAvailable", "maxUnavailable") if k in p["spec"]]
+        r.check(len(has) == 1, f"{pname}: set exactly one of minAvailable and maxUnavailable, got {has}")
+        ma, mu = p["spec"].get("minAvailable"), p["spec"].get("maxUnavailable")
+        if isinstance(ma, int):
+            r.check(ma < min_replicas, f"{pname}: minAvailable {ma} is not below the least replica count "
+                                       f"{min_replicas}: no Pod could ever be evicted (node drains hang)")
+        if isinstance(mu, int):
+            r.check(mu >= 1, f"{pname}: maxUnavailable {mu}: no Pod could ever be evicted")
+
+    constraints = spec.get("topologySpreadConstraints") or []
+    for i, c in enumerate(constraints):
+        sel = ((c.get("labelSelector") or {}).get("matchLabels")) or {}
+        r.check(selects(sel, labels), f"{name}: topologySpreadConstraints[{i}] ({c.get('topologyKey')}) "
+                                      f"labelSelector {sel} does not match the Pods' labels {labels}")
+    if replicated:
+        zone = [c for c in constraints if c.get("topologyKey") == "topology.kubernetes.io/zone"]
+        if r.check(bool(zone), f"{name}: {why}, but no topologySpreadConstraints across "
+                               f"topology.kubernetes.io/zone"):
+            r.check(all(c.get("whenUnsatisfiable") == "ScheduleAnyway" for c in zone),
+                    f"{name}: the zone spread should be whenUnsatisfiable: ScheduleAnyway (a cluster in one "
+                    f"zone, or a full zone, would otherwise leave Pods Pending)")
+        r.check(any(c.get("topologyKey") == "kubernetes.io/hostname" for c in constraints),
+                f"{name}: {why}, but no topologySpreadConstraints across kubernetes.io/hostname")
+
+
+def check_egress(pols: list[dict], cfg: dict, redis_url: str | None, r: Report, name: str) -> None:
+    """When a policy restricts the Pods' egress, what the proxy needs must still be allowed out."""
+    restricting = [p for p in pols if "Egress" in (p["spec"].get("policyTypes")
+                                                  or (["Egress"] if "egress" in p["spec"] else []))]
+    if not restricting:
+        return
+    rules = [rule for p in restricting for rule in p["spec"].get("egress") or []]
+    where = ", ".join(f"NetworkPolicy/{p['metadata']['name']}" for p in restricting)
+    r.check(egress_allows(rules, DNS_PORT, "UDP") or egress_allows(rules, DNS_PORT, "TCP"),
+            f"{where}: egress is restricted and does not allow DNS (port {DNS_PORT})")
+    oz = urlsplit(str((cfg.get("oz") or {}).get("url", "")))
+    if oz.scheme in ("http", "https"):
+        oz_port = oz.port or (443 if oz.scheme == "https" else 80)
+        r.check(egress_allows(rules, oz_port), f"{where}: egress is restricted and does not allow oz.url's "
+                                               f"port {oz_port}")
+    if uses_redis(cfg):
+        try:
+            port = urlsplit(redis_url).port if redis_url else None
+        except ValueError:
+            port = None
+        port = port or REDIS_DEFAULT_PORT
+        r.check(egress_allows(rules, port), f"{name}: state.store is redis, but {where} restricts egress and "
+                                            f"does not allow TCP {port} (the Redis URL's port)")
+
+
+def check_configmaps(docs: list[dict], r: Report) -> None:
+    """No ConfigMap holds a password: no URL with one, no non-empty password/token/secret key."""
+    for d in docs:
+        if d["kind"] != "ConfigMap":
+            continue
+        cname = f"ConfigMap/{d['metadata']['name']}"
+        for key, text in (d.get("data") or {}).items():
+            m = URL_WITH_PASSWORD.search(str(text))
+            # The message names the scheme only: a CI log must not show any of the password.
+            r.check(m is None, f"{cname}: data.{key} holds a URL with a password "
+                               f"({m and m.group(0).split('://')[0]}://user:…@…); credentials belong in a Secret")
+            try:
+                parsed = yaml.safe_load(str(text))
+            except yaml.YAMLError:
+                continue
+            stack = [("", parsed)]
+            while stack:
+                path, node = stack.pop()
+                if isinstance(node, dict):
+                    for k, v in node.items():
+                        kp = f"{path}.{k}" if path else str(k)
+                        if str(k).lower() in SECRET_KEY_NAMES:
+                            r.check(v in (None, ""), f"{cname}: data.{key} sets {kp}; credentials belong in a Secret")
+                        stack.append((kp, v))
+                elif isinstance(node, list):
+                    stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+
+
 def check_workload(docs: list[dict], w: dict, r: Report) -> None:
     name = f"{w['kind']}/{w['metadata']['name']}"
     tmpl = w["spec"]["template"]
@@ -335,6 +540,10 @@ def check_workload(docs: list[dict], w: dict, r: Report) -> None:
     auth = ((cfg.get("oz") or {}).get("auth")) or {}
     for k in SECRET_CONFIG_KEYS:
         r.check(not auth.get(k), f"{name}: the ConfigMap's config sets oz.auth.{k}; secrets belong in the Secret")
+    redis_url = check_redis_url(docs, spec, proxy, cfg, r, name)
+
+    # --- several replicas: autoscaler, disruption budget, spread ---
+    check_replicated(docs, w, cfg, r, name)
 
     # --- Services: every port of a Service selecting these pods goes to the proxy ---
     svcs = [d for d in docs if d["kind"] == "Service" and selects(d["spec"].get("selector") or {}, labels)]
@@ -356,6 +565,7 @@ def check_workload(docs: list[dict], w: dict, r: Report) -> None:
                 rports = rule.get("ports") or []
                 r.check(bool(rports) and all(p.get("port") in allowed for p in rports),
                         f"NetworkPolicy/{pol['metadata']['name']} ingress[{i}] allows ports beyond proxy/admin: {rports}")
+        check_egress(pols, cfg, redis_url, r, name)
 
 
 def check_secrets(docs: list[dict], r: Report) -> None:
@@ -363,11 +573,12 @@ def check_secrets(docs: list[dict], r: Report) -> None:
         if d["kind"] != "Secret":
             continue
         name = f"Secret/{d['metadata']['name']}"
-        for k, v in (d.get("stringData") or {}).items():
-            r.check(v == PLACEHOLDER, f"{name}: stringData.{k} is not the placeholder {PLACEHOLDER}")
-        for k, v in (d.get("data") or {}).items():
-            r.check(base64.b64decode(v).decode(errors="replace") == PLACEHOLDER,
-                    f"{name}: data.{k} is not the placeholder {PLACEHOLDER}")
+        values = {f"stringData.{k}": str(v) for k, v in (d.get("stringData") or {}).items()}
+        values |= {f"data.{k}": base64.b64decode(v).decode(errors="replace") for k, v in (d.get("data") or {}).items()}
+        for k, v in values.items():
+            r.check(v == PLACEHOLDER or PLACEHOLDER_URL.fullmatch(v) is not None,
+                    f"{name}: {k} is not the placeholder {PLACEHOLDER} (or a redis:// URL with the password "
+                    f"{PLACEHOLDER})")
 
 
 def check_file(path: str) -> Report:
@@ -382,7 +593,16 @@ def check_documents(docs: list[dict], r: Report) -> None:
     r.check(bool(workloads), "no workload in the rendering")
     for w in workloads:
         check_workload(docs, w, r)
+    for h in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        r.check(any(targets(h, w) for w in workloads),
+                f"HorizontalPodAutoscaler/{h['metadata']['name']}: scaleTargetRef {h['spec'].get('scaleTargetRef')} "
+                f"is no workload of the rendering")
+    for p in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        sel = ((p["spec"].get("selector") or {}).get("matchLabels")) or {}
+        r.check(any(selects(sel, w["spec"]["template"]["metadata"].get("labels") or {}) for w in workloads),
+                f"PodDisruptionBudget/{p['metadata']['name']}: selector {sel} selects no Pod of the rendering")
     check_secrets(docs, r)
+    check_configmaps(docs, r)
 
 
 def check_servicemonitor(path: str, renderings: list[str]) -> Report:
@@ -479,6 +699,122 @@ MUTATIONS = {
 }
 
 
+def _one(docs, kind):
+    found = [x for x in docs if x["kind"] == kind]
+    assert len(found) == 1, f"want one {kind}, the rendering has {len(found)}"
+    return found[0]
+
+
+def _drop(docs, kind):
+    docs.remove(_one(docs, kind))
+
+
+def _spread(docs, key):
+    return next(c for c in _deployment(docs)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+                if c["topologyKey"] == key)
+
+
+def _drop_spread(docs, key):
+    _deployment(docs)["spec"]["template"]["spec"]["topologySpreadConstraints"].remove(_spread(docs, key))
+
+
+def _redis_env(docs):
+    return next(e for e in _proxy(docs)["env"] if e["name"] == REDIS_URL_ENV)
+
+
+def _redis_secret(docs):
+    """The Secret with the Redis URL, and its key; a placeholder one when the overlay leaves it out."""
+    ref = _redis_env(docs)["valueFrom"]["secretKeyRef"]
+    secret = next((x for x in docs if x["kind"] == "Secret" and x["metadata"]["name"] == ref["name"]), None)
+    if secret is None:
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ref["name"]},
+                  "stringData": {ref["key"]: PLACEHOLDER_REDIS_URL}}
+        docs.append(secret)
+    return secret, ref["key"]
+
+
+def _set_redis_secret(docs, url):
+    secret, key = _redis_secret(docs)
+    secret["stringData"][key] = url
+
+
+def _drop_redis_egress(docs):
+    pol = _one(docs, "NetworkPolicy")
+    pol["spec"]["egress"] = [rule for rule in pol["spec"]["egress"]
+                             if not any(p.get("port") in (6379, 6380) for p in rule.get("ports") or [])]
+
+
+def _pdb_min_available(docs, n):
+    spec = _one(docs, "PodDisruptionBudget")["spec"]
+    spec.pop("maxUnavailable", None)
+    spec["minAvailable"] = n
+
+
+def _redis_secret_as_data(docs):
+    secret, _ = _redis_secret(docs)
+    secret["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in secret.pop("stringData").items()}
+
+
+def _url_as_file(docs, volume):
+    """The commented alternative: the Redis URL as a file from a volume, named by url_file."""
+    env = _redis_env(docs)
+    secret, key = _redis_secret(docs)
+    _proxy(docs)["env"].remove(env)
+    _proxy(docs)["volumeMounts"].append({"name": "redis-url", "mountPath": "/var/run/secrets/redis", "readOnly": True})
+    _deployment(docs)["spec"]["template"]["spec"]["volumes"].append({"name": "redis-url", **volume(secret, key)})
+    _set_config(docs, lambda c: c["state"]["redis"].__setitem__("url_file", f"/var/run/secrets/redis/{key}"))
+
+
+# For a rendering whose proxy keeps its state in Redis (overlays/replicated): breaking mutations
+# of what such a rendering needs, and changes it must still accept.
+REPLICATED_MUTATIONS = {
+    "HPA targets another Deployment": lambda d: _one(d, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    .__setitem__("name", "other-app"),
+    "HPA scales on memory": lambda d: _one(d, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["resource"]
+    .__setitem__("name", "memory"),
+    "HPA minReplicas 1": lambda d: _one(d, "HorizontalPodAutoscaler")["spec"].__setitem__("minReplicas", 1),
+    "no HPA": lambda d: _drop(d, "HorizontalPodAutoscaler"),
+    "Deployment sets replicas under the HPA": lambda d: _deployment(d)["spec"].__setitem__("replicas", 2),
+    "PDB selects other pods": lambda d: _one(d, "PodDisruptionBudget")["spec"]["selector"]
+    .__setitem__("matchLabels", {"app.kubernetes.io/name": "other-app"}),
+    "PDB minAvailable = minReplicas (drains hang)": lambda d: _pdb_min_available(
+        d, _one(d, "HorizontalPodAutoscaler")["spec"]["minReplicas"]),
+    "no PDB": lambda d: _drop(d, "PodDisruptionBudget"),
+    "no zone spread": lambda d: _drop_spread(d, "topology.kubernetes.io/zone"),
+    "no node spread": lambda d: _drop_spread(d, "kubernetes.io/hostname"),
+    "zone spread DoNotSchedule": lambda d: _spread(d, "topology.kubernetes.io/zone")
+    .__setitem__("whenUnsatisfiable", "DoNotSchedule"),
+    "node spread selects other pods": lambda d: _spread(d, "kubernetes.io/hostname")["labelSelector"]
+    .__setitem__("matchLabels", {"app.kubernetes.io/name": "other-app"}),
+    "Redis URL as a plain env value": lambda d: _redis_env(d).update(
+        {"value": "rediss://oz-proxy:hunter2@redis:6380/0", "valueFrom": None}),
+    "no Redis URL at all": lambda d: _proxy(d)["env"].remove(_redis_env(d)),
+    "Redis URL in the ConfigMap": lambda d: _set_config(
+        d, lambda c: c["state"]["redis"].__setitem__("url", "redis://redis.redis.svc:6379/0")),
+    "url_file on the ConfigMap mount": lambda d: _set_config(
+        d, lambda c: c["state"]["redis"].__setitem__("url_file", "/etc/oz-capture-proxy/redis-url")),
+    "url_file from a ConfigMap volume": lambda d: _url_as_file(
+        d, lambda secret, key: {"configMap": {"name": "oz-capture-proxy-config"}}),
+    "real password in the Redis Secret": lambda d: _set_redis_secret(
+        d, "rediss://oz-proxy:hunter2@redis.example.invalid:6380/0"),
+    "another ConfigMap holds a password URL": lambda d: d.append(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-settings"},
+         "data": {"REDIS": "redis://:hunter2@redis:6379/0"}}),
+    "egress without the Redis ports": _drop_redis_egress,
+}
+REPLICATED_VARIANTS = {
+    "the Redis URL as a file from the Secret (the commented alternative)": lambda d: _url_as_file(
+        d, lambda secret, key: {"secret": {"secretName": secret["metadata"]["name"], "defaultMode": 0o440}}),
+    "the Redis Secret's URL in data (base64)": _redis_secret_as_data,
+    "a PDB with minAvailable 1": lambda d: _pdb_min_available(d, 1),
+}
+
+
+def _is_replicated(docs) -> bool:
+    cm = _config_cm(docs)
+    return uses_redis(yaml.safe_load(cm["data"]["config.yaml"]) or {})
+
+
 def self_test(path: str) -> int:
     base = load(path)
     clean = Report(path)
@@ -486,8 +822,22 @@ def self_test(path: str) -> int:
     if clean.failures:
         print("self-test needs a rendering that passes; it fails with:", *clean.failures, sep="\n  ")
         return 1
-    missed = []
-    for name, mutate in MUTATIONS.items():
+    missed, refused = [], []
+    mutations = dict(MUTATIONS)
+    variants = {}
+    if _is_replicated(base):
+        mutations |= REPLICATED_MUTATIONS
+        variants = REPLICATED_VARIANTS
+    for name, change in variants.items():
+        docs = copy.deepcopy(base)
+        change(docs)
+        r = Report(f"{path} [{name}]")
+        check_documents(docs, r)
+        if r.failures:
+            refused.append(f"{name}: {r.failures[0].split(': ', 1)[1]}")
+        else:
+            print(f"  passes  {name}")
+    for name, mutate in mutations.items():
         docs = copy.deepcopy(base)
         mutate(docs)
         r = Report(f"{path} [{name}]")
@@ -503,8 +853,13 @@ def self_test(path: str) -> int:
             missed.append(name)
     for name in missed:
         print(f"  MISSED  {name}")
-    print(f"self-test: {len(MUTATIONS) - len(missed)} of {len(MUTATIONS)} mutations caught")
-    return 1 if missed else 0
+    for what in refused:
+        print(f"  REFUSED {what}")
+    extra = (f"{len(REPLICATED_MUTATIONS)} of them for state.store redis; {len(variants) - len(refused)} of "
+             f"{len(variants)} good changes accepted" if variants
+             else f"the {len(REPLICATED_MUTATIONS)} for state.store redis do not apply")
+    print(f"self-test: {len(mutations) - len(missed)} of {len(mutations)} mutations caught ({extra})")
+    return 1 if missed or refused else 0
 
 
 def main() -> int:

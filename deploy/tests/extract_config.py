@@ -6,7 +6,8 @@ For each workload in a rendered manifest that runs oz-capture-proxy, writes
     OUTDIR/<prefix>.env           the container's OZ_PROXY__* variables, one KEY=VALUE a line,
                                   with secretKeyRef values resolved from the rendered Secret
                                   (placeholders) or, when the Secret is not in the rendering,
-                                  set to REPLACE_ME as the real one would be.
+                                  set to REPLACE_ME as the real one would be (for the Redis URL,
+                                  a redis:// URL with the password REPLACE_ME).
 and prints the written config paths.
 
 Usage: extract_config.py RENDERED.yaml OUTDIR PREFIX
@@ -18,7 +19,8 @@ import base64
 import os
 import sys
 
-from assert_manifests import PLACEHOLDER, WORKLOAD_KINDS, Report, config_text, load, proxy_in
+from assert_manifests import (PLACEHOLDER, PLACEHOLDER_REDIS_URL, REDIS_URL_ENV, WORKLOAD_KINDS, Report,
+                              config_text, load, proxy_in)
 
 
 def main() -> int:
@@ -53,7 +55,7 @@ def main() -> int:
                     if value is None and ref.get("key") in (s.get("data") or {}):
                         value = base64.b64decode(s["data"][ref["key"]]).decode()
                     if value is None:
-                        value = PLACEHOLDER
+                        value = PLACEHOLDER_REDIS_URL if e["name"] == REDIS_URL_ENV else PLACEHOLDER
                 f.write(f"{e['name']}={value}\n")
         print(os.path.join(outdir, f"{name}.config.yaml"))
         written += 1
