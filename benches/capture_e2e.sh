@@ -114,6 +114,9 @@ capture:
   max_body_bytes: $MAX_BYTES
   max_concurrent: $MAX_CONCURRENT
   memory_budget_bytes: $BUDGET_BYTES
+  # h2load posts one capture file again and again; the replay guard would refuse every repeat.
+  replay:
+    enabled: false
 EOF
 if [[ -n $TRANSFORM_PRIORITY ]]; then
     echo "  transform_priority: $TRANSFORM_PRIORITY" >>"$tmp/proxy.yaml"

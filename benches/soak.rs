@@ -51,7 +51,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,7 +59,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use oz_capture_proxy::capture::testdata::sample_capture_json;
 use oz_capture_proxy::oz_sim::{self, Endpoint, OzSim, SimConfig, DEFAULT_PASSWORD};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -312,7 +311,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let ctx = Arc::new(Ctx {
         proxy: proxy.traffic,
         data: data.clone(),
-        capture: Bytes::from(sample_capture_json(3, false, "video_selfie_blank")),
+        captures_sent: AtomicU64::new(0),
         extra_route: AtomicBool::new(false),
         records: Mutex::new(Vec::new()),
     });

@@ -131,9 +131,12 @@ verdict:
     );
     print!("{out}");
 
-    // 4. Push a generated capture through both modes.
-    let capture = testdata::sample_capture_json(5, false, "video_selfie_blank");
-    let sample_file = write_sample(&capture)?;
+    // 4. Push generated captures through both modes: a new one each time, as from a new user;
+    // the same one again is a replay, which step 5 shows.
+    let numbered =
+        |n| testdata::SampleCapture::numbered(n, 5, false, "video_selfie_blank").to_json();
+    let capture = numbered(1);
+    let sample_file = write_sample(&numbered(4))?;
     let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Full<Bytes>>();
 
@@ -182,8 +185,7 @@ verdict:
         String::from_utf8_lossy(&body)
     );
 
-    let (status, _, body) =
-        post(&client, &format!("{base}{RESPOND_PATH}"), capture.clone()).await?;
+    let (status, _, body) = post(&client, &format!("{base}{RESPOND_PATH}"), numbered(2)).await?;
     let _ = writeln!(out, "2) respond mode: POST {RESPOND_PATH}");
     describe_upload(&mut out, &sim);
     let _ = writeln!(
@@ -195,7 +197,7 @@ verdict:
     // A verdict Oz takes 2 s to reach, on a route that waits 500 ms: PROCESSING now, the final
     // verdict delivered to the backend when Oz has it.
     sim.set_processing_for(std::time::Duration::from_secs(2));
-    let (status, _, body) = post(&client, &format!("{base}{LATE_ROUTE}"), capture.clone()).await?;
+    let (status, _, body) = post(&client, &format!("{base}{LATE_ROUTE}"), numbered(3)).await?;
     let _ = writeln!(
         out,
         "3) a late verdict: POST {LATE_ROUTE} (waits 500 ms; the simulated Oz takes 2 s)"
@@ -253,13 +255,23 @@ verdict:
     );
     let _ = writeln!(out, "   {status}: {}\n", String::from_utf8_lossy(&body));
 
+    let (status, _, body) = post(&client, &format!("{base}{FORWARD_PATH}"), capture).await?;
     let _ = writeln!(
         out,
-        "Try it yourself (the sample capture is in {}):",
+        "5) the capture of 1) sent again is a replay, refused before Oz or the backend see it:"
+    );
+    let _ = writeln!(out, "   {status}: {}\n", String::from_utf8_lossy(&body));
+
+    let _ = writeln!(
+        out,
+        "Try it yourself (a new sample capture is in {}):",
         sample_file.display()
     );
     let _ = writeln!(out, "  curl -s -X POST -H 'content-type: application/json' --data-binary @{} {base}{FORWARD_PATH}", sample_file.display());
-    let _ = writeln!(out, "  curl -s -X POST -H 'content-type: application/json' --data-binary @{} {base}{RESPOND_PATH}", sample_file.display());
+    let _ = writeln!(
+        out,
+        "  (the same command again: 409 capture_replayed; capture.replay, README \"Abuse control\")"
+    );
     let _ = writeln!(
         out,
         "  curl -s {base}/anything/else            # passthrough to the backend"

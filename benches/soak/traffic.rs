@@ -14,7 +14,7 @@
 //! names it) and ends as one [`Outcome`], with its start and end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::error_chain::chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -162,11 +163,20 @@ pub struct Ctx {
     pub proxy: SocketAddr,
     /// Random bytes request bodies are cut from.
     pub data: Bytes,
-    /// A valid `on_capture_complete` body.
-    pub capture: Bytes,
+    /// How many valid captures were sent: each is a new one (`SampleCapture::numbered`), as
+    /// from many users; the same one again would be refused as a replay.
+    pub captures_sent: AtomicU64,
     /// Set once the reload that adds the second forward route has been applied.
     pub extra_route: AtomicBool,
     pub records: Mutex<Vec<Record>>,
+}
+
+impl Ctx {
+    /// A valid `on_capture_complete` body, new media each time.
+    pub fn next_capture(&self) -> Bytes {
+        let n = self.captures_sent.fetch_add(1, Ordering::Relaxed);
+        Bytes::from(SampleCapture::numbered(n, 3, false, "video_selfie_blank").to_json())
+    }
 }
 
 /// A kind of worker.
@@ -370,14 +380,14 @@ async fn http_request(
                 .method("POST")
                 .uri(format!("{base}{path}"))
                 .header("content-type", "application/json");
-            (Full::new(ctx.capture.clone()).boxed(), Expect::Verdict)
+            (Full::new(ctx.next_capture()).boxed(), Expect::Verdict)
         }
         Class::CaptureRespond => {
             req = req
                 .method("POST")
                 .uri(format!("{base}{RESPOND_PATH}"))
                 .header("content-type", "application/json");
-            (Full::new(ctx.capture.clone()).boxed(), Expect::Respond)
+            (Full::new(ctx.next_capture()).boxed(), Expect::Respond)
         }
         Class::CaptureInvalid => {
             let body = INVALID_CAPTURES[rng.usize(0..INVALID_CAPTURES.len())];

@@ -341,6 +341,11 @@ def main() -> int:
             for p in procs[:-1]:  # the simulator (the proxy is last)
                 p.terminate()
                 p.wait(timeout=5)
+            # Other media than the first: the same capture again would be refused as a replay
+            # (409) before Oz is called.
+            body = json.dumps({"action": "video_selfie_blank", "frame_list": [frame, frame],
+                               "best_frame": None, "from_virtual_camera": None,
+                               "additional_info": "{\"smoke\":true}"}).encode()
             n = len(backend.seen)
             status, _, rsp = request("POST", base_url + route, body, {"content-type": "application/json"}, timeout=30)
             # README.md, "What the backend and the client see": a capture that fails is never forwarded as if it had been checked

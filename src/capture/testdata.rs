@@ -19,6 +19,11 @@ pub const SAMPLE_ADDITIONAL_INFO: &str =
 /// seed (it sets the DC difference), and a comment segment carries the seed as well, so all 256
 /// seeds give distinct files.
 pub fn sample_jpeg(seed: u8) -> Vec<u8> {
+    jpeg_with_comment(seed, &format!("oz-capture-proxy sample {seed}"))
+}
+
+/// [`sample_jpeg`] with its own comment: the same picture in other bytes.
+fn jpeg_with_comment(seed: u8, comment: &str) -> Vec<u8> {
     let mut j = Vec::with_capacity(192);
     j.extend_from_slice(&[0xFF, 0xD8]); // SOI
                                         // APP0: JFIF 1.01, no density units, 1:1, no thumbnail.
@@ -27,11 +32,7 @@ pub fn sample_jpeg(seed: u8) -> Vec<u8> {
         0xE0,
         &[b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0],
     );
-    jpeg_segment(
-        &mut j,
-        0xFE,
-        format!("oz-capture-proxy sample {seed}").as_bytes(),
-    );
+    jpeg_segment(&mut j, 0xFE, comment.as_bytes());
     // DQT: table 0, 8-bit precision, every step 1.
     let mut dqt = [1u8; 65];
     dqt[0] = 0x00;
@@ -198,6 +199,18 @@ impl SampleCapture {
         }
     }
 
+    /// Like [`SampleCapture::new`], but capture number `n` of a series: its first frame carries
+    /// `n` in its comment, so every number is other media to the replay guard (`demo` and the
+    /// soak send many captures, as many users would, not one capture many times).
+    pub fn numbered(n: u64, frames: usize, virtual_camera: bool, action: &str) -> Self {
+        let mut c = SampleCapture::new(frames, virtual_camera, action);
+        if let Some(first) = c.frames.first_mut() {
+            let jpeg = jpeg_with_comment(0, &format!("oz-capture-proxy sample 0, capture {n}"));
+            *first = data_url("image/jpeg", &jpeg);
+        }
+        c
+    }
+
     /// The JSON body, in the field order of the Web SDK documentation.
     pub fn to_json(&self) -> Vec<u8> {
         let fields = self.fields_json();
@@ -271,6 +284,16 @@ mod tests {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b"IEND"), 0xAE42_6082);
         assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+    }
+
+    #[test]
+    fn numbered_captures_differ_in_their_first_frame_only() {
+        let (a, b) = (
+            SampleCapture::numbered(1, 3, false, "video_selfie_blank"),
+            SampleCapture::numbered(2, 3, false, "video_selfie_blank"),
+        );
+        assert_ne!(a.frames[0], b.frames[0]);
+        assert_eq!(a.frames[1..], b.frames[1..]);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! Settings are dotted keys (`backend.timeout`) rendered into a YAML document and loaded with
 //! `Config::from_yaml`, the loader `main` uses, so every test also exercises the config path.
 //! The defaults keep tests quick: no reload polling, no drain delay, a short drain deadline.
+//! And the replay guard is off ([`REPLAY_OFF`]): the suites send one sample capture many times,
+//! and every repeat would be a replay; the abuse suite (`tests/abuse.rs`) turns it back on with
+//! [`ProxyBuilder::replay_guard`].
 //! [`start_from_file`] starts one from a config file instead, reloading it as `main` does.
 
 use std::collections::BTreeMap;
@@ -16,11 +19,22 @@ use oz_capture_proxy::server::{self, Running};
 
 use super::{within, within_for};
 
+/// The environment override that turns the replay guard off in the test proxies, whatever
+/// their YAML says.
+pub const REPLAY_OFF: (&str, &str) = ("OZ_PROXY__CAPTURE__REPLAY__ENABLED", "false");
+
+/// The environment the test proxies load their config with: [`REPLAY_OFF`].
+pub fn test_env() -> BTreeMap<String, String> {
+    BTreeMap::from([(REPLAY_OFF.0.to_owned(), REPLAY_OFF.1.to_owned())])
+}
+
 /// Builds a [`Proxy`].
 pub struct ProxyBuilder {
     settings: BTreeMap<String, String>,
     /// YAML appended as it is, for what dotted keys cannot say (lists such as `capture.routes`).
     tail: String,
+    /// The environment the config is loaded with (`OZ_PROXY__…` overrides).
+    env: BTreeMap<String, String>,
 }
 
 /// A proxy in front of the backend at `backend`.
@@ -39,6 +53,7 @@ pub fn proxy(backend: SocketAddr) -> ProxyBuilder {
     ProxyBuilder {
         settings,
         tail: String::new(),
+        env: test_env(),
     }
 }
 
@@ -52,6 +67,18 @@ impl ProxyBuilder {
     /// Turns the verdict listener on, on `127.0.0.1:0` ([`Proxy::verdict`] is its address).
     pub fn verdict_listen(self) -> Self {
         self.set("verdict_listen", "127.0.0.1:0")
+    }
+
+    /// Leaves the replay guard as the YAML says (on by default), instead of off.
+    pub fn replay_guard(mut self) -> Self {
+        self.env.remove(REPLAY_OFF.0);
+        self
+    }
+
+    /// Sets the environment override `key` (`OZ_PROXY__…`) to `value`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_owned(), value.to_owned());
+        self
     }
 
     /// Appends top-level YAML sections (not set by dotted keys) to the document.
@@ -68,7 +95,7 @@ impl ProxyBuilder {
     /// Loads the config and starts the proxy.
     pub async fn start(self) -> Proxy {
         let yaml = self.yaml();
-        let config = Config::from_yaml(&yaml, &BTreeMap::new())
+        let config = Config::from_yaml(&yaml, &self.env)
             .unwrap_or_else(|e| panic!("test config refused: {e}\n{yaml}"));
         let running = within("the proxy to start", server::start(config, None))
             .await
@@ -78,9 +105,9 @@ impl ProxyBuilder {
 }
 
 /// Starts the proxy from the config file at `path`, with that file as its reload source (polled
-/// every `reload.interval` the file sets), as `main --config FILE` does.
+/// every `reload.interval` the file sets), as `main --config FILE` does; with [`test_env`].
 pub async fn start_from_file(path: &Path) -> Proxy {
-    let env = BTreeMap::new();
+    let env = test_env();
     let config = Config::load(path, &env)
         .unwrap_or_else(|e| panic!("test config {} refused: {e}", path.display()));
     let source = ConfigSource {
