@@ -24,7 +24,8 @@ use super::client::{self, HttpClient};
 // The capture suites `use support::stack::*`: the pieces they use with a stack come with it.
 pub use super::backend::Backend;
 pub use super::proxy::Proxy;
-use super::proxy::{proxy, start_from_file, ProxyBuilder};
+pub use super::proxy::ProxyBuilder;
+use super::proxy::{proxy, start_from_file};
 #[allow(unused_imports)] // Not every suite sends raw bytes.
 pub use super::raw::{raw_exchange, raw_head, raw_request, RawConn, RawResponse};
 pub use super::sim::Sim;
@@ -178,6 +179,31 @@ impl Stack {
         let backend = legacy_backend().await;
         let proxy = Stack::builder(&sim, &backend, yaml).start().await;
         Stack::assemble(proxy, sim, backend, None)
+    }
+
+    /// Like [`Stack::start`], with the proxy's settings changed by `tune` (say,
+    /// [`ProxyBuilder::replay_guard`]).
+    pub async fn start_with(
+        sim: SimConfig,
+        yaml: &str,
+        tune: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+    ) -> Stack {
+        let sim = Sim::start(sim).await;
+        let backend = legacy_backend().await;
+        let proxy = tune(Stack::builder(&sim, &backend, yaml)).start().await;
+        Stack::assemble(proxy, sim, backend, None)
+    }
+
+    /// Another proxy in front of the same simulator and backend, with `yaml` and `tune`: a
+    /// second replica, or the same one restarted.
+    pub async fn replica(
+        &self,
+        yaml: &str,
+        tune: impl FnOnce(ProxyBuilder) -> ProxyBuilder,
+    ) -> Proxy {
+        tune(Stack::builder(&self.sim, &self.backend, yaml))
+            .start()
+            .await
     }
 
     /// Like [`Stack::start`], with the verdict listener on `127.0.0.1:0` ([`Stack::verdict_get`]).
