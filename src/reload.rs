@@ -51,6 +51,10 @@
 //! | `oz.url`, `oz.api` | any change, while routes exist | where verdicts come from is not something to compare; a cut before `oz:` turns the URL into the built-in placeholder |
 //! | `verdict.keys` | emptied, while routes exist | backends that verify tokens would get none |
 //! | `verdict.bind` | set → empty, while routes exist | tokens would no longer be bound to a session |
+//! | `replay` (per route) | on → off, or a shorter `window` | a capture already checked could be checked again, for someone else |
+//! | `rate_limit` (per route) | a limit set → unset | a cut file would lift the limit; raising a limit is fine |
+//! | `state.store`, `state.redis.key_prefix` | any change, while routes exist | the guard's memory would start empty: every capture of the window could be replayed |
+//! | `capture.replay.max_entries` | any change, with `state.store: memory` | the embedded store is rebuilt, and empty |
 //!
 //! New verdict keys (a rotation: the new key first, the old one after it) apply on reload, and
 //! the admin listener's JWKS follows.
@@ -71,7 +75,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::handler::CaptureService;
 use crate::config::{
-    BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode, SecretFiles,
+    BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode, SecretFiles, StoreKind,
 };
 use crate::metrics::Metrics;
 use crate::proxy::{Live, RouteTable};
@@ -295,6 +299,24 @@ pub fn weakenings(old: &Config, new: &Config) -> Vec<String> {
     if old.capture.strict_paths && !new.capture.strict_paths {
         out.push("capture.strict_paths true -> false while capture routes exist".to_owned());
     }
+    if old.state.store != new.state.store {
+        out.push(format!(
+            "state.store {} -> {} while capture routes exist (what the replay guard remembers would be lost)",
+            name(old.state.store),
+            name(new.state.store)
+        ));
+    }
+    if old.state.redis.key_prefix != new.state.redis.key_prefix
+        && old.state.store == StoreKind::Redis
+    {
+        out.push("state.redis.key_prefix changed while capture routes exist (what the replay guard remembers would be lost)".to_owned());
+    }
+    if old.state.store == StoreKind::Memory
+        && new.state.store == StoreKind::Memory
+        && old.capture.replay.max_entries != new.capture.replay.max_entries
+    {
+        out.push("capture.replay.max_entries changed with state.store: memory (the store would be rebuilt, empty)".to_owned());
+    }
     if old.oz.api != new.oz.api {
         out.push(format!(
             "oz.api {} -> {} while capture routes exist",
@@ -342,6 +364,20 @@ pub fn weakenings(old: &Config, new: &Config) -> Vec<String> {
         }
         if o.best_frame != BestFrame::None && n.best_frame == BestFrame::None {
             weaker("best_frame", format!("{} -> none", name(o.best_frame)));
+        }
+        match (o.replay, n.replay) {
+            (Some(_), None) => weaker("replay", "on -> off".to_owned()),
+            (Some(was), Some(now)) if now < was => {
+                let human = humantime::format_duration;
+                weaker("replay.window", format!("{} -> {}", human(was), human(now)))
+            }
+            _ => {}
+        }
+        if o.rate_limit.per_client.is_some() && n.rate_limit.per_client.is_none() {
+            weaker("rate_limit.per_client", "removed".to_owned());
+        }
+        if o.rate_limit.global.is_some() && n.rate_limit.global.is_none() {
+            weaker("rate_limit.global", "removed".to_owned());
         }
         if o.on_result == OnResult::Respond
             && n.on_result == OnResult::Respond
@@ -462,6 +498,53 @@ mod tests {
         );
         assert!(w[1].contains("wait_for_result"), "{w:?}");
         assert!(w[2].contains("best_frame"), "{w:?}");
+    }
+
+    #[test]
+    fn the_abuse_controls_may_not_be_lifted_by_a_reload() {
+        let guarded = "capture:
+  replay:
+    window: \"2h\"
+  rate_limit:
+    per_client: { limit: 5, per: \"1m\" }
+    global: { limit: 50, per: \"1m\" }
+  routes:
+    - path: /a
+";
+        let w = weakened(guarded, ONE);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("rate_limit.per_client removed"), "{w:?}");
+        assert!(w[1].contains("rate_limit.global removed"), "{w:?}");
+        // The default window (24 h) is longer than 2 h: not weaker. Raised limits are fine.
+        let raised = guarded.replace("limit: 5", "limit: 500");
+        assert!(weakened(guarded, &raised).is_empty());
+        let off = format!("{ONE}      replay:\n        enabled: false\n");
+        let w = weakened(ONE, &off);
+        assert_eq!(w, ["route /a: replay on -> off"]);
+        let shorter = guarded.replace("2h", "1h");
+        assert_eq!(
+            weakened(guarded, &shorter),
+            ["route /a: replay.window 2h -> 1h"]
+        );
+        let redis = format!("{ONE}state:\n  store: redis\n");
+        let w = weakenings(
+            &Config::from_yaml(
+                &format!("{BASE}{redis}"),
+                &[(
+                    "OZ_PROXY__STATE__REDIS__URL".into(),
+                    "redis://r:6379".into(),
+                )]
+                .into(),
+            )
+            .unwrap(),
+            &config(ONE),
+        );
+        assert!(w[0].starts_with("state.store redis -> memory"), "{w:?}");
+        let bigger = ONE.replace(
+            "capture:\n",
+            "capture:\n  replay:\n    max_entries: 200000\n",
+        );
+        assert!(weakened(ONE, &bigger)[0].contains("max_entries"));
     }
 
     #[test]

@@ -69,7 +69,10 @@ async fn a_capture_sent_twice_is_checked_once() {
 async fn the_same_frames_in_another_body_are_a_replay() {
     let stack = guarded("", "").await;
     let first = SampleCapture::numbered(1, 3, false, "video_selfie_blank");
-    stack.post(CAPTURE, first.to_json()).await.assert_from_backend();
+    stack
+        .post(CAPTURE, first.to_json())
+        .await
+        .assert_from_backend();
     let mut other = first.clone();
     other.additional_info = Some("{\"another\":\"session\"}".into());
     other.escape_slashes = true;
@@ -131,7 +134,10 @@ async fn a_capture_that_failed_before_oz_accepted_it_may_be_sent_again() {
         .assert_from_backend();
 
     stack.oz().fail_next(Endpoint::Folders, 500, 1);
-    stack.post(CAPTURE, capture(2)).await.problem(502, "oz_error");
+    stack
+        .post(CAPTURE, capture(2))
+        .await
+        .problem(502, "oz_error");
     stack.post(CAPTURE, capture(2)).await.assert_from_backend();
     assert_eq!(captures_forwarded(&stack), 2);
     stack.stop().await;
@@ -185,7 +191,12 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
         let stack = &stack;
         async move {
             stack
-                .post_with(CAPTURE, "application/json", &[("cookie", &cookie)], capture(n))
+                .post_with(
+                    CAPTURE,
+                    "application/json",
+                    &[("cookie", &cookie)],
+                    capture(n),
+                )
                 .await
         }
     };
@@ -195,7 +206,11 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
     let doc = refused.problem(429, "rate_limited");
     assert_eq!(doc["limit"], "per_client", "{doc}");
     // 2 per minute: one comes back every 30 s.
-    let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(
         refused.headers["ratelimit-policy"],
@@ -242,7 +257,12 @@ async fn a_client_cannot_choose_its_address() {
         let stack = &stack;
         async move {
             stack
-                .post_with(CAPTURE, "application/json", &[("x-forwarded-for", xff)], capture(n))
+                .post_with(
+                    CAPTURE,
+                    "application/json",
+                    &[("x-forwarded-for", xff)],
+                    capture(n),
+                )
                 .await
         }
     };
@@ -255,7 +275,12 @@ async fn a_client_cannot_choose_its_address() {
         let stack = &stack;
         async move {
             stack
-                .post_with(CAPTURE, "application/json", &[("x-forwarded-for", xff)], capture(n))
+                .post_with(
+                    CAPTURE,
+                    "application/json",
+                    &[("x-forwarded-for", xff)],
+                    capture(n),
+                )
                 .await
         }
     };
@@ -278,7 +303,12 @@ async fn the_global_budget_holds_for_every_client() {
     .await;
     for (n, user) in ["a", "b", "c"].into_iter().enumerate() {
         stack
-            .post_with(CAPTURE, "application/json", &[("x-user", user)], capture(n as u64))
+            .post_with(
+                CAPTURE,
+                "application/json",
+                &[("x-user", user)],
+                capture(n as u64),
+            )
             .await
             .assert_from_backend();
     }
