@@ -77,3 +77,9 @@ pub mod opt_duration {
         }
     }
 }
+
+/// A file path that may be left out or written empty (`url_file: ""`): both mean none.
+pub fn opt_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::path::PathBuf>, D::Error> {
+    let path = Option::<std::path::PathBuf>::deserialize(d)?;
+    Ok(path.filter(|p| !p.as_os_str().is_empty()))
+}

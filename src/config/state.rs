@@ -64,7 +64,8 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS, rustls). A secret.
     #[serde(serialize_with = "serialize_redacted")]
     pub url: String,
-    /// A file holding the URL (a mounted Secret); read at load, it replaces `url`.
+    /// A file holding the URL (a mounted Secret); read at load, it replaces `url`. Empty: none.
+    #[serde(deserialize_with = "de::opt_path")]
     pub url_file: Option<PathBuf>,
     /// Longest wait for one answer (and for a connection) before the store counts as failed.
     #[serde(with = "de::duration")]
