@@ -24,6 +24,9 @@ const PASSWORD_MARKER: &str = "PASSWORD-MARKER-e41d";
 const TOKEN_MARKER: &str = "STATIC-TOKEN-MARKER-0b9a";
 const HS_SECRET_MARKER: &str = "HS256-SECRET-MARKER-7c3e";
 const SESSION_MARKER: &str = "SESSION-MARKER-19fa";
+const COOKIE_MARKER: &str = "COOKIE-MARKER-a6d2";
+/// A documentation address (RFC 5737) nothing else in the run uses.
+const CLIENT_IP_MARKER: &str = "203.0.113.77";
 
 /// A `MakeWriter` that appends to a shared buffer.
 #[derive(Clone, Default)]
@@ -113,6 +116,8 @@ fn logs_never_contain_frames_additional_info_or_secrets() {
         ("base64 of a PNG", "iVBORw0KGgo"),
         ("the HS256 secret", HS_SECRET_MARKER),
         ("the bound session value", SESSION_MARKER),
+        ("a rate-limit cookie value", COOKIE_MARKER),
+        ("a client address", CLIENT_IP_MARKER),
         ("a verdict token (a JWS header)", "eyJ"),
     ] {
         if let Some(at) = text.find(needle) {
@@ -287,6 +292,60 @@ async fn run_everything() {
         .problem(400, "missing_binding");
     stack.stop().await;
     KEY_LINES.lock().expect("key lines").push(pem_line);
+
+    // --- The abuse controls: a replay, and refusals by client address and by cookie. ---
+    let yaml = format!(
+        "{}{}forwarding:\n  trusted_hops: 1\n",
+        oz_token(""),
+        forward_route(
+            "  rate_limit:\n    per_client: { limit: 1, per: \"1m\" }\n    global: { limit: 3, per: \"1m\" }\n"
+        )
+    );
+    let stack = Stack::start_with(sim_config(), &yaml, ProxyBuilder::replay_guard).await;
+    let from_marker = |body: Vec<u8>| {
+        let stack = &stack;
+        async move {
+            stack
+                .post_with(
+                    CAPTURE,
+                    "application/json",
+                    &[("x-forwarded-for", CLIENT_IP_MARKER)],
+                    body,
+                )
+                .await
+        }
+    };
+    let capture = marked_capture(2, false).to_json();
+    from_marker(capture.clone()).await.assert_from_backend();
+    from_marker(capture.clone())
+        .await
+        .problem(429, "rate_limited");
+    stack
+        .post(CAPTURE, capture)
+        .await
+        .problem(409, "capture_replayed");
+    stack.stop().await;
+    let yaml = format!(
+        "{}{}",
+        oz_token(""),
+        forward_route(
+            "  rate_limit:\n    per_client: { limit: 1, per: \"1m\", key: \"cookie:sid\" }\n"
+        )
+    );
+    let stack = Stack::start_with(sim_config(), &yaml, ProxyBuilder::replay_guard).await;
+    let cookie = format!("sid={COOKIE_MARKER}");
+    for (n, status) in [(1, 200), (2, 429)] {
+        let rsp = stack
+            .post_with(
+                CAPTURE,
+                "application/json",
+                &[("cookie", &cookie)],
+                SampleCapture::numbered(n, 2, false, "video_selfie_blank").to_json(),
+            )
+            .await;
+        assert_eq!(rsp.status, status);
+    }
+    stack.stop().await;
 }
 
 /// The Ed25519 key's PEM lines made by [`run_everything`], looked for in the logs afterwards.
