@@ -25,6 +25,14 @@ if ! command -v go >/dev/null 2>&1 || [ ! -f /usr/share/gocode/src/github.com/go
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-golang-jwt-jwt-dev >/dev/null; } \
     || { echo "cannot install Go and golang-jwt; the verdict tests need them" >&2; exit 1; }
 fi
+# The Redis store's tests (tests/state_redis.rs) start their own redis-server (Debian's, with TLS)
+# on free loopback ports; nothing else of the package is used, so its service is kept stopped.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server for the Redis store tests"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
+    || { echo "cannot install redis-server; the Redis store tests need it" >&2; exit 1; }
+  service redis-server stop >/dev/null 2>&1 || true
+fi
 if [ ! -f target/verdict-node/node_modules/jose/package.json ]; then
   echo "installing jose for the verdict tests"
   mkdir -p target/verdict-node

@@ -18,6 +18,8 @@
 //! - [`ws`]: hand-encoded WebSocket frames and the `Sec-WebSocket-Accept` computation.
 //! - [`bin`]: the built binary run as a child process, and temporary directories.
 //! - [`verifiers`]: the README's verdict verifiers (Python, Node, Go), run as written.
+//! - [`redis`]: a real `redis-server` on a free loopback port (plain, with a password, or with
+//!   TLS from a private CA), stopped and restarted on the same port, read back key by key.
 //!
 //! Every wait goes through [`within`] (or its `_for` variant), so a failure fails fast with a
 //! message instead of hanging; nothing sleeps to synchronize.
@@ -30,6 +32,7 @@ pub mod client;
 pub mod pattern;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 pub mod sim;
 pub mod stack;
 pub mod verifiers;
