@@ -120,6 +120,8 @@ pub struct Compiled {
 /// and the verdict keys are read and checked. The proxy's start, every reload and `check` go
 /// through it.
 pub fn compile(config: &Config) -> Result<Compiled, crate::config::Error> {
+    crate::state::Store::check(&config.state)
+        .map_err(|reason| crate::config::Error::invalid("state.redis", reason))?;
     Ok(Compiled {
         routes: RouteTable::new(config.capture.effective_routes(), &config.capture)?,
         signer: Signer::from_config(&config.verdict)?.map(Arc::new),

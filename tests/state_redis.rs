@@ -503,53 +503,39 @@ fn a_url_that_does_not_parse_is_refused_without_being_repeated() {
     assert_eq!(err, "state.redis.url is not a valid Redis URL");
 }
 
-/// Set in the child process that [`rediss_works_with_a_ca_from_ssl_cert_file`] starts.
-const TLS_CHILD_URL: &str = "OZP_TEST_REDISS_URL";
-
-/// `rediss://` trusts the system's roots, which `SSL_CERT_FILE` replaces (rustls-native-certs):
-/// so a private CA works without a config key. The store then runs in a child process (this very
-/// test, with `SSL_CERT_FILE` set), since a test never changes its own process's environment.
+/// `rediss://` with `state.redis.ca_file`: the private CA that signed the server's certificate
+/// is trusted, and every call goes over TLS to that server.
 #[tokio::test]
-async fn rediss_works_with_a_ca_from_ssl_cert_file() {
-    if let Ok(url) = std::env::var(TLS_CHILD_URL) {
-        let r = Replica::new(&url, "ozp:", ANSWERS);
-        let Ok(Claim::Claimed(t)) = r.store.claim(&digest(1), HOUR).await else {
-            panic!("claim over TLS")
-        };
-        r.store.confirm(&t, HOUR).await.unwrap();
-        assert!(!claimed(&r.store, &digest(1), HOUR).await);
-        assert!(
-            r.store
-                .take(Bucket::Global { scope: "s" }, &limit(1, MIN))
-                .await
-                .unwrap()
-                .allowed
-        );
-        println!("rediss-child-ok");
-        return;
-    }
+async fn rediss_works_with_the_ca_of_ca_file() {
     let redis = Redis::start_with(Options {
         tls: true,
         ..Options::default()
     });
-    let out = support::bin::run({
-        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "rediss_works_with_a_ca_from_ssl_cert_file",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(TLS_CHILD_URL, redis.tls_url())
-        .env("SSL_CERT_FILE", redis.ca_file())
-        .env_remove("SSL_CERT_DIR");
-        cmd
-    });
+    let config = StateConfig {
+        store: StoreKind::Redis,
+        redis: RedisConfig {
+            url: redis.tls_url(),
+            ca_file: Some(redis.ca_file()),
+            timeout: ANSWERS,
+            ..RedisConfig::default()
+        },
+        ..StateConfig::default()
+    };
+    let store = Store::new(&config, 1000, Metrics::register(&mut Registry::default()))
+        .expect("the store is made");
+    let Ok(Claim::Claimed(t)) = within("claim", store.claim(&digest(1), HOUR)).await else {
+        panic!("claim over TLS")
+    };
+    store.confirm(&t, HOUR).await.unwrap();
+    assert!(!claimed(&store, &digest(1), HOUR).await);
     assert!(
-        out.status.success() && out.stdout.contains("rediss-child-ok"),
-        "the TLS child failed:\n{}",
-        out.all()
+        store
+            .take(Bucket::Global { scope: "s" }, &limit(1, MIN))
+            .await
+            .unwrap()
+            .allowed
     );
-    // What it wrote went over TLS to this server.
+    // What it wrote went over TLS to this server: the salt, the digest, the bucket.
     assert_eq!(redis.dump().len(), 3);
 }
 

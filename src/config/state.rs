@@ -67,6 +67,10 @@ pub struct RedisConfig {
     /// A file holding the URL (a mounted Secret); read at load, it replaces `url`. Empty: none.
     #[serde(deserialize_with = "de::opt_path")]
     pub url_file: Option<PathBuf>,
+    /// With `rediss://`: the CA (PEM) that signed the Redis server's certificate, trusted instead
+    /// of the system's roots (a private CA, as in-cluster Redis often has). Empty: system roots.
+    #[serde(deserialize_with = "de::opt_path")]
+    pub ca_file: Option<PathBuf>,
     /// Longest wait for one answer (and for a connection) before the store counts as failed.
     #[serde(with = "de::duration")]
     pub timeout: Duration,
@@ -79,6 +83,7 @@ impl Default for RedisConfig {
         Self {
             url: String::new(),
             url_file: None,
+            ca_file: None,
             timeout: Duration::from_millis(50),
             key_prefix: "ozp:".to_owned(),
         }

@@ -81,6 +81,20 @@ impl Config {
                 "must be a redis:// or rediss:// URL",
             ));
         }
+        if let Some(ca) = &r.ca_file {
+            if scheme != Some("rediss") {
+                return Err(Error::invalid(
+                    "state.redis.ca_file",
+                    "only applies to a rediss:// URL (TLS)",
+                ));
+            }
+            if !ca.is_file() {
+                return Err(Error::invalid(
+                    "state.redis.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -93,6 +93,15 @@ impl Store {
         })
     }
 
+    /// Checks what [`Store::new`] would refuse, without connecting or starting anything: for
+    /// `check` and reloads. The message names the key, never the URL.
+    pub fn check(config: &StateConfig) -> Result<(), String> {
+        match config.store {
+            StoreKind::Memory => Ok(()),
+            StoreKind::Redis => redis::RedisStore::check(&config.redis),
+        }
+    }
+
     /// `memory` or `redis`, for logs and metrics.
     pub fn kind(&self) -> StoreKind {
         self.kind

@@ -113,12 +113,16 @@ enum Failure {
 }
 
 impl RedisStore {
+    /// What [`RedisStore::new`] would refuse (the URL, the CA file), with nothing started.
+    pub fn check(config: &RedisConfig) -> Result<(), String> {
+        client(config).map(drop)
+    }
+
     /// Parses the URL and returns at once: nothing is connected here, so a Redis that is down
     /// at start only makes the calls fail until it is up.
     pub fn new(config: &RedisConfig, metrics: Metrics) -> Result<RedisStore, String> {
         // Names the key, never its value: the URL may carry a password.
-        let client = Client::open(config.url.as_str())
-            .map_err(|_| "state.redis.url is not a valid Redis URL".to_owned())?;
+        let client = client(config)?;
         metrics.state_up(STORE, false);
         let inner = Arc::new(Inner {
             client,
@@ -471,6 +475,35 @@ fn parse_salt(hex: &str) -> Option<[u8; 32]> {
         *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(salt)
+}
+
+/// The client for `config`: the URL parsed, the CA file read. Connects to nothing.
+fn client(config: &RedisConfig) -> Result<Client, String> {
+    let bad_url = |_| "state.redis.url is not a valid Redis URL".to_owned();
+    match &config.ca_file {
+        None => Client::open(config.url.as_str()).map_err(bad_url),
+        Some(path) => {
+            // Parsed alone first, so that a failure below is the CA's.
+            Client::open(config.url.as_str()).map_err(bad_url)?;
+            let pem = std::fs::read(path).map_err(|e| {
+                format!(
+                    "state.redis.ca_file: cannot read {}: {}",
+                    path.display(),
+                    e.kind()
+                )
+            })?;
+            let certs = ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            Client::build_with_tls(config.url.as_str(), certs).map_err(|_| {
+                format!(
+                    "state.redis.ca_file: {} holds no usable PEM certificate",
+                    path.display()
+                )
+            })
+        }
+    }
 }
 
 #[cfg(test)]
