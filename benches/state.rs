@@ -731,6 +731,7 @@ fn set_priority() -> i32 {
 
 fn main() {
     let nice = set_priority();
+    RedisServer::require();
     let rounds = env_usize("BENCH_ROUNDS", 5).max(1);
     let captures = env_usize("BENCH_CAPTURES", 5_000).max(IN_FLIGHT);
     let rate = env_usize("BENCH_RATE", 2_000).max(1) as f64;

@@ -47,6 +47,14 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Panics as [`RedisServer::start`] would when redis-server is not installed: called first,
+    /// so that a missing server fails the bench at once rather than after its other parts.
+    pub fn require() {
+        if let Err(e) = Command::new("redis-server").arg("--version").output() {
+            not_runnable(e);
+        }
+    }
+
     /// `redis-server --version`, for the report.
     pub fn version() -> String {
         Command::new("redis-server")
@@ -79,11 +87,7 @@ fn spawn(port: u16, dir: &Path, log: &mut Vec<String>) -> Option<Child> {
         .spawn()
     {
         Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "redis-server not found: this bench starts its own on loopback; \
-             install it with `apt-get install redis-server`"
-        ),
-        Err(e) => panic!("cannot run redis-server: {e}"),
+        Err(e) => not_runnable(e),
     };
     let stdout = child.stdout.take().expect("piped");
     let (tx, lines) = mpsc::channel();
@@ -128,6 +132,16 @@ fn spawn(port: u16, dir: &Path, log: &mut Vec<String>) -> Option<Child> {
             }
         }
     }
+}
+
+fn not_runnable(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        panic!(
+            "redis-server not found: this bench starts its own on loopback; \
+             install it with `apt-get install redis-server`"
+        );
+    }
+    panic!("cannot run redis-server: {e}");
 }
 
 /// A loopback port nobody listens on right now.
