@@ -219,6 +219,17 @@ impl CaptureService {
                 .map_err(|e| anyhow::anyhow!("state store: {e}"))?,
         };
         let guard = Guard::new(store, config.state.on_error, metrics.clone());
+        for route in config.capture.effective_routes() {
+            let limits = &route.rate_limit;
+            for (set, name) in [
+                (limits.per_client.is_some(), "per_client"),
+                (limits.global.is_some(), "global"),
+            ] {
+                if set {
+                    metrics.rate_limit_configured(&route.path, name);
+                }
+            }
+        }
         Ok(CaptureService {
             oz,
             oz_config: config.oz.clone(),
