@@ -25,6 +25,13 @@ async fn guarded(capture_extra: &str, tail: &str) -> Stack {
     .await
 }
 
+/// Capture `n` posted to [`CAPTURE`] with the header `name: value`.
+async fn post_as(stack: &Stack, name: &str, value: &str, n: u64) -> Reply {
+    stack
+        .post_with(CAPTURE, "application/json", &[(name, value)], capture(n))
+        .await
+}
+
 /// How many captures the backend received on [`CAPTURE`].
 fn captures_forwarded(stack: &Stack) -> usize {
     stack
@@ -186,23 +193,13 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
         "",
     )
     .await;
-    let send = |sid: &'static str, n| {
-        let cookie = format!("sid={sid}");
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("cookie", &cookie)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    send("alice", 1).await.assert_from_backend();
-    send("alice", 2).await.assert_from_backend();
-    let refused = send("alice", 3).await;
+    post_as(&stack, "cookie", "sid=alice", 1)
+        .await
+        .assert_from_backend();
+    post_as(&stack, "cookie", "sid=alice", 2)
+        .await
+        .assert_from_backend();
+    let refused = post_as(&stack, "cookie", "sid=alice", 3).await;
     let doc = refused.problem(429, "rate_limited");
     assert_eq!(doc["limit"], "per_client", "{doc}");
     // 2 per minute: one comes back every 30 s.
@@ -221,7 +218,9 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
     // The body was never read: the connection is not reused.
     assert_eq!(refused.headers["connection"], "close");
 
-    send("bob", 4).await.assert_from_backend();
+    post_as(&stack, "cookie", "sid=bob", 4)
+        .await
+        .assert_from_backend();
     let passthrough = stack
         .send(
             http::Request::get("/anything")
@@ -253,43 +252,25 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
 async fn a_client_cannot_choose_its_address() {
     let limit = "  rate_limit:\n    per_client: { limit: 1, per: \"1m\" }\n";
     let stack = guarded(limit, "").await;
-    let from = |xff: &'static str, n| {
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("x-forwarded-for", xff)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    from("198.51.100.1", 1).await.assert_from_backend();
-    from("198.51.100.2", 2).await.problem(429, "rate_limited");
+    post_as(&stack, "x-forwarded-for", "198.51.100.1", 1)
+        .await
+        .assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.2", 2)
+        .await
+        .problem(429, "rate_limited");
     stack.stop().await;
 
     let stack = guarded(limit, "forwarding:\n  trusted_hops: 1\n").await;
-    let from = |xff: &'static str, n| {
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("x-forwarded-for", xff)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    from("198.51.100.1", 1).await.assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.1", 1)
+        .await
+        .assert_from_backend();
     // The same client behind the balancer, pretending to be someone else on the left.
-    from("203.0.113.9, 198.51.100.1", 2)
+    post_as(&stack, "x-forwarded-for", "203.0.113.9, 198.51.100.1", 2)
         .await
         .problem(429, "rate_limited");
-    from("198.51.100.2", 3).await.assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.2", 3)
+        .await
+        .assert_from_backend();
     stack.stop().await;
 }
 

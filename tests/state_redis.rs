@@ -10,13 +10,14 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oz_capture_proxy::config::{Limit, RedisConfig, StateConfig, StoreKind};
 use oz_capture_proxy::metrics::{self, Metrics};
 use oz_capture_proxy::state::{gcra, Bucket, Claim, Store, Unavailable};
 use prometheus_client::registry::Registry;
+use support::logs::Captured;
 use support::redis::{Options, Redis};
 use support::within;
 
@@ -555,32 +556,4 @@ async fn rediss_with_a_certificate_from_an_unknown_ca_is_unavailable() {
     );
     assert!(!reason.contains("127.0.0.1"), "{reason}");
     assert!(redis.dump().is_empty());
-}
-
-/// A `MakeWriter` that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
 }

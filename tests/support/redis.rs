@@ -276,27 +276,10 @@ impl Redis {
     /// A private CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`,
     /// `server.key`), in the server's directory.
     fn write_pki(&self) {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "oz-capture-proxy test Redis CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        self.dir.write("ca.pem", ca_cert.pem());
-        self.dir.write("server.pem", leaf.pem());
-        self.dir.write("server.key", leaf_key.serialize_pem());
+        let pki = super::pki::private_ca("oz-capture-proxy test Redis CA", &["127.0.0.1"]);
+        self.dir.write("ca.pem", pki.ca_pem);
+        self.dir.write("server.pem", pki.cert_pem);
+        self.dir.write("server.key", pki.key_pem);
     }
 }
 
