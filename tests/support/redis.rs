@@ -6,7 +6,6 @@
 //! It runs with no persistence (`--save "" --appendonly no`) in a temporary directory of its
 //! own; a test that needs it and cannot start it fails with redis-server's own words.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -217,22 +216,7 @@ impl Redis {
             ),
             Err(e) => panic!("cannot run redis-server: {e}"),
         };
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
+        let lines = super::bin::output_lines(&mut child);
         // Both streams end when it exits: then the channel closes.
         let deadline = std::time::Instant::now() + WAIT;
         loop {
