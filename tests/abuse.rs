@@ -166,6 +166,45 @@ async fn a_capture_oz_accepted_is_spent_whatever_came_after() {
     stack.stop().await;
 }
 
+/// An upload that may have reached Oz (no answer within `oz.timeout`, or a gateway's 502) keeps
+/// the capture spent: Oz may have a folder for it, and a second one would be a second check.
+#[tokio::test]
+async fn an_upload_that_may_have_landed_keeps_the_capture_spent() {
+    let stack = Stack::start_with(
+        sim_config(),
+        &format!(
+            "{}{}",
+            oz_token("  timeout: \"300ms\"\n"),
+            forward_route("")
+        ),
+        ProxyBuilder::replay_guard,
+    )
+    .await;
+    stack
+        .oz()
+        .set_latency(Endpoint::Folders, std::time::Duration::from_secs(2));
+    stack
+        .post(CAPTURE, capture(1))
+        .await
+        .problem(504, "oz_timeout");
+    stack.oz().clear_faults();
+    stack
+        .post(CAPTURE, capture(1))
+        .await
+        .problem(409, "capture_replayed");
+    stack.oz().fail_next(Endpoint::Folders, 502, 1);
+    stack
+        .post(CAPTURE, capture(2))
+        .await
+        .problem(502, "oz_error");
+    stack
+        .post(CAPTURE, capture(2))
+        .await
+        .problem(409, "capture_replayed");
+    assert_eq!(captures_forwarded(&stack), 0);
+    stack.stop().await;
+}
+
 /// `replay.enabled: false` on a route (or for the section) lets the same capture through again.
 #[tokio::test]
 async fn a_route_may_turn_the_guard_off() {

@@ -537,11 +537,14 @@ async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
                 err,
                 Error::Unreachable {
                     endpoint: "folders",
+                    sent: true,
                     ..
                 }
             ),
             "{err:?}"
         );
+        // Oz may have made the folder: the replay guard keeps the capture spent.
+        assert!(err.may_have_been_taken());
         assert_eq!(requests(&mut oz), 1, "sent exactly once");
     })
     .await;
@@ -558,8 +561,13 @@ async fn refused_connection_is_unreachable() {
             .unwrap();
         let (c, _) = client(&config(format!("http://{addr}").parse().unwrap()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
+        assert!(!err.may_have_been_taken(), "nothing was sent: {err:?}");
         match err {
-            Error::Unreachable { endpoint, reason } => {
+            Error::Unreachable {
+                endpoint,
+                reason,
+                sent: false,
+            } => {
                 assert_eq!(endpoint, "folders");
                 assert!(reason.to_lowercase().contains("refused"), "{reason}");
             }

@@ -369,8 +369,16 @@ impl CaptureService {
                     .verdict(folder, &route.analyses, route.wait_for_result, request_id)
                     .await
             }
-            Err(e) => {
+            // Oz refused the upload, or it never left: the claim goes, so the retry is checked.
+            // An upload that may have landed (a timeout, a cut connection) keeps it.
+            Err(e) if !e.may_have_been_taken() => {
                 self.guard.failed(held).await;
+                Err(e)
+            }
+            Err(e) => {
+                if let Some(window) = route.replay {
+                    self.guard.accepted(held, window).await;
+                }
                 Err(e)
             }
         };
