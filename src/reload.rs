@@ -566,7 +566,7 @@ mod tests {
         );
         assert!(weakened(ONE, &strict).is_empty());
         let loose = format!(
-            "{ONE}      max_body_bytes: 200000000\n      max_frames: 5000\n      max_frame_bytes: 99999999\n      file_key: other\n"
+            "{ONE}      max_body_bytes: 200000000\n      max_frames: 1000\n      max_frame_bytes: 99999999\n      file_key: other\n"
         );
         let roomy = "  memory_budget_bytes: 1000000000\n";
         assert!(weakened(ONE, &format!("{loose}{roomy}")).is_empty());

@@ -5,7 +5,8 @@
 
 mod support;
 
-use oz_capture_proxy::capture::testdata::SampleCapture;
+use base64::Engine as _;
+use oz_capture_proxy::capture::testdata::{data_url, SampleCapture};
 use oz_capture_proxy::oz_sim::Endpoint;
 use support::stack::*;
 
@@ -93,6 +94,46 @@ async fn the_same_frames_in_another_body_are_a_replay() {
     post(container.clone()).await.assert_from_backend();
     post(container).await.problem(409, "capture_replayed");
     assert_eq!(stack.oz().uploads().len(), 2);
+    stack.stop().await;
+}
+
+/// A capture that shares any frame with one checked before is a replay: cut short, reordered,
+/// padded with a new frame, or with a frame whose file was touched but whose picture was not
+/// (another comment, bytes after the end).
+#[tokio::test]
+async fn a_capture_sharing_a_frame_with_a_checked_one_is_a_replay() {
+    let stack = guarded("", "").await;
+    let first = SampleCapture::numbered(1, 3, false, "video_selfie_blank");
+    stack
+        .post(CAPTURE, first.to_json())
+        .await
+        .assert_from_backend();
+    let fresh = SampleCapture::numbered(2, 3, false, "video_selfie_blank").frames[0].clone();
+    let jpeg = |url: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(url.split_once(',').unwrap().1)
+            .unwrap()
+    };
+    let mut padded = jpeg(&first.frames[0]);
+    padded.extend_from_slice(b"after the end");
+    let mut commented = jpeg(&first.frames[0]);
+    commented.splice(2..2, [0xFF, 0xFE, 0x00, 0x07, b'h', b'e', b'l', b'l', b'o']);
+    let variants: [Vec<String>; 5] = [
+        first.frames[..2].to_vec(),
+        first.frames.iter().rev().cloned().collect(),
+        vec![fresh.clone(), first.frames[2].clone()],
+        vec![fresh.clone(), data_url("image/jpeg", &padded)],
+        vec![fresh, data_url("image/jpeg", &commented)],
+    ];
+    for frames in variants {
+        let mut replay = first.clone();
+        replay.frames = frames;
+        stack
+            .post(CAPTURE, replay.to_json())
+            .await
+            .problem(409, "capture_replayed");
+    }
+    assert_eq!(stack.oz().uploads().len(), 1);
     stack.stop().await;
 }
 

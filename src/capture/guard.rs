@@ -5,9 +5,9 @@
 //! - [`Guard::admit`]: the route's `per_client` limit, then its `global` one; beyond either,
 //!   429 `rate_limited` with `Retry-After`, `RateLimit-Policy` and `RateLimit`
 //!   (draft-ietf-httpapi-ratelimit-headers), and nothing is read or uploaded.
-//! - [`Guard::claim`]: after the transform, before the upload: a digest claimed or accepted
-//!   before is a replay (409 `capture_replayed`); of two identical captures in flight, one
-//!   goes to Oz.
+//! - [`Guard::claim`]: after the transform, before the upload: a capture with any frame claimed
+//!   or accepted before is a replay (409 `capture_replayed`); of two captures in flight that
+//!   share a frame, one goes to Oz.
 //! - [`Guard::accepted`] once Oz has created the folder (the digest is remembered for the
 //!   window, whatever the verdict), [`Guard::failed`] when the upload failed (the claim is let
 //!   go, so the retry is no replay).
@@ -98,9 +98,10 @@ impl Guard {
         })
     }
 
-    /// Claims the capture's media digest for `hold`, or refuses the capture as a replay.
-    pub async fn claim(&self, digest: &[u8; 32], hold: Duration) -> Result<Held, Error> {
-        match self.store.claim(digest, hold).await {
+    /// Claims the capture's frame digests for `hold`, or refuses the capture as a replay when
+    /// any of them was claimed or accepted before.
+    pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Held, Error> {
+        match self.store.claim(digests, hold).await {
             Ok(Claim::Claimed(ticket)) => Ok(Held(Some(ticket))),
             Ok(Claim::Seen) => Err(Error::Replayed),
             Err(e) => self.on_store_error("replay", e).map(|()| Held(None)),

@@ -36,7 +36,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::capture::digest::MediaDigest;
+use crate::capture::digest::FrameDigests;
 use crate::capture::guard::{Guard, Held};
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::report::{oz_headers, Report};
@@ -172,9 +172,9 @@ struct Prepared {
     frame_count: Option<usize>,
     /// Best frames in the body that Oz does not get (none for a container).
     unchecked_images: Vec<UncheckedImage>,
-    /// The media's fingerprint for the replay guard (a container's is taken only when the
-    /// route guards against replays).
-    media_digest: Option<[u8; 32]>,
+    /// The media's fingerprints for the replay guard, one per frame (a container's is taken
+    /// only when the route guards against replays).
+    media_digests: Option<Vec<[u8; 32]>>,
 }
 
 impl CaptureService {
@@ -320,12 +320,12 @@ impl CaptureService {
                 if raw.is_empty() {
                     return Err(CaptureError::EmptyContainer.into());
                 }
-                let media_digest = match route.replay {
+                let media_digests = match route.replay {
                     Some(_) => {
                         let body = raw.clone();
                         let digest = self
                             .pool
-                            .run(move || MediaDigest::container(&body))
+                            .run(move || FrameDigests::container(&body))
                             .await
                             .map_err(|_| CaptureError::Internal)?;
                         Some(digest)
@@ -341,7 +341,7 @@ impl CaptureService {
                     virtual_camera: None,
                     frame_count: None,
                     unchecked_images: Vec::new(),
-                    media_digest,
+                    media_digests,
                 }
             }
             Mode::Frames => {
@@ -355,8 +355,8 @@ impl CaptureService {
         // The claim holds for the whole window until Oz's answer decides: a capture whose
         // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
         // so it stays spent rather than open to a replay.
-        let held = match (route.replay, prepared.media_digest) {
-            (Some(window), Some(digest)) => self.guard.claim(&digest, window).await?,
+        let held = match (route.replay, &prepared.media_digests) {
+            (Some(window), Some(digests)) => self.guard.claim(digests, window).await?,
             _ => Held::none(),
         };
         let folder = self.oz.create_folder(&prepared.upload, request_id).await;
@@ -391,7 +391,7 @@ impl CaptureService {
             virtual_camera,
             frame_count,
             unchecked_images,
-            media_digest: _,
+            media_digests: _,
         } = prepared;
         self.pool.dispose(upload);
         let raw = if route.forwards_original_body() {
@@ -524,7 +524,7 @@ impl CaptureService {
             virtual_camera: Some(prepared.virtual_camera),
             frame_count: Some(prepared.frame_count),
             unchecked_images: prepared.unchecked_images,
-            media_digest: Some(prepared.media_digest),
+            media_digests: Some(prepared.frame_digests),
         })
     }
 

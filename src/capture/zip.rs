@@ -15,7 +15,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, System, ZipWriter};
 
 use super::data_url::DataUrlError;
-use super::digest::MediaDigest;
+use super::digest::FrameDigests;
 use super::frame::{Frame, FrameDecoder};
 use super::Error;
 
@@ -46,7 +46,7 @@ pub fn build_zip(
     field: &'static str,
     decoder: &mut FrameDecoder,
     max_frame_bytes: usize,
-    digest: &mut MediaDigest,
+    digest: &mut FrameDigests,
 ) -> Result<Vec<u8>, Error> {
     // 3 bytes per 4 base64 symbols bounds each decoded frame (the prefix and any escapes only
     // add slack).
@@ -182,7 +182,7 @@ mod tests {
             field,
             &mut FrameDecoder::new(),
             max,
-            &mut MediaDigest::frames(),
+            &mut FrameDigests::default(),
         )
     }
 
@@ -291,7 +291,7 @@ mod tests {
         let lits = literals(&urls, Spelling::Plain);
         let mut d = FrameDecoder::new();
         let mut zip = || {
-            let mut digest = MediaDigest::frames();
+            let mut digest = FrameDigests::default();
             let zip =
                 build_zip(&frames(&lits), "frame_list", &mut d, 1 << 20, &mut digest).expect("zip");
             (zip, digest.finish())
@@ -375,7 +375,7 @@ mod tests {
             "frame_list",
             &mut FrameDecoder::new(),
             1 << 20,
-            &mut MediaDigest::frames(),
+            &mut FrameDigests::default(),
         ) {
             Err(Error::BadFrame {
                 field: "frame_list",
@@ -412,7 +412,7 @@ mod tests {
                 "frame_list",
                 &mut FrameDecoder::new(),
                 1 << 20,
-                &mut MediaDigest::frames(),
+                &mut FrameDigests::default(),
             ) {
                 Err(Error::BadFrame {
                     field: "frame_list",

@@ -9,7 +9,7 @@
 //! comes.
 //!
 //! Keys, all under `state.redis.key_prefix`:
-//! - `rp:{hex}`: a capture digest's claim (the claim's token) or its confirmation (`0`);
+//! - `rp:{hex}`: a frame digest's claim (the claim's token) or its confirmation (`0`);
 //! - `rl:{hex}`: a rate-limit bucket's theoretical arrival time, in µs on Redis's clock;
 //! - `salt`: the HMAC salt that turns digests and client identities into those hex names.
 //!
@@ -148,27 +148,27 @@ impl RedisStore {
         Ok(RedisStore { inner })
     }
 
-    pub async fn claim(&self, digest: &[u8; 32], hold: Duration) -> Result<Claim, Unavailable> {
+    pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Claim, Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
         inner
             .call(async {
                 for _ in 0..SALT_TRIES {
                     let salt = inner.salt(&mut conn).await?;
-                    let key = digest_key(&salt.key, digest);
+                    let keys: Vec<Key> = digests.iter().map(|d| digest_key(&salt.key, d)).collect();
                     let token = fastrand::u64(1..);
-                    let claimed: i64 = inner
-                        .scripts
-                        .claim
-                        .key(&inner.salt_key)
-                        .key(inner.key(REPLAY, &key))
+                    let mut script = inner.scripts.claim.key(&inner.salt_key);
+                    for key in &keys {
+                        script.key(inner.key(REPLAY, key));
+                    }
+                    let claimed: i64 = script
                         .arg(&salt.hex)
                         .arg(token)
                         .arg(millis(hold))
                         .invoke_async(&mut conn)
                         .await?;
                     match claimed {
-                        1 => return Ok(Claim::Claimed(Ticket { key, token })),
+                        1 => return Ok(Claim::Claimed(Ticket { keys, token })),
                         0 => return Ok(Claim::Seen),
                         _ => inner.salt.store(None),
                     }
@@ -181,16 +181,18 @@ impl RedisStore {
     pub async fn confirm(&self, ticket: &Ticket, window: Duration) -> Result<(), Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        let key = inner.key(REPLAY, &ticket.key);
+        let mut pipe = ::redis::pipe();
+        for key in &ticket.keys {
+            pipe.cmd("SET")
+                .arg(inner.key(REPLAY, key))
+                .arg(0)
+                .arg("PX")
+                .arg(millis(window))
+                .ignore();
+        }
         inner
             .call(async {
-                ::redis::cmd("SET")
-                    .arg(&key)
-                    .arg(0)
-                    .arg("PX")
-                    .arg(millis(window))
-                    .query_async::<()>(&mut conn)
-                    .await?;
+                pipe.query_async::<()>(&mut conn).await?;
                 Ok(())
             })
             .await
@@ -199,13 +201,13 @@ impl RedisStore {
     pub async fn release(&self, ticket: &Ticket) -> Result<(), Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        let key = inner.key(REPLAY, &ticket.key);
+        let mut script = inner.scripts.release.prepare_invoke();
+        for key in &ticket.keys {
+            script.key(inner.key(REPLAY, key));
+        }
         inner
             .call(async {
-                inner
-                    .scripts
-                    .release
-                    .key(&key)
+                script
                     .arg(ticket.token)
                     .invoke_async::<()>(&mut conn)
                     .await?;
