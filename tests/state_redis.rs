@@ -557,3 +557,40 @@ async fn rediss_with_a_certificate_from_an_unknown_ca_is_unavailable() {
     assert!(!reason.contains("127.0.0.1"), "{reason}");
     assert!(redis.dump().is_empty());
 }
+
+/// The ACL user deploy/README.md suggests for a shared Redis (its own key prefix, the command
+/// categories the store needs, and `TIME` for the rate-limit script) is enough for every call.
+#[tokio::test]
+async fn the_acl_user_of_deploy_readme_can_do_everything_the_store_does() {
+    let redis = Redis::start();
+    redis.cmd(&[
+        "ACL",
+        "SETUSER",
+        "oz-proxy",
+        "on",
+        ">acl-pass",
+        "~ozp:legacy-app:*",
+        "+@read",
+        "+@write",
+        "+@scripting",
+        "+@connection",
+        "+time",
+    ]);
+    let url = format!("redis://oz-proxy:acl-pass@127.0.0.1:{}/0", redis.port);
+    let r = Replica::new(&url, "ozp:legacy-app:", ANSWERS);
+    let Ok(Claim::Claimed(t)) = within("claim", r.store.claim(&[digest(1)], HOUR)).await else {
+        panic!("claim as the ACL user")
+    };
+    r.store.release(&t).await.unwrap();
+    let Ok(Claim::Claimed(t)) = r.store.claim(&[digest(1)], HOUR).await else {
+        panic!("claim after release")
+    };
+    r.store.confirm(&t, HOUR).await.unwrap();
+    let d = r
+        .store
+        .take(Bucket::Global { scope: "s" }, &limit(1, MIN))
+        .await
+        .unwrap();
+    assert!(d.allowed);
+    r.wait_up(true).await;
+}

@@ -46,7 +46,7 @@ use crate::capture::transform::{
 use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
     Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzApiMode, OzConfig,
-    ResultMode, StateConfig, UncheckedImages,
+    ResultMode, StateConfig, StoreKind, UncheckedImages,
 };
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
@@ -213,8 +213,10 @@ impl CaptureService {
             ),
         };
         let store_config = (config.state.clone(), config.capture.replay.max_entries);
+        // What the store remembers survives any reload that can keep it: `on_error` applies
+        // through the guard, and a memory store depends on nothing else of the section.
         let store = match previous {
-            Some(p) if p.store_config == store_config => p.guard.store().clone(),
+            Some(p) if same_store(&p.store_config, &store_config) => p.guard.store().clone(),
             _ => Store::new(&config.state, store_config.1, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("state store: {e}"))?,
         };
@@ -577,6 +579,16 @@ impl CaptureService {
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
         set_verdict_headers(&mut parts.headers, facts);
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// Whether a store built from `(state, max_entries)` `old` serves `new` as well.
+fn same_store(old: &(StateConfig, u64), new: &(StateConfig, u64)) -> bool {
+    let ((old_state, old_max), (new_state, new_max)) = (old, new);
+    match (old_state.store, new_state.store) {
+        (StoreKind::Memory, StoreKind::Memory) => old_max == new_max,
+        (StoreKind::Redis, StoreKind::Redis) => old_state.redis == new_state.redis,
+        _ => false,
     }
 }
 
