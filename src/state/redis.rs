@@ -58,6 +58,9 @@ const RECONNECT_TRIES: usize = 3;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 
+/// At least how long a claim whose answer came too late is tried to be taken back.
+const TAKE_BACK_FOR: Duration = Duration::from_secs(10);
+
 /// Tries of a salted call: the second one runs with the salt read again.
 const SALT_TRIES: usize = 2;
 
@@ -151,7 +154,9 @@ impl RedisStore {
     pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Claim, Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        inner
+        // The claim last sent, so that one whose answer did not come in time can be taken back.
+        let sent: std::sync::Mutex<Option<Ticket>> = std::sync::Mutex::new(None);
+        let result = inner
             .call(async {
                 for _ in 0..SALT_TRIES {
                     let salt = inner.salt(&mut conn).await?;
@@ -161,6 +166,10 @@ impl RedisStore {
                     for key in &keys {
                         script.key(inner.key(REPLAY, key));
                     }
+                    *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ticket {
+                        keys: keys.clone(),
+                        token,
+                    });
                     let claimed: i64 = script
                         .arg(&salt.hex)
                         .arg(token)
@@ -175,7 +184,37 @@ impl RedisStore {
                 }
                 Err(Failure::Reply("the shared salt kept changing"))
             })
-            .await
+            .await;
+        // A claim the proxy gave up on may still have run in Redis, and would hold the capture's
+        // frames for the whole window while its user was told nothing was uploaded. It is taken
+        // back in the background; the release script only drops what still carries its token.
+        if let (Err(_), Some(ticket)) = (
+            &result,
+            sent.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let inner = self.inner.clone();
+                runtime.spawn(async move {
+                    // Tried again until it lands, for longer than a capture may wait: Redis may
+                    // stay slow for a while. Nobody waits on it.
+                    let patience = (inner.timeout * 20).max(TAKE_BACK_FOR);
+                    let _ = tokio::time::timeout(patience, async {
+                        let mut pause = RECONNECT_MIN_DELAY;
+                        loop {
+                            let mut conn = inner.connection();
+                            let script = inner.release_script(&ticket);
+                            if script.invoke_async::<()>(&mut conn).await.is_ok() {
+                                return;
+                            }
+                            tokio::time::sleep(crate::backoff::jitter(pause)).await;
+                            pause = (pause * 2).min(RECONNECT_MAX_DELAY);
+                        }
+                    })
+                    .await;
+                });
+            }
+        }
+        result
     }
 
     pub async fn confirm(&self, ticket: &Ticket, window: Duration) -> Result<(), Unavailable> {
@@ -201,16 +240,10 @@ impl RedisStore {
     pub async fn release(&self, ticket: &Ticket) -> Result<(), Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        let mut script = inner.scripts.release.prepare_invoke();
-        for key in &ticket.keys {
-            script.key(inner.key(REPLAY, key));
-        }
+        let script = inner.release_script(ticket);
         inner
             .call(async {
-                script
-                    .arg(ticket.token)
-                    .invoke_async::<()>(&mut conn)
-                    .await?;
+                script.invoke_async::<()>(&mut conn).await?;
                 Ok(())
             })
             .await
@@ -335,6 +368,16 @@ impl Inner {
 
     /// Runs one call within the timeout and keeps `state_up` and the log in step with how it
     /// went.
+    /// The release script for `ticket`, ready to run.
+    fn release_script(&self, ticket: &Ticket) -> ::redis::ScriptInvocation<'_> {
+        let mut script = self.scripts.release.prepare_invoke();
+        for key in &ticket.keys {
+            script.key(self.key(REPLAY, key));
+        }
+        script.arg(ticket.token);
+        script
+    }
+
     async fn call<T>(
         &self,
         op: impl std::future::Future<Output = Result<T, Failure>>,
