@@ -429,6 +429,18 @@ impl Metrics {
             state_up.clone(),
         );
         let state_errors = Family::<StateErrorLabels, Counter>::default();
+        // Every series at once: a dashboard shows zeros, not "no data", before the first failure.
+        for op in ["rate_limit", "replay"] {
+            for result in ["refused", "unguarded"] {
+                state_errors.get_or_create_owned(&StateErrorLabels { op, result });
+            }
+        }
+        for op in ["confirm", "release"] {
+            state_errors.get_or_create_owned(&StateErrorLabels {
+                op,
+                result: "not_recorded",
+            });
+        }
         reg.register(
             "state_errors",
             "State store failures during captures, by operation (rate_limit, replay, confirm, release) and result (refused: 503 under fail_closed; unguarded: went on under fail_open; not_recorded: after the upload)",
@@ -530,6 +542,17 @@ impl Metrics {
     /// Counts a pause of the listener at `server.max_connections`.
     pub fn connection_waited(&self) {
         self.inner.connection_waits.inc();
+    }
+
+    /// Makes the series of a configured limit of `route` (`per_client` or `global`), at 0 until
+    /// the first refusal.
+    pub fn rate_limit_configured(&self, route: &str, limit: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create_owned(&RateLimitedLabels {
+                route: route.to_owned(),
+                limit,
+            });
     }
 
     /// Counts a capture refused by the `limit` (`per_client` or `global`) of `route`.

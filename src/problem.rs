@@ -102,6 +102,7 @@ pub fn classify(err: &Error) -> Class {
                 | C::Busy
                 | C::MissingBinding { .. }
                 | C::RateLimited { .. }
+                | C::AmbiguousClientKey { .. }
                 // Refused before the body is read when the rate limits could not be asked.
                 | C::StateUnavailable
         ),
@@ -267,6 +268,13 @@ fn capture_problem(err: &capture::Error, detail: String) -> Problem {
         } => Problem::new(S::TOO_MANY_REQUESTS, "rate_limited", "Rate limited", detail)
             .with("limit", *limit)
             .with("retry_after", *retry_after_secs),
+        E::AmbiguousClientKey { name, .. } => Problem::new(
+            S::BAD_REQUEST,
+            "ambiguous_client_key",
+            "Ambiguous client key",
+            detail,
+        )
+        .with("field", name.as_str()),
         E::StateUnavailable => Problem::new(
             S::SERVICE_UNAVAILABLE,
             "state_unavailable",

@@ -54,6 +54,7 @@
 //! | `replay` (per route) | on → off, or a shorter `window` | a capture already checked could be checked again, for someone else |
 //! | `rate_limit` (per route) | a limit set → unset | a cut file would lift the limit; raising a limit is fine |
 //! | `state.store`, `state.redis.key_prefix` | any change, while routes exist | the guard's memory would start empty: every capture of the window could be replayed |
+//! | `state.on_error` | `fail_closed` → `fail_open`, while routes exist | a Redis outage would let captures through unguarded |
 //! | `capture.replay.max_entries` | any change, with `state.store: memory` | the embedded store is rebuilt, and empty |
 //!
 //! New verdict keys (a rotation: the new key first, the old one after it) apply on reload, and
@@ -75,7 +76,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::handler::CaptureService;
 use crate::config::{
-    BestFrame, CaptureRoute, Config, OnOzError, OnResult, ResultMode, SecretFiles, StoreKind,
+    BestFrame, CaptureRoute, Config, OnOzError, OnResult, OnStateError, ResultMode, SecretFiles,
+    StoreKind,
 };
 use crate::metrics::Metrics;
 use crate::proxy::{Live, RouteTable};
@@ -307,6 +309,11 @@ pub fn weakenings(old: &Config, new: &Config) -> Vec<String> {
             name(old.state.store),
             name(new.state.store)
         ));
+    }
+    if old.state.on_error == OnStateError::FailClosed
+        && new.state.on_error == OnStateError::FailOpen
+    {
+        out.push("state.on_error fail_closed -> fail_open while capture routes exist".to_owned());
     }
     if old.state.redis.key_prefix != new.state.redis.key_prefix
         && old.state.store == StoreKind::Redis
@@ -566,7 +573,7 @@ mod tests {
         );
         assert!(weakened(ONE, &strict).is_empty());
         let loose = format!(
-            "{ONE}      max_body_bytes: 200000000\n      max_frames: 5000\n      max_frame_bytes: 99999999\n      file_key: other\n"
+            "{ONE}      max_body_bytes: 200000000\n      max_frames: 1000\n      max_frame_bytes: 99999999\n      file_key: other\n"
         );
         let roomy = "  memory_budget_bytes: 1000000000\n";
         assert!(weakened(ONE, &format!("{loose}{roomy}")).is_empty());

@@ -5,7 +5,8 @@
 
 mod support;
 
-use oz_capture_proxy::capture::testdata::SampleCapture;
+use base64::Engine as _;
+use oz_capture_proxy::capture::testdata::{data_url, SampleCapture};
 use oz_capture_proxy::oz_sim::Endpoint;
 use support::stack::*;
 
@@ -23,6 +24,13 @@ async fn guarded(capture_extra: &str, tail: &str) -> Stack {
         ProxyBuilder::replay_guard,
     )
     .await
+}
+
+/// Capture `n` posted to [`CAPTURE`] with the header `name: value`.
+async fn post_as(stack: &Stack, name: &str, value: &str, n: u64) -> Reply {
+    stack
+        .post_with(CAPTURE, "application/json", &[(name, value)], capture(n))
+        .await
 }
 
 /// How many captures the backend received on [`CAPTURE`].
@@ -86,6 +94,46 @@ async fn the_same_frames_in_another_body_are_a_replay() {
     post(container.clone()).await.assert_from_backend();
     post(container).await.problem(409, "capture_replayed");
     assert_eq!(stack.oz().uploads().len(), 2);
+    stack.stop().await;
+}
+
+/// A capture that shares any frame with one checked before is a replay: cut short, reordered,
+/// padded with a new frame, or with a frame whose file was touched but whose picture was not
+/// (another comment, bytes after the end).
+#[tokio::test]
+async fn a_capture_sharing_a_frame_with_a_checked_one_is_a_replay() {
+    let stack = guarded("", "").await;
+    let first = SampleCapture::numbered(1, 3, false, "video_selfie_blank");
+    stack
+        .post(CAPTURE, first.to_json())
+        .await
+        .assert_from_backend();
+    let fresh = SampleCapture::numbered(2, 3, false, "video_selfie_blank").frames[0].clone();
+    let jpeg = |url: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(url.split_once(',').unwrap().1)
+            .unwrap()
+    };
+    let mut padded = jpeg(&first.frames[0]);
+    padded.extend_from_slice(b"after the end");
+    let mut commented = jpeg(&first.frames[0]);
+    commented.splice(2..2, [0xFF, 0xFE, 0x00, 0x07, b'h', b'e', b'l', b'l', b'o']);
+    let variants: [Vec<String>; 5] = [
+        first.frames[..2].to_vec(),
+        first.frames.iter().rev().cloned().collect(),
+        vec![fresh.clone(), first.frames[2].clone()],
+        vec![fresh.clone(), data_url("image/jpeg", &padded)],
+        vec![fresh, data_url("image/jpeg", &commented)],
+    ];
+    for frames in variants {
+        let mut replay = first.clone();
+        replay.frames = frames;
+        stack
+            .post(CAPTURE, replay.to_json())
+            .await
+            .problem(409, "capture_replayed");
+    }
+    assert_eq!(stack.oz().uploads().len(), 1);
     stack.stop().await;
 }
 
@@ -159,6 +207,45 @@ async fn a_capture_oz_accepted_is_spent_whatever_came_after() {
     stack.stop().await;
 }
 
+/// An upload that may have reached Oz (no answer within `oz.timeout`, or a gateway's 502) keeps
+/// the capture spent: Oz may have a folder for it, and a second one would be a second check.
+#[tokio::test]
+async fn an_upload_that_may_have_landed_keeps_the_capture_spent() {
+    let stack = Stack::start_with(
+        sim_config(),
+        &format!(
+            "{}{}",
+            oz_token("  timeout: \"300ms\"\n"),
+            forward_route("")
+        ),
+        ProxyBuilder::replay_guard,
+    )
+    .await;
+    stack
+        .oz()
+        .set_latency(Endpoint::Folders, std::time::Duration::from_secs(2));
+    stack
+        .post(CAPTURE, capture(1))
+        .await
+        .problem(504, "oz_timeout");
+    stack.oz().clear_faults();
+    stack
+        .post(CAPTURE, capture(1))
+        .await
+        .problem(409, "capture_replayed");
+    stack.oz().fail_next(Endpoint::Folders, 502, 1);
+    stack
+        .post(CAPTURE, capture(2))
+        .await
+        .problem(502, "oz_error");
+    stack
+        .post(CAPTURE, capture(2))
+        .await
+        .problem(409, "capture_replayed");
+    assert_eq!(captures_forwarded(&stack), 0);
+    stack.stop().await;
+}
+
 /// `replay.enabled: false` on a route (or for the section) lets the same capture through again.
 #[tokio::test]
 async fn a_route_may_turn_the_guard_off() {
@@ -186,23 +273,13 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
         "",
     )
     .await;
-    let send = |sid: &'static str, n| {
-        let cookie = format!("sid={sid}");
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("cookie", &cookie)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    send("alice", 1).await.assert_from_backend();
-    send("alice", 2).await.assert_from_backend();
-    let refused = send("alice", 3).await;
+    post_as(&stack, "cookie", "sid=alice", 1)
+        .await
+        .assert_from_backend();
+    post_as(&stack, "cookie", "sid=alice", 2)
+        .await
+        .assert_from_backend();
+    let refused = post_as(&stack, "cookie", "sid=alice", 3).await;
     let doc = refused.problem(429, "rate_limited");
     assert_eq!(doc["limit"], "per_client", "{doc}");
     // 2 per minute: one comes back every 30 s.
@@ -221,7 +298,9 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
     // The body was never read: the connection is not reused.
     assert_eq!(refused.headers["connection"], "close");
 
-    send("bob", 4).await.assert_from_backend();
+    post_as(&stack, "cookie", "sid=bob", 4)
+        .await
+        .assert_from_backend();
     let passthrough = stack
         .send(
             http::Request::get("/anything")
@@ -253,43 +332,25 @@ async fn the_client_over_its_limit_waits_and_others_do_not() {
 async fn a_client_cannot_choose_its_address() {
     let limit = "  rate_limit:\n    per_client: { limit: 1, per: \"1m\" }\n";
     let stack = guarded(limit, "").await;
-    let from = |xff: &'static str, n| {
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("x-forwarded-for", xff)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    from("198.51.100.1", 1).await.assert_from_backend();
-    from("198.51.100.2", 2).await.problem(429, "rate_limited");
+    post_as(&stack, "x-forwarded-for", "198.51.100.1", 1)
+        .await
+        .assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.2", 2)
+        .await
+        .problem(429, "rate_limited");
     stack.stop().await;
 
     let stack = guarded(limit, "forwarding:\n  trusted_hops: 1\n").await;
-    let from = |xff: &'static str, n| {
-        let stack = &stack;
-        async move {
-            stack
-                .post_with(
-                    CAPTURE,
-                    "application/json",
-                    &[("x-forwarded-for", xff)],
-                    capture(n),
-                )
-                .await
-        }
-    };
-    from("198.51.100.1", 1).await.assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.1", 1)
+        .await
+        .assert_from_backend();
     // The same client behind the balancer, pretending to be someone else on the left.
-    from("203.0.113.9, 198.51.100.1", 2)
+    post_as(&stack, "x-forwarded-for", "203.0.113.9, 198.51.100.1", 2)
         .await
         .problem(429, "rate_limited");
-    from("198.51.100.2", 3).await.assert_from_backend();
+    post_as(&stack, "x-forwarded-for", "198.51.100.2", 3)
+        .await
+        .assert_from_backend();
     stack.stop().await;
 }
 

@@ -9,11 +9,11 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use oz_capture_proxy::capture::testdata::SampleCapture;
 use oz_capture_proxy::oz_sim::{Endpoint, SimConfig};
+use support::logs::Captured;
 use support::stack::*;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -27,27 +27,6 @@ const SESSION_MARKER: &str = "SESSION-MARKER-19fa";
 const COOKIE_MARKER: &str = "COOKIE-MARKER-a6d2";
 /// A documentation address (RFC 5737) nothing else in the run uses.
 const CLIENT_IP_MARKER: &str = "203.0.113.77";
-
-/// A `MakeWriter` that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
 
 /// True when `text` holds a run of at least 64 lowercase hex digits: the shape of an Oz access
 /// token (docs/oz-api.md §1.1). UUIDs (request and folder ids) have hyphens and are shorter.

@@ -537,11 +537,14 @@ async fn upload_is_not_resent_when_oz_hangs_up_after_receiving_it() {
                 err,
                 Error::Unreachable {
                     endpoint: "folders",
+                    sent: true,
                     ..
                 }
             ),
             "{err:?}"
         );
+        // Oz may have made the folder: the replay guard keeps the capture spent.
+        assert!(err.may_have_been_taken());
         assert_eq!(requests(&mut oz), 1, "sent exactly once");
     })
     .await;
@@ -558,8 +561,13 @@ async fn refused_connection_is_unreachable() {
             .unwrap();
         let (c, _) = client(&config(format!("http://{addr}").parse().unwrap()));
         let err = c.create_folder(&upload(), "req").await.unwrap_err();
+        assert!(!err.may_have_been_taken(), "nothing was sent: {err:?}");
         match err {
-            Error::Unreachable { endpoint, reason } => {
+            Error::Unreachable {
+                endpoint,
+                reason,
+                sent: false,
+            } => {
                 assert_eq!(endpoint, "folders");
                 assert!(reason.to_lowercase().contains("refused"), "{reason}");
             }
@@ -912,40 +920,20 @@ impl Drop for TestPki {
 /// A private CA (written to a PEM file for `oz.ca_file`) and a server certificate for
 /// 127.0.0.1 signed by it; the server offers h2 and http/1.1.
 fn test_pki(name: &str) -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "oz-capture-proxy test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-
+    let pki = support::pki::private_ca("oz-capture-proxy test CA", &["127.0.0.1", "localhost"]);
     let ca_file = std::env::temp_dir().join(format!(
         "oz-client-test-ca-{}-{name}.pem",
         std::process::id()
     ));
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(pki.key_der).unwrap();
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
+        .with_single_cert(vec![pki.cert_der.into()], key)
         .unwrap();
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     TestPki {

@@ -222,6 +222,9 @@ capture:
     - path: "{route}"
       on_result: forward
   wait_for_result: "5s"
+  # Generous: the smoke sends a handful; set so that the limit's series is in /metrics.
+  rate_limit:
+    per_client: {{ limit: 100, per: "1m" }}
 shutdown:
   drain_delay: "2s"
   drain_deadline: "3s"

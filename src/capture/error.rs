@@ -70,6 +70,10 @@ pub enum Error {
         policy: String,
         state: String,
     },
+    /// The capture carries the rate limit's client key (`header:NAME`, `cookie:NAME`) more than
+    /// once: which one counts would be the client's choice.
+    #[error("the capture carries the {kind} `{name}` more than once, so which one identifies the client is ambiguous (capture.rate_limit.per_client.key)")]
+    AmbiguousClientKey { kind: &'static str, name: String },
     /// The state store did not answer and `state.on_error` is `fail_closed`.
     #[error("the store of the replay guard and rate limits is unavailable; retry later")]
     StateUnavailable,

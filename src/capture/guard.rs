@@ -5,9 +5,9 @@
 //! - [`Guard::admit`]: the route's `per_client` limit, then its `global` one; beyond either,
 //!   429 `rate_limited` with `Retry-After`, `RateLimit-Policy` and `RateLimit`
 //!   (draft-ietf-httpapi-ratelimit-headers), and nothing is read or uploaded.
-//! - [`Guard::claim`]: after the transform, before the upload: a digest claimed or accepted
-//!   before is a replay (409 `capture_replayed`); of two identical captures in flight, one
-//!   goes to Oz.
+//! - [`Guard::claim`]: after the transform, before the upload: a capture with any frame claimed
+//!   or accepted before is a replay (409 `capture_replayed`); of two captures in flight that
+//!   share a frame, one goes to Oz.
 //! - [`Guard::accepted`] once Oz has created the folder (the digest is remembered for the
 //!   window, whatever the verdict), [`Guard::failed`] when the upload failed (the claim is let
 //!   go, so the retry is no replay).
@@ -68,7 +68,7 @@ impl Guard {
     ) -> Result<(), Error> {
         let mut decided: Vec<(&'static str, Decision)> = Vec::with_capacity(2);
         if let Some((limit, scope)) = &limits.per_client {
-            let client = client_identity(&limit.client_key(), headers, client_ip);
+            let client = client_identity(&limit.client_key(), headers, client_ip)?;
             let scope = scope_name(*scope, route);
             let bucket = Bucket::Client {
                 scope: &scope,
@@ -98,9 +98,10 @@ impl Guard {
         })
     }
 
-    /// Claims the capture's media digest for `hold`, or refuses the capture as a replay.
-    pub async fn claim(&self, digest: &[u8; 32], hold: Duration) -> Result<Held, Error> {
-        match self.store.claim(digest, hold).await {
+    /// Claims the capture's frame digests for `hold`, or refuses the capture as a replay when
+    /// any of them was claimed or accepted before.
+    pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Held, Error> {
+        match self.store.claim(digests, hold).await {
             Ok(Claim::Claimed(ticket)) => Ok(Held(Some(ticket))),
             Ok(Claim::Seen) => Err(Error::Replayed),
             Err(e) => self.on_store_error("replay", e).map(|()| Held(None)),
@@ -166,25 +167,57 @@ impl Guard {
 }
 
 /// The bytes that tell this client apart: the header's or cookie's value when the capture
-/// carries one, else its address. The store hashes them; they are never logged.
-fn client_identity(key: &ClientKey, headers: &HeaderMap, client_ip: IpAddr) -> Vec<u8> {
-    let value = match key {
-        ClientKey::Ip => None,
-        ClientKey::Header(name) => headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes())
-            .filter(|v| !v.is_empty()),
-        ClientKey::Cookie(name) => cookie(headers, name),
+/// carries one, else its address. The store hashes them; they are never logged. A capture that
+/// carries the key twice is refused: a gateway that appends its own value, or a backend that
+/// reads the last cookie of a name, would otherwise let the client pick the one that counts.
+fn client_identity(
+    key: &ClientKey,
+    headers: &HeaderMap,
+    client_ip: IpAddr,
+) -> Result<Vec<u8>, Error> {
+    let (kind, name, values): (_, _, Vec<&[u8]>) = match key {
+        ClientKey::Ip => return Ok(address_key(client_ip).into_bytes()),
+        ClientKey::Header(name) => (
+            "header",
+            name,
+            headers
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect(),
+        ),
+        ClientKey::Cookie(name) => ("cookie", name, cookie_values(headers, name)),
     };
-    match value {
+    match values.as_slice() {
+        [] | [[]] => Ok(address_key(client_ip).into_bytes()),
         // Prefixed, so a header value can never be mistaken for an address.
-        Some(v) => [b"v:".as_slice(), v].concat(),
-        None => format!("ip:{client_ip}").into_bytes(),
+        [value] => Ok([b"v:".as_slice(), value].concat()),
+        _ => Err(Error::AmbiguousClientKey {
+            kind,
+            name: name.clone(),
+        }),
     }
 }
 
-/// The first non-empty value of cookie `name` (RFC 6265 §5.4: `name=value` pairs split by `; `).
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+/// An address as the per-client limits count it: an IPv4 address (also one written as an
+/// IPv4-mapped IPv6 address) alone, an IPv6 address by its /64, the block one subscriber or
+/// host usually holds whole (RFC 6177): rotating addresses inside it buys no new budget.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// Every value of cookie `name`, empty ones included (RFC 6265 §5.4: `name=value` pairs split by
+/// `; `, over every `Cookie` field).
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h [u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -194,7 +227,7 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
             let eq = pair.iter().position(|&b| b == b'=')?;
             (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
         })
-        .find(|v| !v.is_empty())
+        .collect()
 }
 
 /// Whose budget a limit is: the section's is shared by every route without its own.
@@ -240,15 +273,45 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(
             http::header::COOKIE,
-            HeaderValue::from_static("a=1; sid=; sid=abc ;x=y"),
+            HeaderValue::from_static("a=1; sid=abc ;x=y"),
         );
         h.insert("x-user", HeaderValue::from_static("u-42"));
-        let id = |k: ClientKey| client_identity(&k, &h, ip);
+        h.insert("x-empty", HeaderValue::from_static(""));
+        let id = |k: ClientKey| client_identity(&k, &h, ip).unwrap();
         assert_eq!(id(ClientKey::Cookie("sid".into())), b"v:abc");
         assert_eq!(id(ClientKey::Header("x-user".into())), b"v:u-42");
         assert_eq!(id(ClientKey::Ip), b"ip:192.0.2.7");
         assert_eq!(id(ClientKey::Cookie("none".into())), b"ip:192.0.2.7");
         assert_eq!(id(ClientKey::Header("x-none".into())), b"ip:192.0.2.7");
+        assert_eq!(id(ClientKey::Header("x-empty".into())), b"ip:192.0.2.7");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_static("sid=; a=1"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("sid=abc"));
+        h.append("x-user", HeaderValue::from_static("mine"));
+        h.append("x-user", HeaderValue::from_static("the-gateway's"));
+        for key in [
+            ClientKey::Cookie("sid".into()),
+            ClientKey::Header("x-user".into()),
+        ] {
+            assert!(matches!(
+                client_identity(&key, &h, ip),
+                Err(Error::AmbiguousClientKey { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_eq!(key("2001:db8::1"), "ip6:2001:db8:0:0::/64");
     }
 
     #[test]

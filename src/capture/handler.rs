@@ -36,7 +36,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::capture::digest::MediaDigest;
+use crate::capture::digest::FrameDigests;
 use crate::capture::guard::{Guard, Held};
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::report::{oz_headers, Report};
@@ -46,7 +46,7 @@ use crate::capture::transform::{
 use crate::capture::{Error as CaptureError, Failure};
 use crate::config::{
     Binding, CaptureRoute, Config, ForwardBody, OnOzError, OnResult, OzApiMode, OzConfig,
-    ResultMode, StateConfig, UncheckedImages,
+    ResultMode, StateConfig, StoreKind, UncheckedImages,
 };
 use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
@@ -172,9 +172,9 @@ struct Prepared {
     frame_count: Option<usize>,
     /// Best frames in the body that Oz does not get (none for a container).
     unchecked_images: Vec<UncheckedImage>,
-    /// The media's fingerprint for the replay guard (a container's is taken only when the
-    /// route guards against replays).
-    media_digest: Option<[u8; 32]>,
+    /// The media's fingerprints for the replay guard, one per frame (a container's is taken
+    /// only when the route guards against replays).
+    media_digests: Option<Vec<[u8; 32]>>,
 }
 
 impl CaptureService {
@@ -213,12 +213,25 @@ impl CaptureService {
             ),
         };
         let store_config = (config.state.clone(), config.capture.replay.max_entries);
+        // What the store remembers survives any reload that can keep it: `on_error` applies
+        // through the guard, and a memory store depends on nothing else of the section.
         let store = match previous {
-            Some(p) if p.store_config == store_config => p.guard.store().clone(),
+            Some(p) if same_store(&p.store_config, &store_config) => p.guard.store().clone(),
             _ => Store::new(&config.state, store_config.1, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("state store: {e}"))?,
         };
         let guard = Guard::new(store, config.state.on_error, metrics.clone());
+        for route in config.capture.effective_routes() {
+            let limits = &route.rate_limit;
+            for (set, name) in [
+                (limits.per_client.is_some(), "per_client"),
+                (limits.global.is_some(), "global"),
+            ] {
+                if set {
+                    metrics.rate_limit_configured(&route.path, name);
+                }
+            }
+        }
         Ok(CaptureService {
             oz,
             oz_config: config.oz.clone(),
@@ -309,12 +322,12 @@ impl CaptureService {
                 if raw.is_empty() {
                     return Err(CaptureError::EmptyContainer.into());
                 }
-                let media_digest = match route.replay {
+                let media_digests = match route.replay {
                     Some(_) => {
                         let body = raw.clone();
                         let digest = self
                             .pool
-                            .run(move || MediaDigest::container(&body))
+                            .run(move || FrameDigests::container(&body))
                             .await
                             .map_err(|_| CaptureError::Internal)?;
                         Some(digest)
@@ -330,7 +343,7 @@ impl CaptureService {
                     virtual_camera: None,
                     frame_count: None,
                     unchecked_images: Vec::new(),
-                    media_digest,
+                    media_digests,
                 }
             }
             Mode::Frames => {
@@ -344,8 +357,8 @@ impl CaptureService {
         // The claim holds for the whole window until Oz's answer decides: a capture whose
         // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
         // so it stays spent rather than open to a replay.
-        let held = match (route.replay, prepared.media_digest) {
-            (Some(window), Some(digest)) => self.guard.claim(&digest, window).await?,
+        let held = match (route.replay, &prepared.media_digests) {
+            (Some(window), Some(digests)) => self.guard.claim(digests, window).await?,
             _ => Held::none(),
         };
         let folder = self.oz.create_folder(&prepared.upload, request_id).await;
@@ -358,8 +371,16 @@ impl CaptureService {
                     .verdict(folder, &route.analyses, route.wait_for_result, request_id)
                     .await
             }
-            Err(e) => {
+            // Oz refused the upload, or it never left: the claim goes, so the retry is checked.
+            // An upload that may have landed (a timeout, a cut connection) keeps it.
+            Err(e) if !e.may_have_been_taken() => {
                 self.guard.failed(held).await;
+                Err(e)
+            }
+            Err(e) => {
+                if let Some(window) = route.replay {
+                    self.guard.accepted(held, window).await;
+                }
                 Err(e)
             }
         };
@@ -372,7 +393,7 @@ impl CaptureService {
             virtual_camera,
             frame_count,
             unchecked_images,
-            media_digest: _,
+            media_digests: _,
         } = prepared;
         self.pool.dispose(upload);
         let raw = if route.forwards_original_body() {
@@ -505,7 +526,7 @@ impl CaptureService {
             virtual_camera: Some(prepared.virtual_camera),
             frame_count: Some(prepared.frame_count),
             unchecked_images: prepared.unchecked_images,
-            media_digest: Some(prepared.media_digest),
+            media_digests: Some(prepared.frame_digests),
         })
     }
 
@@ -558,6 +579,16 @@ impl CaptureService {
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
         set_verdict_headers(&mut parts.headers, facts);
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// Whether a store built from `(state, max_entries)` `old` serves `new` as well.
+fn same_store(old: &(StateConfig, u64), new: &(StateConfig, u64)) -> bool {
+    let ((old_state, old_max), (new_state, new_max)) = (old, new);
+    match (old_state.store, new_state.store) {
+        (StoreKind::Memory, StoreKind::Memory) => old_max == new_max,
+        (StoreKind::Redis, StoreKind::Redis) => old_state.redis == new_state.redis,
+        _ => false,
     }
 }
 

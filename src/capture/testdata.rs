@@ -19,11 +19,14 @@ pub const SAMPLE_ADDITIONAL_INFO: &str =
 /// seed (it sets the DC difference), and a comment segment carries the seed as well, so all 256
 /// seeds give distinct files.
 pub fn sample_jpeg(seed: u8) -> Vec<u8> {
-    jpeg_with_comment(seed, &format!("oz-capture-proxy sample {seed}"))
+    numbered_jpeg(seed, None)
 }
 
-/// [`sample_jpeg`] with its own comment: the same picture in other bytes.
-fn jpeg_with_comment(seed: u8, comment: &str) -> Vec<u8> {
+/// [`sample_jpeg`], or with `Some(n)` picture number `n` of a series: `n` is in the comment and,
+/// as sixteen nibbles, in AC steps of the quantization table, which the DC-only picture never
+/// uses, so it looks the same but every number is another picture to the replay guard (which
+/// reads the tables and scans, not the comments: `capture::digest`).
+fn numbered_jpeg(seed: u8, n: Option<u64>) -> Vec<u8> {
     let mut j = Vec::with_capacity(192);
     j.extend_from_slice(&[0xFF, 0xD8]); // SOI
                                         // APP0: JFIF 1.01, no density units, 1:1, no thumbnail.
@@ -32,10 +35,19 @@ fn jpeg_with_comment(seed: u8, comment: &str) -> Vec<u8> {
         0xE0,
         &[b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0],
     );
+    let comment = match n {
+        None => format!("oz-capture-proxy sample {seed}"),
+        Some(n) => format!("oz-capture-proxy sample {seed}, capture {n}"),
+    };
     jpeg_segment(&mut j, 0xFE, comment.as_bytes());
-    // DQT: table 0, 8-bit precision, every step 1.
+    // DQT: table 0, 8-bit precision, every step 1 (but the AC steps a number sets).
     let mut dqt = [1u8; 65];
     dqt[0] = 0x00;
+    if let Some(n) = n {
+        for (i, step) in dqt[2..18].iter_mut().enumerate() {
+            *step = ((n >> (4 * i)) & 0xF) as u8 + 1;
+        }
+    }
     jpeg_segment(&mut j, 0xDB, &dqt);
     // SOF0: 8-bit, 8 lines, 8 columns, one component (id 1, 1×1 sampling, table 0).
     jpeg_segment(&mut j, 0xC0, &[8, 0, 8, 0, 8, 1, 1, 0x11, 0]);
@@ -199,15 +211,14 @@ impl SampleCapture {
         }
     }
 
-    /// Like [`SampleCapture::new`], but capture number `n` of a series: its first frame carries
-    /// `n` in its comment, so every number is other media to the replay guard (`demo` and the
-    /// soak send many captures, as many users would, not one capture many times).
+    /// Like [`SampleCapture::new`], but capture number `n` of a series: every frame is another
+    /// picture to the replay guard than the frames of every other number (`demo` and the soak
+    /// send many captures, as many users would, not one capture many times).
     pub fn numbered(n: u64, frames: usize, virtual_camera: bool, action: &str) -> Self {
         let mut c = SampleCapture::new(frames, virtual_camera, action);
-        if let Some(first) = c.frames.first_mut() {
-            let jpeg = jpeg_with_comment(0, &format!("oz-capture-proxy sample 0, capture {n}"));
-            *first = data_url("image/jpeg", &jpeg);
-        }
+        c.frames = (0..frames)
+            .map(|i| data_url("image/jpeg", &numbered_jpeg(i as u8, Some(n))))
+            .collect();
         c
     }
 
@@ -287,13 +298,15 @@ mod tests {
     }
 
     #[test]
-    fn numbered_captures_differ_in_their_first_frame_only() {
+    fn numbered_captures_share_no_frame() {
         let (a, b) = (
             SampleCapture::numbered(1, 3, false, "video_selfie_blank"),
             SampleCapture::numbered(2, 3, false, "video_selfie_blank"),
         );
-        assert_ne!(a.frames[0], b.frames[0]);
-        assert_eq!(a.frames[1..], b.frames[1..]);
+        for f in &a.frames {
+            assert!(!b.frames.contains(f));
+        }
+        assert_eq!(a.frames.len(), 3);
     }
 
     #[test]

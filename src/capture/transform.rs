@@ -24,7 +24,7 @@ use bytes::Bytes;
 use super::action::{map_action, MediaKind};
 use super::body::{parse_capture, Capture};
 use super::data_url::{DataUrlError, ImageKind};
-use super::digest::MediaDigest;
+use super::digest::FrameDigests;
 use super::frame::{Frame, FrameDecoder};
 use super::multipart::{
     build_multipart, is_valid_boundary, random_boundary, FolderUpload, MediaFile,
@@ -71,8 +71,8 @@ pub struct PreparedUpload {
     pub media_len: usize,
     /// The best frames in the body that the upload leaves out, in body order.
     pub unchecked_images: Vec<UncheckedImage>,
-    /// The replay guard's fingerprint of the media (`capture::digest`).
-    pub media_digest: [u8; 32],
+    /// The replay guard's fingerprints of the frames, in order (`capture::digest`).
+    pub frame_digests: Vec<[u8; 32]>,
 }
 
 /// A non-null best frame that the upload leaves out, so Oz never checks it.
@@ -125,7 +125,7 @@ pub fn prepare_frames_upload(
         });
     }
     let mut decoder = FrameDecoder::new();
-    let mut digest = MediaDigest::frames();
+    let mut digest = FrameDigests::default();
     let (media, best_frame) = match mapping.media {
         MediaKind::ShotsSet => {
             let best_frame = decode_best_frame(&capture, opts, &mut decoder)?;
@@ -165,7 +165,7 @@ pub fn prepare_frames_upload(
         frame_count: capture.frames.len(),
         media_len,
         unchecked_images,
-        media_digest: digest.finish(),
+        frame_digests: digest.finish(),
     })
 }
 
@@ -237,7 +237,7 @@ fn decode_photo(
     capture: &Capture<'_>,
     opts: &TransformOptions<'_>,
     decoder: &mut FrameDecoder,
-    digest: &mut MediaDigest,
+    digest: &mut FrameDigests,
 ) -> Result<MediaFile, Error> {
     let field = capture.frame_list_field();
     let [frame] = capture.frames.as_slice() else {

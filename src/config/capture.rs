@@ -22,6 +22,10 @@ pub const RESERVED_FOLDER_KEYS: [&str; 2] = ["request_id", "virtual_camera"];
 /// 3 s). Such an answer is `oz::Error::TooManyAnalyses`.
 pub const MAX_ANALYSES: usize = 32;
 
+/// Most frames a route may take (`max_frames`): the replay guard claims one digest per frame in
+/// one atomic step (`state::Store::claim`), which this bounds.
+pub const MAX_FRAMES: usize = 1000;
+
 /// Capture routes and the defaults of their settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

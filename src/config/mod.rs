@@ -40,7 +40,8 @@ pub use backend::{BackendConfig, ForwardingConfig, XffMode};
 pub use capture::{
     BestFrame, CaptureConfig, CaptureRoute, ClientKey, ClientLimit, ForwardBody, Limit, OnOzError,
     OnResult, RateLimitConfig, RateLimits, ReplayConfig, ReplayOverride, ResultMode, RouteConfig,
-    Scope, TransformPriority, UncheckedImages, BEST_FRAME_KEY, MAX_ANALYSES, RESERVED_FOLDER_KEYS,
+    Scope, TransformPriority, UncheckedImages, BEST_FRAME_KEY, MAX_ANALYSES, MAX_FRAMES,
+    RESERVED_FOLDER_KEYS,
 };
 pub use error::Error;
 pub use load::ENV_PREFIX;

@@ -6,7 +6,7 @@
 //! (`proxy::RouteTable::new`), since what counts as the same path is path normalization's
 //! business; `check` compiles the routes too.
 
-use super::capture::{BEST_FRAME_KEY, MAX_ANALYSES, RESERVED_FOLDER_KEYS};
+use super::capture::{BEST_FRAME_KEY, MAX_ANALYSES, MAX_FRAMES, RESERVED_FOLDER_KEYS};
 use super::verdict::{Binding, VerdictAlg};
 use super::{Config, Error};
 
@@ -323,8 +323,11 @@ impl Config {
                     "twice this must fit in capture.memory_budget_bytes, or such a capture could never run",
                 ));
             }
-            if r.max_frames == 0 {
-                return Err(Error::invalid(key("max_frames"), "must be at least 1"));
+            if r.max_frames == 0 || r.max_frames > MAX_FRAMES {
+                return Err(Error::invalid(
+                    key("max_frames"),
+                    format!("must be between 1 and {MAX_FRAMES}"),
+                ));
             }
             // More could never run: an Oz answer listing more is refused (see `MAX_ANALYSES`).
             if r.analyses.len() > MAX_ANALYSES {

@@ -289,9 +289,14 @@ fn duplicate(e: &Error) -> Error {
         },
         Error::Timeout { endpoint } => Error::Timeout { endpoint },
         Error::ResultTimeout => Error::ResultTimeout,
-        Error::Unreachable { endpoint, reason } => Error::Unreachable {
+        Error::Unreachable {
+            endpoint,
+            reason,
+            sent,
+        } => Error::Unreachable {
             endpoint,
             reason: reason.clone(),
+            sent: *sent,
         },
         Error::BadResponse { endpoint, reason } => Error::BadResponse {
             endpoint,

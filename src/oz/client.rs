@@ -83,6 +83,7 @@ impl OzClient {
                 endpoint,
                 reason: "request not sent: the upload content type is not a valid header value"
                     .into(),
+                sent: false,
             })?;
         let call = Call {
             endpoint,
@@ -118,6 +119,7 @@ impl OzClient {
         check_id(folder_id).map_err(|r| Error::Unreachable {
             endpoint: EP,
             reason: format!("request not sent: folder_id {r}"),
+            sent: false,
         })?;
         let types: Vec<_> = analyses.iter().map(|a| json!({ "type": a })).collect();
         let call = Call::post_json(
@@ -148,6 +150,7 @@ impl OzClient {
         check_id(analysis_id).map_err(|r| Error::Unreachable {
             endpoint: EP,
             reason: format!("request not sent: analysis id {r}"),
+            sent: false,
         })?;
         let call = Call::get(EP, format!("/api/analyses/{analysis_id}"));
         let budget = budget.unwrap_or(self.inner.transport.timeout());
@@ -177,6 +180,7 @@ impl OzClient {
         check_id(folder_id).map_err(|r| Error::Unreachable {
             endpoint: EP,
             reason: format!("request not sent: folder_id {r}"),
+            sent: false,
         })?;
         let call = Call::get(EP, format!("/api/folders/{folder_id}?with_analyses=true"));
         let body = self.call(&call, None).await?;

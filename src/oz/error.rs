@@ -29,6 +29,9 @@ pub enum Error {
     Unreachable {
         endpoint: &'static str,
         reason: String,
+        /// Whether any of the request may have reached Oz (false: a failed connect, or a
+        /// request the client refused to send).
+        sent: bool,
     },
     /// Oz answered 2xx with a body the proxy cannot read.
     #[error("Oz API sent an unreadable answer to {endpoint}: {reason}")]
@@ -46,4 +49,24 @@ pub enum Error {
         endpoint: &'static str,
         listed: usize,
     },
+}
+
+impl Error {
+    /// Whether Oz may have acted on a request that ended in this error: it may have been sent and
+    /// no answer from Oz said it was refused. The replay guard keeps a capture spent when its
+    /// upload ended so (`capture::guard`); an upload Oz refused, or that never left, lets it go.
+    pub fn may_have_been_taken(&self) -> bool {
+        match self {
+            // Oz answered that it failed; but a gateway's 502 or 504 means no answer came from
+            // behind it, which may have acted all the same.
+            Error::Api { status, .. } => matches!(status, 502 | 504),
+            Error::Auth { .. } => false,
+            Error::Unreachable { sent, .. } => *sent,
+            // No answer in time, or a 2xx answer the proxy would not use.
+            Error::Timeout { .. }
+            | Error::BadResponse { .. }
+            | Error::TooManyAnalyses { .. }
+            | Error::ResultTimeout => true,
+        }
+    }
 }

@@ -231,6 +231,7 @@ impl Transport {
                     return Err(Error::Unreachable {
                         endpoint,
                         reason: crate::error_chain::chain(&e),
+                        sent: !e.is_connect(),
                     })
                 }
             }
@@ -252,6 +253,7 @@ impl Transport {
                     Error::Unreachable {
                         endpoint,
                         reason: format!("answer cut short: {}", crate::error_chain::chain(&*e)),
+                        sent: true,
                     }
                 }
             })?
@@ -295,6 +297,7 @@ impl Transport {
                     .map_err(|_| Error::Unreachable {
                         endpoint,
                         reason: "request not sent: invalid request head".into(),
+                        sent: false,
                     })
             };
             let answer = self.head(endpoint, build).await?;
@@ -324,6 +327,7 @@ impl Transport {
         let not_sent = |what: &str| Error::Unreachable {
             endpoint: call.endpoint,
             reason: format!("request not sent: {what}"),
+            sent: false,
         };
         let uri: http::Uri = format!("{}{}", self.base, call.path)
             .parse()
@@ -528,7 +532,8 @@ mod tests {
         assert_eq!(
             metric_code(&Error::Unreachable {
                 endpoint: "poll",
-                reason: String::new()
+                reason: String::new(),
+                sent: true,
             }),
             "unreachable"
         );

@@ -4,10 +4,11 @@
 //! again when it is replayed, so in practice the oldest); the buckets at most
 //! [`MAX_BUCKETS`], each gone once it is full again.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
-use moka::ops::compute::{CompResult, Op};
+use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
@@ -72,6 +73,9 @@ impl Expiry<Key, Tat> for OwnTtl {
 
 pub struct MemoryStore {
     digests: Cache<Key, Mark>,
+    /// Held while a claim checks and writes its digests: moka is atomic per key, and a claim is
+    /// one step over several.
+    claiming: Mutex<()>,
     buckets: Cache<Key, Tat>,
     salt: hmac::Key,
     /// The buckets' clock: µs since the store was made.
@@ -92,41 +96,46 @@ impl MemoryStore {
                 .eviction_policy(EvictionPolicy::lru())
                 .expire_after(OwnTtl)
                 .build(),
+            claiming: Mutex::new(()),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &random_salt()),
             epoch: Instant::now(),
         }
     }
 
-    pub fn claim(&self, digest: &[u8; 32], hold: Duration) -> Claim {
-        let key = digest_key(&self.salt, digest);
+    pub fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Claim {
+        let keys: Vec<Key> = digests.iter().map(|d| digest_key(&self.salt, d)).collect();
         let token = fastrand::u64(1..);
-        let result = self.digests.entry(key).and_compute_with(|seen| match seen {
-            Some(_) => Op::Nop,
-            None => Op::Put(Mark { token, ttl: hold }),
-        });
-        match result {
-            CompResult::Inserted(_) => Claim::Claimed(Ticket { key, token }),
-            _ => Claim::Seen,
+        let _one_at_a_time = self.claiming.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.iter().any(|k| self.digests.contains_key(k)) {
+            return Claim::Seen;
         }
+        for key in &keys {
+            self.digests.insert(*key, Mark { token, ttl: hold });
+        }
+        Claim::Claimed(Ticket { keys, token })
     }
 
     pub fn confirm(&self, ticket: &Ticket, window: Duration) {
-        self.digests.insert(
-            ticket.key,
-            Mark {
-                token: 0,
-                ttl: window,
-            },
-        );
+        for key in &ticket.keys {
+            self.digests.insert(
+                *key,
+                Mark {
+                    token: 0,
+                    ttl: window,
+                },
+            );
+        }
     }
 
     pub fn release(&self, ticket: &Ticket) {
-        self.digests
-            .entry(ticket.key)
-            .and_compute_with(|held| match held {
-                Some(e) if e.value().token == ticket.token => Op::Remove,
-                _ => Op::Nop,
-            });
+        for key in &ticket.keys {
+            self.digests
+                .entry(*key)
+                .and_compute_with(|held| match held {
+                    Some(e) if e.value().token == ticket.token => Op::Remove,
+                    _ => Op::Nop,
+                });
+        }
     }
 
     pub fn take(&self, bucket: Bucket<'_>, limit: &Limit) -> Decision {
@@ -169,33 +178,46 @@ mod tests {
     #[test]
     fn a_digest_is_claimed_once_and_a_release_frees_it() {
         let s = store(10);
-        let Claim::Claimed(t) = s.claim(&[1; 32], HOUR) else {
+        let Claim::Claimed(t) = s.claim(&[[1; 32]], HOUR) else {
             panic!("first claim")
         };
-        assert!(matches!(s.claim(&[1; 32], HOUR), Claim::Seen));
+        assert!(matches!(s.claim(&[[1; 32]], HOUR), Claim::Seen));
         s.release(&t);
-        let Claim::Claimed(t) = s.claim(&[1; 32], HOUR) else {
+        let Claim::Claimed(t) = s.claim(&[[1; 32]], HOUR) else {
             panic!("claim after release")
         };
         s.confirm(&t, HOUR);
         // A confirmed digest is no longer the ticket's to release.
         s.release(&t);
-        assert!(matches!(s.claim(&[1; 32], HOUR), Claim::Seen));
-        assert!(matches!(s.claim(&[2; 32], HOUR), Claim::Claimed(_)));
+        assert!(matches!(s.claim(&[[1; 32]], HOUR), Claim::Seen));
+        assert!(matches!(s.claim(&[[2; 32]], HOUR), Claim::Claimed(_)));
     }
 
     #[test]
     fn a_stale_ticket_does_not_release_a_newer_claim() {
         let s = store(10);
-        let Claim::Claimed(old) = s.claim(&[1; 32], Duration::from_millis(1)) else {
+        let Claim::Claimed(old) = s.claim(&[[1; 32]], Duration::from_millis(1)) else {
             panic!()
         };
         // Wait for the claim to lapse by watching the store, not the clock.
-        while matches!(s.claim(&[1; 32], HOUR), Claim::Seen) {
+        while matches!(s.claim(&[[1; 32]], HOUR), Claim::Seen) {
             std::thread::yield_now();
         }
         s.release(&old);
-        assert!(matches!(s.claim(&[1; 32], HOUR), Claim::Seen));
+        assert!(matches!(s.claim(&[[1; 32]], HOUR), Claim::Seen));
+    }
+
+    #[test]
+    fn a_capture_sharing_one_frame_with_a_claimed_one_is_seen() {
+        let s = store(100);
+        let Claim::Claimed(t) = s.claim(&[[1; 32], [2; 32], [3; 32]], HOUR) else {
+            panic!("first claim")
+        };
+        assert!(matches!(s.claim(&[[9; 32], [2; 32]], HOUR), Claim::Seen));
+        // The refused claim wrote nothing: its other digest is still free.
+        assert!(matches!(s.claim(&[[9; 32]], HOUR), Claim::Claimed(_)));
+        s.release(&t);
+        assert!(matches!(s.claim(&[[2; 32]], HOUR), Claim::Claimed(_)));
     }
 
     #[test]
@@ -204,7 +226,7 @@ mod tests {
         for i in 0..5000u32 {
             let mut d = [0; 32];
             d[..4].copy_from_slice(&i.to_be_bytes());
-            if let Claim::Claimed(t) = s.claim(&d, HOUR) {
+            if let Claim::Claimed(t) = s.claim(&[d], HOUR) {
                 s.confirm(&t, HOUR);
             }
         }

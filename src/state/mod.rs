@@ -3,9 +3,10 @@
 //!
 //! The controls (`capture::guard`) ask four questions, each answered by one atomic step of the
 //! store, so that two replicas asking at once never both get yes:
-//! - [`Store::claim`]: may this capture's media go to Oz? Yes once per digest: the first asker
-//!   gets a [`Ticket`], every other one [`Claim::Seen`] while the claim holds.
-//! - [`Store::confirm`]: Oz accepted it; remember the digest for the replay window.
+//! - [`Store::claim`]: may this capture's media go to Oz? Yes when none of its digests (one per
+//!   frame) was claimed before: the first asker gets a [`Ticket`] on all of them, every other
+//!   capture that shares one gets [`Claim::Seen`] while the claim holds.
+//! - [`Store::confirm`]: Oz accepted it; remember the digests for the replay window.
 //! - [`Store::release`]: it failed before Oz accepted it; forget the claim, so a retry is no
 //!   replay.
 //! - [`Store::take`]: may one more capture go through this bucket? ([`gcra`]).
@@ -37,20 +38,23 @@ pub struct Unavailable(pub String);
 /// What [`Store::claim`] found.
 #[derive(Debug)]
 pub enum Claim {
-    /// No one has this digest: the claim is this request's until confirmed or released.
+    /// No one has any of these digests: the claim is this request's until confirmed or released.
     Claimed(Ticket),
-    /// The digest was accepted inside the window, or another request holds a claim on it.
+    /// A digest was accepted inside the window, or another request holds a claim on it.
     Seen,
 }
 
-/// A held claim on a digest: what confirms or releases it. Only the request that made the claim
-/// can release it (its `token` must still be the stored value), so a release never undoes a
-/// claim another request made after this one expired.
+/// A held claim on a capture's digests: what confirms or releases it. Only the request that made
+/// the claim can release it (its `token` must still be the stored value), so a release never
+/// undoes a claim another request made after this one expired.
 #[derive(Debug)]
 pub struct Ticket {
-    key: Key,
+    keys: Vec<Key>,
     token: u64,
 }
+
+/// Most digests one claim may name: a capture's frames, at most `capture.max_frames`.
+pub use crate::config::MAX_FRAMES as MAX_DIGESTS;
 
 /// A rate-limit bucket, before it is hashed into a key.
 #[derive(Debug, Clone, Copy)]
@@ -107,16 +111,18 @@ impl Store {
         self.kind
     }
 
-    /// Claims `digest` for `hold`: the longest a capture may take from here until Oz accepts or
-    /// refuses it. A claim not confirmed or released by then lapses (the process died).
-    pub async fn claim(&self, digest: &[u8; 32], hold: Duration) -> Result<Claim, Unavailable> {
+    /// Claims every one of `digests` (a capture's, one per frame) for `hold`, in one atomic step,
+    /// unless any of them is claimed or accepted already. A claim not confirmed or released by
+    /// then lapses.
+    pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Claim, Unavailable> {
+        debug_assert!(!digests.is_empty() && digests.len() <= MAX_DIGESTS);
         match &*self.backend {
-            Backend::Memory(m) => Ok(m.claim(digest, hold)),
-            Backend::Redis(r) => r.claim(digest, hold).await,
+            Backend::Memory(m) => Ok(m.claim(digests, hold)),
+            Backend::Redis(r) => r.claim(digests, hold).await,
         }
     }
 
-    /// Oz accepted the capture: its digest is remembered for `window` from now.
+    /// Oz accepted the capture: its digests are remembered for `window` from now.
     pub async fn confirm(&self, ticket: &Ticket, window: Duration) -> Result<(), Unavailable> {
         match &*self.backend {
             Backend::Memory(m) => {
@@ -127,7 +133,8 @@ impl Store {
         }
     }
 
-    /// The capture failed before Oz accepted it: the claim is dropped, if still this ticket's.
+    /// The capture failed before Oz accepted it: the claim is dropped where it is still this
+    /// ticket's.
     pub async fn release(&self, ticket: &Ticket) -> Result<(), Unavailable> {
         match &*self.backend {
             Backend::Memory(m) => {

@@ -9,7 +9,7 @@
 //! comes.
 //!
 //! Keys, all under `state.redis.key_prefix`:
-//! - `rp:{hex}`: a capture digest's claim (the claim's token) or its confirmation (`0`);
+//! - `rp:{hex}`: a frame digest's claim (the claim's token) or its confirmation (`0`);
 //! - `rl:{hex}`: a rate-limit bucket's theoretical arrival time, in µs on Redis's clock;
 //! - `salt`: the HMAC salt that turns digests and client identities into those hex names.
 //!
@@ -57,6 +57,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const RECONNECT_TRIES: usize = 3;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// At least how long a claim whose answer came too late is tried to be taken back.
+const TAKE_BACK_FOR: Duration = Duration::from_secs(10);
 
 /// Tries of a salted call: the second one runs with the salt read again.
 const SALT_TRIES: usize = 2;
@@ -148,49 +151,87 @@ impl RedisStore {
         Ok(RedisStore { inner })
     }
 
-    pub async fn claim(&self, digest: &[u8; 32], hold: Duration) -> Result<Claim, Unavailable> {
+    pub async fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Result<Claim, Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        inner
+        // The claim last sent, so that one whose answer did not come in time can be taken back.
+        let sent: std::sync::Mutex<Option<Ticket>> = std::sync::Mutex::new(None);
+        let result = inner
             .call(async {
                 for _ in 0..SALT_TRIES {
                     let salt = inner.salt(&mut conn).await?;
-                    let key = digest_key(&salt.key, digest);
+                    let keys: Vec<Key> = digests.iter().map(|d| digest_key(&salt.key, d)).collect();
                     let token = fastrand::u64(1..);
-                    let claimed: i64 = inner
-                        .scripts
-                        .claim
-                        .key(&inner.salt_key)
-                        .key(inner.key(REPLAY, &key))
+                    let mut script = inner.scripts.claim.key(&inner.salt_key);
+                    for key in &keys {
+                        script.key(inner.key(REPLAY, key));
+                    }
+                    *sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Ticket {
+                        keys: keys.clone(),
+                        token,
+                    });
+                    let claimed: i64 = script
                         .arg(&salt.hex)
                         .arg(token)
                         .arg(millis(hold))
                         .invoke_async(&mut conn)
                         .await?;
                     match claimed {
-                        1 => return Ok(Claim::Claimed(Ticket { key, token })),
+                        1 => return Ok(Claim::Claimed(Ticket { keys, token })),
                         0 => return Ok(Claim::Seen),
                         _ => inner.salt.store(None),
                     }
                 }
                 Err(Failure::Reply("the shared salt kept changing"))
             })
-            .await
+            .await;
+        // A claim the proxy gave up on may still have run in Redis, and would hold the capture's
+        // frames for the whole window while its user was told nothing was uploaded. It is taken
+        // back in the background; the release script only drops what still carries its token.
+        if let (Err(_), Some(ticket)) = (
+            &result,
+            sent.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let inner = self.inner.clone();
+                runtime.spawn(async move {
+                    // Tried again until it lands, for longer than a capture may wait: Redis may
+                    // stay slow for a while. Nobody waits on it.
+                    let patience = (inner.timeout * 20).max(TAKE_BACK_FOR);
+                    let _ = tokio::time::timeout(patience, async {
+                        let mut pause = RECONNECT_MIN_DELAY;
+                        loop {
+                            let mut conn = inner.connection();
+                            let script = inner.release_script(&ticket);
+                            if script.invoke_async::<()>(&mut conn).await.is_ok() {
+                                return;
+                            }
+                            tokio::time::sleep(crate::backoff::jitter(pause)).await;
+                            pause = (pause * 2).min(RECONNECT_MAX_DELAY);
+                        }
+                    })
+                    .await;
+                });
+            }
+        }
+        result
     }
 
     pub async fn confirm(&self, ticket: &Ticket, window: Duration) -> Result<(), Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        let key = inner.key(REPLAY, &ticket.key);
+        let mut pipe = ::redis::pipe();
+        for key in &ticket.keys {
+            pipe.cmd("SET")
+                .arg(inner.key(REPLAY, key))
+                .arg(0)
+                .arg("PX")
+                .arg(millis(window))
+                .ignore();
+        }
         inner
             .call(async {
-                ::redis::cmd("SET")
-                    .arg(&key)
-                    .arg(0)
-                    .arg("PX")
-                    .arg(millis(window))
-                    .query_async::<()>(&mut conn)
-                    .await?;
+                pipe.query_async::<()>(&mut conn).await?;
                 Ok(())
             })
             .await
@@ -199,16 +240,10 @@ impl RedisStore {
     pub async fn release(&self, ticket: &Ticket) -> Result<(), Unavailable> {
         let inner = &*self.inner;
         let mut conn = self.inner.connection();
-        let key = inner.key(REPLAY, &ticket.key);
+        let script = inner.release_script(ticket);
         inner
             .call(async {
-                inner
-                    .scripts
-                    .release
-                    .key(&key)
-                    .arg(ticket.token)
-                    .invoke_async::<()>(&mut conn)
-                    .await?;
+                script.invoke_async::<()>(&mut conn).await?;
                 Ok(())
             })
             .await
@@ -333,6 +368,16 @@ impl Inner {
 
     /// Runs one call within the timeout and keeps `state_up` and the log in step with how it
     /// went.
+    /// The release script for `ticket`, ready to run.
+    fn release_script(&self, ticket: &Ticket) -> ::redis::ScriptInvocation<'_> {
+        let mut script = self.scripts.release.prepare_invoke();
+        for key in &ticket.keys {
+            script.key(self.key(REPLAY, key));
+        }
+        script.arg(ticket.token);
+        script
+    }
+
     async fn call<T>(
         &self,
         op: impl std::future::Future<Output = Result<T, Failure>>,

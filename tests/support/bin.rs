@@ -113,6 +113,27 @@ fn kill(pid: u32, signal: &str) {
         .status();
 }
 
+/// The lines a child process prints on its piped stdout and stderr, as they come; the channel
+/// closes when both streams end (the child exited).
+pub fn output_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout piped")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("stderr piped")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    lines
+}
+
 /// The proxy running as a child process, its stdout and stderr read line by line.
 pub struct ProxyProcess {
     pid: u32,
@@ -138,21 +159,7 @@ impl ProxyProcess {
             .spawn()
             .expect("spawn the proxy");
         let pid = child.id();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = output_lines(&mut child);
         let (exit_tx, exited) = mpsc::channel();
         std::thread::spawn(move || {
             if let Ok(status) = child.wait() {

@@ -29,7 +29,9 @@
 pub mod backend;
 pub mod bin;
 pub mod client;
+pub mod logs;
 pub mod pattern;
+pub mod pki;
 pub mod proxy;
 pub mod raw;
 pub mod redis;

@@ -6,7 +6,6 @@
 //! It runs with no persistence (`--save "" --appendonly no`) in a temporary directory of its
 //! own; a test that needs it and cannot start it fails with redis-server's own words.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -217,22 +216,7 @@ impl Redis {
             ),
             Err(e) => panic!("cannot run redis-server: {e}"),
         };
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
+        let lines = super::bin::output_lines(&mut child);
         // Both streams end when it exits: then the channel closes.
         let deadline = std::time::Instant::now() + WAIT;
         loop {
@@ -276,27 +260,10 @@ impl Redis {
     /// A private CA (`ca.pem`) and a certificate for 127.0.0.1 signed by it (`server.pem`,
     /// `server.key`), in the server's directory.
     fn write_pki(&self) {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        };
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "oz-capture-proxy test Redis CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        self.dir.write("ca.pem", ca_cert.pem());
-        self.dir.write("server.pem", leaf.pem());
-        self.dir.write("server.key", leaf_key.serialize_pem());
+        let pki = super::pki::private_ca("oz-capture-proxy test Redis CA", &["127.0.0.1"]);
+        self.dir.write("ca.pem", pki.ca_pem);
+        self.dir.write("server.pem", pki.cert_pem);
+        self.dir.write("server.key", pki.key_pem);
     }
 }
 

@@ -1,8 +1,11 @@
--- Drops a claim, but only while it is still the caller's: a claim that lapsed and was taken
--- by another request, or was confirmed, stays.
--- KEYS[1]: the digest's key. ARGV[1]: the claim's token.
--- Returns 1 when the claim was dropped, else 0.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+-- Drops a capture's claim, on each digest where it is still the caller's: a claim that lapsed
+-- and was taken by another request, or was confirmed, stays.
+-- KEYS: the digests' keys. ARGV[1]: the claim's token.
+-- Returns how many digests were let go.
+local dropped = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    dropped = dropped + redis.call('DEL', KEYS[i])
+  end
 end
-return 0
+return dropped
