@@ -1,82 +1,31 @@
-//! The in-process store: the replay digests and rate-limit buckets of one pod, in bounded
-//! concurrent maps (`moka`) whose entries expire by themselves. The digests are at most
-//! `capture.replay.max_entries`, the least recently used out first (a digest is only looked at
-//! again when it is replayed, so in practice the oldest); the buckets at most
-//! [`MAX_BUCKETS`], each gone once it is full again.
+//! The in-process store: the replay digests and rate-limit buckets of one pod, each in a bounded
+//! map whose entries expire (`state::fifo`), behind a lock held for a few hash lookups. The
+//! digests are at most `capture.replay.max_entries`, the buckets at most [`MAX_BUCKETS`]; past
+//! the bound the oldest go first.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use moka::Expiry;
 
+use super::fifo::Fifo;
 use super::{bucket_key, digest_key, gcra, random_salt, Bucket, Claim, Decision, Key, Ticket};
 use crate::config::Limit;
 use crate::metrics::Metrics;
 
-/// Most rate-limit buckets held at once. A bucket is 32 bytes of key and 16 of value; when more
-/// clients than this are inside their period at once, the least recently seen are forgotten
-/// (and start full again), which only ever lets such a client through earlier.
-pub const MAX_BUCKETS: u64 = 1_000_000;
+/// Most rate-limit buckets held at once (about 15 MiB, BENCHMARKS.md). When more clients than
+/// this are inside their period at once, the oldest buckets are forgotten and start full again,
+/// which only ever lets such a client through earlier.
+pub const MAX_BUCKETS: usize = 100_000;
 
-/// What is remembered of a digest.
-#[derive(Clone, Copy, Debug)]
-struct Mark {
-    /// The claim's token, or 0 once confirmed (tokens are never 0).
-    token: u64,
-    /// How long the entry lives from its last write.
-    ttl: Duration,
-}
-
-/// A bucket's theoretical arrival time, and how long it is worth keeping.
-#[derive(Clone, Copy, Debug)]
-struct Tat {
-    at_us: u64,
-    ttl: Duration,
-}
-
-/// Entries live for the time their value says.
-struct OwnTtl;
-
-impl Expiry<Key, Mark> for OwnTtl {
-    fn expire_after_create(&self, _: &Key, v: &Mark, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _: &Key,
-        v: &Mark,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
-
-impl Expiry<Key, Tat> for OwnTtl {
-    fn expire_after_create(&self, _: &Key, v: &Tat, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
-    }
-    fn expire_after_update(
-        &self,
-        _: &Key,
-        v: &Tat,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
+/// A confirmed digest's value: claims carry their token, which is never 0.
+const CONFIRMED: u64 = 0;
 
 pub struct MemoryStore {
-    digests: Cache<Key, Mark>,
-    /// Held while a claim checks and writes its digests: moka is atomic per key, and a claim is
-    /// one step over several.
-    claiming: Mutex<()>,
-    buckets: Cache<Key, Tat>,
+    /// Digest key → the claim's token, or [`CONFIRMED`].
+    digests: Mutex<Fifo<u64>>,
+    /// Bucket key → its theoretical arrival time, µs on `epoch`.
+    buckets: Mutex<Fifo<u64>>,
     salt: hmac::Key,
     /// The buckets' clock: µs since the store was made.
     epoch: Instant,
@@ -86,17 +35,10 @@ impl MemoryStore {
     pub fn new(max_entries: u64, metrics: Metrics) -> MemoryStore {
         metrics.state_up("memory", true);
         MemoryStore {
-            digests: Cache::builder()
-                .max_capacity(max_entries)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(OwnTtl)
-                .build(),
-            buckets: Cache::builder()
-                .max_capacity(MAX_BUCKETS)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(OwnTtl)
-                .build(),
-            claiming: Mutex::new(()),
+            digests: Mutex::new(Fifo::new(
+                usize::try_from(max_entries).unwrap_or(usize::MAX),
+            )),
+            buckets: Mutex::new(Fifo::new(MAX_BUCKETS)),
             salt: hmac::Key::new(hmac::HMAC_SHA256, &random_salt()),
             epoch: Instant::now(),
         }
@@ -105,64 +47,59 @@ impl MemoryStore {
     pub fn claim(&self, digests: &[[u8; 32]], hold: Duration) -> Claim {
         let keys: Vec<Key> = digests.iter().map(|d| digest_key(&self.salt, d)).collect();
         let token = fastrand::u64(1..);
-        let _one_at_a_time = self.claiming.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.iter().any(|k| self.digests.contains_key(k)) {
+        let now = Instant::now();
+        let mut held = lock(&self.digests);
+        if keys.iter().any(|k| held.get(k, now).is_some()) {
             return Claim::Seen;
         }
         for key in &keys {
-            self.digests.insert(*key, Mark { token, ttl: hold });
+            held.insert(*key, token, now + hold);
         }
         Claim::Claimed(Ticket { keys, token })
     }
 
     pub fn confirm(&self, ticket: &Ticket, window: Duration) {
+        let expires = Instant::now() + window;
+        let mut held = lock(&self.digests);
         for key in &ticket.keys {
-            self.digests.insert(
-                *key,
-                Mark {
-                    token: 0,
-                    ttl: window,
-                },
-            );
+            held.insert(*key, CONFIRMED, expires);
         }
     }
 
     pub fn release(&self, ticket: &Ticket) {
+        let now = Instant::now();
+        let mut held = lock(&self.digests);
         for key in &ticket.keys {
-            self.digests
-                .entry(*key)
-                .and_compute_with(|held| match held {
-                    Some(e) if e.value().token == ticket.token => Op::Remove,
-                    _ => Op::Nop,
-                });
+            if held.get(key, now) == Some(ticket.token) {
+                held.remove(key);
+            }
         }
     }
 
     pub fn take(&self, bucket: Bucket<'_>, limit: &Limit) -> Decision {
         let key = bucket_key(&self.salt, bucket, limit);
-        let now = self.epoch.elapsed().as_micros() as u64;
-        let mut decision = None;
-        self.buckets.entry(key).and_compute_with(|held| {
-            let (d, new_tat) =
-                gcra::step(now, held.map(|e| e.value().at_us), limit.limit, limit.per);
-            decision = Some(d);
-            match new_tat {
-                Some(at_us) => Op::Put(Tat {
-                    at_us,
-                    ttl: Duration::from_micros(at_us - now),
-                }),
-                None => Op::Nop,
-            }
-        });
-        decision.expect("the closure runs once")
+        let now = Instant::now();
+        let now_us = now.duration_since(self.epoch).as_micros() as u64;
+        let mut buckets = lock(&self.buckets);
+        let (decision, new_tat) =
+            gcra::step(now_us, buckets.get(&key, now), limit.limit, limit.per);
+        if let Some(tat) = new_tat {
+            // Kept until the bucket is full again; after that it is as good as new.
+            buckets.insert(key, tat, now + Duration::from_micros(tat - now_us));
+        }
+        decision
     }
 
-    /// Digests held now (after pending evictions ran).
+    /// Digests held now.
     #[cfg(test)]
     pub fn digests_held(&self) -> u64 {
-        self.digests.run_pending_tasks();
-        self.digests.entry_count()
+        lock(&self.digests).len() as u64
     }
+}
+
+/// The map behind `lock`; a panic while it was held left it whole (every change is one call).
+fn lock<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

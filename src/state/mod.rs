@@ -15,6 +15,7 @@
 //! (HMAC-SHA-256 under a salt: random per process in memory, shared through Redis there), so
 //! neither a Redis dump nor a heap dump holds a client address, a cookie value or capture bytes.
 
+mod fifo;
 pub mod gcra;
 mod memory;
 mod redis;
