@@ -22,11 +22,10 @@
 //!
 //! Part 2, memory, first in the process and on one thread: a counting global allocator gives
 //! the live heap before and after K digests are claimed and confirmed in a `Store` with
-//! `max_entries` 100,000 (K = 10,000 and 100,000), and after 1,000,000 distinct clients each took
-//! from their bucket. The difference over K is what one entry costs: moka's own per-entry
-//! structures (the key in an `Arc`, the entry and its metadata, a bucket of its concurrent hash
-//! table, the nodes of its LRU and expiry bookkeeping: 7–8 allocations) around the 32-byte key
-//! and the 16-byte value; the store's own bytes are a small part of it.
+//! `max_entries` 100,000 (K = 10,000 and 100,000), and after 100,000 distinct clients (the bound) each took
+//! from their bucket. The difference over K is what one entry costs: its slot in the map (the
+//! 32-byte key, the value, its expiry and write number, the table's control byte and spare
+//! capacity) and its place in the write-order queue (`state::fifo`).
 //!
 //! The machine is shared with other people's builds, so the bench and its redis-server run at
 //! nice −10 when allowed (root), as `benches/common.sh` runs its servers; `NICE=0` turns that off.
@@ -239,8 +238,7 @@ enum Kind {
     /// Started empty; it holds fewer than `max_entries` digests to the end.
     Memory,
     /// Filled to `max_entries` before the rounds, as a pod that has had that many captures
-    /// inside the window: every new digest pushes the least recently used one out, and moka does
-    /// that work inline, in batches, on the calls that find it due.
+    /// inside the window: every new digest pushes the oldest one out.
     MemoryFull,
     Redis,
 }
@@ -748,8 +746,8 @@ fn main() {
     let started = Instant::now();
 
     // Part 2 first: a fresh heap, one thread, no runtime.
-    eprintln!("memory per entry: 10,000 and 100,000 digests, 1,000,000 buckets");
-    let entries = [digests(10_000), digests(100_000), buckets(1_000_000)];
+    eprintln!("memory per entry: 10,000 and 100,000 digests, 100,000 buckets (MAX_BUCKETS)");
+    let entries = [digests(10_000), digests(100_000), buckets(100_000)];
     COUNTING.store(false, Ordering::Relaxed);
 
     let server = RedisServer::start();
@@ -860,7 +858,7 @@ fn main() {
     }
     println!();
     println!(
-        "Live heap after minus before, divided by the entries (a counting global allocator, one thread; the key is 32 bytes and the value 16, the rest is moka's per-entry bookkeeping). Heap in all: with chunk rounding."
+        "Live heap after minus before, divided by the entries (a counting global allocator, one thread; the key is 32 bytes; the rest is the map's slot and spare capacity and the write-order queue). Heap in all: with chunk rounding."
     );
     println!();
     println!(
