@@ -151,20 +151,7 @@ impl Config {
             // The request filter removes these before a capture is read: every capture would
             // be refused as missing its binding.
             let n = name.as_str();
-            let removed = n.starts_with("x-oz-")
-                || (n.contains('_') && !self.server.underscores_in_headers)
-                || matches!(
-                    n,
-                    "connection"
-                        | "keep-alive"
-                        | "proxy-connection"
-                        | "te"
-                        | "transfer-encoding"
-                        | "upgrade"
-                        | "proxy-authorization"
-                        | "http2-settings"
-                        | "trailer"
-                );
+            let removed = removed_before_capture(n, self.server.underscores_in_headers);
             if removed {
                 return Err(Error::invalid(
                     "verdict.bind",
@@ -347,6 +334,27 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether the request filter removes the header `name` (lower case) before a capture is read:
+/// `x-oz-*`, hop-by-hop fields, and names with `_` unless `server.underscores_in_headers`. A
+/// setting that reads such a header (`verdict.bind`, a rate limit's client key) would never
+/// find it.
+pub(super) fn removed_before_capture(name: &str, keep_underscores: bool) -> bool {
+    name.starts_with("x-oz-")
+        || (name.contains('_') && !keep_underscores)
+        || matches!(
+            name,
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "transfer-encoding"
+                | "upgrade"
+                | "proxy-authorization"
+                | "http2-settings"
+                | "trailer"
+        )
 }
 
 #[cfg(test)]

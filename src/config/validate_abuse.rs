@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::capture::{ClientLimit, Limit, RateLimitConfig, ReplayOverride};
 use super::state::StoreKind;
+use super::validate::removed_before_capture;
 use super::{Config, Error};
 
 /// Longest rate-limit period: a bucket that forgets more slowly is a quota, not a rate.
@@ -149,23 +150,9 @@ fn check_client_key(at: &str, c: &ClientLimit, keep_underscores: bool) -> Result
         // Not one the request filter removes before a capture is read (`x-oz-*`, hop-by-hop
         // fields, names with `_` unless kept): every client would count under its address.
         Some(("header", name)) => {
-            let lower = name.to_ascii_lowercase();
             !name.is_empty()
                 && http::HeaderName::from_bytes(name.as_bytes()).is_ok()
-                && !lower.starts_with("x-oz-")
-                && (keep_underscores || !lower.contains('_'))
-                && !matches!(
-                    lower.as_str(),
-                    "connection"
-                        | "keep-alive"
-                        | "proxy-connection"
-                        | "te"
-                        | "transfer-encoding"
-                        | "upgrade"
-                        | "proxy-authorization"
-                        | "http2-settings"
-                        | "trailer"
-                )
+                && !removed_before_capture(&name.to_ascii_lowercase(), keep_underscores)
         }
         // RFC 6265 §4.1.1: a cookie name is a token.
         Some(("cookie", name)) => {
