@@ -4,7 +4,8 @@
 //! histogram is resolved once here and kept as a cheap clone of an atomic, so recording a
 //! passthrough request is a handful of atomic adds. The Oz error family is only touched on the
 //! capture path; its `code` values come from a fixed set (`oz::transport` maps whatever Oz sends
-//! onto it), so no peer can grow the number of series. Served as text by `crate::admin` at
+//! onto it), so no peer can grow the number of series; the rate-limit family's `route` is a
+//! configured path, never a client's value. Served as text by `crate::admin` at
 //! `/metrics`.
 //!
 //! | metric | type | labels |
@@ -19,6 +20,9 @@
 //! | `oz_proxy_oz_errors_total` | counter | `endpoint`, `code` (a fixed set, `other` for the rest) |
 //! | `oz_proxy_config_reloads_total` | counter | `result` (`applied`, `rejected`) |
 //! | `oz_proxy_late_verdicts_total` | counter | `result` (`delivered`, `retry`, `failed`, `rejected`, `dropped`, `expired`, `oz_error`, `cancelled`) |
+//! | `oz_proxy_rate_limited_total` | counter | `route` (a configured capture path), `limit` (`per_client`, `global`) |
+//! | `oz_proxy_state_up` | gauge | `store` (`memory`, `redis`) |
+//! | `oz_proxy_state_errors_total` | counter | `op` (`rate_limit`, `replay`, `confirm`, `release`), `result` (`refused`, `unguarded`, `not_recorded`) |
 //! | `oz_proxy_process_resident_memory_bytes` | gauge | — |
 
 use std::sync::Arc;
