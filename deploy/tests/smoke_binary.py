@@ -344,8 +344,11 @@ def main() -> int:
             for p in procs[:-1]:  # the simulator (the proxy is last)
                 p.terminate()
                 p.wait(timeout=5)
-            # Other media than the first: the same capture again would be refused as a replay
-            # (409) before Oz is called.
+            # Another picture than the first capture's: a capture sharing a frame with it would be
+            # refused as a replay (409) before Oz is called. One quantization step differs.
+            other = bytearray(TINY_JPEG)
+            other[TINY_JPEG.index(b"\xff\xdb") + 5] ^= 1
+            frame = "data:image/jpeg;base64," + base64.b64encode(bytes(other)).decode()
             body = json.dumps({"action": "video_selfie_blank", "frame_list": [frame, frame],
                                "best_frame": None, "from_virtual_camera": None,
                                "additional_info": "{\"smoke\":true}"}).encode()
