@@ -354,36 +354,7 @@ impl CaptureService {
         self.metrics
             .capture_bytes(raw.len() as u64, prepared.upload.content_length());
 
-        // The claim holds for the whole window until Oz's answer decides: a capture whose
-        // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
-        // so it stays spent rather than open to a replay.
-        let held = match (route.replay, &prepared.media_digests) {
-            (Some(window), Some(digests)) => self.guard.claim(digests, window).await?,
-            _ => Held::none(),
-        };
-        let folder = self.oz.create_folder(&prepared.upload, request_id).await;
-        let verdict = match folder {
-            Ok(folder) => {
-                if let Some(window) = route.replay {
-                    self.guard.accepted(held, window).await;
-                }
-                self.oz
-                    .verdict(folder, &route.analyses, route.wait_for_result, request_id)
-                    .await
-            }
-            // Oz refused the upload, or it never left: the claim goes, so the retry is checked.
-            // An upload that may have landed (a timeout, a cut connection) keeps it.
-            Err(e) if !e.may_have_been_taken() => {
-                self.guard.failed(held).await;
-                Err(e)
-            }
-            Err(e) => {
-                if let Some(window) = route.replay {
-                    self.guard.accepted(held, window).await;
-                }
-                Err(e)
-            }
-        };
+        let verdict = self.ask_oz(route, &prepared, request_id).await?;
         // The upload is no longer needed, nor the body unless it goes to the backend as it came;
         // both are freed on a capture thread (`TransformPool::dispose`), and the budget they
         // count against with them.
@@ -456,6 +427,43 @@ impl CaptureService {
         };
         let follow_up = self.follow_up(route, &facts, request_id, started);
         Ok((outcome, follow_up))
+    }
+
+    /// Uploads a prepared capture under the replay guard and obtains its verdict. The outer error
+    /// is a refusal before anything is uploaded (a replay, or the store down under
+    /// `fail_closed`); the inner one is Oz's.
+    async fn ask_oz(
+        &self,
+        route: &CaptureRoute,
+        prepared: &Prepared,
+        request_id: &str,
+    ) -> Result<Result<Verdict, crate::oz::Error>, Failure> {
+        // The claim holds for the whole window until Oz's answer decides: a capture whose
+        // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
+        // so it stays spent rather than open to a replay.
+        let held = match (route.replay, &prepared.media_digests) {
+            (Some(window), Some(digests)) => self.guard.claim(digests, window).await?,
+            _ => Held::none(),
+        };
+        let folder = self.oz.create_folder(&prepared.upload, request_id).await;
+        // Spent once Oz has it, or may have it (a timeout, a cut connection); an upload Oz
+        // refused, or that never left, lets the claim go, so the retry is checked.
+        let spent = folder
+            .as_ref()
+            .map_or_else(|e| e.may_have_been_taken(), |_| true);
+        match (spent, route.replay) {
+            (true, Some(window)) => self.guard.accepted(held, window).await,
+            (false, _) => self.guard.failed(held).await,
+            (true, None) => {}
+        }
+        Ok(match folder {
+            Ok(folder) => {
+                self.oz
+                    .verdict(folder, &route.analyses, route.wait_for_result, request_id)
+                    .await
+            }
+            Err(e) => Err(e),
+        })
     }
 
     /// What to follow of a capture whose verdict is not final yet: only on a route with
