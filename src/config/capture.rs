@@ -87,6 +87,10 @@ pub struct CaptureConfig {
     pub replay: ReplayConfig,
     /// Rate limits of captures; unset: none.
     pub rate_limit: RateLimitConfig,
+    /// Add a W3C `Server-Timing` header (phase durations, nothing of the capture) to capture
+    /// answers; off by default: how long Oz took is the deployment's business, not every
+    /// client's.
+    pub server_timing: bool,
 }
 
 impl Default for CaptureConfig {
@@ -115,6 +119,7 @@ impl Default for CaptureConfig {
             max_follow_ups: 1000,
             replay: ReplayConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            server_timing: false,
         }
     }
 }
@@ -150,6 +155,7 @@ impl CaptureConfig {
                         &self.rate_limit.global,
                     ),
                 },
+                server_timing: r.server_timing.unwrap_or(self.server_timing),
             })
             .collect()
     }
@@ -184,6 +190,7 @@ pub struct RouteConfig {
     pub replay: Option<ReplayOverride>,
     /// Overrides of `capture.rate_limit`, limit by limit.
     pub rate_limit: Option<RateLimitConfig>,
+    pub server_timing: Option<bool>,
 }
 
 /// The settings of one capture route after overrides are applied.
@@ -206,6 +213,8 @@ pub struct CaptureRoute {
     /// The replay guard of the route: `None` when it is off.
     pub replay: Option<Duration>,
     pub rate_limit: RateLimits,
+    /// Whether the route's answers carry `Server-Timing`.
+    pub server_timing: bool,
 }
 
 impl CaptureRoute {
@@ -443,6 +452,27 @@ mod tests {
         assert_eq!(r[1].max_body_bytes, 50);
         assert_eq!(r[1].on_result, OnResult::Respond);
         assert!(r[1].analyses.is_empty());
+    }
+
+    #[test]
+    fn server_timing_is_off_unless_the_section_or_a_route_turns_it_on() {
+        let yaml = format!(
+            "{MINIMAL}oz:\n  auth:\n    token: t\ncapture:\n  routes:\n    - path: /a\n    - path: /b\n      server_timing: true\n"
+        );
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        let r = c.capture.effective_routes();
+        assert!(!r[0].server_timing);
+        assert!(r[1].server_timing);
+        let yaml = yaml
+            .replace("capture:\n", "capture:\n  server_timing: true\n")
+            .replace(
+                "      server_timing: true\n",
+                "      server_timing: false\n",
+            );
+        let c = Config::from_yaml(&yaml, &env(&[])).unwrap();
+        let r = c.capture.effective_routes();
+        assert!(r[0].server_timing);
+        assert!(!r[1].server_timing);
     }
 
     #[test]
