@@ -84,6 +84,8 @@ oz:
     token: "{DEMO_TOKEN}"
 capture:
   wait_for_result: "10s"
+  # A person trying the proxy wants to see where a capture's time goes.
+  server_timing: true
   routes:
     - path: "{FORWARD_PATH}"
       on_result: forward

@@ -26,6 +26,8 @@
 //! 7. A verdict still `PROCESSING` on a route with `late_verdict_path` comes with a
 //!    [`FollowUp`]: what `proxy::late` follows in the background ([`CaptureService::follow`])
 //!    until the verdict is final, then delivers to the backend as a [`Report`].
+//! 8. On a route with `capture.server_timing`, the time each phase took comes too
+//!    ([`Timings`]), for `proxy::dispatch` to add the backend's and answer it as `Server-Timing`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use crate::capture::digest::FrameDigests;
 use crate::capture::guard::{Guard, Held};
 use crate::capture::limit::{Limiter, MemoryPermit};
 use crate::capture::report::{oz_headers, Report};
+use crate::capture::timing::Timings;
 use crate::capture::transform::{
     prepare_frames_upload, strip_images, PreparedUpload, TransformOptions, UncheckedImage,
 };
@@ -158,6 +161,16 @@ pub enum Outcome {
     Forward(Request<Bytes>),
 }
 
+/// A checked capture: what comes of it, what to follow, and how long it took.
+#[derive(Debug)]
+pub struct Checked {
+    pub outcome: Outcome,
+    /// Set when the verdict is still `PROCESSING` on a route with `late_verdict_path`.
+    pub follow_up: Option<FollowUp>,
+    /// Set on a route with `capture.server_timing`: the phases so far, the backend's to come.
+    pub timings: Option<Timings>,
+}
+
 /// What the client sent, once read and checked.
 enum Mode {
     Frames,
@@ -175,6 +188,8 @@ struct Prepared {
     /// The media's fingerprints for the replay guard, one per frame (a container's is taken
     /// only when the route guards against replays).
     media_digests: Option<Vec<[u8; 32]>>,
+    /// `parse` and `zip` (none for a container: it is sent as it came).
+    timings: Timings,
 }
 
 impl CaptureService {
@@ -272,7 +287,7 @@ impl CaptureService {
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         request_id: &str,
-    ) -> Result<(Outcome, Option<FollowUp>), Failure> {
+    ) -> Result<Checked, Failure> {
         let started = tokio::time::Instant::now();
         check_head(&req)?;
         // The session value is taken from the head now; a capture without it is refused before
@@ -344,6 +359,7 @@ impl CaptureService {
                     frame_count: None,
                     unchecked_images: Vec::new(),
                     media_digests,
+                    timings: Timings::default(),
                 }
             }
             Mode::Frames => {
@@ -354,7 +370,10 @@ impl CaptureService {
         self.metrics
             .capture_bytes(raw.len() as u64, prepared.upload.content_length());
 
-        let verdict = self.ask_oz(route, &prepared, request_id).await?;
+        let mut timings = prepared.timings;
+        let verdict = self
+            .ask_oz(route, &prepared, request_id, &mut timings)
+            .await?;
         // The upload is no longer needed, nor the body unless it goes to the backend as it came;
         // both are freed on a capture thread (`TransformPool::dispose`), and the budget they
         // count against with them.
@@ -365,6 +384,7 @@ impl CaptureService {
             frame_count,
             unchecked_images,
             media_digests: _,
+            timings: _,
         } = prepared;
         self.pool.dispose(upload);
         let raw = if route.forwards_original_body() {
@@ -425,18 +445,23 @@ impl CaptureService {
                 Outcome::Forward(req)
             }
         };
-        let follow_up = self.follow_up(route, &facts, request_id, started);
-        Ok((outcome, follow_up))
+        Ok(Checked {
+            outcome,
+            follow_up: self.follow_up(route, &facts, request_id, started),
+            timings: route.server_timing.then_some(timings),
+        })
     }
 
     /// Uploads a prepared capture under the replay guard and obtains its verdict. The outer error
     /// is a refusal before anything is uploaded (a replay, or the store down under
-    /// `fail_closed`); the inner one is Oz's.
+    /// `fail_closed`); the inner one is Oz's. The upload's and the analyses' times go to
+    /// `timings`, the wait for the replay guard to neither.
     async fn ask_oz(
         &self,
         route: &CaptureRoute,
         prepared: &Prepared,
         request_id: &str,
+        timings: &mut Timings,
     ) -> Result<Result<Verdict, crate::oz::Error>, Failure> {
         // The claim holds for the whole window until Oz's answer decides: a capture whose
         // request ends mid-upload (the client gone, the process stopped) may have reached Oz,
@@ -445,7 +470,9 @@ impl CaptureService {
             (Some(window), Some(digests)) => self.guard.claim(digests, window).await?,
             _ => Held::none(),
         };
+        let upload_started = tokio::time::Instant::now();
         let folder = self.oz.create_folder(&prepared.upload, request_id).await;
+        timings.upload = Some(upload_started.elapsed());
         // Spent once Oz has it, or may have it (a timeout, a cut connection); an upload Oz
         // refused, or that never left, lets the claim go, so the retry is checked.
         let spent = folder
@@ -458,9 +485,13 @@ impl CaptureService {
         }
         Ok(match folder {
             Ok(folder) => {
-                self.oz
+                let analyses_started = tokio::time::Instant::now();
+                let verdict = self
+                    .oz
                     .verdict(folder, &route.analyses, route.wait_for_result, request_id)
-                    .await
+                    .await;
+                timings.analyses = Some(analyses_started.elapsed());
+                verdict
             }
             Err(e) => Err(e),
         })
@@ -535,6 +566,11 @@ impl CaptureService {
             frame_count: Some(prepared.frame_count),
             unchecked_images: prepared.unchecked_images,
             media_digests: Some(prepared.frame_digests),
+            timings: Timings {
+                parse: Some(prepared.parse_time),
+                zip: Some(prepared.zip_time),
+                ..Timings::default()
+            },
         })
     }
 

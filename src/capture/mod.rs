@@ -6,7 +6,8 @@
 //! upload body, and [`transform`] is the one entry point that runs them in order. [`limit`]
 //! admits captures under the memory budget and the concurrency limit, and [`handler`]
 //! orchestrates a capture from request to verdict on the threads of `runtime::pool`;
-//! [`report`] is a verdict as the backend gets it after the capture (late delivery, lookup).
+//! [`report`] is a verdict as the backend gets it after the capture (late delivery, lookup);
+//! [`timing`] is how long each phase took, for `Server-Timing`.
 //! [`block`] finds escapes and quotes 64 bytes at a time for `body` and `frame`.
 //! [`testdata`] makes sample captures for tests and `demo`.
 
@@ -23,6 +24,7 @@ pub mod limit;
 pub mod multipart;
 pub mod report;
 pub mod testdata;
+pub mod timing;
 pub mod transform;
 pub mod zip;
 

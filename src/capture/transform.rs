@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -73,6 +74,12 @@ pub struct PreparedUpload {
     pub unchecked_images: Vec<UncheckedImage>,
     /// The replay guard's fingerprints of the frames, in order (`capture::digest`).
     pub frame_digests: Vec<[u8; 32]>,
+    /// Time spent parsing the body and checking its action and best frames
+    /// (`Server-Timing: parse`).
+    pub parse_time: Duration,
+    /// Time spent decoding the frames and building the ZIP and the multipart body
+    /// (`Server-Timing: zip`).
+    pub zip_time: Duration,
 }
 
 /// A non-null best frame that the upload leaves out, so Oz never checks it.
@@ -101,6 +108,7 @@ pub fn prepare_frames_upload(
         None => Cow::Owned(random_boundary()),
     };
 
+    let started = Instant::now();
     let capture = parse_capture(body, opts.max_frames)?;
     let mapping = map_action(&capture.action)?;
     let unchecked_images = unchecked_images(body, &capture, mapping.media, opts.best_frame);
@@ -124,6 +132,7 @@ pub fn prepare_frames_upload(
             ),
         });
     }
+    let parsed = Instant::now();
     let mut decoder = FrameDecoder::new();
     let mut digest = FrameDigests::default();
     let (media, best_frame) = match mapping.media {
@@ -158,6 +167,8 @@ pub fn prepare_frames_upload(
         media,
         &boundary,
     );
+    let parse_time = parsed - started;
+    let zip_time = parsed.elapsed();
     Ok(PreparedUpload {
         upload,
         action: capture.action.into_owned(),
@@ -166,6 +177,8 @@ pub fn prepare_frames_upload(
         media_len,
         unchecked_images,
         frame_digests: digest.finish(),
+        parse_time,
+        zip_time,
     })
 }
 

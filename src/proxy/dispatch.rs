@@ -27,7 +27,8 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
-use crate::capture::handler::{CaptureService, FollowUp, Outcome};
+use crate::capture::handler::{CaptureService, Checked, FollowUp, Outcome};
+use crate::capture::timing::SERVER_TIMING;
 use crate::config::{CaptureRoute, ServerConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteKind};
@@ -234,7 +235,9 @@ impl Proxy {
     /// (`proxy::late`): in respond mode at once, in forward mode once the forward has ended
     /// however it ended (answered, timed out, or the client gone, which drops this future: the
     /// backend may have the capture all the same), except when the backend could not be reached
-    /// at all (the client will send again).
+    /// at all (the client will send again). On a route with `capture.server_timing` the answer
+    /// gets the capture's phases and, in forward mode, the backend's time, as one more
+    /// `Server-Timing` field beside any the backend sent; a failure's problem answer gets none.
     async fn capture(
         &self,
         service: &Arc<CaptureService>,
@@ -243,24 +246,41 @@ impl Proxy {
         client_ip: std::net::IpAddr,
         request_id: &str,
     ) -> Result<Response<ResponseBody>, Error> {
-        match service.handle(route, req, client_ip, request_id).await {
-            Ok((outcome, follow_up)) => {
-                let mut follow = FollowWhenDone {
-                    late: &self.inner.late,
-                    service,
-                    follow_up,
-                };
-                let rsp = match outcome {
-                    Outcome::Respond(rsp) => Ok(rsp.map(Body::full)),
-                    Outcome::Forward(req) => self.upstream_request(req.map(Body::full)).await,
-                };
-                if let Err(Error::BackendConnect(_)) = &rsp {
-                    follow.follow_up = None;
+        let Checked {
+            outcome,
+            follow_up,
+            mut timings,
+        } = service
+            .handle(route, req, client_ip, request_id)
+            .await
+            .map_err(Error::from)?;
+        let mut follow = FollowWhenDone {
+            late: &self.inner.late,
+            service,
+            follow_up,
+        };
+        let rsp = match outcome {
+            Outcome::Respond(rsp) => Ok(rsp.map(Body::full)),
+            Outcome::Forward(req) => {
+                // Up to the response head: the body streams on after this returns.
+                let sent = tokio::time::Instant::now();
+                let rsp = self.upstream_request(req.map(Body::full)).await;
+                if let Some(t) = timings.as_mut() {
+                    t.backend = Some(sent.elapsed());
                 }
                 rsp
             }
-            Err(failure) => Err(Error::from(failure)),
+        };
+        if let Err(Error::BackendConnect(_)) = &rsp {
+            follow.follow_up = None;
         }
+        let mut rsp = rsp?;
+        if let Some(t) = timings.filter(|t| !t.is_empty()) {
+            // `append`, not `insert`: the backend's own entries stay (RFC 9110 §5.3 makes the
+            // fields one list).
+            rsp.headers_mut().append(SERVER_TIMING, t.header_value());
+        }
+        Ok(rsp)
     }
 
     /// Offers the upgrade to the backend and splices the two connections once it has accepted
