@@ -73,7 +73,6 @@ pub type Key = [u8; 32];
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
-    kind: StoreKind,
 }
 
 // Made once per process and held behind an `Arc`: the variants' sizes do not matter.
@@ -94,7 +93,6 @@ impl Store {
         };
         Ok(Store {
             backend: Arc::new(backend),
-            kind: config.store,
         })
     }
 
@@ -105,11 +103,6 @@ impl Store {
             StoreKind::Memory => Ok(()),
             StoreKind::Redis => redis::RedisStore::check(&config.redis),
         }
-    }
-
-    /// `memory` or `redis`, for logs and metrics.
-    pub fn kind(&self) -> StoreKind {
-        self.kind
     }
 
     /// Claims every one of `digests` (a capture's, one per frame) for `hold`, in one atomic step,
