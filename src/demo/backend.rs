@@ -47,7 +47,8 @@ pub(super) struct Seen {
 pub(super) struct StandIn {
     /// The last request other than the page and `/_demo/…`.
     last: Arc<Mutex<Option<Seen>>>,
-    /// The last request that carried a verdict (`X-Oz-Folder-Id`), for `/_demo/last`.
+    /// The last capture that carried a verdict (`X-Oz-Folder-Id`), for `/_demo/last`; a late
+    /// verdict delivery is not a capture.
     last_capture: Arc<Mutex<Option<Seen>>>,
     /// Signalled on every request it remembers.
     answered: Arc<tokio::sync::Notify>,
@@ -226,7 +227,7 @@ impl StandIn {
             body_len: body.len(),
             late_body,
         };
-        if folder_id.is_some() {
+        if folder_id.is_some() && seen.path != self.late_path {
             *self
                 .last_capture
                 .lock()
