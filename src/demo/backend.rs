@@ -158,7 +158,10 @@ impl StandIn {
                 ),
             };
         }
-        match rest.strip_prefix("oz/uploads/").filter(|id| is_folder_id(id)) {
+        match rest
+            .strip_prefix("oz/uploads/")
+            .filter(|id| is_folder_id(id))
+        {
             Some(id) => self.sim_upload(id).await,
             None => json_rsp(
                 StatusCode::NOT_FOUND,

@@ -228,4 +228,3 @@ fn write_demo_key() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
-

@@ -48,7 +48,10 @@ mod tests {
     fn serves_the_three_files_with_their_types() {
         assert_eq!(asset("/"), asset("/index.html"));
         assert!(asset("/").unwrap().content_type.starts_with("text/html"));
-        assert!(asset("/page.css").unwrap().content_type.starts_with("text/css"));
+        assert!(asset("/page.css")
+            .unwrap()
+            .content_type
+            .starts_with("text/css"));
         assert!(asset("/page.js")
             .unwrap()
             .content_type

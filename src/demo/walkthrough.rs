@@ -84,7 +84,8 @@ pub(super) async fn tell(demo: &Demo) -> anyhow::Result<PathBuf> {
 
     // A verdict Oz takes 2 s to reach, on a route that waits 500 ms: PROCESSING now, the final
     // verdict delivered to the backend when Oz has it.
-    demo.sim.set_processing_for(std::time::Duration::from_secs(2));
+    demo.sim
+        .set_processing_for(std::time::Duration::from_secs(2));
     let (status, _, body) = post(&client, &format!("{base}{LATE_ROUTE}"), numbered(3)).await?;
     let _ = writeln!(
         out,
@@ -97,7 +98,8 @@ pub(super) async fn tell(demo: &Demo) -> anyhow::Result<PathBuf> {
     );
     print!("{out}");
     out.clear();
-    match demo.backend
+    match demo
+        .backend
         .wait_for(LATE_PATH, std::time::Duration::from_secs(10))
         .await
     {
@@ -269,4 +271,3 @@ async fn post(
     let body = rsp.into_body().collect().await?.to_bytes();
     Ok((status, headers, body))
 }
-

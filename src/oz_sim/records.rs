@@ -326,7 +326,10 @@ mod tests {
             "media:meta_data": {"video1": {"additional_info": "ENV"}},
         }));
         let d = u.detail();
-        assert_eq!(d["zip_entries"][0]["data_url"], "data:image/jpeg;base64,/9j/4A==");
+        assert_eq!(
+            d["zip_entries"][0]["data_url"],
+            "data:image/jpeg;base64,/9j/4A=="
+        );
         assert_eq!(d["zip_entries"][0]["size"], 4);
         assert!(d["zip_entries"][1]["data_url"].is_null());
         assert_eq!(d["additional_info"]["video1"], "ENV");
