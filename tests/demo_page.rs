@@ -66,7 +66,9 @@ async fn the_page_is_served_through_the_proxy_with_its_content_types() {
         let page = text(rsp).await;
         assert!(page.contains(marker), "{path} lacks {marker}");
     }
-    demo.stop().await.expect("the demo stops cleanly");
+    if let Err(e) = demo.stop().await {
+        panic!("the demo did not stop cleanly: {e:#}");
+    }
 }
 
 #[tokio::test]
@@ -141,7 +143,9 @@ async fn after_a_forward_capture_the_page_can_see_what_the_backend_and_oz_receiv
     }
     let (status, _) = get_json(&format!("{base}/_demo/oz/uploads/no-such-folder")).await;
     assert_eq!(status, 404);
-    demo.stop().await.expect("the demo stops cleanly");
+    if let Err(e) = demo.stop().await {
+        panic!("the demo did not stop cleanly: {e:#}");
+    }
 }
 
 #[tokio::test]
@@ -171,7 +175,9 @@ async fn introspection_refuses_a_client_that_is_not_on_loopback() {
             "{answer}"
         );
     }
-    demo.stop().await.expect("the demo stops cleanly");
+    if let Err(e) = demo.stop().await {
+        panic!("the demo did not stop cleanly: {e:#}");
+    }
 }
 
 #[tokio::test]
@@ -204,7 +210,9 @@ async fn the_respond_route_answers_the_verdict_and_a_token_and_a_broken_capture_
         problem["title"].is_string() && problem["detail"].is_string(),
         "{problem}"
     );
-    demo.stop().await.expect("the demo stops cleanly");
+    if let Err(e) = demo.stop().await {
+        panic!("the demo did not stop cleanly: {e:#}");
+    }
 }
 
 #[test]

@@ -216,8 +216,14 @@ fn write_demo_key() -> anyhow::Result<PathBuf> {
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
+    // A random part as well as the pid: demos started in one process (the tests start several
+    // at once) must not share a file that the first to stop removes.
+    let mut tag = [0u8; 8];
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut tag)
+        .map_err(|_| anyhow::anyhow!("no randomness for the demo's key file name"))?;
+    let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     let path = std::env::temp_dir().join(format!(
-        "oz-capture-proxy-demo-{}-verdict.pem",
+        "oz-capture-proxy-demo-{}-{tag}-verdict.pem",
         std::process::id()
     ));
     let mut options = std::fs::OpenOptions::new();
