@@ -23,12 +23,17 @@ use super::state::OzSim;
 use super::wire::{json_rsp, origin, Rsp};
 use super::{analyses, folders, introspect, login, preview};
 
-/// Answers one request that arrived on a connection to `local`.
-pub(crate) async fn handle(sim: OzSim, req: Request<Incoming>, local: SocketAddr) -> Rsp {
+/// Answers one request that arrived on a connection from `peer` to `local`.
+pub(crate) async fn handle(
+    sim: OzSim,
+    req: Request<Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Rsp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     if path == "/_sim" || path.starts_with("/_sim/") {
-        return introspect::handle(&sim, req).await;
+        return introspect::handle(&sim, req, peer).await;
     }
     let (rsp, endpoint, delayed) = match routes::route(&method, &path) {
         Ok(route) => {

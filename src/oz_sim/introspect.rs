@@ -3,6 +3,9 @@
 //! - `GET /_sim/uploads`: a summary of each upload (folder id, endpoint, parts with names,
 //!   content types and sizes, ZIP entry names, tags and folder metadata). Never frame bytes,
 //!   never an `additional_info` value (docs/oz-api.md §2.6, §7: client data stays out).
+//! - `GET /_sim/uploads/{folder_id}` (or `/_sim/uploads/last`): one upload in full, for the
+//!   `demo` page: ZIP entries with their images as data URLs, tags and `additional_info`. It
+//!   answers only a peer on loopback (403 otherwise): frames and client data stay on the machine.
 //! - `GET /_sim/calls`: method, path, endpoint, status and injected delay of each Oz call.
 //! - `GET /_sim/faults`: pending failures, latencies, the `PROCESSING` hold, verdict, polls and
 //!   mode.
@@ -12,6 +15,7 @@
 //!
 //! These paths need no token: they are the simulator's own controls, not Oz endpoints.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -20,7 +24,7 @@ use serde_json::{json, Value};
 
 use super::body::read_body;
 use super::config::Verdict;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::faults::{check_fault_status, Endpoint, FaultRequest};
 use super::state::OzSim;
 use super::wire::{json_rsp, Rsp};
@@ -28,12 +32,18 @@ use super::wire::{json_rsp, Rsp};
 /// Largest `/_sim/faults` body read.
 const MAX_CONTROL_BODY: usize = 64 * 1024;
 
-/// Answers a `/_sim/…` request.
-pub(crate) async fn handle(sim: &OzSim, req: Request<Incoming>) -> Rsp {
+/// Answers a `/_sim/…` request from `peer`.
+pub(crate) async fn handle(sim: &OzSim, req: Request<Incoming>, peer: SocketAddr) -> Rsp {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_owned();
+    let one_upload = path
+        .strip_prefix("/_sim/uploads/")
+        .filter(|id| !id.is_empty() && !id.contains('/'));
     let rsp = match (&method, path.as_str()) {
         (&Method::GET, "/_sim/uploads") => Ok(uploads(sim)),
+        (&Method::GET, _) if one_upload.is_some() => {
+            upload_detail(sim, one_upload.unwrap_or_default(), peer)
+        }
         (&Method::GET, "/_sim/calls") => Ok(calls(sim)),
         (&Method::GET, "/_sim/faults") => Ok(json_rsp(StatusCode::OK, &faults_view(sim))),
         (&Method::POST, "/_sim/faults") => {
@@ -56,6 +66,26 @@ pub(crate) async fn handle(sim: &OzSim, req: Request<Incoming>) -> Rsp {
 fn uploads(sim: &OzSim) -> Rsp {
     let list: Vec<Value> = sim.uploads().iter().map(|u| u.summary()).collect();
     json_rsp(StatusCode::OK, &Value::Array(list))
+}
+
+/// One upload in full (frames and `additional_info` included), to a loopback peer only.
+fn upload_detail(sim: &OzSim, id: &str, peer: SocketAddr) -> Result<Rsp, ApiError> {
+    if !peer.ip().to_canonical().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AuthForbidden,
+            "an upload's frames and additional_info are shown on loopback only",
+        ));
+    }
+    let uploads = sim.uploads();
+    let found = if id == "last" {
+        uploads.last()
+    } else {
+        uploads.iter().rev().find(|u| u.folder_id == id)
+    };
+    found
+        .map(|u| json_rsp(StatusCode::OK, &u.detail()))
+        .ok_or_else(|| ApiError::not_found(format!("no upload made folder {id}")))
 }
 
 fn calls(sim: &OzSim) -> Rsp {

@@ -153,6 +153,65 @@ impl ReceivedUpload {
     }
 }
 
+impl ReceivedUpload {
+    /// Everything the upload carried, for the `demo` page on loopback only
+    /// (`GET /_sim/uploads/{folder_id}`): each ZIP entry with its image as a data URL, the tags,
+    /// folder metadata and each file's `additional_info`, unredacted. Never logged.
+    pub fn detail(&self) -> Value {
+        use base64::Engine as _;
+        let entries: Vec<Value> = self
+            .zip_entries
+            .iter()
+            .map(|(name, bytes)| {
+                // The media type from the bytes, not the name: the page shows what Oz would decode.
+                let media_type = if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                    Some("image/jpeg")
+                } else if bytes.starts_with(b"\x89PNG") {
+                    Some("image/png")
+                } else {
+                    None
+                };
+                let data_url = media_type.map(|t| {
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    format!("data:{t};base64,{b64}")
+                });
+                json!({ "name": name, "size": bytes.len(), "data_url": data_url })
+            })
+            .collect();
+        let payload = self.payload.as_ref();
+        let additional_info: Map<String, Value> = payload
+            .and_then(|p| p.get("media:meta_data"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(key, meta)| {
+                        meta.get("additional_info")
+                            .map(|info| (key.clone(), info.clone()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "folder_id": (!self.folder_id.is_empty()).then_some(&self.folder_id),
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "error": self.error,
+            "content_type": self.content_type,
+            "parts": self.parts.iter().map(|p| json!({
+                "name": p.name,
+                "filename": p.filename,
+                "content_type": p.content_type,
+                "size": p.bytes.len(),
+            })).collect::<Vec<_>>(),
+            "zip_entries": entries,
+            "container_size": self.container.as_ref().map(Vec::len),
+            "media_tags": payload.and_then(|p| p.get("media:tags")),
+            "folder_meta": payload.and_then(|p| p.get("folder:meta_data")),
+            "additional_info": additional_info,
+        })
+    }
+}
+
 /// Shows sizes and redacted metadata instead of bytes, so a failed assertion that prints an
 /// upload does not dump frames or `additional_info` into a CI log.
 impl fmt::Debug for ReceivedUpload {
@@ -252,5 +311,29 @@ mod tests {
         let shown = format!("{} {:?}", u.summary(), u);
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("request_id") && shown.contains("additional_info"));
+    }
+
+    #[test]
+    fn detail_shows_entries_as_data_urls_and_additional_info() {
+        let mut u = ReceivedUpload::new("folders", "/api/folders/");
+        u.folder_id = "f1".into();
+        u.zip_entries = vec![
+            ("0.jpg".into(), vec![0xFF, 0xD8, 0xFF, 0xE0]),
+            ("notes.txt".into(), b"hi".to_vec()),
+        ];
+        u.payload = Some(json!({
+            "media:tags": {"video1": ["video_selfie"]},
+            "media:meta_data": {"video1": {"additional_info": "ENV"}},
+        }));
+        let d = u.detail();
+        assert_eq!(
+            d["zip_entries"][0]["data_url"],
+            "data:image/jpeg;base64,/9j/4A=="
+        );
+        assert_eq!(d["zip_entries"][0]["size"], 4);
+        assert!(d["zip_entries"][1]["data_url"].is_null());
+        assert_eq!(d["additional_info"]["video1"], "ENV");
+        assert_eq!(d["media_tags"]["video1"][0], "video_selfie");
+        assert_eq!(d["folder_id"], "f1");
     }
 }

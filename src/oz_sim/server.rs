@@ -62,7 +62,7 @@ pub async fn serve(
                 let sim = sim.clone();
                 let svc = service_fn(move |req| {
                     let sim = sim.clone();
-                    async move { Ok::<_, Infallible>(dispatch::handle(sim, req, local).await) }
+                    async move { Ok::<_, Infallible>(dispatch::handle(sim, req, local, peer).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 let conn = graceful.watch(conn);

@@ -134,6 +134,35 @@ pub fn output_lines(child: &mut Child) -> mpsc::Receiver<String> {
     lines
 }
 
+/// Starts `oz-capture-proxy demo` on free ports, returns the first line it prints on stdout,
+/// and kills it.
+pub fn demo_first_line() -> String {
+    let mut child = Command::new(binary())
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the demo");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(WAIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    line.unwrap_or_else(|_| panic!("the demo printed nothing within {WAIT:?}"))
+}
+
 /// The proxy running as a child process, its stdout and stderr read line by line.
 pub struct ProxyProcess {
     pid: u32,

@@ -16,6 +16,7 @@
 //! - [`client`]: hyper clients (HTTP/1.1, h2c prior knowledge, TLS with ALPN h2) and bodies.
 //! - [`pattern`]: deterministic bodies produced and checked chunk by chunk.
 //! - [`ws`]: hand-encoded WebSocket frames and the `Sec-WebSocket-Accept` computation.
+//! - [`demo`]: the `demo` command's services in process: the page, its introspection, routes.
 //! - [`bin`]: the built binary run as a child process, and temporary directories.
 //! - [`verifiers`]: the README's verdict verifiers (Python, Node, Go), run as written.
 //! - [`redis`]: a real `redis-server` on a free loopback port (plain, with a password, or with
@@ -29,6 +30,7 @@
 pub mod backend;
 pub mod bin;
 pub mod client;
+pub mod demo;
 pub mod logs;
 pub mod pattern;
 pub mod pki;
