@@ -33,6 +33,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
     || { echo "cannot install redis-server; the Redis store tests need it" >&2; exit 1; }
   service redis-server stop >/dev/null 2>&1 || true
 fi
+# The demo page's tests (tests/browser.rs) drive Debian's headless Chromium through its
+# chromedriver, with a fake camera; without them those tests fail, they are never skipped.
+scripts/ensure-chromium.sh
 if [ ! -f target/verdict-node/node_modules/jose/package.json ]; then
   echo "installing jose for the verdict tests"
   mkdir -p target/verdict-node

@@ -29,6 +29,7 @@
 
 pub mod backend;
 pub mod bin;
+pub mod browser;
 pub mod client;
 pub mod demo;
 pub mod logs;
