@@ -71,7 +71,7 @@ impl Scene {
     }
 
     async fn stop(self) {
-        drop(self.browser);
+        self.browser.quit().await;
         if let Err(e) = self.demo.stop().await {
             panic!("the demo did not stop cleanly: {e:#}");
         }
@@ -234,6 +234,67 @@ async fn the_respond_route_shows_the_verdict_and_its_token_decoded() {
         );
         assert!(filmed.number.is_ok(), "{name}: {:?}", filmed.number);
     }
+    scene.stop().await;
+}
+
+#[tokio::test]
+async fn the_virtual_camera_shape_and_the_container_toggles_reach_oz_as_the_sdk_would_send_them() {
+    let scene = Scene::start(None).await;
+    let b = &scene.browser;
+    let first = scene
+        .capture(&format!("?auto=1&route={FORWARD_PATH}"))
+        .await;
+    assert_eq!(first.state, "done", "{}", b.text("result").await);
+
+    // The virtual-camera shape: everything under from_virtual_camera; the backend is told.
+    b.click("virtual-camera").await;
+    b.click("capture").await;
+    let virtual_camera = b.next_outcome(&first).await;
+    assert_eq!(
+        (
+            virtual_camera.state.as_str(),
+            virtual_camera.status.as_str()
+        ),
+        ("done", "200"),
+        "{}",
+        b.text("result").await
+    );
+    let last = json(&format!("{}_demo/last", scene.demo.page_url)).await;
+    assert_eq!(last["headers"]["x-oz-virtual-camera"], "true", "{last}");
+    assert_eq!(
+        last["headers"]["x-oz-folder-id"],
+        virtual_camera.folder_id.as_str()
+    );
+    let upload = scene.upload(&virtual_camera.folder_id).await;
+    for (name, jpeg) in jpeg_entries(&upload) {
+        let filmed = read_frame(&jpeg);
+        assert_eq!(
+            (filmed.width, filmed.height),
+            (CLIP_WIDTH, CLIP_HEIGHT),
+            "{name}"
+        );
+        assert!(filmed.number.is_ok(), "{name}: {:?}", filmed.number);
+    }
+    assert!(b.text("sent").await.contains("virtual camera"));
+
+    // The container: an application/octet-stream body Oz gets unchanged, no ZIP made of it.
+    b.click("container").await;
+    b.click("capture").await;
+    let container = b.next_outcome(&virtual_camera).await;
+    assert_eq!(
+        (container.state.as_str(), container.status.as_str()),
+        ("done", "200"),
+        "{}",
+        b.text("result").await
+    );
+    let upload = scene.upload(&container.folder_id).await;
+    assert!(
+        upload["container_size"].as_u64().is_some_and(|n| n > 0),
+        "{upload}"
+    );
+    assert_eq!(upload["zip_entries"].as_array().map(Vec::len), Some(0));
+    assert!(b.text("sent").await.contains("application/octet-stream"));
+    assert!(b.text("oz").await.contains("unchanged"));
     scene.stop().await;
 }
 

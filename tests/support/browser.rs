@@ -43,7 +43,7 @@ pub struct Browser {
     driver: Child,
     base: String,
     session: String,
-    _profile: TempDir,
+    profile: TempDir,
 }
 
 /// The `#result` element's automation attributes once a capture ended.
@@ -53,6 +53,18 @@ pub struct Outcome {
     pub status: String,
     pub resolution: String,
     pub folder_id: String,
+}
+
+impl Outcome {
+    fn from_page(v: &Value) -> Outcome {
+        let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        Outcome {
+            state: s("state"),
+            status: s("status"),
+            resolution: s("resolution"),
+            folder_id: s("folder_id"),
+        }
+    }
 }
 
 impl Browser {
@@ -103,7 +115,7 @@ impl Browser {
             driver,
             base,
             session,
-            _profile: profile,
+            profile,
         };
         let ms = PAGE_WAIT.as_millis() as u64;
         browser
@@ -136,13 +148,31 @@ impl Browser {
                      : null;"#,
             )
             .await;
-        let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        Outcome {
-            state: s("state"),
-            status: s("status"),
-            resolution: s("resolution"),
-            folder_id: s("folder_id"),
-        }
+        Outcome::from_page(&v)
+    }
+
+    /// Waits for the capture after `before` to end: `#result` settled with another folder id or
+    /// status than `before`'s (every capture clears them while it runs).
+    pub async fn next_outcome(&self, before: &Outcome) -> Outcome {
+        let v = self
+            .wait_for(
+                "the next capture to end",
+                &format!(
+                    r#"const r = document.getElementById('result');
+                       const settled = r.dataset.state === 'done' || r.dataset.state === 'error';
+                       const other = (r.dataset.folderId || '') !== {folder}
+                         || (r.dataset.status || '') !== {status};
+                       return settled && other
+                         ? {{ state: r.dataset.state, status: r.dataset.status || '',
+                             resolution: r.dataset.resolution || '',
+                             folder_id: r.dataset.folderId || '' }}
+                         : null;"#,
+                    folder = json!(before.folder_id),
+                    status = json!(before.status),
+                ),
+            )
+            .await;
+        Outcome::from_page(&v)
     }
 
     /// Runs `body` (a function body returning null until the page is as wanted) on every change
@@ -250,6 +280,14 @@ impl Browser {
         .await
     }
 
+    /// Ends the session, which quits Chromium, then chromedriver.
+    pub async fn quit(self) {
+        let path = format!("/session/{}", self.session);
+        if let Err(e) = call(&self.base, Method::DELETE, &path, None).await {
+            panic!("WebDriver did not end the session: {e}");
+        }
+    }
+
     /// One command on this session; panics with WebDriver's error when it fails.
     async fn command(&self, method: Method, path: &str, args: Value) -> Value {
         let url = format!("/session/{}/{path}", self.session);
@@ -262,27 +300,17 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ending the session closes Chromium; it is a plain blocking request, since a drop
-        // cannot await. Then chromedriver goes.
-        let _ = end_session(&self.base, &self.session);
+        // After `quit` this only reaps chromedriver. After a failed test Chromium is still up,
+        // and outlives chromedriver (they talk over a TCP port): its processes are found by the
+        // profile directory that is this browser's alone.
         let _ = self.driver.kill();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .args(["-f", "--"])
+            .arg(format!("--user-data-dir={}", self.profile.path.display()))
+            .status();
         let _ = self.driver.wait();
     }
-}
-
-/// `DELETE /session/{id}`, which quits the browser, over a blocking socket.
-fn end_session(base: &str, session: &str) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let addr = base.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(super::WAIT))?;
-    write!(
-        conn,
-        "DELETE /session/{session} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer)?;
-    Ok(())
 }
 
 /// The Chromium executable: Debian's package puts a launcher script at /usr/bin/chromium and the
