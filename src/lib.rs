@@ -23,6 +23,7 @@
 //! - [`runtime`]: what tunes the process rather than the domain: the allocator and memory trim,
 //!   the capture threads and their scheduling class, the deferred log writer.
 //! - [`telemetry`]: log output, JSON lines by default, and the access log.
+//! - [`trace`]: OpenTelemetry spans of requests, W3C Trace Context, OTLP export.
 //! - [`verdict_token`]: the signed verdict tokens (JWT) and the JWKS that verifies them.
 //! - [`backoff`]: the jittered pause every retry loop takes.
 //! - [`body`], [`error`], [`problem`], [`metrics`], [`error_chain`]: the body type, the failure
@@ -48,6 +49,7 @@ pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod trace;
 pub mod verdict_token;
 
 pub use error::Error;

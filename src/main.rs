@@ -112,11 +112,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The process environment, reduced to our overrides. Read once here and passed down.
+/// The process environment, reduced to our overrides and the standard OpenTelemetry variables.
+/// Read once here and passed down.
 fn overrides() -> BTreeMap<String, String> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with("OZ_PROXY__"))
+        .filter(|(k, _)| k.starts_with("OZ_PROXY__") || k.starts_with("OTEL_"))
         .collect()
 }
 

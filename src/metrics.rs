@@ -23,6 +23,7 @@
 //! | `oz_proxy_rate_limited_total` | counter | `route` (a configured capture path), `limit` (`per_client`, `global`) |
 //! | `oz_proxy_state_up` | gauge | `store` (`memory`, `redis`) |
 //! | `oz_proxy_state_errors_total` | counter | `op` (`rate_limit`, `replay`, `confirm`, `release`), `result` (`refused`, `unguarded`, `not_recorded`) |
+//! | `oz_proxy_trace_spans_total` | counter | `result` (`exported`, `queue_full`, `export_failed`, `shutdown`) |
 //! | `oz_proxy_process_resident_memory_bytes` | gauge | — |
 
 use std::sync::Arc;
@@ -279,6 +280,39 @@ struct Inner {
     rate_limited: Family<RateLimitedLabels, Counter>,
     state_up: Family<StoreLabels, Gauge>,
     state_errors: Family<StateErrorLabels, Counter>,
+    /// `SpanResult` order.
+    trace_spans: [Counter; 4],
+}
+
+/// What became of a finished span (`telemetry.otlp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanResult {
+    /// The collector accepted it.
+    Exported,
+    /// Dropped: the export queue was full (the collector slower than the traffic).
+    QueueFull,
+    /// Dropped: its export failed (collector down, refusing, or too slow).
+    ExportFailed,
+    /// Dropped: still queued when the shutdown's flush time ran out.
+    Shutdown,
+}
+
+impl SpanResult {
+    const ALL: [SpanResult; 4] = [
+        SpanResult::Exported,
+        SpanResult::QueueFull,
+        SpanResult::ExportFailed,
+        SpanResult::Shutdown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SpanResult::Exported => "exported",
+            SpanResult::QueueFull => "queue_full",
+            SpanResult::ExportFailed => "export_failed",
+            SpanResult::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl Metrics {
@@ -451,6 +485,15 @@ impl Metrics {
             state_errors.clone(),
         );
 
+        let trace_spans_family = Family::<ResultLabels, Counter>::default();
+        reg.register(
+            "trace_spans",
+            "Finished trace spans, by result: exported, or dropped (queue_full, export_failed, shutdown)",
+            trace_spans_family.clone(),
+        );
+        let trace_spans = SpanResult::ALL
+            .map(|r| trace_spans_family.get_or_create_owned(&ResultLabels { result: r.as_str() }));
+
         reg.register_collector(Box::new(ProcessCollector));
 
         Metrics {
@@ -472,6 +515,7 @@ impl Metrics {
                 rate_limited,
                 state_up,
                 state_errors,
+                trace_spans,
             }),
         }
     }
@@ -586,6 +630,11 @@ impl Metrics {
             .state_errors
             .get_or_create(&StateErrorLabels { op, result })
             .inc();
+    }
+
+    /// Counts `n` finished spans with what became of them.
+    pub fn trace_spans(&self, result: SpanResult, n: usize) {
+        self.inner.trace_spans[result as usize].inc_by(n as u64);
     }
 
     /// Counts a config reload.

@@ -81,6 +81,7 @@ use crate::config::{
 };
 use crate::metrics::Metrics;
 use crate::proxy::{Live, RouteTable};
+use crate::trace::Tracing;
 use crate::verdict_token::Signer;
 
 /// Where the config came from, so it can be read again the same way.
@@ -136,6 +137,7 @@ pub fn build_live(
     config: &Config,
     compiled: Compiled,
     metrics: &Metrics,
+    tracing: &Tracing,
     previous: Option<&Live>,
 ) -> anyhow::Result<Live> {
     let Compiled { routes, signer } = compiled;
@@ -146,6 +148,7 @@ pub fn build_live(
         config,
         signer,
         metrics.clone(),
+        tracing,
         previous
             .and_then(|p| p.captures.as_ref())
             .map(|c| &**c.service()),
@@ -163,6 +166,7 @@ pub async fn watch(
     live: Arc<ArcSwap<Live>>,
     published: Arc<ArcSwapOption<Signer>>,
     metrics: Metrics,
+    tracing: Tracing,
     stop: CancellationToken,
 ) {
     let interval = current.reload.interval;
@@ -211,6 +215,7 @@ pub async fn watch(
             live: &live,
             published: &published,
             metrics: &metrics,
+            tracing: &tracing,
         };
         if let Some(new) = reloader.reload(&text, cause, &current) {
             applied = Some(text);
@@ -227,6 +232,7 @@ struct Reloader<'a> {
     /// The signer whose keys the admin listener publishes.
     published: &'a ArcSwapOption<Signer>,
     metrics: &'a Metrics,
+    tracing: &'a Tracing,
 }
 
 impl Reloader<'_> {
@@ -265,7 +271,13 @@ impl Reloader<'_> {
             return None;
         }
         let signer = compiled.signer.clone();
-        match build_live(&new, compiled, self.metrics, Some(&self.live.load())) {
+        match build_live(
+            &new,
+            compiled,
+            self.metrics,
+            self.tracing,
+            Some(&self.live.load()),
+        ) {
             Ok(built) => {
                 warn_restart_only(current, &new);
                 self.live.store(Arc::new(built));

@@ -48,6 +48,7 @@ use crate::proxy::upgrade::Tunnels;
 use crate::proxy::Proxy;
 use crate::reload::{self, ConfigSource, Watched};
 use crate::telemetry::AccessLog;
+use crate::trace::{self, Tracing};
 
 /// The bound listeners. Bound before anything else runs, so a port clash fails fast.
 pub struct Listeners {
@@ -193,6 +194,7 @@ async fn run_with(
         config.server.underscores_in_headers,
         metrics.clone(),
     );
+    let traces = start_tracing(&config, &metrics)?;
     let compiled = reload::compile(&config)?;
     match &compiled.signer {
         Some(signer) => tracing::info!(
@@ -204,7 +206,7 @@ async fn run_with(
     }
     let published = Arc::new(ArcSwapOption::new(compiled.signer.clone()));
     let live = Arc::new(ArcSwap::from_pointee(reload::build_live(
-        &config, compiled, &metrics, None,
+        &config, compiled, &metrics, &traces, None,
     )?));
     let tunnels = Tunnels {
         tracker: TaskTracker::new(),
@@ -223,6 +225,7 @@ async fn run_with(
         live.clone(),
         (!config.server.body_idle_timeout.is_zero()).then_some(config.server.body_idle_timeout),
         shutdown.clone(),
+        traces.clone(),
     );
     let late = proxy.late_verdicts();
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
@@ -277,6 +280,7 @@ async fn run_with(
             live,
             published,
             metrics.clone(),
+            traces.clone(),
             shutdown.clone(),
         ));
     }
@@ -350,9 +354,48 @@ async fn run_with(
         tunnels.tracker.wait().await;
     }
     late.cancel().await;
+    // The last spans go out within what is left of the drain deadline (at most
+    // TRACE_FLUSH_LIMIT): a collector that is down never holds the exit up.
+    let left = deadline
+        .deadline()
+        .saturating_duration_since(tokio::time::Instant::now());
+    traces.shutdown(left.min(TRACE_FLUSH_LIMIT)).await;
     admin_stop.cancel();
     let _ = admin.await;
     Ok(())
+}
+
+/// The longest the shutdown waits for the last spans to be sent.
+const TRACE_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Tracing as `telemetry.otlp` and the `OTEL_*` variables say; logs where traces go (never the
+/// export headers).
+fn start_tracing(config: &Config, metrics: &Metrics) -> anyhow::Result<Tracing> {
+    let settings = config.telemetry.otlp_settings()?;
+    let traces = Tracing::start(settings.as_ref(), metrics, trace::BATCH_DELAY)?;
+    match &settings {
+        Some(s) => tracing::info!(
+            traces_url = %redacted_url(&s.traces_url),
+            service_name = %s.service_name,
+            sample_ratio = s.sampling.ratio,
+            follow_parent = s.sampling.follow_parent,
+            "tracing on"
+        ),
+        None => tracing::debug!(
+            "tracing off: no telemetry.otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+    }
+    Ok(traces)
+}
+
+/// A URL without its query (a vendor may take a key there).
+fn redacted_url(url: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme_str().unwrap_or("http"),
+        url.authority().map_or("", |a| a.as_str()),
+        url.path()
+    )
 }
 
 /// What `serve_traffic` needs to know about shutdown.

@@ -55,6 +55,7 @@ use crate::metrics::{CaptureOutcome, Metrics};
 use crate::oz::{Analysis, OzClient, Resolution, UploadBody, Verdict};
 use crate::runtime::pool::TransformPool;
 use crate::state::Store;
+use crate::trace::Tracing;
 use crate::verdict_token::Signer;
 
 /// Everything the capture path needs; swapped as a whole on config reload.
@@ -167,8 +168,27 @@ pub struct Checked {
     pub outcome: Outcome,
     /// Set when the verdict is still `PROCESSING` on a route with `late_verdict_path`.
     pub follow_up: Option<FollowUp>,
-    /// Set on a route with `capture.server_timing`: the phases so far, the backend's to come.
-    pub timings: Option<Timings>,
+    /// The phases so far, the backend's to come: for `Server-Timing` on a route with
+    /// `capture.server_timing`, and for the trace.
+    pub timings: Timings,
+    /// What the trace says about the capture.
+    pub summary: Summary,
+}
+
+/// What a checked capture's trace says about it: sizes and Oz's answer, never its content.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The request body's size.
+    pub body_bytes: u64,
+    /// The upload's size (the multipart body, or the container).
+    pub upload_bytes: u64,
+    /// Frames sent (frames mode).
+    pub frames: Option<usize>,
+    /// The action, as mapped (frames mode).
+    pub action: Option<String>,
+    /// Oz's folder and verdict, when Oz gave one.
+    pub folder_id: Option<String>,
+    pub resolution: Option<&'static str>,
 }
 
 /// What the client sent, once read and checked.
@@ -201,6 +221,7 @@ impl CaptureService {
         config: &Config,
         signer: Option<Arc<Signer>>,
         metrics: Metrics,
+        tracing: &Tracing,
         previous: Option<&CaptureService>,
     ) -> anyhow::Result<Self> {
         let limits = (
@@ -209,7 +230,7 @@ impl CaptureService {
         );
         let oz = match previous {
             Some(p) if p.oz_config == config.oz => p.oz.clone(),
-            _ => OzClient::new(&config.oz, metrics.clone())
+            _ => OzClient::traced(&config.oz, metrics.clone(), tracing.clone())
                 .map_err(|e| anyhow::anyhow!("oz client: {e}"))?,
         };
         let limiter = match previous {
@@ -367,8 +388,8 @@ impl CaptureService {
                     .await?
             }
         };
-        self.metrics
-            .capture_bytes(raw.len() as u64, prepared.upload.content_length());
+        let (body_bytes, upload_bytes) = (raw.len(), prepared.upload.content_length());
+        self.metrics.capture_bytes(body_bytes as u64, upload_bytes);
 
         let mut timings = prepared.timings;
         let verdict = self
@@ -445,10 +466,19 @@ impl CaptureService {
                 Outcome::Forward(req)
             }
         };
+        let summary = Summary {
+            body_bytes: body_bytes as u64,
+            upload_bytes,
+            frames: facts.frame_count,
+            action: facts.action.map(str::to_owned),
+            folder_id: facts.verdict.map(|v| v.folder_id.clone()),
+            resolution: facts.verdict.map(|v| v.resolution.as_str()),
+        };
         Ok(Checked {
             outcome,
             follow_up: self.follow_up(route, &facts, request_id, started),
-            timings: route.server_timing.then_some(timings),
+            timings,
+            summary,
         })
     }
 
@@ -567,6 +597,7 @@ impl CaptureService {
             unchecked_images: prepared.unchecked_images,
             media_digests: Some(prepared.frame_digests),
             timings: Timings {
+                started: Some(prepared.started_at),
                 parse: Some(prepared.parse_time),
                 zip: Some(prepared.zip_time),
                 ..Timings::default()

@@ -6,7 +6,7 @@
 //! response time already does.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, HeaderValue};
 
@@ -16,6 +16,9 @@ pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 /// The phases of one capture; a phase that did not run is `None` and left out of the field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
+    /// When parsing began, by the wall clock: the trace's `capture.parse` and `capture.zip`
+    /// spans start here and follow each other (they run back to back on a capture thread).
+    pub started: Option<SystemTime>,
     /// Parsing the body and checking its action and best frames (frames mode only).
     pub parse: Option<Duration>,
     /// Decoding the frames, building the ZIP and the multipart body (frames mode only).
@@ -52,7 +55,17 @@ impl Timings {
 
     /// Whether no phase was timed (then there is no field to send).
     pub fn is_empty(&self) -> bool {
-        *self == Timings::default()
+        Timings {
+            started: None,
+            ..*self
+        } == Timings::default()
+    }
+
+    /// `capture.parse` and `capture.zip` by the wall clock: (start, end) of each, when both ran.
+    pub fn transform_spans(&self) -> Option<[(SystemTime, SystemTime); 2]> {
+        let (start, parse, zip) = (self.started?, self.parse?, self.zip?);
+        let parsed = start + parse;
+        Some([(start, parsed), (parsed, parsed + zip)])
     }
 }
 

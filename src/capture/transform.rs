@@ -74,6 +74,8 @@ pub struct PreparedUpload {
     pub unchecked_images: Vec<UncheckedImage>,
     /// The replay guard's fingerprints of the frames, in order (`capture::digest`).
     pub frame_digests: Vec<[u8; 32]>,
+    /// When parsing began, by the wall clock (for the trace).
+    pub started_at: std::time::SystemTime,
     /// Time spent parsing the body and checking its action and best frames
     /// (`Server-Timing: parse`).
     pub parse_time: Duration,
@@ -108,6 +110,7 @@ pub fn prepare_frames_upload(
         None => Cow::Owned(random_boundary()),
     };
 
+    let started_at = std::time::SystemTime::now();
     let started = Instant::now();
     let capture = parse_capture(body, opts.max_frames)?;
     let mapping = map_action(&capture.action)?;
@@ -177,6 +180,7 @@ pub fn prepare_frames_upload(
         media_len,
         unchecked_images,
         frame_digests: digest.finish(),
+        started_at,
         parse_time,
         zip_time,
     })

@@ -1,5 +1,5 @@
-//! Loading: the YAML text, then the `OZ_PROXY__…` overrides from the environment map handed in,
-//! then the secret files, then validation.
+//! Loading: the YAML text, then the `OZ_PROXY__…` overrides from the environment map handed in
+//! (and its `OTEL_*` variables, kept for `telemetry`), then the secret files, then validation.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +41,7 @@ impl Config {
         let mut cfg: Config = built
             .try_deserialize()
             .map_err(|e| Error::Schema(scrub(&e.to_string())))?;
+        cfg.telemetry.otel_env = super::OtelEnv::from_env(env);
         cfg.read_secret_files()?;
         cfg.validate()?;
         Ok(cfg)

@@ -11,7 +11,7 @@
 //!
 //! - [`Config`], the root, is here; then one file per group of sections: `server` (`tls`,
 //!   `server`, `shutdown`, `reload`), `backend` (`backend`, `forwarding`), `log`, `oz`, `capture`,
-//!   `verdict`, `state`.
+//!   `verdict`, `state`, `telemetry` (with the `OTEL_*` variables).
 //!   A section's defaults are its one `Default`, which serde uses for every key left out.
 //! - `load`: YAML, overrides, secret files; `validate`: the checks types cannot make;
 //!   `secrets`: keeping secret values out of messages; `de`: durations, URLs and lists; `error`.
@@ -26,6 +26,7 @@ mod oz;
 mod secrets;
 mod server;
 mod state;
+mod telemetry;
 #[cfg(test)]
 mod test_input;
 mod validate;
@@ -49,6 +50,9 @@ pub use log::{LogConfig, LogFormat};
 pub use oz::{OzApiMode, OzAuthConfig, OzConfig, SecretFiles};
 pub use server::{ReloadConfig, ServerConfig, ShutdownConfig, TlsConfig};
 pub use state::{OnStateError, RedisConfig, StateConfig, StoreKind};
+pub use telemetry::{
+    OtelEnv, OtlpConfig, OtlpSettings, Sampling, TelemetryConfig, DEFAULT_SERVICE_NAME,
+};
 pub use verdict::{Binding, VerdictAlg, VerdictConfig, VerdictKeyConfig};
 
 /// The whole configuration, as written in YAML (see `config/example.yaml`).
@@ -101,6 +105,9 @@ pub struct Config {
     /// Where the replay guard and the rate limits keep their state.
     #[serde(default)]
     pub state: StateConfig,
+    /// Traces (`telemetry.otlp`), with the `OTEL_*` variables applied.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -152,6 +159,7 @@ mod tests {
             capture: CaptureConfig::default(),
             verdict: VerdictConfig::default(),
             state: StateConfig::default(),
+            telemetry: TelemetryConfig::default(),
         };
         let built = serde_json::to_value(&built).unwrap();
         let Value::Object(sections) = &built else {

@@ -132,6 +132,7 @@ impl Config {
         self.validate_oz()?;
         self.validate_capture()?;
         self.validate_abuse_controls()?;
+        self.telemetry.validate()?;
         self.validate_verdict()
     }
 

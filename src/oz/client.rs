@@ -36,6 +36,7 @@ use super::types::{parse_analyses, parse_folder, Analysis, Folder};
 use super::upload::UploadBody;
 use crate::config::{OzApiMode, OzConfig};
 use crate::metrics::Metrics;
+use crate::trace::Tracing;
 
 // Defined by config, which holds `capture.analyses` to the same limit.
 pub use crate::config::MAX_ANALYSES;
@@ -57,10 +58,20 @@ impl OzClient {
     /// HTTP for `http://` URLs, a pooled connection per host. No network I/O happens here; the
     /// first login happens on the first call.
     pub fn new(cfg: &OzConfig, metrics: Metrics) -> Result<OzClient, BuildError> {
+        OzClient::traced(cfg, metrics, Tracing::off())
+    }
+
+    /// [`OzClient::new`], each call made inside a traced request a client span of it, and
+    /// its `traceparent` sent to Oz.
+    pub fn traced(
+        cfg: &OzConfig,
+        metrics: Metrics,
+        tracing: Tracing,
+    ) -> Result<OzClient, BuildError> {
         let auth = Auth::from_config(&cfg.auth).map_err(BuildError::Auth)?;
         Ok(OzClient {
             inner: Arc::new(Inner {
-                transport: Transport::new(cfg, metrics)?,
+                transport: Transport::new(cfg, metrics, tracing)?,
                 auth,
                 api: cfg.api,
             }),

@@ -52,6 +52,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP status Oz answered with, when the failure is an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether Oz may have acted on a request that ended in this error: it may have been sent and
     /// no answer from Oz said it was refused. The replay guard keeps a capture spent when its
     /// upload ended so (`capture::guard`); an upload Oz refused, or that never left, lets it go.

@@ -34,6 +34,7 @@ use super::tls::{self, BuildError};
 use super::types::parse_error_body;
 use crate::config::OzConfig;
 use crate::metrics::Metrics;
+use crate::trace::{ChildSpan, Tracing};
 
 /// The header Oz reads the token from (§1.1; the Key Concepts page's `X-Forensics-…` is a typo,
 /// §8.2).
@@ -100,10 +101,16 @@ pub struct Transport {
     origin: Origin,
     timeout: Duration,
     metrics: Metrics,
+    /// Each call inside a traced request is a client span, named in its `traceparent`.
+    tracing: Tracing,
 }
 
 impl Transport {
-    pub fn new(cfg: &OzConfig, metrics: Metrics) -> Result<Transport, BuildError> {
+    pub fn new(
+        cfg: &OzConfig,
+        metrics: Metrics,
+        tracing: Tracing,
+    ) -> Result<Transport, BuildError> {
         let scheme = cfg
             .url
             .scheme_str()
@@ -136,6 +143,7 @@ impl Transport {
             origin,
             timeout: cfg.timeout,
             metrics,
+            tracing,
         })
     }
 
@@ -153,12 +161,21 @@ impl Transport {
     ) -> Result<Bytes, Error> {
         let started = Instant::now();
         let budget = budget.unwrap_or(self.timeout);
-        let result = match tokio::time::timeout(budget, self.exchange(call, token)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout {
-                endpoint: call.endpoint,
-            }),
-        };
+        let span = self.span(call);
+        let result =
+            match tokio::time::timeout(budget, self.exchange(call, token, span.as_ref())).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    endpoint: call.endpoint,
+                }),
+            };
+        if let Some(span) = span {
+            match &result {
+                Ok((status, _)) => span.end(Some(status.as_u16()), None),
+                Err(e) => span.end(e.status(), Some(metric_code(e))),
+            }
+        }
+        let result = result.map(|(_, body)| body);
         let elapsed = started.elapsed();
         self.metrics.oz_call(call.endpoint, elapsed);
         match &result {
@@ -196,14 +213,35 @@ impl Transport {
         tracing::warn!(endpoint, error = %e, "oz call failed");
     }
 
-    async fn exchange(&self, call: &Call, token: Option<&HeaderValue>) -> Result<Bytes, Error> {
+    /// The client span of `call`, when it is made inside a traced request; its URL without the
+    /// query.
+    fn span(&self, call: &Call) -> Option<ChildSpan> {
+        if !self.tracing.is_on() {
+            return None;
+        }
+        let url: http::Uri = format!("{}{}", self.base, call.path).parse().ok()?;
+        self.tracing.oz_span(call.endpoint, &call.method, &url)
+    }
+
+    async fn exchange(
+        &self,
+        call: &Call,
+        token: Option<&HeaderValue>,
+        span: Option<&ChildSpan>,
+    ) -> Result<(StatusCode, Bytes), Error> {
         let answer = self
-            .head(call.endpoint, || self.request(call, token))
+            .head(call.endpoint, || {
+                let mut req = self.request(call, token)?;
+                if let Some(span) = span {
+                    span.inject(req.headers_mut());
+                }
+                Ok(req)
+            })
             .await?;
         let status = answer.status();
         let body = self.collect(call.endpoint, answer.into_body()).await?;
         if status.is_success() {
-            Ok(body)
+            Ok((status, body))
         } else {
             Err(classify(call.endpoint, status, &body))
         }

@@ -32,6 +32,11 @@ pub(crate) async fn handle(
 ) -> Rsp {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if path == "/_sim" || path.starts_with("/_sim/") {
         return introspect::handle(&sim, req, peer).await;
     }
@@ -51,6 +56,7 @@ pub(crate) async fn handle(
         endpoint,
         status: rsp.status().as_u16(),
         delayed,
+        traceparent,
     });
     rsp
 }

@@ -70,6 +70,8 @@ pub struct CallRecord {
     pub status: u16,
     /// Latency the simulator injected before answering.
     pub delayed: Duration,
+    /// The W3C `traceparent` the caller sent (Oz would join the caller's trace with it).
+    pub traceparent: Option<String>,
 }
 
 // === impl ReceivedUpload ===
@@ -265,6 +267,7 @@ impl CallRecord {
             "endpoint": self.endpoint,
             "status": self.status,
             "delayed_ms": self.delayed.as_millis() as u64,
+            "traceparent": self.traceparent,
         })
     }
 }

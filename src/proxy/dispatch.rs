@@ -17,6 +17,10 @@
 //!    passthrough and checked captures alike;
 //! 5. response filter: hop-by-hop removal on the way back; failures are classified once
 //!    (`crate::problem`) and become problem responses, log lines and metrics.
+//!
+//! A traced request (`crate::trace`) gets its server span once the route is known, before
+//! anything is sent on: its head then carries the proxy's `traceparent`, a capture runs inside the
+//! span's context (so its Oz calls are children of it), and the span ends with the observation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +31,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::Body;
-use crate::capture::handler::{CaptureService, Checked, FollowUp, Outcome};
+use crate::capture::handler::{CaptureService, Checked, FollowUp, Outcome, Summary};
 use crate::capture::timing::SERVER_TIMING;
 use crate::config::{CaptureRoute, ServerConfig};
 use crate::error::Error;
@@ -41,6 +45,7 @@ use crate::proxy::pool::Leased;
 use crate::proxy::upgrade::Tunnels;
 use crate::proxy::ResponseBody;
 use crate::telemetry::AccessLog;
+use crate::trace::{RequestSpan, Tracing};
 
 pub use crate::proxy::routes::{Captures, Hit, Live, RouteTable};
 
@@ -90,6 +95,7 @@ struct Inner {
     /// Cancelled by the shutdown signal: from then on HTTP/1 answers carry `Connection: close`,
     /// so keep-alive clients move to another pod before the listener closes under them.
     draining: CancellationToken,
+    tracing: Tracing,
 }
 
 /// Where a request goes once its head is clean; a capture goes with what runs it.
@@ -119,6 +125,7 @@ impl Proxy {
         live: Arc<ArcSwap<Live>>,
         body_idle: Option<Duration>,
         draining: CancellationToken,
+        tracing: Tracing,
     ) -> Self {
         let late = LateVerdicts::new(
             passthrough.clone(),
@@ -138,6 +145,7 @@ impl Proxy {
                 live,
                 body_idle,
                 draining,
+                tracing,
             }),
         }
     }
@@ -168,6 +176,13 @@ impl Proxy {
             &me.forwarding,
             &peer,
         );
+        if me.tracing.is_on() {
+            let route = match &filtered.route {
+                Ok(Route::Capture { route, .. }) => Some(route.path.as_str()),
+                _ => None,
+            };
+            obs.set_trace(me.tracing.server_span(&mut head, route));
+        }
         let req = Request::from_parts(head, body);
         obs.set_request_id(filtered.request_id.clone());
         let id = filtered
@@ -184,7 +199,23 @@ impl Proxy {
                 client_ip,
             }) => {
                 obs.set_kind(RouteKind::Capture);
-                self.capture(&service, &route, req, client_ip, id).await
+                let trace = obs.trace();
+                let capture = self.capture(&service, &route, req, client_ip, id, trace);
+                match trace {
+                    Some(span) => {
+                        use opentelemetry::context::FutureExt as _;
+                        use tracing::Instrument as _;
+                        // The capture's log lines carry the trace's ids; its Oz calls are children
+                        // of the span.
+                        let (trace_id, span_id) = span.ids();
+                        let lines = tracing::info_span!("trace", trace_id, span_id);
+                        capture
+                            .with_context(span.context().clone())
+                            .instrument(lines)
+                            .await
+                    }
+                    None => capture.await,
+                }
             }
             Ok(Route::Upgrade(offer)) => {
                 obs.set_kind(RouteKind::Upgrade);
@@ -200,7 +231,11 @@ impl Proxy {
 
         let mut rsp = result.unwrap_or_else(|e| {
             let class = problem::classify(&e);
-            log_failure(&e, class.severity, id);
+            let ids = obs.trace().map(|span| {
+                span.fail(class.problem.code);
+                span.ids()
+            });
+            log_failure(&e, class.severity, id, ids.as_ref());
             // Only a capture's own failures (refused, or Oz failed) have a capture outcome.
             if let Some(outcome) = class.capture_outcome {
                 me.metrics.capture_done(outcome);
@@ -245,15 +280,20 @@ impl Proxy {
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         request_id: &str,
+        trace: Option<&RequestSpan>,
     ) -> Result<Response<ResponseBody>, Error> {
         let Checked {
             outcome,
             follow_up,
             mut timings,
+            summary,
         } = service
             .handle(route, req, client_ip, request_id)
             .await
             .map_err(Error::from)?;
+        if let Some(span) = trace {
+            trace_capture(span, &timings, &summary);
+        }
         let mut follow = FollowWhenDone {
             late: &self.inner.late,
             service,
@@ -261,12 +301,20 @@ impl Proxy {
         };
         let rsp = match outcome {
             Outcome::Respond(rsp) => Ok(rsp.map(Body::full)),
-            Outcome::Forward(req) => {
+            Outcome::Forward(mut req) => {
+                let backend_span = trace.and_then(|span| {
+                    let method = req.method().clone();
+                    span.backend_span(&method, req.headers_mut())
+                });
                 // Up to the response head: the body streams on after this returns.
                 let sent = tokio::time::Instant::now();
                 let rsp = self.upstream_request(req.map(Body::full)).await;
-                if let Some(t) = timings.as_mut() {
-                    t.backend = Some(sent.elapsed());
+                timings.backend = Some(sent.elapsed());
+                if let Some(span) = backend_span {
+                    match &rsp {
+                        Ok(r) => span.end(Some(r.status().as_u16()), None),
+                        Err(e) => span.end(None, Some(problem::classify(e).problem.code)),
+                    }
                 }
                 rsp
             }
@@ -275,7 +323,11 @@ impl Proxy {
             follow.follow_up = None;
         }
         let mut rsp = rsp?;
-        if let Some(t) = timings.filter(|t| !t.is_empty()) {
+        if let Some(t) = route
+            .server_timing
+            .then_some(timings)
+            .filter(|t| !t.is_empty())
+        {
             // `append`, not `insert`: the backend's own entries stay (RFC 9110 §5.3 makes the
             // fields one list).
             rsp.headers_mut().append(SERVER_TIMING, t.header_value());
@@ -644,13 +696,52 @@ fn join_cookies(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Logs a failure at the level its classification gives it.
-fn log_failure(err: &Error, severity: Severity, request_id: &str) {
+/// Logs a failure at the level its classification gives it, with the trace's ids when the
+/// request is traced.
+fn log_failure(err: &Error, severity: Severity, request_id: &str, ids: Option<&(String, String)>) {
+    let trace_id = ids.map(|(t, _)| t.as_str());
+    let span_id = ids.map(|(_, s)| s.as_str());
     match severity {
         Severity::Upstream => {
-            tracing::warn!(error = %err, request_id, "request failed upstream")
+            tracing::warn!(error = %err, request_id, trace_id, span_id, "request failed upstream")
         }
-        Severity::Bug => tracing::error!(error = %err, request_id, "capture failed"),
-        Severity::Refusal => tracing::debug!(error = %err, request_id, "request refused"),
+        Severity::Bug => {
+            tracing::error!(error = %err, request_id, trace_id, span_id, "capture failed")
+        }
+        Severity::Refusal => {
+            tracing::debug!(error = %err, request_id, trace_id, span_id, "request refused")
+        }
     }
+}
+
+/// A checked capture in its trace: `capture.parse` and `capture.zip` as child spans (they ran
+/// on a capture thread, timed there), and what Oz made of it on the server span.
+fn trace_capture(span: &RequestSpan, timings: &crate::capture::timing::Timings, s: &Summary) {
+    use opentelemetry::KeyValue;
+    if let Some([parse, zip]) = timings.transform_spans() {
+        let mut parsed = vec![KeyValue::new("http.request.body.size", s.body_bytes as i64)];
+        if let Some(frames) = s.frames {
+            parsed.push(KeyValue::new("capture.frames", frames as i64));
+        }
+        span.phase("capture.parse", parse.0, parse.1, parsed);
+        let zipped = vec![KeyValue::new("oz.upload.size", s.upload_bytes as i64)];
+        span.phase("capture.zip", zip.0, zip.1, zipped);
+    }
+    let mut attributes = vec![
+        KeyValue::new("http.request.body.size", s.body_bytes as i64),
+        KeyValue::new("oz.upload.size", s.upload_bytes as i64),
+    ];
+    if let Some(folder) = &s.folder_id {
+        attributes.push(KeyValue::new("oz.folder_id", folder.clone()));
+    }
+    if let Some(resolution) = s.resolution {
+        attributes.push(KeyValue::new("oz.resolution", resolution));
+    }
+    if let Some(action) = &s.action {
+        attributes.push(KeyValue::new("oz.action", action.clone()));
+    }
+    if let Some(frames) = s.frames {
+        attributes.push(KeyValue::new("capture.frames", frames as i64));
+    }
+    span.record(attributes);
 }

@@ -2,9 +2,10 @@
 //!
 //! An `Observation` starts when the request head arrives and ends when the response body has been
 //! handed to the connection, or when the exchange is dropped half-way (client gone): its `Drop`
-//! writes exactly one log line and records the metrics, so no path can forget either. The line has
-//! method, path (never the query: it may carry secrets), route kind, status, duration, bytes and
-//! request id, and never a body.
+//! writes exactly one log line, records the metrics and ends the request's trace span, so no path
+//! can forget any of them. The line has method, path (never the query: it may carry secrets),
+//! route kind, status, duration, bytes, request id and, for a traced request, its trace and span
+//! ids; never a body.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,6 +20,7 @@ use crate::body::BoxError;
 use crate::metrics::{Metrics, RouteKind};
 use crate::proxy::ResponseBody;
 use crate::telemetry::{AccessLine, AccessLog};
+use crate::trace::RequestSpan;
 
 /// One request being observed.
 pub struct Observation {
@@ -29,6 +31,7 @@ pub struct Observation {
     start: Instant,
     bytes: u64,
     request_id: Option<HeaderValue>,
+    trace: Option<RequestSpan>,
     metrics: Metrics,
     access: AccessLog,
 }
@@ -50,6 +53,7 @@ impl Observation {
             start: Instant::now(),
             bytes: 0,
             request_id: None,
+            trace: None,
             metrics: metrics.clone(),
             access: access.clone(),
         }
@@ -67,6 +71,16 @@ impl Observation {
     /// The request id, once known.
     pub fn set_request_id(&mut self, id: Option<HeaderValue>) {
         self.request_id = id;
+    }
+
+    /// The request's server span, when it is traced; it ends with the observation.
+    pub fn set_trace(&mut self, span: Option<RequestSpan>) {
+        self.trace = span;
+    }
+
+    /// The request's server span, when it is traced.
+    pub fn trace(&self) -> Option<&RequestSpan> {
+        self.trace.as_ref()
     }
 
     /// Wraps the response body so the observation ends with it.
@@ -89,6 +103,7 @@ impl Drop for Observation {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        let ids = self.trace.as_ref().map(RequestSpan::ids);
         self.access.write(&AccessLine {
             method: self.method.as_str(),
             path: self.path.as_ref().map_or("", |p| p.path()),
@@ -97,7 +112,12 @@ impl Drop for Observation {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             bytes: self.bytes,
             request_id: id,
+            trace_id: ids.as_ref().map(|(t, _)| t.as_str()),
+            span_id: ids.as_ref().map(|(_, s)| s.as_str()),
         });
+        if let Some(span) = self.trace.take() {
+            span.end(self.status);
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub struct AccessLine<'a> {
     pub bytes: u64,
     /// Empty when the request has none.
     pub request_id: &'a str,
+    /// The trace id, in hex, of a traced request (left out of the line otherwise).
+    pub trace_id: Option<&'a str>,
+    /// The request's server span id, in hex, of a traced request.
+    pub span_id: Option<&'a str>,
 }
 
 /// Where access lines go. Cloning is cheap (the deferred buffer is shared). The default sends
@@ -94,7 +98,8 @@ impl AccessLog {
     pub fn write(&self, line: &AccessLine<'_>) {
         match &self.sink {
             Sink::Json(direct) => direct.deferred.append(|pending| {
-                let [method, path, route, status, duration_ms, bytes, request_id] = &direct.keys;
+                let [method, path, route, status, duration_ms, bytes, request_id, trace_id, span_id] =
+                    &direct.keys;
                 let record = |fields: &mut JsonFieldsVisitor<'_, Utf8<'_>>| {
                     // Typed as the event below types them: `%method` is recorded through
                     // `record_debug`, which writes the same quoted, escaped text as a `str`.
@@ -108,6 +113,10 @@ impl AccessLog {
                     fields.field(rendered(duration_ms), |w| write_f64(w, line.duration_ms));
                     fields.field(rendered(bytes), |w| write_u64(w, line.bytes));
                     fields.field(rendered(request_id), |w| write_json_str(w, line.request_id));
+                    if let (Some(t), Some(s)) = (line.trace_id, line.span_id) {
+                        fields.field(rendered(trace_id), |w| write_json_str(w, t));
+                        fields.field(rendered(span_id), |w| write_json_str(w, s));
+                    }
                 };
                 let out = &mut Utf8(pending);
                 write_flat_line(out, rendered(&direct.level), record, rendered(&direct.end))
@@ -122,6 +131,8 @@ impl AccessLog {
                     duration_ms = line.duration_ms,
                     bytes = line.bytes,
                     request_id = line.request_id,
+                    trace_id = line.trace_id,
+                    span_id = line.span_id,
                 ),
                 None => tracing::info!(
                     target: ACCESS_TARGET,
@@ -132,6 +143,8 @@ impl AccessLog {
                     duration_ms = line.duration_ms,
                     bytes = line.bytes,
                     request_id = line.request_id,
+                    trace_id = line.trace_id,
+                    span_id = line.span_id,
                 ),
             },
             Sink::Off => {}
@@ -159,7 +172,7 @@ fn tracing_would_log(filter: EnvFilter) -> bool {
 }
 
 /// The access event's field names, in the order it records them.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 9] = [
     "method",
     "path",
     "route",
@@ -167,6 +180,8 @@ const FIELDS: [&str; 7] = [
     "duration_ms",
     "bytes",
     "request_id",
+    "trace_id",
+    "span_id",
 ];
 
 /// The callsite the filter is asked about; nothing is ever recorded through it, and it is never
@@ -245,6 +260,8 @@ mod tests {
                 duration_ms: 0.503781,
                 bytes: 1024,
                 request_id: "b7df58c1-dea5-483a-9569-18f0cd83436e",
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+                span_id: Some("00f067aa0ba902b7"),
             },
             AccessLine {
                 method: "POST",
@@ -254,6 +271,8 @@ mod tests {
                 duration_ms: 12.0,
                 bytes: 0,
                 request_id: "",
+                trace_id: None,
+                span_id: None,
             },
             AccessLine {
                 method: "PROPFIND",
@@ -263,6 +282,8 @@ mod tests {
                 duration_ms: 1e-7,
                 bytes: u64::MAX,
                 request_id: "id with \"quotes\"",
+                trace_id: None,
+                span_id: None,
             },
         ]
     }

@@ -178,10 +178,16 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `oz-capture-proxy --config FILE` and waits for its "ready" log line.
     pub fn start(config: &Path) -> Self {
+        ProxyProcess::start_with_env(config, &[])
+    }
+
+    /// [`ProxyProcess::start`] with `env` as the whole environment.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child: Child = Command::new(binary())
             .arg("--config")
             .arg(config)
             .env_clear()
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -19,6 +19,8 @@
 //! - [`demo`]: the `demo` command's services in process: the page, its introspection, routes.
 //! - [`bin`]: the built binary run as a child process, and temporary directories.
 //! - [`verifiers`]: the README's verdict verifiers (Python, Node, Go), run as written.
+//! - [`otlp`]: an OTLP/HTTP trace collector decoding what it receives with the OTLP protobuf
+//!   types; or one that accepts connections and never answers.
 //! - [`redis`]: a real `redis-server` on a free loopback port (plain, with a password, or with
 //!   TLS from a private CA), stopped and restarted on the same port, read back key by key.
 //!
@@ -33,6 +35,7 @@ pub mod browser;
 pub mod client;
 pub mod demo;
 pub mod logs;
+pub mod otlp;
 pub mod pattern;
 pub mod pki;
 pub mod proxy;

@@ -188,6 +188,19 @@ impl Proxy {
         .await
     }
 
+    /// Waits (at most [`super::WAIT`]) until `series` reads `value` or more in `/metrics`.
+    pub async fn wait_metric_at_least(&self, series: &str, value: f64) {
+        within("a metric to reach its value", async {
+            loop {
+                if self.metric(series).await >= value {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+    }
+
     /// Starts draining, as SIGTERM would.
     pub fn shutdown(&self) {
         self.running.as_ref().expect("running").shutdown();
