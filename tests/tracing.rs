@@ -13,6 +13,7 @@ use oz_capture_proxy::capture::testdata::SampleCapture;
 use support::bin::{ProxyProcess, TempDir};
 use support::otlp::{self, Collector, Mode, Span, CLIENT, ERROR, INTERNAL, SERVER};
 use support::stack::*;
+use support::within_for;
 
 /// The client's trace, as a browser SDK or an edge proxy would send it.
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -507,4 +508,63 @@ async fn the_binary_reads_the_otel_environment_and_logs_trace_ids() {
             && checked.contains(&format!("\"span_id\":\"{}\"", server.span_id)),
         "{checked}"
     );
+}
+
+/// A collector that never answers, under more traffic than the queue holds: requests are
+/// answered as ever, and the spans beyond the queue are dropped and counted, not kept.
+#[tokio::test]
+async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
+    let silent = Collector::start(Mode::BlackHole).await;
+    let yaml = format!(
+        "{}{}{}",
+        oz_token(""),
+        forward_route(""),
+        telemetry(&silent.endpoint(), 1.0)
+    );
+    let stack = Stack::start_with(sim_config(), &yaml, |p| {
+        p.set("shutdown.drain_deadline", "2s")
+    })
+    .await;
+    // The exporter holds one batch while it waits on the silent collector; the queue takes
+    // MAX_QUEUED_SPANS more. One span per request.
+    let requests =
+        oz_capture_proxy::trace::MAX_QUEUED_SPANS + oz_capture_proxy::trace::MAX_BATCH + 600;
+    let tasks = 16;
+    let mut joins = Vec::new();
+    for t in 0..tasks {
+        let client = stack.client();
+        joins.push(tokio::spawn(async move {
+            for i in (t..requests).step_by(tasks) {
+                let req = http::Request::get(format!("/r/{i}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                assert_eq!(client.send(req).await.status, 200);
+            }
+        }));
+    }
+    for j in joins {
+        within_for(
+            std::time::Duration::from_secs(120),
+            "every request to be answered",
+            j,
+        )
+        .await
+        .expect("no request failed");
+    }
+    stack
+        .proxy
+        .wait_metric_at_least("oz_proxy_trace_spans_total{result=\"queue_full\"}", 1.0)
+        .await;
+    let dropped = stack
+        .proxy
+        .metric("oz_proxy_trace_spans_total{result=\"queue_full\"}")
+        .await;
+    assert!(
+        dropped
+            >= (requests
+                - oz_capture_proxy::trace::MAX_QUEUED_SPANS
+                - oz_capture_proxy::trace::MAX_BATCH) as f64,
+        "{dropped} dropped of {requests}"
+    );
+    within("the proxy to stop", stack.stop()).await;
 }
