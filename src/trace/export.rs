@@ -80,6 +80,10 @@ impl SpanProcessor for Queue {
 pub(super) struct Exporting {
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The queue, to count what is left in it when the flush time runs out; weak, so the task
+    /// still sees the queue close when the tracer provider goes.
+    queue: mpsc::WeakSender<SpanData>,
+    metrics: Metrics,
 }
 
 impl Exporting {
@@ -98,11 +102,17 @@ impl Exporting {
             stop.clone(),
             batch_delay,
         ));
+        let queue = tx.downgrade();
         (
-            Queue { tx, metrics },
+            Queue {
+                tx,
+                metrics: metrics.clone(),
+            },
             Exporting {
                 stop,
                 task: Mutex::new(Some(task)),
+                queue,
+                metrics,
             },
         )
     }
@@ -114,6 +124,10 @@ impl Exporting {
         if let Some(mut task) = task {
             if tokio::time::timeout(within, &mut task).await.is_err() {
                 task.abort();
+                if let Some(queue) = self.queue.upgrade() {
+                    let left = queue.max_capacity() - queue.capacity();
+                    self.metrics.trace_spans(SpanResult::Shutdown, left);
+                }
                 tracing::warn!(
                     within_ms = within.as_millis() as u64,
                     "traces not all sent before the shutdown's flush time ran out"
