@@ -437,6 +437,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("shutdown", old.shutdown != new.shutdown),
         ("forwarding", old.forwarding != new.forwarding),
         ("log", old.log != new.log),
+        ("telemetry", old.telemetry != new.telemetry),
         ("reload", old.reload.interval != new.reload.interval),
     ]
     .into_iter()

@@ -375,7 +375,7 @@ fn start_tracing(config: &Config, metrics: &Metrics) -> anyhow::Result<Tracing> 
     let traces = Tracing::start(settings.as_ref(), metrics, trace::BATCH_DELAY)?;
     match &settings {
         Some(s) => tracing::info!(
-            traces_url = %redacted_url(&s.traces_url),
+            traces_url = %crate::config::redacted_url(&s.traces_url),
             service_name = %s.service_name,
             sample_ratio = s.sampling.ratio,
             follow_parent = s.sampling.follow_parent,
@@ -385,17 +385,10 @@ fn start_tracing(config: &Config, metrics: &Metrics) -> anyhow::Result<Tracing> 
             "tracing off: no telemetry.otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT"
         ),
     }
+    for warning in settings.iter().flat_map(|s| &s.warnings) {
+        tracing::warn!("{warning}");
+    }
     Ok(traces)
-}
-
-/// A URL without its query (a vendor may take a key there).
-fn redacted_url(url: &http::Uri) -> String {
-    format!(
-        "{}://{}{}",
-        url.scheme_str().unwrap_or("http"),
-        url.authority().map_or("", |a| a.as_str()),
-        url.path()
-    )
 }
 
 /// What `serve_traffic` needs to know about shutdown.

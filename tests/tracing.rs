@@ -398,12 +398,17 @@ async fn the_otel_environment_overrides_the_yaml() {
     stack.stop().await;
 }
 
-/// With the collector down (connection refused) or silent (accepts, never answers), captures and
-/// passthrough requests are answered as ever; the spans are dropped and counted.
+/// With the collector down (connection refused) or silent (accepts, never answers, and the
+/// export timeout a minute long), captures and passthrough requests are answered as ever, well
+/// within the test's 15 s limit per wait; the spans are dropped and counted; and the shutdown
+/// ends within the drain deadline and the flush limit, not the export timeout.
 #[tokio::test]
 async fn a_collector_down_or_silent_never_holds_a_request_up() {
     let silent = Collector::start(Mode::BlackHole).await;
-    for endpoint in [format!("http://{}", otlp::closed_port()), silent.endpoint()] {
+    for (endpoint, down) in [
+        (format!("http://{}", otlp::closed_port()), true),
+        (silent.endpoint(), false),
+    ] {
         let yaml = format!(
             "{}{}{}",
             oz_token(""),
@@ -411,7 +416,7 @@ async fn a_collector_down_or_silent_never_holds_a_request_up() {
             telemetry(&endpoint, 1.0)
         );
         let mut stack = Stack::start_with(sim_config(), &yaml, |p| {
-            p.env("OTEL_EXPORTER_OTLP_TIMEOUT", "300")
+            p.env("OTEL_EXPORTER_OTLP_TIMEOUT", "60000")
                 .set("shutdown.drain_deadline", "2s")
         })
         .await;
@@ -430,11 +435,13 @@ async fn a_collector_down_or_silent_never_holds_a_request_up() {
             assert_eq!(stack.client().send(req).await.status, 200, "{endpoint}");
             stack.backend.next().await;
         }
-        // Every span of those requests fails to go out, and is counted so.
-        stack
-            .proxy
-            .wait_metric_at_least("oz_proxy_trace_spans_total{result=\"export_failed\"}", 1.0)
-            .await;
+        if down {
+            // The spans of those requests fail to go out, and are counted so.
+            stack
+                .proxy
+                .wait_metric_at_least("oz_proxy_trace_spans_total{result=\"export_failed\"}", 1.0)
+                .await;
+        }
         assert_eq!(
             stack
                 .proxy
@@ -442,8 +449,13 @@ async fn a_collector_down_or_silent_never_holds_a_request_up() {
                 .await,
             0.0
         );
-        // And the shutdown is not held up past its deadline by the last ones.
-        within("the proxy to stop", stack.stop()).await;
+        // The shutdown: a 2 s drain deadline, the flush inside it; never the minute-long export.
+        within_for(
+            std::time::Duration::from_secs(8),
+            "the proxy to stop within its drain deadline",
+            stack.stop(),
+        )
+        .await;
     }
 }
 
@@ -522,7 +534,9 @@ async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
         telemetry(&silent.endpoint(), 1.0)
     );
     let stack = Stack::start_with(sim_config(), &yaml, |p| {
-        p.set("shutdown.drain_deadline", "2s")
+        // Long enough that the exporter still waits on its first batch at the end.
+        p.env("OTEL_EXPORTER_OTLP_TIMEOUT", "600000")
+            .set("shutdown.drain_deadline", "2s")
     })
     .await;
     // The exporter holds one batch while it waits on the silent collector; the queue takes
@@ -567,4 +581,65 @@ async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
         "{dropped} dropped of {requests}"
     );
     within("the proxy to stop", stack.stop()).await;
+}
+
+/// A capture is traced whatever the client's flag says, and a head with two `traceparent`s is
+/// read as one with none: the proxy starts a trace, and the backend gets exactly one
+/// `traceparent`, the proxy's.
+#[tokio::test]
+async fn a_capture_is_traced_whatever_the_client_sampled_and_two_traceparents_are_none() {
+    let collector = Collector::start(Mode::Accept).await;
+    let yaml = format!(
+        "{}{}{}",
+        oz_token(""),
+        forward_route(""),
+        telemetry(&collector.endpoint(), 0.0)
+    );
+    let mut stack = Stack::start(sim_config(), &yaml).await;
+    let client = stack.client();
+    let reply = client
+        .post_with(
+            CAPTURE,
+            "application/json",
+            &[("traceparent", &traceparent(false))],
+            SampleCapture::numbered(1, 2, false, "video_selfie_blank").to_json(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let sampled_out = stack.backend.next().await;
+    let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let reply = client
+        .post_with(
+            CAPTURE,
+            "application/json",
+            &[("traceparent", &traceparent(true)), ("traceparent", other)],
+            SampleCapture::numbered(2, 2, false, "video_selfie_blank").to_json(),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let doubled = stack.backend.next().await;
+
+    let spans = collector
+        .spans_until("both captures' server spans", |s| {
+            s.iter().filter(|s| s.kind == SERVER).count() == 2
+        })
+        .await;
+    let servers: Vec<&Span> = spans.iter().filter(|s| s.kind == SERVER).collect();
+    // The sampled-out capture joins the client's trace all the same, sampled.
+    assert_eq!(servers[0].trace_id, CLIENT_TRACE);
+    assert_eq!(servers[0].parent_span_id, CLIENT_SPAN);
+    assert_eq!(ids(sampled_out.header("traceparent")).0, CLIENT_TRACE);
+    assert!(sampled_out.header("traceparent").ends_with("-01"));
+    // Two traceparents: a new trace, and one traceparent to the backend.
+    assert!(servers[1].parent_span_id.is_empty());
+    assert_ne!(servers[1].trace_id, CLIENT_TRACE);
+    let sent: Vec<&str> = doubled
+        .headers
+        .get_all("traceparent")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(ids(sent[0]).0, servers[1].trace_id);
+    stack.stop().await;
 }

@@ -51,7 +51,8 @@ pub use oz::{OzApiMode, OzAuthConfig, OzConfig, SecretFiles};
 pub use server::{ReloadConfig, ServerConfig, ShutdownConfig, TlsConfig};
 pub use state::{OnStateError, RedisConfig, StateConfig, StoreKind};
 pub use telemetry::{
-    OtelEnv, OtlpConfig, OtlpSettings, Sampling, TelemetryConfig, DEFAULT_SERVICE_NAME,
+    redacted_url, OtelEnv, OtlpConfig, OtlpSettings, Sampling, TelemetryConfig,
+    DEFAULT_SERVICE_NAME,
 };
 pub use verdict::{Binding, VerdictAlg, VerdictConfig, VerdictKeyConfig};
 

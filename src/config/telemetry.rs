@@ -90,18 +90,23 @@ pub struct OtlpSettings {
     pub headers: Vec<(String, String)>,
     /// One export's time limit (`OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`, default 10 s).
     pub export_timeout: Duration,
+    /// A CA (PEM) the collector's certificate is checked against, besides the Mozilla roots
+    /// (`OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`).
+    pub ca_file: Option<std::path::PathBuf>,
     /// `service.name`.
     pub service_name: String,
     /// `OTEL_RESOURCE_ATTRIBUTES` (without `service.name`, which is above).
     pub resource: Vec<(String, String)>,
     /// How passthrough requests are sampled.
     pub sampling: Sampling,
+    /// What was ignored, for the start-up log.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Debug for OtlpSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OtlpSettings")
-            .field("traces_url", &self.traces_url)
+            .field("traces_url", &redacted_url(&self.traces_url))
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -142,6 +147,26 @@ impl TelemetryConfig {
         {
             return Ok(None);
         }
+        let mut warnings = Vec::new();
+        match env.get("OTEL_TRACES_EXPORTER") {
+            None | Some("otlp") => {}
+            Some("none") => return Ok(None),
+            Some(other) => warnings.push(format!(
+                "OTEL_TRACES_EXPORTER `{other}` is not supported and is ignored: traces go over OTLP"
+            )),
+        }
+        let (traces_url, key) = if let Some(url) = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            (url.to_owned(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        } else if let Some(base) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            (traces_url(base), "OTEL_EXPORTER_OTLP_ENDPOINT")
+        } else if !yaml.endpoint.trim().is_empty() {
+            (traces_url(yaml.endpoint.trim()), "telemetry.otlp.endpoint")
+        } else {
+            return Ok(None);
+        };
+        let traces_url = check_url(&traces_url).map_err(|reason| Error::invalid(key, reason))?;
+        // Only now that tracing is on: a variable meant for another signal or SDK in the same
+        // environment must not stop a proxy that does not trace.
         for var in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -156,16 +181,27 @@ impl TelemetryConfig {
                 break;
             }
         }
-        let (traces_url, key) = if let Some(url) = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-            (url.to_owned(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        } else if let Some(base) = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            (traces_url(base), "OTEL_EXPORTER_OTLP_ENDPOINT")
-        } else if !yaml.endpoint.trim().is_empty() {
-            (traces_url(yaml.endpoint.trim()), "telemetry.otlp.endpoint")
-        } else {
-            return Ok(None);
-        };
-        let traces_url = check_url(&traces_url).map_err(|reason| Error::invalid(key, reason))?;
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ] {
+            if env.get(var).is_some() {
+                return Err(Error::invalid(
+                    var,
+                    "client certificates are not supported for the trace export: send a key in \
+                     OTEL_EXPORTER_OTLP_HEADERS, or put a collector on the node that holds it",
+                ));
+            }
+        }
+        let ca_file = [
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ]
+        .into_iter()
+        .find_map(|var| env.get(var))
+        .map(std::path::PathBuf::from);
 
         let mut headers: BTreeMap<String, (String, String)> = BTreeMap::new();
         for (name, value) in &yaml.headers {
@@ -217,19 +253,23 @@ impl TelemetryConfig {
             .or(from_attributes)
             .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
 
+        let sampling = self.sampling(&mut warnings)?;
         Ok(Some(OtlpSettings {
             traces_url,
             headers: headers.into_values().collect(),
             export_timeout,
+            ca_file,
             service_name,
             resource,
-            sampling: self.sampling()?,
+            sampling,
+            warnings,
         }))
     }
 
     /// `OTEL_TRACES_SAMPLER` and its argument over `telemetry.otlp.sample_ratio`; the default is
-    /// the spec's for a ratio, `parentbased_traceidratio`.
-    fn sampling(&self) -> Result<Sampling, Error> {
+    /// the spec's for a ratio, `parentbased_traceidratio`. A sampler this proxy does not have
+    /// (`jaeger_remote`, `xray`) is ignored with a warning, as the spec asks of unknown values.
+    fn sampling(&self, warnings: &mut Vec<String>) -> Result<Sampling, Error> {
         let env = &self.otel_env;
         let arg = || -> Result<f64, Error> {
             match env.get("OTEL_TRACES_SAMPLER_ARG") {
@@ -275,13 +315,15 @@ impl TelemetryConfig {
                     follow_parent: true,
                 },
                 other => {
-                    return Err(Error::invalid(
-                        "OTEL_TRACES_SAMPLER",
-                        format!(
-                            "`{other}` is not one of always_on, always_off, traceidratio, \
-                             parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
-                        ),
-                    ))
+                    warnings.push(format!(
+                        "OTEL_TRACES_SAMPLER `{other}` is not one of always_on, always_off, \
+                         traceidratio, parentbased_always_on, parentbased_always_off, \
+                         parentbased_traceidratio; telemetry.otlp.sample_ratio applies"
+                    ));
+                    Sampling {
+                        ratio,
+                        follow_parent: true,
+                    }
                 }
             },
         })
@@ -309,6 +351,16 @@ impl TelemetryConfig {
         }
         self.otlp_settings().map(|_| ())
     }
+}
+
+/// A URL without its query, for logs and `Debug`: a vendor may take a key there.
+pub fn redacted_url(url: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme_str().unwrap_or("http"),
+        url.authority().map_or("", |a| a.as_str()),
+        url.path()
+    )
 }
 
 /// `{base}/v1/traces`, as the spec builds a signal's URL from `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -437,6 +489,18 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
         ];
         assert_eq!(settings(yaml("http://y:4318"), &disabled).unwrap(), None);
+    }
+
+    #[test]
+    fn variables_for_other_signals_do_not_matter_while_tracing_is_off() {
+        let env = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "xray"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+        ];
+        assert_eq!(settings(yaml(""), &env).unwrap(), None);
+        let none = [("OTEL_TRACES_EXPORTER", "none")];
+        assert_eq!(settings(yaml("http://c:1"), &none).unwrap(), None);
     }
 
     #[test]
@@ -569,8 +633,16 @@ mod tests {
                 follow_parent: true
             }
         );
+        let ignored = settings(
+            yaml("http://c:1"),
+            &[("OTEL_TRACES_SAMPLER", "jaeger_remote")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ignored.sampling.ratio, 0.01);
+        assert!(ignored.warnings[0].contains("jaeger_remote"));
         for (var, value) in [
-            ("OTEL_TRACES_SAMPLER", "jaeger_remote"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),

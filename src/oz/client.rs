@@ -116,6 +116,7 @@ impl OzClient {
         check_id(&folder.folder_id)
             .map_err(|r| t.bad_response(endpoint, format!("folder_id {r}")))?;
         self.bounded(endpoint, folder.analyses.len())?;
+        crate::trace::record_folder_id(&folder.folder_id);
         tracing::info!(request_id, folder_id = %folder.folder_id, analyses = folder.analyses.len(), "oz folder created");
         Ok(folder)
     }

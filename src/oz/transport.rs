@@ -233,7 +233,7 @@ impl Transport {
             .head(call.endpoint, || {
                 let mut req = self.request(call, token)?;
                 if let Some(span) = span {
-                    span.inject(req.headers_mut());
+                    span.inject_traceparent(req.headers_mut());
                 }
                 Ok(req)
             })

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,12 +78,26 @@ impl SpanProcessor for Queue {
 
 /// The export task and what stops it.
 pub(super) struct Exporting {
-    stop: CancellationToken,
+    stop: Stop,
     task: Mutex<Option<JoinHandle<()>>>,
-    /// The queue, to count what is left in it when the flush time runs out; weak, so the task
-    /// still sees the queue close when the tracer provider goes.
-    queue: mpsc::WeakSender<SpanData>,
-    metrics: Metrics,
+}
+
+/// The stop signal, and the time by which the task must have given up: set before the signal.
+#[derive(Clone, Default)]
+struct Stop {
+    signal: CancellationToken,
+    deadline: Arc<OnceLock<tokio::time::Instant>>,
+}
+
+impl Stop {
+    /// Resolves when the stop's time has run out (never before the stop).
+    async fn out_of_time(&self) {
+        self.signal.cancelled().await;
+        match self.deadline.get() {
+            Some(d) => tokio::time::sleep_until(*d).await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Exporting {
@@ -94,7 +108,7 @@ impl Exporting {
         batch_delay: Duration,
     ) -> (Queue, Exporting) {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_SPANS);
-        let stop = CancellationToken::new();
+        let stop = Stop::default();
         let task = tokio::spawn(export_loop(
             rx,
             exporter,
@@ -102,55 +116,46 @@ impl Exporting {
             stop.clone(),
             batch_delay,
         ));
-        let queue = tx.downgrade();
         (
-            Queue {
-                tx,
-                metrics: metrics.clone(),
-            },
+            Queue { tx, metrics },
             Exporting {
                 stop,
                 task: Mutex::new(Some(task)),
-                queue,
-                metrics,
             },
         )
     }
 
-    /// Sends what is queued, within `within`; what is still queued then is dropped and counted.
+    /// Sends what is queued, within `within`; what is not sent by then is dropped and counted
+    /// (by the task itself, which knows what it holds).
     pub(super) async fn stop(&self, within: Duration) {
-        self.stop.cancel();
+        let _ = self.stop.deadline.set(tokio::time::Instant::now() + within);
+        self.stop.signal.cancel();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut task) = task {
-            if tokio::time::timeout(within, &mut task).await.is_err() {
+            // A backstop only: the task gives up at the deadline by itself.
+            let grace = within + Duration::from_millis(200);
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
                 task.abort();
-                if let Some(queue) = self.queue.upgrade() {
-                    let left = queue.max_capacity() - queue.capacity();
-                    self.metrics.trace_spans(SpanResult::Shutdown, left);
-                }
-                tracing::warn!(
-                    within_ms = within.as_millis() as u64,
-                    "traces not all sent before the shutdown's flush time ran out"
-                );
             }
         }
     }
 }
 
 /// Batches spans (up to [`MAX_BATCH`], or whatever came within `delay` of the first) and exports
-/// them one batch at a time, as the exporter requires. On stop, sends what is queued.
+/// them one batch at a time, as the exporter requires. On stop, sends what is queued until the
+/// stop's deadline, and counts what it could not send as dropped at shutdown.
 async fn export_loop(
     mut rx: mpsc::Receiver<SpanData>,
     exporter: opentelemetry_otlp::SpanExporter,
     metrics: Metrics,
-    stop: CancellationToken,
+    stop: Stop,
     delay: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break },
-            _ = stop.cancelled() => break,
+            _ = stop.signal.cancelled() => break,
         }
         let until = tokio::time::Instant::now() + delay;
         while batch.len() < MAX_BATCH {
@@ -158,49 +163,49 @@ async fn export_loop(
             tokio::select! {
                 n = rx.recv_many(&mut batch, room) => if n == 0 { break },
                 _ = tokio::time::sleep_until(until) => break,
-                _ = stop.cancelled() => break,
+                _ = stop.signal.cancelled() => break,
             }
         }
-        send_counted(&exporter, &metrics, std::mem::take(&mut batch)).await;
-        if stop.is_cancelled() {
+        if !send_in_time(&exporter, &metrics, std::mem::take(&mut batch), &stop).await {
+            metrics.trace_spans(SpanResult::Shutdown, rx.len());
+            return;
+        }
+        if stop.signal.is_cancelled() {
             break;
         }
     }
-    // Stopping: what is queued goes out, batch by batch, until the caller's time runs out.
+    // Stopping: what is queued goes out, batch by batch, until the deadline.
     rx.close();
     loop {
-        let n = rx.recv_many(&mut batch, MAX_BATCH).await;
-        if n == 0 {
-            break;
+        tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { return },
+            _ = stop.out_of_time() => {
+                metrics.trace_spans(SpanResult::Shutdown, batch.len() + rx.len());
+                return;
+            }
         }
-        send_counted(&exporter, &metrics, std::mem::take(&mut batch)).await;
+        if !send_in_time(&exporter, &metrics, std::mem::take(&mut batch), &stop).await {
+            metrics.trace_spans(SpanResult::Shutdown, rx.len());
+            return;
+        }
     }
 }
 
-/// [`send`], and the batch counted as dropped at shutdown if the task is aborted mid-send (the
-/// shutdown's flush time ran out).
-async fn send_counted(
+/// [`send`], unless the stop's time runs out first: then the batch is counted as dropped at
+/// shutdown and `false` returned.
+async fn send_in_time(
     exporter: &opentelemetry_otlp::SpanExporter,
     metrics: &Metrics,
     spans: Vec<SpanData>,
-) {
-    let guard = ShutdownCount {
-        metrics,
-        count: spans.len(),
-    };
-    send(exporter, metrics, spans).await;
-    std::mem::forget(guard);
-}
-
-/// Counts a batch dropped at shutdown when the export task is aborted while sending it.
-struct ShutdownCount<'a> {
-    metrics: &'a Metrics,
-    count: usize,
-}
-
-impl Drop for ShutdownCount<'_> {
-    fn drop(&mut self) {
-        self.metrics.trace_spans(SpanResult::Shutdown, self.count);
+    stop: &Stop,
+) -> bool {
+    let count = spans.len();
+    tokio::select! {
+        _ = send(exporter, metrics, spans) => true,
+        _ = stop.out_of_time() => {
+            metrics.trace_spans(SpanResult::Shutdown, count);
+            false
+        }
     }
 }
 
@@ -223,26 +228,67 @@ async fn send(
     }
 }
 
-/// The exporter's HTTP client: the proxy's hyper client with rustls (webpki roots), each
-/// request bounded by the export timeout, run on the runtime that started tracing.
+/// The exporter's HTTP client: the proxy's hyper client with rustls (Mozilla roots, plus the
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` CA), each request bounded by the export timeout, run on the
+/// runtime that started tracing. It sends exactly the resolved export headers: the exporter also
+/// reads `OTEL_EXPORTER_OTLP_HEADERS` from the process environment itself, which would bypass
+/// the config's resolution (and, in tests, read the test runner's environment).
 #[derive(Debug, Clone)]
 pub(super) struct ExportClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    headers: http::HeaderMap,
     runtime: tokio::runtime::Handle,
 }
 
+/// The headers of an export request that the exporter itself sets and that are kept.
+const EXPORTER_HEADERS: [http::HeaderName; 4] = [
+    http::header::CONTENT_TYPE,
+    http::header::CONTENT_LENGTH,
+    http::header::CONTENT_ENCODING,
+    http::header::USER_AGENT,
+];
+
 impl ExportClient {
-    pub(super) fn new(timeout: Duration) -> ExportClient {
+    pub(super) fn new(settings: &crate::config::OtlpSettings) -> anyhow::Result<ExportClient> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &settings.ca_file {
+            use rustls::pki_types::pem::PemObject as _;
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "OTEL_EXPORTER_OTLP_CERTIFICATE {}: not a PEM certificate file: {e}",
+                        path.display()
+                    )
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                anyhow::bail!(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE {}: no usable certificate in it",
+                    path.display()
+                );
+            }
+        }
         let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
+        .with_root_certificates(roots)
         .with_no_client_auth();
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &settings.headers {
+            // Checked when the config was loaded.
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -252,15 +298,23 @@ impl ExportClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        ExportClient {
+        Ok(ExportClient {
             http,
-            timeout,
+            timeout: settings.export_timeout,
+            headers,
             runtime: tokio::runtime::Handle::current(),
-        }
+        })
     }
 
     async fn exchange(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let mut headers = self.headers.clone();
+        for name in EXPORTER_HEADERS {
+            if let Some(v) = parts.headers.get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        parts.headers = headers;
         let answer = self
             .http
             .request(http::Request::from_parts(parts, Full::new(body)))

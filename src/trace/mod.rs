@@ -66,7 +66,7 @@ impl Tracing {
 
     /// Tracing as `settings` say (none when `None`), exporting from a task on the current
     /// runtime with batches sent after `batch_delay` at the latest (`OTEL_BSP_SCHEDULE_DELAY`
-    /// is not read: the proxy's delay is [`BATCH_DELAY`]; tests pass a shorter one).
+    /// is not read: the proxy passes [`BATCH_DELAY`]).
     pub fn start(
         settings: Option<&OtlpSettings>,
         metrics: &Metrics,
@@ -86,10 +86,13 @@ impl Tracing {
             .build();
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_http_client(export::ExportClient::new(s.export_timeout))
+            .with_http_client(export::ExportClient::new(s)?)
             .with_endpoint(s.traces_url.to_string())
             .with_timeout(s.export_timeout)
-            .with_headers(s.headers.iter().cloned().collect())
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            // One attempt per batch: a retry would hold the next batches back behind a collector
+            // that is struggling, and the queue drops what does not fit rather than wait.
+            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
             .build()
             .map_err(|e| anyhow::anyhow!("telemetry.otlp: cannot build the OTLP exporter: {e}"))?;
         opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
@@ -142,17 +145,20 @@ impl Tracing {
         };
         let mut attributes = vec![
             KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", head.uri.path().to_owned()),
+            KeyValue::new("url.path", clip(head.uri.path())),
             KeyValue::new("network.protocol.version", protocol_version(head.version)),
         ];
         if let Some(original) = original {
-            attributes.push(KeyValue::new("http.request.method_original", original));
+            attributes.push(KeyValue::new(
+                "http.request.method_original",
+                clip(&original),
+            ));
         }
         if let Some(route) = route {
             attributes.push(KeyValue::new("http.route", route.to_owned()));
         }
         if let Some((host, port)) = server_address(&head.headers) {
-            attributes.push(KeyValue::new("server.address", host));
+            attributes.push(KeyValue::new("server.address", clip(&host)));
             if let Some(port) = port {
                 attributes.push(KeyValue::new("server.port", i64::from(port)));
             }
@@ -172,7 +178,8 @@ impl Tracing {
     }
 
     /// A client span for a call to Oz at `endpoint` (`folders`, `analyses`, `poll`…) made inside
-    /// a traced request (the ambient context), or `None`.
+    /// a traced request (the ambient context), or `None`. A login or token refresh has none: it
+    /// is shared by every request waiting for the token, not one request's work.
     pub fn oz_span(
         &self,
         endpoint: &'static str,
@@ -180,6 +187,9 @@ impl Tracing {
         url: &http::Uri,
     ) -> Option<ChildSpan> {
         let inner = self.inner.as_ref()?;
+        if matches!(endpoint, "auth" | "refresh") {
+            return None;
+        }
         let parent = Context::current();
         if !parent.span().span_context().is_sampled() {
             return None;
@@ -188,7 +198,6 @@ impl Tracing {
             "folders" | "instant_folders" => "oz.upload",
             "analyses" => "oz.analyses",
             "poll" => "oz.poll",
-            "auth" | "refresh" => "oz.auth",
             "folder" => "oz.folder",
             "video" => "oz.video",
             _ => "oz.call",
@@ -253,12 +262,54 @@ fn trace_id_ratio(id: TraceId, ratio: f64) -> bool {
 }
 
 /// The client's trace context, or an empty one when it sent none or more than one
-/// `traceparent` (W3C Trace Context §3.2: several are invalid).
+/// `traceparent` (W3C Trace Context §3.2: several are invalid). Several `tracestate` fields are
+/// one list (§3.3.1.1), joined before they are read.
 fn client_context(propagator: &TraceContextPropagator, headers: &HeaderMap) -> Context {
     let mut parents = headers.get_all(&TRACEPARENT).iter();
-    match (parents.next(), parents.next()) {
-        (Some(_), None) => propagator.extract(&HeaderExtractor(headers)),
-        _ => Context::new(),
+    let (Some(parent), None) = (parents.next(), parents.next()) else {
+        return Context::new();
+    };
+    let mut states = headers.get_all(&TRACESTATE).iter();
+    if let (Some(_), Some(_)) = (states.next(), states.next()) {
+        let joined: Vec<&[u8]> = headers
+            .get_all(&TRACESTATE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let mut one = HeaderMap::new();
+        one.insert(TRACEPARENT, parent.clone());
+        if let Ok(v) = http::HeaderValue::from_bytes(&joined.join(&b","[..])) {
+            one.insert(TRACESTATE, v);
+        }
+        return propagator.extract(&HeaderExtractor(&one));
+    }
+    propagator.extract(&HeaderExtractor(headers))
+}
+
+/// The longest attribute value taken from what a client sent (path, host, method): a span is
+/// kept in the export queue, and the queue is bounded in spans, so each span must stay small.
+const MAX_CLIENT_VALUE: usize = 256;
+
+/// `value` cut to [`MAX_CLIENT_VALUE`] bytes on a character boundary, with `…` when cut.
+fn clip(value: &str) -> String {
+    if value.len() <= MAX_CLIENT_VALUE {
+        return value.to_owned();
+    }
+    let mut end = MAX_CLIENT_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+/// Records `oz.folder_id` on the traced request the current task works for (the ambient
+/// context), if any: as soon as Oz created the folder, so a capture that fails after that still
+/// names it.
+pub fn record_folder_id(folder_id: &str) {
+    let cx = Context::current();
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new("oz.folder_id", folder_id.to_owned()));
     }
 }
 
@@ -431,10 +482,15 @@ impl ChildSpan {
         }
     }
 
-    /// Puts this span's `traceparent` (and the trace's `tracestate`) into `headers`.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        let propagator = TraceContextPropagator::new();
-        inject(&propagator, &self.cx, headers);
+    /// Puts this span's `traceparent` into `headers`, and not the trace's `tracestate`: that is
+    /// the client's, up to 32 entries it chose, and Oz is a third party (a call to Oz).
+    pub fn inject_traceparent(&self, headers: &mut HeaderMap) {
+        let mut both = HeaderMap::new();
+        TraceContextPropagator::new().inject_context(&self.cx, &mut HeaderInjector(&mut both));
+        headers.remove(&TRACESTATE);
+        if let Some(parent) = both.remove(&TRACEPARENT) {
+            headers.insert(TRACEPARENT, parent);
+        }
     }
 
     /// Ends the span: the answer's status if one came, else the failure's kind.
@@ -522,6 +578,32 @@ mod tests {
                 .unwrap(),
         );
         assert!(!client_context(&p, &h).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn tracestate_fields_are_one_list() {
+        let p = TraceContextPropagator::new();
+        let mut h = HeaderMap::new();
+        h.append(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        h.append(TRACESTATE, "a=1".parse().unwrap());
+        h.append(TRACESTATE, "b=2".parse().unwrap());
+        let cx = client_context(&p, &h);
+        let state = cx.span().span_context().trace_state().header();
+        assert_eq!(state, "a=1,b=2");
+    }
+
+    #[test]
+    fn client_values_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("/short"), "/short");
+        let long = format!("/{}", "é".repeat(300));
+        let clipped = clip(&long);
+        assert!(clipped.len() <= MAX_CLIENT_VALUE + "…".len());
+        assert!(clipped.ends_with('…'));
     }
 
     #[test]
