@@ -26,6 +26,7 @@
 //! - [`trace`]: OpenTelemetry spans of requests, W3C Trace Context, OTLP export.
 //! - [`verdict_token`]: the signed verdict tokens (JWT) and the JWKS that verifies them.
 //! - [`backoff`]: the jittered pause every retry loop takes.
+//! - [`client_tls`]: the rustls configuration of outgoing TLS (Oz, the trace collector).
 //! - [`body`], [`error`], [`problem`], [`metrics`], [`error_chain`]: the body type, the failure
 //!   enum, the one classification of failures (and their `application/problem+json`), the metric
 //!   families, and an error with its sources on one line.
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod backoff;
 pub mod body;
 pub mod capture;
+pub mod client_tls;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 
 /// The floors, from the ground up. A module may use the modules on lower floors only.
 const FLOORS: &[&[&str]] = &[
-    &["config", "metrics", "body", "error_chain", "backoff"],
+    &[
+        "config",
+        "metrics",
+        "body",
+        "error_chain",
+        "backoff",
+        "client_tls",
+    ],
     &["runtime", "oz_sim", "state", "trace"],
     &["telemetry", "oz", "verdict_token"],
     &["capture", "admin"],

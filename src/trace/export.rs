@@ -251,34 +251,8 @@ const EXPORTER_HEADERS: [http::HeaderName; 4] = [
 
 impl ExportClient {
     pub(super) fn new(settings: &crate::config::OtlpSettings) -> anyhow::Result<ExportClient> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        if let Some(path) = &settings.ca_file {
-            use rustls::pki_types::pem::PemObject as _;
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "OTEL_EXPORTER_OTLP_CERTIFICATE {}: not a PEM certificate file: {e}",
-                        path.display()
-                    )
-                })?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                anyhow::bail!(
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE {}: no usable certificate in it",
-                    path.display()
-                );
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = crate::client_tls::config(settings.ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_CERTIFICATE {e}"))?;
         let mut headers = http::HeaderMap::new();
         for (name, value) in &settings.headers {
             // Checked when the config was loaded.
