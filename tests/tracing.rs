@@ -31,9 +31,27 @@ fn traceparent(sampled: bool) -> String {
     )
 }
 
-/// `telemetry.otlp` sending to `collector`, with `ratio` for passthrough.
-fn telemetry(endpoint: &str, ratio: f64) -> String {
-    format!("telemetry:\n  otlp:\n    endpoint: \"{endpoint}\"\n    sample_ratio: {ratio}\n")
+/// The stack's forward route with `telemetry.otlp` sending to `endpoint`, with `ratio` for
+/// passthrough.
+fn traced_yaml(endpoint: &str, ratio: f64) -> String {
+    format!(
+        "{}{}telemetry:\n  otlp:\n    endpoint: \"{endpoint}\"\n    sample_ratio: {ratio}\n",
+        oz_token(""),
+        forward_route("")
+    )
+}
+
+/// `GET path`, with the client's `traceparent` when given.
+fn get(
+    path: &str,
+    traceparent: Option<String>,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = http::Request::get(path);
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    req.body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap()
 }
 
 /// The trace id and parent span id a `traceparent` names.
@@ -56,12 +74,7 @@ fn one<'a>(spans: &'a [Span], name: &str) -> &'a Span {
 #[tokio::test]
 async fn a_capture_is_one_trace_through_the_proxy_oz_and_the_backend() {
     let collector = Collector::start(Mode::Accept).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&collector.endpoint(), 0.0)
-    );
+    let yaml = traced_yaml(&collector.endpoint(), 0.0);
     let stack = Stack::start(sim_config(), &yaml).await;
     let mut capture = SampleCapture::new(3, false, "video_selfie_blank");
     capture.additional_info = Some(format!(r#"{{"env":"{INFO_MARKER}"}}"#));
@@ -221,12 +234,7 @@ async fn a_capture_is_one_trace_through_the_proxy_oz_and_the_backend() {
 #[tokio::test]
 async fn a_refused_capture_is_an_error_span_with_its_problem_code() {
     let collector = Collector::start(Mode::Accept).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&collector.endpoint(), 0.0)
-    );
+    let yaml = traced_yaml(&collector.endpoint(), 0.0);
     let stack = Stack::start(sim_config(), &yaml).await;
     let mut broken = SampleCapture::new(2, false, "video_selfie_blank");
     broken.frames[1] = "data:image/jpeg;base64,@@@".to_owned();
@@ -255,21 +263,8 @@ async fn a_refused_capture_is_an_error_span_with_its_problem_code() {
 #[tokio::test]
 async fn passthrough_follows_the_clients_flag_and_otherwise_the_ratio() {
     let collector = Collector::start(Mode::Accept).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&collector.endpoint(), 0.0)
-    );
+    let yaml = traced_yaml(&collector.endpoint(), 0.0);
     let mut stack = Stack::start(sim_config(), &yaml).await;
-    let get = |path: &str, tp: Option<String>| {
-        let mut req = http::Request::get(path);
-        if let Some(tp) = tp {
-            req = req.header("traceparent", tp);
-        }
-        req.body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap()
-    };
     // Sampled out by the client, or no traceparent at ratio 0: no span, and the backend gets
     // the client's traceparent as it was sent (or none).
     let client = stack.client();
@@ -336,16 +331,9 @@ async fn passthrough_follows_the_clients_flag_and_otherwise_the_ratio() {
 #[tokio::test]
 async fn at_ratio_one_every_passthrough_request_starts_a_trace_the_backend_joins() {
     let collector = Collector::start(Mode::Accept).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&collector.endpoint(), 1.0)
-    );
+    let yaml = traced_yaml(&collector.endpoint(), 1.0);
     let mut stack = Stack::start(sim_config(), &yaml).await;
-    let req = http::Request::get("/fresh")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let req = get("/fresh", None);
     assert_eq!(stack.client().send(req).await.status, 200);
     let seen = stack.backend.next().await;
     let spans = collector
@@ -364,12 +352,7 @@ async fn at_ratio_one_every_passthrough_request_starts_a_trace_the_backend_joins
 async fn the_otel_environment_overrides_the_yaml() {
     let collector = Collector::start(Mode::Accept).await;
     let down = otlp::closed_port();
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&format!("http://{down}"), 0.0)
-    );
+    let yaml = traced_yaml(&format!("http://{down}"), 0.0);
     let endpoint = collector.endpoint();
     let mut stack = Stack::start_with(sim_config(), &yaml, |p| {
         p.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
@@ -382,9 +365,7 @@ async fn the_otel_environment_overrides_the_yaml() {
             .env("OTEL_TRACES_SAMPLER", "always_on")
     })
     .await;
-    let req = http::Request::get("/any")
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
+    let req = get("/any", None);
     assert_eq!(stack.client().send(req).await.status, 200);
     stack.backend.next().await;
     let spans = collector
@@ -409,12 +390,7 @@ async fn a_collector_down_or_silent_never_holds_a_request_up() {
         (format!("http://{}", otlp::closed_port()), true),
         (silent.endpoint(), false),
     ] {
-        let yaml = format!(
-            "{}{}{}",
-            oz_token(""),
-            forward_route(""),
-            telemetry(&endpoint, 1.0)
-        );
+        let yaml = traced_yaml(&endpoint, 1.0);
         let mut stack = Stack::start_with(sim_config(), &yaml, |p| {
             p.env("OTEL_EXPORTER_OTLP_TIMEOUT", "60000")
                 .set("shutdown.drain_deadline", "2s")
@@ -429,9 +405,7 @@ async fn a_collector_down_or_silent_never_holds_a_request_up() {
                 .await;
             assert_eq!(reply.status, 200, "{endpoint}: {reply:?}");
             stack.backend.next().await;
-            let req = http::Request::get("/page")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap();
+            let req = get("/page", None);
             assert_eq!(stack.client().send(req).await.status, 200, "{endpoint}");
             stack.backend.next().await;
         }
@@ -527,12 +501,7 @@ async fn the_binary_reads_the_otel_environment_and_logs_trace_ids() {
 #[tokio::test]
 async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
     let silent = Collector::start(Mode::BlackHole).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&silent.endpoint(), 1.0)
-    );
+    let yaml = traced_yaml(&silent.endpoint(), 1.0);
     let stack = Stack::start_with(sim_config(), &yaml, |p| {
         // Long enough that the exporter still waits on its first batch at the end.
         p.env("OTEL_EXPORTER_OTLP_TIMEOUT", "600000")
@@ -549,9 +518,7 @@ async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
         let client = stack.client();
         joins.push(tokio::spawn(async move {
             for i in (t..requests).step_by(tasks) {
-                let req = http::Request::get(format!("/r/{i}"))
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
+                let req = get(&format!("/r/{i}"), None);
                 assert_eq!(client.send(req).await.status, 200);
             }
         }));
@@ -589,12 +556,7 @@ async fn spans_beyond_the_queue_are_dropped_and_counted_never_waited_for() {
 #[tokio::test]
 async fn a_capture_is_traced_whatever_the_client_sampled_and_two_traceparents_are_none() {
     let collector = Collector::start(Mode::Accept).await;
-    let yaml = format!(
-        "{}{}{}",
-        oz_token(""),
-        forward_route(""),
-        telemetry(&collector.endpoint(), 0.0)
-    );
+    let yaml = traced_yaml(&collector.endpoint(), 0.0);
     let mut stack = Stack::start(sim_config(), &yaml).await;
     let client = stack.client();
     let reply = client

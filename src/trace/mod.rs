@@ -513,7 +513,11 @@ impl ChildSpan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use opentelemetry::trace::{SpanId, TraceFlags, TraceState};
+
+    /// A client's sampled `traceparent`.
+    const CLIENT_PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn remote(sampled: bool) -> SpanContext {
         SpanContext::new(
@@ -564,12 +568,7 @@ mod tests {
     fn several_traceparents_are_none() {
         let p = TraceContextPropagator::new();
         let mut h = HeaderMap::new();
-        h.append(
-            TRACEPARENT,
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        h.append(TRACEPARENT, HeaderValue::from_static(CLIENT_PARENT));
         assert!(client_context(&p, &h).span().span_context().is_valid());
         h.append(
             TRACEPARENT,
@@ -584,12 +583,7 @@ mod tests {
     fn tracestate_fields_are_one_list() {
         let p = TraceContextPropagator::new();
         let mut h = HeaderMap::new();
-        h.append(
-            TRACEPARENT,
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
+        h.append(TRACEPARENT, HeaderValue::from_static(CLIENT_PARENT));
         h.append(TRACESTATE, "a=1".parse().unwrap());
         h.append(TRACESTATE, "b=2".parse().unwrap());
         let cx = client_context(&p, &h);
