@@ -105,6 +105,27 @@ fn jpeg_entries(upload: &Value) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// The clip frame each JPEG of an upload shows, in upload order; fails unless every one is a
+/// frame of the clip, at the clip's size.
+fn clip_frame_numbers(upload: &Value) -> Vec<u8> {
+    jpeg_entries(upload)
+        .iter()
+        .map(|(name, jpeg)| {
+            let filmed = read_frame(jpeg);
+            assert_eq!(
+                (filmed.width, filmed.height),
+                (CLIP_WIDTH, CLIP_HEIGHT),
+                "{name} is not of the camera's size"
+            );
+            let n = filmed
+                .number
+                .unwrap_or_else(|why| panic!("{name} is not a frame of the clip: {why}"));
+            assert!(usize::from(n) < CLIP_FRAMES, "{name} carries {n}");
+            n
+        })
+        .collect()
+}
+
 /// Where the screenshot of the page after a capture is written; scripts/screenshot.sh copies it
 /// into docs/ for the README.
 fn screenshot_path() -> std::path::PathBuf {
@@ -142,20 +163,7 @@ async fn the_cameras_frames_become_a_verdict_the_backend_receives() {
     let upload = scene.upload(&outcome.folder_id).await;
     let entries = jpeg_entries(&upload);
     assert_eq!(entries.len(), 5, "the page sends five frames by default");
-    let mut numbers = Vec::new();
-    for (name, jpeg) in &entries {
-        let filmed = read_frame(jpeg);
-        assert_eq!(
-            (filmed.width, filmed.height),
-            (CLIP_WIDTH, CLIP_HEIGHT),
-            "{name} is not of the camera's size"
-        );
-        let n = filmed
-            .number
-            .unwrap_or_else(|why| panic!("{name} is not a frame of the clip: {why}"));
-        assert!(usize::from(n) < CLIP_FRAMES, "{name} carries {n}");
-        numbers.push(n);
-    }
+    let numbers = clip_frame_numbers(&upload);
     assert!(
         numbers.windows(2).all(|w| w[0] <= w[1]) && numbers[0] < numbers[numbers.len() - 1],
         "the frames are not in the order filmed: {numbers:?}"
@@ -225,15 +233,7 @@ async fn the_respond_route_shows_the_verdict_and_its_token_decoded() {
     let backend = b.text("backend").await;
     assert!(backend.contains("respond route"), "{backend}");
     let upload = scene.upload(&outcome.folder_id).await;
-    for (name, jpeg) in jpeg_entries(&upload) {
-        let filmed = read_frame(&jpeg);
-        assert_eq!(
-            (filmed.width, filmed.height),
-            (CLIP_WIDTH, CLIP_HEIGHT),
-            "{name}"
-        );
-        assert!(filmed.number.is_ok(), "{name}: {:?}", filmed.number);
-    }
+    clip_frame_numbers(&upload);
     scene.stop().await;
 }
 
@@ -266,15 +266,7 @@ async fn the_virtual_camera_shape_and_the_container_toggles_reach_oz_as_the_sdk_
         virtual_camera.folder_id.as_str()
     );
     let upload = scene.upload(&virtual_camera.folder_id).await;
-    for (name, jpeg) in jpeg_entries(&upload) {
-        let filmed = read_frame(&jpeg);
-        assert_eq!(
-            (filmed.width, filmed.height),
-            (CLIP_WIDTH, CLIP_HEIGHT),
-            "{name}"
-        );
-        assert!(filmed.number.is_ok(), "{name}: {:?}", filmed.number);
-    }
+    clip_frame_numbers(&upload);
     assert!(b.text("sent").await.contains("virtual camera"));
 
     // The container: an application/octet-stream body Oz gets unchanged, no ZIP made of it.
