@@ -10,8 +10,8 @@ script_name=$(basename "$0")
 
 log() { printf '[%s %s] %s\n' "$script_name" "$(date +%T)" "$*" >&2; }
 
-# ensure_tools: installs wrk, h2load (nghttp2-client), nginx, curl and python3 with apt-get
-# when missing (apt-get update first).
+# ensure_tools: installs wrk, h2load (nghttp2-client), nginx, haproxy, curl and python3 with
+# apt-get when missing (apt-get update first).
 ensure_tools() {
     local need=()
     command -v wrk >/dev/null || need+=(wrk)
@@ -19,6 +19,7 @@ ensure_tools() {
     command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
     command -v curl >/dev/null || need+=(curl)
     command -v python3 >/dev/null || need+=(python3)
+    command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
     if ((${#need[@]})); then
         local sudo=""
         [[ $(id -u) == 0 ]] || sudo="sudo"
@@ -27,6 +28,9 @@ ensure_tools() {
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+    HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+    # Debian starts the packages' own services on install; the benchmarks run their own.
+    service haproxy stop >/dev/null 2>&1 || true
 }
 
 # build_release [extra cargo args]: the release binary (skipped with SKIP_BUILD=1).

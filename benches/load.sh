@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
-# Passthrough load benchmark: direct vs oz-capture-proxy vs nginx, in one run, on one machine.
+# Passthrough load benchmark: direct vs oz-capture-proxy vs nginx vs HAProxy, in one run, on one
+# machine, in one of two settings (SETTING):
+#   engine       no proxy writes an access log: the cost of the proxying itself (the default);
+#   as_deployed  every proxy with its default access log (oz-capture-proxy's JSON lines on
+#                stdout, nginx's unbuffered file, HAProxy's httplog on stdout), plus nginx with a
+#                buffered log (`nginx_buffered`).
 #
-#   benches/load.sh                 # full run, about 9 minutes on 2 cores
-#   QUICK=1 benches/load.sh         # about 1.5 minutes: shorter runs, one round
+#   benches/load.sh                       # engine setting, full run
+#   SETTING=as_deployed benches/load.sh   # every proxy logging as it does by default
+#   QUICK=1 benches/load.sh               # shorter runs, one round
 #
 # What it does (BENCHMARKS.md explains the choices):
-#   1. installs wrk, h2load (nghttp2-client) and nginx with apt-get when missing;
+#   1. installs wrk, h2load (nghttp2-client), nginx and haproxy with apt-get when missing;
 #   2. builds the release binary;
-#   3. starts a static nginx as the loopback backend (1 KiB and 1 MiB files, no access log),
-#      oz-capture-proxy and an nginx reverse proxy (proxy_pass, upstream keepalive, access log on)
-#      in front of it, all on 127.0.0.1;
-#   4. runs every scenario on the three paths (direct, proxy, nginx), round after round, in
+#   3. starts a static nginx as the loopback backend (1 KiB and 1 MiB files, no access log), and
+#      in front of it oz-capture-proxy, an nginx reverse proxy (proxy_pass, upstream keepalive)
+#      and HAProxy (nbthread 1, http-reuse always), all on 127.0.0.1; as deployed, also an nginx
+#      with a buffered access log;
+#   4. runs every scenario on every path (direct, then each proxy), round after round, in
 #      rotating order, recording req/s, p50/p99/p99.9, CPU per 10k requests and RSS;
 #   5. prints the Markdown tables (medians, ratios) and keeps raw outputs in $OUT.
 #
-# CPU placement on this 2-core machine: the system under test (oz-capture-proxy or the nginx
-# proxy) is pinned to CPU $CPU_SUT; the load generator and the backend share CPU $CPU_LOAD. Each
-# proxy therefore gets exactly one core of its own (tokio sizes its worker pool from the affinity
-# mask, so the proxy runs one worker; nginx runs worker_processes 1), and the generator and the
-# backend are placed identically for all three paths.
+# CPU placement on this 2-core machine: the systems under test (oz-capture-proxy, nginx,
+# HAProxy) are pinned to CPU $CPU_SUT, only the measured one under load; the load generator and
+# the backend share CPU $CPU_LOAD. Each proxy therefore gets exactly one core of its own (tokio
+# sizes its worker pool from the affinity mask, so the proxy runs one worker; nginx runs
+# worker_processes 1, HAProxy nbthread 1), and the generator and the backend are placed
+# identically for every path.
 #
 # Environment knobs: QUICK, DURATION (s), ROUNDS, CONNS, RATE (req/s of the constant-rate
 # scenario), CPU_SUT, CPU_LOAD, OUT (results directory), SKIP_BUILD=1, SCENARIOS (space-separated
-# subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m), NGINX_LOG_BUFFER (e.g. 64k: nginx's access log
-# buffered, `buffer=64k flush=1s`, the counterpart of oz-capture-proxy writing its lines when its
-# worker goes idle; default: nginx's default, one write per request), PRESERVE_HEADER_CASE
-# (the proxy's forwarding.preserve_header_case; default true, as the proxy's own default).
+# subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m), SETTING (engine or as_deployed), NGINX_LOG_BUFFER
+# (the buffer of `nginx_buffered` in as_deployed; default 64k, with `flush=1s`, the counterpart
+# of oz-capture-proxy writing its lines when its worker goes idle), PRESERVE_HEADER_CASE (the
+# proxy's forwarding.preserve_header_case; default true, as the proxy's own default).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -46,38 +54,50 @@ RATE=${RATE:-1000}
 CPU_SUT=${CPU_SUT:-1}
 CPU_LOAD=${CPU_LOAD:-0}
 SCENARIOS=${SCENARIOS:-"h1_1k h1_1m h1_1k_rate h2_1k h2_1m"}
-NGINX_LOG_BUFFER=${NGINX_LOG_BUFFER:-}
-OUT=${OUT:-$root/target/bench/load-$(date +%Y%m%d-%H%M%S)}
-PATHS=(direct proxy nginx)
+SETTING=${SETTING:-engine}
+NGINX_LOG_BUFFER=${NGINX_LOG_BUFFER:-64k}
+OUT=${OUT:-$root/target/bench/load-$SETTING-$(date +%Y%m%d-%H%M%S)}
+case $SETTING in
+    engine) PATHS=(direct proxy nginx haproxy) ;;
+    as_deployed) PATHS=(direct proxy nginx nginx_buffered haproxy) ;;
+    *) log "SETTING must be engine or as_deployed, not $SETTING"; exit 2 ;;
+esac
+NPATHS=${#PATHS[@]}
 
 ensure_tools
 build_release
 mkdir -p "$OUT"
-read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN P_NGINX P_NGINX_H2 P_OZ <<<"$(free_ports 7)"
+read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN P_NGINX P_NGINX_H2 P_OZ P_NGINXB P_NGINXB_H2 \
+    P_HAPROXY <<<"$(free_ports 10)"
 user_line=$(nginx_user_line)
 
 # --- the backend: static nginx on CPU_LOAD -----------------------------------------------------
 start_backend "$CPU_LOAD" "$P_BACKEND" "$P_BACKEND_H2"
 mkdir -p "$tmp/nginx"
 
-# --- the reference proxy: nginx proxy_pass with upstream keepalive, on CPU_SUT -----------------
-# Does the same header work as oz-capture-proxy: X-Forwarded-For appended, X-Forwarded-Proto,
-# X-Forwarded-Host, a request id when absent, Host passed on. Access log on, by default one
-# unbuffered write per request to a file (oz-capture-proxy writes one JSON line per request to
-# stdout, which this script sends to a file too, in batches when its worker goes idle). proxy_max_temp_file_size 0 keeps 1 MiB responses in
-# memory (no spill to a temp file), as oz-capture-proxy streams them.
-cat >"$tmp/nginx/nginx.conf" <<EOF
+# --- the reference proxies on CPU_SUT -----------------------------------------------------------
+# nginx proxy_pass with upstream keepalive. Does the same header work as oz-capture-proxy:
+# X-Forwarded-For appended, X-Forwarded-Proto, X-Forwarded-Host, a request id when absent, Host
+# passed on. proxy_max_temp_file_size 0 keeps 1 MiB responses in memory (no spill to a temp file),
+# as oz-capture-proxy streams them. Its access log: none in the engine setting; as deployed, one
+# unbuffered write per request (nginx's default), and for `nginx_buffered` a 64k buffer flushed
+# every second.
+# nginx_conf NAME PORT PORT_H2 ACCESS_LOG_DIRECTIVE: writes $tmp/NAME/nginx.conf
+nginx_conf() {
+    local name=$1 port=$2 port_h2=$3 access=$4
+    mkdir -p "$tmp/$name"
+    cat >"$tmp/$name/nginx.conf" <<EOF
 $user_line
 worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
+pid $tmp/$name/nginx.pid;
+error_log $tmp/$name/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log $tmp/nginx/access.log${NGINX_LOG_BUFFER:+ combined buffer=$NGINX_LOG_BUFFER flush=1s};
+    $access
     keepalive_requests 100000000;
     keepalive_timeout 300s;
-    client_body_temp_path $tmp/nginx/body;
-    proxy_temp_path $tmp/nginx/proxy;
+    client_body_temp_path $tmp/$name/body;
+    proxy_temp_path $tmp/$name/proxy;
     upstream backend {
         server 127.0.0.1:$P_BACKEND;
         keepalive 256;
@@ -86,8 +106,8 @@ http {
     }
     map \$http_x_request_id \$req_id { "" \$request_id; default \$http_x_request_id; }
     server {
-        listen 127.0.0.1:$P_NGINX backlog=4096;
-        listen 127.0.0.1:$P_NGINX_H2 http2;
+        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port_h2 http2;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -102,11 +122,66 @@ http {
     }
 }
 EOF
+}
+NGINXB_MASTER=""
+if [[ $SETTING == engine ]]; then
+    nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "access_log off;"
+else
+    nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "access_log $tmp/nginx/access.log;"
+    nginx_conf nginx_buffered "$P_NGINXB" "$P_NGINXB_H2" \
+        "access_log $tmp/nginx_buffered/access.log combined buffer=$NGINX_LOG_BUFFER flush=1s;"
+    start_bg "$CPU_SUT" "$tmp/nginx_buffered/stderr" "$NGINX" -p "$tmp/nginx_buffered" \
+        -c "$tmp/nginx_buffered/nginx.conf" -g 'daemon off;'
+    NGINXB_MASTER=$last_pid
+fi
 start_bg "$CPU_SUT" "$tmp/nginx/stderr" "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
     -g 'daemon off;'
 NGINX_MASTER=$last_pid
 
-# --- oz-capture-proxy on CPU_SUT, production defaults (JSON access log on stdout) --------------
+# HAProxy (Debian's 2.6): one thread, connection reuse on (`http-reuse always`: an idle backend
+# connection serves any client's next request, as nginx's keepalive pool and oz-capture-proxy's
+# do), HTTP/1.1 and h2c prior knowledge on one clear-text port (HAProxy tells them apart by the
+# HTTP/2 preface), the same forwarding headers (`option forwardfor`, a request id when absent).
+# Its access log: none in the engine setting; as deployed, `option httplog` to stdout (a file
+# here), one line per request, as a container would run it.
+mkdir -p "$tmp/haproxy"
+haproxy_log=""
+if [[ $SETTING == as_deployed ]]; then
+    haproxy_log=$'    log stdout format raw local0\n    option httplog'
+fi
+cat >"$tmp/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+    timeout http-keep-alive 300s
+    http-reuse always
+$haproxy_log
+frontend fe
+    bind 127.0.0.1:$P_HAPROXY
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+    default_backend be
+backend be
+    server b1 127.0.0.1:$P_BACKEND
+EOF
+start_bg "$CPU_SUT" "$tmp/haproxy/stdout" "$HAPROXY" -db -f "$tmp/haproxy/haproxy.cfg"
+HAPROXY_PID=$last_pid
+
+# --- oz-capture-proxy on CPU_SUT, production defaults ------------------------------------------
+# As deployed: its default JSON access log on stdout, which goes to a file, as a container
+# runtime would collect it. Engine: the same with access lines filtered out (`access=off`).
+if [[ $SETTING == engine ]]; then
+    proxy_log=$'log:\n  level: "info,access=off"'
+else
+    proxy_log=""
+fi
 cat >"$tmp/proxy.yaml" <<EOF
 listen: "127.0.0.1:$P_PROXY"
 admin_listen: "127.0.0.1:$P_ADMIN"
@@ -121,38 +196,62 @@ forwarding:
 capture:
   routes:
     - path: "/api/liveness/capture"
+$proxy_log
 EOF
-# stdout (the access log) goes to a file, as a container runtime would collect it.
 start_bg "$CPU_SUT" "$tmp/proxy.log" "$BIN" --config "$tmp/proxy.yaml"
 PROXY_PID=$last_pid
 
 wait_http "http://127.0.0.1:$P_BACKEND/1k"
 wait_http "http://127.0.0.1:$P_NGINX/1k"
+wait_http "http://127.0.0.1:$P_HAPROXY/1k"
+[[ -n $NGINXB_MASTER ]] && wait_http "http://127.0.0.1:$P_NGINXB/1k"
 wait_http "http://127.0.0.1:$P_ADMIN/ready"
 wait_http "http://127.0.0.1:$P_PROXY/1k"
 NGINX_PIDS="$NGINX_MASTER $(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')"
+NGINXB_PIDS=""
+[[ -n $NGINXB_MASTER ]] && NGINXB_PIDS="$NGINXB_MASTER $(pgrep -P "$NGINXB_MASTER" | tr '\n' ' ')"
 
 sut_pids() {
     case $1 in
         direct) echo "" ;;
         proxy) echo "$PROXY_PID" ;;
         nginx) echo "$NGINX_PIDS" ;;
+        nginx_buffered) echo "$NGINXB_PIDS" ;;
+        haproxy) echo "$HAPROXY_PID" ;;
     esac
 }
 access_log_of() {
+    [[ $SETTING == engine ]] && { echo ""; return; }
     case $1 in
         proxy) echo "$tmp/proxy.log" ;;
         nginx) echo "$tmp/nginx/access.log" ;;
+        nginx_buffered) echo "$tmp/nginx_buffered/access.log" ;;
+        haproxy) echo "$tmp/haproxy/stdout" ;;
         *) echo "" ;;
     esac
 }
-h1_port() { case $1 in direct) echo "$P_BACKEND" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX" ;; esac }
-h2_port() { case $1 in direct) echo "$P_BACKEND_H2" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX_H2" ;; esac }
+h1_port() {
+    case $1 in
+        direct) echo "$P_BACKEND" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX" ;;
+        nginx_buffered) echo "$P_NGINXB" ;; haproxy) echo "$P_HAPROXY" ;;
+    esac
+}
+h2_port() {
+    case $1 in
+        direct) echo "$P_BACKEND_H2" ;; proxy) echo "$P_PROXY" ;; nginx) echo "$P_NGINX_H2" ;;
+        nginx_buffered) echo "$P_NGINXB_H2" ;; haproxy) echo "$P_HAPROXY" ;;
+    esac
+}
 
 # Idle RSS: after start-up and the readiness probes above, before any load.
 sleep 1
-declare -A RSS_IDLE=([direct]=null [proxy]=$(rss_kb $PROXY_PID) [nginx]=$(rss_kb $NGINX_PIDS))
-log "idle RSS: proxy ${RSS_IDLE[proxy]} KiB, nginx ${RSS_IDLE[nginx]} KiB"
+declare -A RSS_IDLE=([direct]=null)
+for p in "${PATHS[@]}"; do
+    [[ $p == direct ]] && continue
+    # shellcheck disable=SC2046 # one word per PID
+    RSS_IDLE[$p]=$(rss_kb $(sut_pids "$p"))
+done
+log "idle RSS (KiB): $(for p in "${PATHS[@]}"; do printf '%s %s  ' "$p" "${RSS_IDLE[$p]}"; done)"
 
 # --- scenarios ---------------------------------------------------------------------------------
 per_conn_rate=$(python3 -c "print(f'{$RATE/$CONNS:g}')")
@@ -251,8 +350,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     log "round $r/$ROUNDS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     i=0
     for s in "${scen_list[@]}"; do
-        for ((k = 0; k < 3; k++)); do
-            p=${PATHS[$(((k + r + i) % 3))]}
+        for ((k = 0; k < NPATHS; k++)); do
+            p=${PATHS[$(((k + r + i) % NPATHS))]}
             measure "$s" "$p" "$r"
         done
         i=$((i + 1))
@@ -273,7 +372,9 @@ descr = {
 $(for s in h1_1k h1_1m h1_1k_rate h2_1k h2_1m; do printf '    "%s": "%s",\n' "$s" "${DESCR[$s]}"; done)
 }
 meta = {
-    "rss_idle_kb": {"proxy": ${RSS_IDLE[proxy]}, "nginx": ${RSS_IDLE[nginx]}},
+    "rss_idle_kb": {$(for p in "${PATHS[@]}"; do [[ $p == direct ]] || printf '"%s": %s, ' "$p" "${RSS_IDLE[$p]}"; done)},
+    "setting": "$SETTING",
+    "paths": [$(printf '"%s", ' "${PATHS[@]}")],
     "scenarios": descr,
     "duration_s": $DURATION, "rounds": $ROUNDS, "conns": $CONNS, "rate": $RATE,
     "cpu_sut": $CPU_SUT, "cpu_load": $CPU_LOAD,
@@ -282,6 +383,7 @@ meta = {
     "kernel": platform.release(),
     "rustc": sh("rustc --version"),
     "nginx": sh("$NGINX -v 2>&1"),
+    "haproxy": sh("$HAPROXY -v 2>&1 | head -1"),
     "wrk": sh("wrk -v 2>&1 | head -1"),
     "h2load": sh("h2load --version 2>&1 | head -1"),
 }
@@ -289,11 +391,11 @@ json.dump(meta, open(sys.argv[1], "w"), indent=1)
 EOF
 
 {
-    echo "### Passthrough load ($(date -u +%Y-%m-%dT%H:%MZ), QUICK=$QUICK)"
+    echo "### Passthrough load, $SETTING ($(date -u +%Y-%m-%dT%H:%MZ), QUICK=$QUICK)"
     echo
     python3 -c "
 import json; m = json.load(open('$OUT/meta.json'))
-print(f\"Machine: {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}; {m['rustc']}; {m['nginx']}; {m['wrk']}; {m['h2load']}.\")
+print(f\"Machine: {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}; {m['rustc']}; {m['nginx']}; {m['haproxy']}; {m['wrk']}; {m['h2load']}.\")
 print(f\"Runs of {m['duration_s']} s after a 1 s warm-up; SUT on CPU {m['cpu_sut']}, generator + backend on CPU {m['cpu_load']}.\")"
     sed 's/^/Load: /' "$OUT/load.txt"
     echo

@@ -94,8 +94,14 @@ def ratio(a, b):
     return a / b
 
 
-PATHS = ["direct", "proxy", "nginx"]
-PATH_NAMES = {"direct": "direct (no proxy)", "proxy": "oz-capture-proxy", "nginx": "nginx proxy_pass"}
+PATHS = ["direct", "proxy", "nginx", "nginx_buffered", "haproxy"]
+PATH_NAMES = {
+    "direct": "direct (no proxy)",
+    "proxy": "oz-capture-proxy",
+    "nginx": "nginx proxy_pass",
+    "nginx_buffered": "nginx, buffered log",
+    "haproxy": "HAProxy",
+}
 
 
 def load_rows(path):
@@ -161,7 +167,15 @@ def report(results, meta_file):
             )
         out.append("")
         lines = []
-        for a, b in (("proxy", "nginx"), ("proxy", "direct"), ("nginx", "direct")):
+        pairs = (
+            ("proxy", "nginx"),
+            ("proxy", "nginx_buffered"),
+            ("proxy", "haproxy"),
+            ("proxy", "direct"),
+            ("nginx", "direct"),
+            ("haproxy", "direct"),
+        )
+        for a, b in pairs:
             if a in m and b in m:
                 lines.append(
                     f"| {a}/{b} | {fmt(ratio(m[a]['rps'], m[b]['rps']), 2)} | "
@@ -176,7 +190,7 @@ def report(results, meta_file):
             out.extend(lines)
             out.append("")
         added = []
-        for p in ("proxy", "nginx"):
+        for p in ("proxy", "nginx", "nginx_buffered", "haproxy"):
             if p in m and "direct" in m:
                 added.append(
                     f"| {PATH_NAMES[p]} | "
