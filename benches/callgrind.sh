@@ -9,7 +9,9 @@
 # Starts the static nginx backend and the proxy under `valgrind --tool=callgrind`, sends a
 # warm-up, zeroes the counters, sends $REQUESTS GET /1k over $CONNS keep-alive HTTP/1.1
 # connections (h2load), dumps the counters, and prints instructions per request and the top
-# functions (inclusive). Knobs: REQUESTS, CONNS, OUT, NICE.
+# functions (inclusive). Knobs: REQUESTS, CONNS, OUT, NICE, SETTING (engine: no access log, the
+# default, as benches/load.sh's engine setting; as_deployed: the default access log on stdout),
+# PRESERVE_HEADER_CASE (forwarding.preserve_header_case; unset: the proxy's default).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -17,7 +19,17 @@ source "$(dirname "$0")/common.sh"
 BIN=${1:-$root/target/profiling/oz-capture-proxy}
 REQUESTS=${REQUESTS:-5000}
 CONNS=${CONNS:-4}
+SETTING=${SETTING:-engine}
 OUT=${OUT:-$root/target/bench/callgrind-$(date +%Y%m%d-%H%M%S)}
+case $SETTING in
+engine) log_yaml='log:
+  level: "info,access=off"' ;;
+as_deployed) log_yaml='' ;;
+*)
+    log "SETTING is engine or as_deployed, not $SETTING"
+    exit 2
+    ;;
+esac
 ensure_tools
 command -v valgrind >/dev/null || {
     log "valgrind is not installed (apt-get install valgrind)"
@@ -38,6 +50,9 @@ oz:
 capture:
   routes:
     - path: "/api/liveness/capture"
+$log_yaml
+${PRESERVE_HEADER_CASE:+forwarding:
+  preserve_header_case: $PRESERVE_HEADER_CASE}
 YAML
 start_bg - "$OUT/proxy.log" valgrind --tool=callgrind \
     --callgrind-out-file="$OUT/callgrind.out" "$BIN" --config "$tmp/proxy.yaml"
