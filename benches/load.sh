@@ -33,7 +33,7 @@
 # subset of: h1_1k h1_1m h1_1k_rate h2_1k h2_1m), SETTING (engine or as_deployed), NGINX_LOG_BUFFER
 # (the buffer of `nginx_buffered` in as_deployed; default 64k, with `flush=1s`, the counterpart
 # of oz-capture-proxy writing its lines when its worker goes idle), PRESERVE_HEADER_CASE (the
-# proxy's forwarding.preserve_header_case; default true, as the proxy's own default).
+# proxy's forwarding.preserve_header_case; default false, as the proxy's own default).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -192,7 +192,7 @@ oz:
   auth:
     token: "bench-token"
 forwarding:
-  preserve_header_case: ${PRESERVE_HEADER_CASE:-true}
+  preserve_header_case: ${PRESERVE_HEADER_CASE:-false}
 capture:
   routes:
     - path: "/api/liveness/capture"

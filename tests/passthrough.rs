@@ -246,11 +246,14 @@ async fn host_header_reaches_backend_unchanged() {
 }
 
 #[tokio::test]
-async fn http1_header_case_is_preserved_both_ways() {
+async fn http1_header_case_is_preserved_both_ways_when_asked() {
     let mut backend =
         RawBackend::always(b"HTTP/1.1 200 OK\r\nX-ReSpOnSe-Case: 1\r\nContent-Length: 2\r\n\r\nok")
             .await;
-    let proxy = proxy(backend.addr).start().await;
+    let proxy = proxy(backend.addr)
+        .set("forwarding.preserve_header_case", true)
+        .start()
+        .await;
 
     let mut conn = RawConn::connect(proxy.traffic).await;
     conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-CuStOm-Header: v\r\n\r\n")
@@ -271,14 +274,11 @@ async fn http1_header_case_is_preserved_both_ways() {
 }
 
 #[tokio::test]
-async fn http1_header_names_are_lowercased_both_ways_when_case_is_not_preserved() {
+async fn http1_header_names_are_lowercased_both_ways_by_default() {
     let mut backend =
         RawBackend::always(b"HTTP/1.1 200 OK\r\nX-ReSpOnSe-Case: 1\r\nContent-Length: 2\r\n\r\nok")
             .await;
-    let proxy = proxy(backend.addr)
-        .set("forwarding.preserve_header_case", false)
-        .start()
-        .await;
+    let proxy = proxy(backend.addr).start().await;
 
     let mut conn = RawConn::connect(proxy.traffic).await;
     conn.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-CuStOm-Header: v\r\n\r\n")

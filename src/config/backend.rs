@@ -60,8 +60,10 @@ pub struct ForwardingConfig {
     /// Request-id header, generated when absent.
     pub request_id_header: String,
     /// Send HTTP/1 field names in the case they arrived in (both directions) rather than
-    /// lowercased. On by default, since legacy backends sometimes depend on it; it costs about
-    /// 13 % of the proxy's user-space instructions per small request (BENCHMARKS.md).
+    /// lowercased. Off by default: names are case-insensitive (RFC 9110 §5.1), HTTP/2 clients
+    /// and most ingress proxies (Envoy, HAProxy) lowercase them already, and keeping them costs
+    /// 17 % of the proxy's user-space instructions per small request (BENCHMARKS.md). A legacy
+    /// backend that matches names by case turns it on.
     pub preserve_header_case: bool,
     /// How many proxies in front of the pod are trusted to append the client's address to
     /// `X-Forwarded-For`: `0` takes the peer address as the client's (a client cannot choose its
@@ -76,7 +78,7 @@ impl Default for ForwardingConfig {
             x_forwarded_for: XffMode::default(),
             via: String::new(),
             request_id_header: "x-request-id".to_owned(),
-            preserve_header_case: true,
+            preserve_header_case: false,
             trusted_hops: 0,
         }
     }
