@@ -57,7 +57,7 @@ impl<S: Stream> Body<S> {
                 inner: body,
                 idle,
                 last: tokio::time::Instant::now(),
-                timer: Box::pin(tokio::time::sleep(idle)),
+                timer: None,
             }),
             None => Body::Streamed(body),
         }
@@ -76,7 +76,9 @@ pub struct IdleBody<S> {
     idle: Duration,
     /// When the last frame arrived; the timer is only re-armed when it fires, not per frame.
     last: tokio::time::Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made the first time the peer has nothing to give: most bodies (all of a small response)
+    /// are there at once, and need no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The error an idle body ends with.
@@ -90,13 +92,17 @@ impl<S: Stream> IdleBody<S> {
             self.last = tokio::time::Instant::now();
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
+        let (last, idle) = (self.last, self.idle);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
         loop {
-            ready!(self.timer.as_mut().poll(cx));
+            ready!(timer.as_mut().poll(cx));
             let deadline = self.last + self.idle;
             if tokio::time::Instant::now() >= deadline {
                 return Poll::Ready(Some(Err(BodyIdleTimeout(self.idle).into())));
             }
-            self.timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
         }
     }
 }

@@ -21,17 +21,19 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// Wraps the body of `req`; the receiver resolves once the body has ended.
+    /// Wraps the body of `req`; the receiver resolves once the body has ended. A request with
+    /// no body to send gets none: its clock starts now, and a channel would be one allocation
+    /// per request for nothing.
     pub(crate) fn watch(
         req: Request<Body>,
         keep_underscores: bool,
-    ) -> (Request<Outgoing>, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let mut sent = Some(tx);
-        if hyper::body::Body::is_end_stream(req.body()) {
-            // Nothing to send: the clock starts now.
-            let _ = sent.take().map(|tx| tx.send(()));
-        }
+    ) -> (Request<Outgoing>, Option<oneshot::Receiver<()>>) {
+        let (sent, rx) = if hyper::body::Body::is_end_stream(req.body()) {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         (
             req.map(|body| Outgoing {
                 body,

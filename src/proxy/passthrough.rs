@@ -135,8 +135,10 @@ impl Passthrough {
         let exchange = self.exchange(req, kind);
         tokio::pin!(exchange);
         let deadline = async {
-            // A dropped sender means the body ended early (an error): start the clock anyway.
-            let _ = sent.await;
+            if let Some(sent) = sent {
+                // A dropped sender means the body ended early (an error): start the clock anyway.
+                let _ = sent.await;
+            }
             tokio::time::sleep(self.timeout).await;
         };
         tokio::select! {
