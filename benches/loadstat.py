@@ -137,7 +137,7 @@ def report(results, meta_file):
         out.append(f"#### {s}: {descr.get(s, '')}")
         out.append("")
         out.append(
-            "| path | req/s | p50 | p99 | p99.9 | errors | CPU s/10k req | core | RSS idle | RSS load |"
+            "| path | CPU s/10k req | req/s | p50 | p99 | p99.9 | errors | core | RSS idle | RSS load |"
         )
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         m = {}
@@ -160,9 +160,9 @@ def report(results, meta_file):
             ms = lambda us: None if us is None else us / 1000.0
             mib = lambda kb: None if kb is None else kb / 1024.0
             out.append(
-                f"| {PATH_NAMES[p]} | {fmt(d['rps'], 0)} | {fmt(ms(d['p50']), 3)} | "
-                f"{fmt(ms(d['p99']), 3)} | {fmt(ms(d['p999']), 3)} | {d['errors']} | "
-                f"{fmt(d['cpu10k'], 3)} | {fmt(d['core'], 2)} | "
+                f"| {PATH_NAMES[p]} | {fmt(d['cpu10k'], 3)} | {fmt(d['rps'], 0)} | "
+                f"{fmt(ms(d['p50']), 3)} | {fmt(ms(d['p99']), 3)} | {fmt(ms(d['p999']), 3)} | "
+                f"{d['errors']} | {fmt(d['core'], 2)} | "
                 f"{fmt(mib(idle.get(p)), 1)} | {fmt(mib(d['rss_load']), 1)} |"
             )
         out.append("")
@@ -178,14 +178,14 @@ def report(results, meta_file):
         for a, b in pairs:
             if a in m and b in m:
                 lines.append(
-                    f"| {a}/{b} | {fmt(ratio(m[a]['rps'], m[b]['rps']), 2)} | "
+                    f"| {a}/{b} | {fmt(ratio(m[a]['cpu10k'], m[b]['cpu10k']), 2)} | "
+                    f"{fmt(ratio(m[a]['rps'], m[b]['rps']), 2)} | "
                     f"{fmt(ratio(m[a]['p50'], m[b]['p50']), 2)} | "
                     f"{fmt(ratio(m[a]['p99'], m[b]['p99']), 2)} | "
-                    f"{fmt(ratio(m[a]['p999'], m[b]['p999']), 2)} | "
-                    f"{fmt(ratio(m[a]['cpu10k'], m[b]['cpu10k']), 2)} |"
+                    f"{fmt(ratio(m[a]['p999'], m[b]['p999']), 2)} |"
                 )
         if lines:
-            out.append("| ratio | req/s | p50 | p99 | p99.9 | CPU/req |")
+            out.append("| ratio | CPU/req | req/s | p50 | p99 | p99.9 |")
             out.append("|---|---:|---:|---:|---:|---:|")
             out.extend(lines)
             out.append("")
@@ -207,7 +207,32 @@ def report(results, meta_file):
             out.extend(added)
             out.append("")
         summary.append((s, m))
-    print("\n".join(out))
+    print("\n".join(headline(summary) + out))
+
+
+def headline(summary):
+    """One row per scenario: each proxy's CPU per 10k requests and p99, and the proxy's ratios."""
+    peers = [p for p in ("nginx", "nginx_buffered", "haproxy") if any(p in m for _, m in summary)]
+    names = {"nginx": "nginx", "nginx_buffered": "nginx, buffered log", "haproxy": "HAProxy"}
+    head = "| scenario | CPU s/10k req: oz-capture-proxy | " + " | ".join(names[p] for p in peers)
+    head += " | " + " | ".join(f"proxy/{names[p]}" for p in peers)
+    head += " | p99 ms: oz-capture-proxy | " + " | ".join(names[p] for p in peers) + " |"
+    cols = 3 + 3 * len(peers)
+    out = ["#### Headline: CPU per request and p99, medians", "", head,
+           "|---|" + "---:|" * (cols - 1)]
+    for s, m in summary:
+        if "proxy" not in m:
+            continue
+        cell = lambda p, k, nd, scale=1.0: fmt(None if p not in m or m[p][k] is None
+                                               else m[p][k] * scale, nd)
+        row = [s, cell("proxy", "cpu10k", 3)]
+        row += [cell(p, "cpu10k", 3) for p in peers]
+        row += [fmt(ratio(m["proxy"]["cpu10k"], m[p]["cpu10k"]) if p in m else None, 2)
+                for p in peers]
+        row += [cell("proxy", "p99", 3, 0.001)] + [cell(p, "p99", 3, 0.001) for p in peers]
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    return out
 
 
 def e2e_run(stats, r, mode, n, path, capfile, ticks, tick, load, dur):
