@@ -8,10 +8,12 @@
 #
 # Starts the static nginx backend and the proxy under `valgrind --tool=callgrind`, sends a
 # warm-up, zeroes the counters, sends $REQUESTS GET /1k over $CONNS keep-alive HTTP/1.1
-# connections (h2load), dumps the counters, and prints instructions per request and the top
-# functions (inclusive). Knobs: REQUESTS, CONNS, OUT, NICE, SETTING (engine: no access log, the
-# default, as benches/load.sh's engine setting; as_deployed: the default access log on stdout),
-# PRESERVE_HEADER_CASE (forwarding.preserve_header_case; unset: the proxy's default).
+# connections (h2load), dumps the counters, and prints instructions per request and every one of
+# them summed by whose source code ran it (hyper, http, tokio, this crate, glibc's allocator and
+# memcpy...; benches/callgrind_buckets.py). Knobs: REQUESTS, CONNS, OUT, NICE, SETTING (engine:
+# no access log, the default, as benches/load.sh's engine setting; as_deployed: the default
+# access log on stdout), PRESERVE_HEADER_CASE (forwarding.preserve_header_case; unset: the
+# proxy's default).
 set -euo pipefail
 
 source "$(dirname "$0")/common.sh"
@@ -75,6 +77,7 @@ wait "$VG_PID" 2>/dev/null || true
 dump="$OUT/callgrind.out.1"
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null >"$OUT/inclusive.txt" || true
-callgrind_annotate "$dump" 2>/dev/null >"$OUT/self.txt" || true
+callgrind_annotate --threshold=100 --inclusive=no "$dump" 2>/dev/null >"$OUT/self.txt" || true
 echo "instructions per request: $((total / REQUESTS)) ($total over $REQUESTS requests)"
-echo "annotations: $OUT/inclusive.txt, $OUT/self.txt"
+python3 "$bench_dir/callgrind_buckets.py" "$OUT/self.txt" "$REQUESTS" | tee "$OUT/buckets.md"
+echo "annotations: $OUT/inclusive.txt, $OUT/self.txt; by whose code: $OUT/buckets.md"
