@@ -33,10 +33,7 @@ as_deployed) log_yaml='' ;;
     ;;
 esac
 ensure_tools
-command -v valgrind >/dev/null || {
-    log "valgrind is not installed (apt-get install valgrind)"
-    exit 1
-}
+ensure_profilers
 mkdir -p "$OUT"
 read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN <<<"$(free_ports 4)"
 start_backend - "$P_BACKEND" "$P_BACKEND_H2"

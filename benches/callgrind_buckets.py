@@ -39,7 +39,7 @@ def bucket(path, function):
         return f"other crates ({name})" if name else "other crates"
     if "/work/" in path or path.startswith("src/"):
         return "oz-capture-proxy's own source"
-    if "malloc" in path or re.search(r"\b(malloc|free|realloc|calloc)\b", function):
+    if "malloc" in path or re.search(r"malloc|free|realloc|calloc", function):
         return "glibc malloc and free"
     if "memmove" in path or "memcpy" in path or "memset" in path or "memcmp" in path:
         return "glibc memcpy, memmove, memset"
@@ -82,7 +82,8 @@ def main():
         count = int(m.group(1).replace(",", ""))
         # callgrind_annotate lists the threads' entry functions with (nearly) the whole program
         # as "self": an artifact of how it folds the recursion of the task loop; not a cost.
-        if count >= 0.99 * total:
+        if re.search(r"(^|:)(clone|start_thread)$|thread_start|__rust_begin_short_backtrace|"
+                     r"vtable\.shim", m.group(3)) and count >= 0.5 * total:
             continue
         b = bucket(m.group(2), m.group(3))
         shares[b] += count

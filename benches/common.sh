@@ -1,8 +1,9 @@
 # Shared by benches/load.sh and benches/capture_e2e.sh (sourced, not run).
 #
-# Provides: log, ensure_tools, build_release, a scratch dir $tmp removed on exit, start_bg (every
-# background process is killed by PID on exit), free_ports, wait_http, start_backend (static
-# nginx on loopback), cpu_ticks, rss_kb, rss_sampler.
+# Provides: log, ensure_tools, ensure_profilers, build_release, a scratch dir $tmp removed on exit,
+# start_bg (every background process is killed by PID on exit), free_ports, wait_http,
+# peer_nginx_conf and peer_haproxy_conf (the proxies compared with), start_backend (static nginx
+# on loopback), cpu_ticks, rss_kb, rss_sampler.
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$bench_dir/.." && pwd)
@@ -26,11 +27,31 @@ ensure_tools() {
         log "installing ${need[*]} with apt-get"
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+        # Debian starts the packages' own services on install; the benchmarks run their own.
+        if [[ " ${need[*]} " == *" haproxy "* ]]; then
+            $sudo service haproxy stop >/dev/null 2>&1 || true
+        fi
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-    # Debian starts the packages' own services on install; the benchmarks run their own.
-    service haproxy stop >/dev/null 2>&1 || true
+}
+
+# ensure_profilers: installs valgrind, perf (linux-perf), strace and glibc's debug symbols
+# (libc6-dbg, without which malloc's and memcpy's internals have no names in a profile) with
+# apt-get when missing.
+ensure_profilers() {
+    local need=()
+    command -v valgrind >/dev/null || need+=(valgrind)
+    command -v perf >/dev/null || need+=(linux-perf)
+    command -v strace >/dev/null || need+=(strace)
+    dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
+    if ((${#need[@]})); then
+        local sudo=""
+        [[ $(id -u) == 0 ]] || sudo="sudo"
+        log "installing ${need[*]} with apt-get"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
 }
 
 # build_release [extra cargo args]: the release binary (skipped with SKIP_BUILD=1).
@@ -114,6 +135,79 @@ wait_http() { # URL [seconds]
 # nginx runs as root here only when the script does; its workers then need `user root` to read
 # files in $tmp.
 nginx_user_line() { [[ $(id -u) == 0 ]] && echo "user root;" || true; }
+
+# peer_nginx_conf NAME PORT PORT_H2 BACKEND_PORT ACCESS_LOG_DIRECTIVE: writes $tmp/NAME/nginx.conf,
+# the nginx reverse proxy every benchmark compares with (benches/load.sh, benches/perfstat.sh):
+# one worker, upstream keepalive, the same forwarding headers as oz-capture-proxy (see load.sh).
+peer_nginx_conf() {
+    local name=$1 port=$2 port_h2=$3 backend_port=$4 access=$5
+    mkdir -p "$tmp/$name"
+    cat >"$tmp/$name/nginx.conf" <<EOF
+$(nginx_user_line)
+worker_processes 1;
+pid $tmp/$name/nginx.pid;
+error_log $tmp/$name/error.log warn;
+events { worker_connections 4096; }
+http {
+    $access
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $tmp/$name/body;
+    proxy_temp_path $tmp/$name/proxy;
+    upstream backend {
+        server 127.0.0.1:$backend_port;
+        keepalive 256;
+        keepalive_requests 100000000;
+        keepalive_timeout 3s;
+    }
+    map \$http_x_request_id \$req_id { "" \$request_id; default \$http_x_request_id; }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$port_h2 http2;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$req_id;
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+}
+
+# peer_haproxy_conf FILE PORT BACKEND_PORT LOG_LINES: writes the HAProxy configuration every
+# benchmark compares with (see benches/load.sh): one thread, `http-reuse always`, HTTP/1.1 and h2c
+# on one port, the same forwarding headers; LOG_LINES (empty: no log) go in `defaults`.
+peer_haproxy_conf() {
+    local file=$1 port=$2 backend_port=$3 log_lines=$4
+    cat >"$file" <<EOF
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+    timeout http-keep-alive 300s
+    http-reuse always
+$log_lines
+frontend fe
+    bind 127.0.0.1:$port
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+    default_backend be
+backend be
+    server b1 127.0.0.1:$backend_port
+EOF
+}
 
 # start_backend CPU PORT H2PORT: static nginx serving $tmp/www/{1k,1m}, no access log, one
 # worker, keep-alive without a request cap. Sets BACKEND_PID. $BACKEND_EXTRA (optional) is added

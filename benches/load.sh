@@ -69,7 +69,6 @@ build_release
 mkdir -p "$OUT"
 read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN P_NGINX P_NGINX_H2 P_OZ P_NGINXB P_NGINXB_H2 \
     P_HAPROXY <<<"$(free_ports 10)"
-user_line=$(nginx_user_line)
 
 # --- the backend: static nginx on CPU_LOAD -----------------------------------------------------
 start_backend "$CPU_LOAD" "$P_BACKEND" "$P_BACKEND_H2"
@@ -82,53 +81,12 @@ mkdir -p "$tmp/nginx"
 # as oz-capture-proxy streams them. Its access log: none in the engine setting; as deployed, one
 # unbuffered write per request (nginx's default), and for `nginx_buffered` a 64k buffer flushed
 # every second.
-# nginx_conf NAME PORT PORT_H2 ACCESS_LOG_DIRECTIVE: writes $tmp/NAME/nginx.conf
-nginx_conf() {
-    local name=$1 port=$2 port_h2=$3 access=$4
-    mkdir -p "$tmp/$name"
-    cat >"$tmp/$name/nginx.conf" <<EOF
-$user_line
-worker_processes 1;
-pid $tmp/$name/nginx.pid;
-error_log $tmp/$name/error.log warn;
-events { worker_connections 4096; }
-http {
-    $access
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $tmp/$name/body;
-    proxy_temp_path $tmp/$name/proxy;
-    upstream backend {
-        server 127.0.0.1:$P_BACKEND;
-        keepalive 256;
-        keepalive_requests 100000000;
-        keepalive_timeout 3s;
-    }
-    map \$http_x_request_id \$req_id { "" \$request_id; default \$http_x_request_id; }
-    server {
-        listen 127.0.0.1:$port backlog=4096;
-        listen 127.0.0.1:$port_h2 http2;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$http_host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$http_host;
-            proxy_set_header X-Request-Id \$req_id;
-            proxy_max_temp_file_size 0;
-        }
-    }
-}
-EOF
-}
 NGINXB_MASTER=""
 if [[ $SETTING == engine ]]; then
-    nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "access_log off;"
+    peer_nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "$P_BACKEND" "access_log off;"
 else
-    nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "access_log $tmp/nginx/access.log;"
-    nginx_conf nginx_buffered "$P_NGINXB" "$P_NGINXB_H2" \
+    peer_nginx_conf nginx "$P_NGINX" "$P_NGINX_H2" "$P_BACKEND" "access_log $tmp/nginx/access.log;"
+    peer_nginx_conf nginx_buffered "$P_NGINXB" "$P_NGINXB_H2" "$P_BACKEND" \
         "access_log $tmp/nginx_buffered/access.log combined buffer=$NGINX_LOG_BUFFER flush=1s;"
     start_bg "$CPU_SUT" "$tmp/nginx_buffered/stderr" "$NGINX" -p "$tmp/nginx_buffered" \
         -c "$tmp/nginx_buffered/nginx.conf" -g 'daemon off;'
@@ -149,28 +107,7 @@ haproxy_log=""
 if [[ $SETTING == as_deployed ]]; then
     haproxy_log=$'    log stdout format raw local0\n    option httplog'
 fi
-cat >"$tmp/haproxy/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8192
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 60s
-    timeout http-keep-alive 300s
-    http-reuse always
-$haproxy_log
-frontend fe
-    bind 127.0.0.1:$P_HAPROXY
-    option forwardfor
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
-    default_backend be
-backend be
-    server b1 127.0.0.1:$P_BACKEND
-EOF
+peer_haproxy_conf "$tmp/haproxy/haproxy.cfg" "$P_HAPROXY" "$P_BACKEND" "$haproxy_log"
 start_bg "$CPU_SUT" "$tmp/haproxy/stdout" "$HAPROXY" -db -f "$tmp/haproxy/haproxy.cfg"
 HAPROXY_PID=$last_pid
 

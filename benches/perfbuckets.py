@@ -6,6 +6,13 @@ entry and exit, and the rest), the C library (allocator, memcpy, other), hyper a
 crates, tokio, this crate, Rust's std, and anything else. The table says where each share of the
 proxy's CPU time goes; benches/perfstat.sh RECORD=1 prints it (BENCHMARKS.md quotes it).
 
+Two limits: a sample counts for the symbol it landed in, so with fat LTO code inlined across
+crates (hyper's into tokio's task poll, the proxy's into hyper's dispatcher) counts for the
+outer function's crate (benches/callgrind_buckets.py splits by source line instead); and without
+a PMU perf samples on a timer, so `_raw_spin_unlock_irqrestore`, where interrupts come back on,
+also takes the time of the interrupt work that was held (softirq TCP processing), which inflates
+"kernel: wake-ups, locks".
+
     python3 benches/perfbuckets.py perf.txt
 """
 import re

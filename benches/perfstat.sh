@@ -10,6 +10,7 @@
 #
 #   benches/perfstat.sh [BIN]              # default: target/release/oz-capture-proxy
 #   PEER=nginx benches/perfstat.sh         # the nginx or HAProxy of benches/load.sh instead
+#                                          # (the same configuration: common.sh's peer_*_conf)
 #   RECORD=1 benches/perfstat.sh [BIN]     # also `perf record -g`: every sample's function in
 #                                          # $OUT/perf.txt, summed by component (the kernel, hyper,
 #                                          # tokio, malloc, this crate...) by benches/perfbuckets.py
@@ -34,10 +35,7 @@ RECORD=${RECORD:-0}
 STRACE=${STRACE:-0}
 OUT=${OUT:-$root/target/bench/perfstat-$PEER-$(date +%Y%m%d-%H%M%S)}
 ensure_tools
-command -v perf >/dev/null || {
-    log "perf is not installed (apt-get install linux-perf)"
-    exit 1
-}
+ensure_profilers
 mkdir -p "$OUT"
 read -r P_BACKEND P_BACKEND_H2 P_SUT P_SUT_H2 P_ADMIN <<<"$(free_ports 5)"
 start_backend "$CPU_LOAD" "$P_BACKEND" "$P_BACKEND_H2"
@@ -66,52 +64,17 @@ YAML
     wait_http "http://127.0.0.1:$P_ADMIN/ready" 60
     ;;
 nginx)
-    mkdir -p "$tmp/nginx-sut"
-    cat >"$tmp/nginx-sut/nginx.conf" <<CONF
-$(nginx_user_line)
-worker_processes 1;
-daemon off;
-pid $tmp/nginx-sut/nginx.pid;
-error_log $tmp/nginx-sut/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream backend { server 127.0.0.1:$P_BACKEND; keepalive 64; }
-    server {
-        listen 127.0.0.1:$P_SUT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-        }
-    }
-}
-CONF
-    start_bg "$CPU_SUT" "$OUT/sut.log" nginx -c "$tmp/nginx-sut/nginx.conf"
+    peer_nginx_conf nginx "$P_SUT" "$P_SUT_H2" "$P_BACKEND" "access_log off;"
+    start_bg "$CPU_SUT" "$OUT/sut.log" "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" \
+        -g 'daemon off;'
     wait_http "http://127.0.0.1:$P_SUT/1k"
-    SUT_PIDS=$(pgrep -d, -f "nginx.*$tmp/nginx-sut/nginx.conf" || true)
+    # The master (start_bg execs it, so it is $last_pid) and its worker.
+    SUT_PIDS="$last_pid,$(pgrep -d, -P "$last_pid")"
     ;;
 haproxy)
-    cat >"$tmp/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-    option forwardfor
-frontend fe
-    bind 127.0.0.1:$P_SUT
-    default_backend be
-backend be
-    server s1 127.0.0.1:$P_BACKEND
-CONF
-    start_bg "$CPU_SUT" "$OUT/sut.log" "$HAPROXY" -db -f "$tmp/haproxy.cfg"
+    mkdir -p "$tmp/haproxy"
+    peer_haproxy_conf "$tmp/haproxy/haproxy.cfg" "$P_SUT" "$P_BACKEND" ""
+    start_bg "$CPU_SUT" "$OUT/sut.log" "$HAPROXY" -db -f "$tmp/haproxy/haproxy.cfg"
     SUT_PIDS=$last_pid
     wait_http "http://127.0.0.1:$P_SUT/1k"
     ;;
@@ -127,13 +90,15 @@ events=cycles,instructions,task-clock,context-switches,cpu-migrations
 for ((r = 1; r <= ROUNDS; r++)); do
     perf stat -x, -e "$events" -p "$SUT_PIDS" -o "$OUT/stat-$r.csv" &
     perf_pid=$!
+    bg_pids+=("$perf_pid")
     on_cpu "$CPU_LOAD" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$OUT/wrk-$r.txt"
-    kill -INT "$perf_pid"
+    kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" || true
 done
 if [[ $RECORD == 1 ]]; then
-    perf record -g -o "$OUT/perf.data" -p "$SUT_PIDS" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf record -o "$OUT/perf.data" -p "$SUT_PIDS" -- sleep "$DURATION" >/dev/null 2>&1 &
     rec_pid=$!
+    bg_pids+=("$rec_pid")
     on_cpu "$CPU_LOAD" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" >"$OUT/wrk-record.txt"
     wait "$rec_pid" || true
     perf report -i "$OUT/perf.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null |
@@ -148,14 +113,17 @@ if [[ $STRACE == 1 ]]; then
     }
     strace_args=()
     for pid in ${SUT_PIDS//,/ }; do strace_args+=(-p "$pid"); done
-    strace -c -f -o "$OUT/strace.txt" "${strace_args[@]}" &
+    strace -c -S calls -f -o "$OUT/strace.txt" "${strace_args[@]}" &
     strace_pid=$!
+    bg_pids+=("$strace_pid")
     sleep 1 # strace attaches asynchronously; nothing measured depends on this pause
     on_cpu "$CPU_LOAD" h2load --h1 -c"$CONNS" -n 20000 "$url" >"$OUT/h2load-strace.txt"
-    kill -INT "$strace_pid"
+    kill -INT "$strace_pid" 2>/dev/null || true
     wait "$strace_pid" || true
     awk '$1 ~ /^[0-9.]+$/ && NF >= 5 { printf "  %-16s %6.2f per request\n", $NF, $4 / 20000 }' \
         "$OUT/strace.txt" | head -6
+    awk '$NF == "total" { printf "  %-16s %6.2f per request\n", "all calls", $4 / 20000 }' \
+        "$OUT/strace.txt"
 fi
 
 python3 - "$OUT" "$ROUNDS" "$PEER" <<'PY'
@@ -173,6 +141,8 @@ for r in range(1, rounds + 1):
         scale = 1000.0 if event == "task-clock" else 1.0  # perf reports msec; shown in µs
         per.setdefault(event, []).append(float(value) * scale / requests)
     per.setdefault("req/s", []).append(float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1)))
+if "task-clock" not in per:
+    sys.exit(f"perf stat counted nothing for {peer} (see {out}/stat-1.csv): was the PID right?")
 print(f"{peer}: medians of {rounds} rounds, per request")
 for event, values in per.items():
     name = {"task-clock": "task-clock (µs)"}.get(event, event)

@@ -93,9 +93,13 @@ impl<S: Stream> IdleBody<S> {
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
         let (last, idle) = (self.last, self.idle);
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
+        let timer = self.timer.get_or_insert_with(|| {
+            Box::pin(match last.checked_add(idle) {
+                Some(deadline) => tokio::time::sleep_until(deadline),
+                // An idle timeout beyond what an `Instant` holds: `sleep` saturates it.
+                None => tokio::time::sleep(idle),
+            })
+        });
         loop {
             ready!(timer.as_mut().poll(cx));
             let deadline = self.last + self.idle;
