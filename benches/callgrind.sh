@@ -24,9 +24,8 @@ CONNS=${CONNS:-4}
 SETTING=${SETTING:-engine}
 OUT=${OUT:-$root/target/bench/callgrind-$(date +%Y%m%d-%H%M%S)}
 case $SETTING in
-engine) log_yaml='log:
-  level: "info,access=off"' ;;
-as_deployed) log_yaml='' ;;
+engine) log_level="info,access=off" ;;
+as_deployed) log_level="" ;;
 *)
     log "SETTING is engine or as_deployed, not $SETTING"
     exit 2
@@ -37,22 +36,7 @@ ensure_profilers
 mkdir -p "$OUT"
 read -r P_BACKEND P_BACKEND_H2 P_PROXY P_ADMIN <<<"$(free_ports 4)"
 start_backend - "$P_BACKEND" "$P_BACKEND_H2"
-cat >"$tmp/proxy.yaml" <<YAML
-listen: "127.0.0.1:$P_PROXY"
-admin_listen: "127.0.0.1:$P_ADMIN"
-backend:
-  url: "http://127.0.0.1:$P_BACKEND"
-oz:
-  url: "http://127.0.0.1:1"
-  auth:
-    token: "bench-token"
-capture:
-  routes:
-    - path: "/api/liveness/capture"
-$log_yaml
-${PRESERVE_HEADER_CASE:+forwarding:
-  preserve_header_case: $PRESERVE_HEADER_CASE}
-YAML
+proxy_bench_yaml "$tmp/proxy.yaml" "$P_PROXY" "$P_ADMIN" "$P_BACKEND" "$log_level"
 start_bg - "$OUT/proxy.log" valgrind --tool=callgrind \
     --callgrind-out-file="$OUT/callgrind.out" "$BIN" --config "$tmp/proxy.yaml"
 VG_PID=$last_pid

@@ -1,6 +1,6 @@
 # Shared by benches/load.sh and benches/capture_e2e.sh (sourced, not run).
 #
-# Provides: log, ensure_tools, ensure_profilers, build_release, a scratch dir $tmp removed on exit,
+# Provides: log, ensure_tools, ensure_profilers, apt_install, proxy_bench_yaml, build_release, a scratch dir $tmp removed on exit,
 # start_bg (every background process is killed by PID on exit), free_ports, wait_http,
 # peer_nginx_conf and peer_haproxy_conf (the proxies compared with), start_backend (static nginx
 # on loopback), cpu_ticks, rss_kb, rss_sampler.
@@ -21,16 +21,10 @@ ensure_tools() {
     command -v curl >/dev/null || need+=(curl)
     command -v python3 >/dev/null || need+=(python3)
     command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
-    if ((${#need[@]})); then
-        local sudo=""
-        [[ $(id -u) == 0 ]] || sudo="sudo"
-        log "installing ${need[*]} with apt-get"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-        # Debian starts the packages' own services on install; the benchmarks run their own.
-        if [[ " ${need[*]} " == *" haproxy "* ]]; then
-            $sudo service haproxy stop >/dev/null 2>&1 || true
-        fi
+    apt_install "${need[@]}"
+    # Debian starts the packages' own services on install; the benchmarks run their own.
+    if [[ " ${need[*]} " == *" haproxy "* ]]; then
+        as_root service haproxy stop >/dev/null 2>&1 || true
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
@@ -45,13 +39,45 @@ ensure_profilers() {
     command -v perf >/dev/null || need+=(linux-perf)
     command -v strace >/dev/null || need+=(strace)
     dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
-    if ((${#need[@]})); then
-        local sudo=""
-        [[ $(id -u) == 0 ]] || sudo="sudo"
-        log "installing ${need[*]} with apt-get"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-    fi
+    apt_install "${need[@]}"
+}
+
+# as_root CMD...: CMD, through sudo unless this already runs as root.
+as_root() {
+    if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# apt_install [PACKAGE...]: installs the packages with apt-get (nothing when none is given).
+apt_install() {
+    (($#)) || return 0
+    log "installing $* with apt-get"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# proxy_bench_yaml FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT [LOG_LEVEL]: the oz-capture-proxy
+# configuration the passthrough benchmarks run: the defaults, one capture route (never hit), an Oz
+# URL nothing listens on; LOG_LEVEL (e.g. "info,access=off" for the engine setting) when given;
+# PRESERVE_HEADER_CASE, when set, as forwarding.preserve_header_case.
+proxy_bench_yaml() {
+    local file=$1 port=$2 admin=$3 backend_port=$4 level=${5:-}
+    cat >"$file" <<YAML
+listen: "127.0.0.1:$port"
+admin_listen: "127.0.0.1:$admin"
+backend:
+  url: "http://127.0.0.1:$backend_port"
+oz:
+  url: "http://127.0.0.1:1"
+  auth:
+    token: "bench-token"
+capture:
+  routes:
+    - path: "/api/liveness/capture"
+${level:+log:
+  level: \"$level\"}
+${PRESERVE_HEADER_CASE:+forwarding:
+  preserve_header_case: $PRESERVE_HEADER_CASE}
+YAML
 }
 
 # build_release [extra cargo args]: the release binary (skipped with SKIP_BUILD=1).

@@ -42,23 +42,7 @@ start_backend "$CPU_LOAD" "$P_BACKEND" "$P_BACKEND_H2"
 
 case $PEER in
 proxy)
-    cat >"$tmp/proxy.yaml" <<YAML
-listen: "127.0.0.1:$P_SUT"
-admin_listen: "127.0.0.1:$P_ADMIN"
-backend:
-  url: "http://127.0.0.1:$P_BACKEND"
-oz:
-  url: "http://127.0.0.1:1"
-  auth:
-    token: "bench-token"
-capture:
-  routes:
-    - path: "/api/liveness/capture"
-log:
-  level: "info,access=off"
-${PRESERVE_HEADER_CASE:+forwarding:
-  preserve_header_case: $PRESERVE_HEADER_CASE}
-YAML
+    proxy_bench_yaml "$tmp/proxy.yaml" "$P_SUT" "$P_ADMIN" "$P_BACKEND" "info,access=off"
     start_bg "$CPU_SUT" "$OUT/sut.log" "$BIN" --config "$tmp/proxy.yaml"
     SUT_PIDS=$last_pid
     wait_http "http://127.0.0.1:$P_ADMIN/ready" 60

@@ -191,6 +191,7 @@ oz:
   url: "http://127.0.0.1:$P_OZ"
   auth:
     token: "bench-token"
+# Header case kept, as the default was when BENCHMARKS.md "Tracing cost" was measured (issue 17).
 forwarding:
   preserve_header_case: true
 capture:
