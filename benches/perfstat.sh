@@ -91,10 +91,6 @@ if [[ $RECORD == 1 ]]; then
 fi
 
 if [[ $STRACE == 1 ]]; then
-    command -v strace >/dev/null || {
-        log "strace is not installed (apt-get install strace)"
-        exit 1
-    }
     strace_args=()
     for pid in ${SUT_PIDS//,/ }; do strace_args+=(-p "$pid"); done
     strace -c -S calls -f -o "$OUT/strace.txt" "${strace_args[@]}" &

@@ -94,15 +94,9 @@ remove_worktree() {
 trap 'remove_worktree; cleanup' EXIT
 
 ensure_tools
-ensure_valgrind() {
-    command -v valgrind >/dev/null && return 0
-    local sudo=""
-    [[ $(id -u) == 0 ]] || sudo="sudo"
-    log "installing valgrind with apt-get"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq valgrind >/dev/null
-}
-[[ $CALLGRIND == 1 ]] && ensure_valgrind
+if [[ $CALLGRIND == 1 ]] && ! command -v valgrind >/dev/null; then
+    apt_install valgrind
+fi
 
 # --- the two binaries --------------------------------------------------------------------------
 if [[ -n ${AFTER_BIN:-} ]]; then
